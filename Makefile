@@ -1,0 +1,25 @@
+# diffusers-tsa: `make test` and `make demo` set everything up from scratch in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch is enough for the tests and the offline demo; set TORCH to your CUDA build otherwise.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[test]"
+
+test: install
+	$(BIN)/python -m pytest tests
+
+bench: install
+	$(BIN)/python benchmarks/bench_loss.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
