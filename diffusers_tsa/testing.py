@@ -1,0 +1,123 @@
+"""Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks.
+
+They follow the shape rules of the real checkpoints at a scale that runs on a laptop CPU in seconds and needs no
+network (design notes, section 4): a 9-frame 96x144 clip gives CogVideoX latents of 3 x 12 x 18 and student tokens
+3 x 6 x 9; the teacher sees 8 frames at 32x48 and returns a 4 x 2 x 3 grid, exactly as a 49-frame 480x720 clip
+gives 13 x 30 x 45 student tokens and a 24 x 10 x 15 teacher grid.
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+
+TINY_NUM_FRAMES = 9
+TINY_HEIGHT = 96
+TINY_WIDTH = 144
+TINY_TEXT_EMBED_DIM = 32
+TINY_MAX_TEXT_SEQ_LENGTH = 16
+
+
+def tiny_t5_tokenizer():
+    """A T5 tokenizer whose Unigram vocabulary covers lowercase letters, digits and common punctuation."""
+    from transformers import T5TokenizerFast
+
+    pieces = ["▁" + c for c in string.ascii_lowercase + string.digits]
+    pieces += list(string.ascii_lowercase + string.digits + ".,'-")
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(p, -3.0) for p in pieces]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2) -> dict:
+    """Components of a tiny `CogVideoXPipeline` (about 0.5 MB), deterministic for a given seed.
+
+    Args:
+        seed (`int`, defaults to 0): seed of the random initialisation.
+        num_layers (`int`, defaults to 2): transformer blocks.
+
+    Returns:
+        `dict`: `tokenizer`, `text_encoder`, `vae`, `transformer` and `scheduler`, ready for
+        `CogVideoXPipeline(**components)`.
+    """
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=4,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=TINY_TEXT_EMBED_DIM,
+        num_layers=num_layers,
+        sample_width=TINY_WIDTH // 8,
+        sample_height=TINY_HEIGHT // 8,
+        sample_frames=TINY_NUM_FRAMES,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=TINY_MAX_TEXT_SEQ_LENGTH,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+    torch.manual_seed(seed)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=TINY_TEXT_EMBED_DIM,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "vae": vae,
+        "transformer": transformer,
+        "scheduler": CogVideoXDDIMScheduler(),
+    }
+
+
+def tiny_videomae(
+    *,
+    image_size: tuple[int, int] = (TINY_HEIGHT // 3, TINY_WIDTH // 3),
+    num_frames: int = TINY_NUM_FRAMES - 1,
+    patch_size: int = 16,
+    tubelet_size: int = 2,
+    hidden_size: int = 32,
+    seed: int = 0,
+):
+    """A tiny `transformers.VideoMAEModel` teacher (no final norm, as VideoREPA reads its features).
+
+    With the defaults it sees 8 frames at 32x48 and returns a 4 x 2 x 3 token grid of width 32.
+    """
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    torch.manual_seed(seed)
+    config = VideoMAEConfig(
+        image_size=list(image_size),
+        patch_size=patch_size,
+        tubelet_size=tubelet_size,
+        num_frames=num_frames,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        use_mean_pooling=True,
+    )
+    return VideoMAEModel(config).eval()
