@@ -1,0 +1,132 @@
+"""The projector h_psi (paper Eq. 5): diffusion tokens -> the teacher's feature space and token grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .errors import GridError
+
+Grid = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class GridResampling:
+    """How a student token grid (F_s, H_s, W_s) reaches a teacher grid (F_t, H_t, W_t).
+
+    Optionally the first student frame is dropped (a causal video VAE encodes the first pixel frame alone into
+    latent frame 0, which has no teacher tubelet when the teacher skips that frame); then each axis is either
+    upsampled by an integer factor (trilinear interpolation) or downsampled by an integer factor (a strided
+    convolution whose kernel equals its stride). For CogVideoX with the paper's teacher, 13 x 30 x 45 ->
+    24 x 10 x 15: drop frame 0, x2 in time, /3 in space, as VideoREPA does.
+    """
+
+    drop_first_frame: bool
+    upsample: Grid
+    downsample: Grid
+
+    @classmethod
+    def between(cls, student_grid: Grid, teacher_grid: Grid, drop_first_frame: bool | None = None) -> "GridResampling":
+        """Derives the resampling, or raises `GridError` saying why the pair is not supported.
+
+        Args:
+            student_grid (`tuple[int, int, int]`): (F_s, H_s, W_s).
+            teacher_grid (`tuple[int, int, int]`): (F_t, H_t, W_t).
+            drop_first_frame (`bool`, *optional*): force dropping (True) or keeping (False) the first student
+                frame; `None` keeps it when the frame counts have an integer ratio and drops it otherwise.
+        """
+        if len(student_grid) != 3 or len(teacher_grid) != 3 or min(*student_grid, *teacher_grid) < 1:
+            raise GridError(
+                f"Grids must be three positive sizes (F, H, W); got student {student_grid}, teacher {teacher_grid}."
+            )
+        f_s, f_t = student_grid[0], teacher_grid[0]
+        choices = [drop_first_frame] if drop_first_frame is not None else [False, True]
+        reasons = []
+        for drop in choices:
+            sizes = (f_s - drop, *student_grid[1:])
+            factors = [_integer_ratio(s, t) for s, t in zip(sizes, teacher_grid)]
+            if sizes[0] >= 1 and all(factors):
+                up = tuple(max(1, t // s) for s, t in zip(sizes, teacher_grid))
+                down = tuple(max(1, s // t) for s, t in zip(sizes, teacher_grid))
+                return cls(drop, up, down)
+            bad = ", ".join(axis for axis, ok in zip("FHW", factors) if not ok)
+            kept = "dropping" if drop else "keeping"
+            reasons.append(f"{kept} the first frame leaves {sizes}, with no integer ratio to the teacher on {bad}")
+        raise GridError(
+            f"Cannot resample the student grid {tuple(student_grid)} to the teacher grid {tuple(teacher_grid)}: "
+            + "; ".join(reasons)
+            + ". Each axis needs an integer up- or downsampling factor: change the teacher input size "
+            "(`--teacher_num_frames`, `--teacher_height`, `--teacher_width`) or the training resolution."
+        )
+
+
+def _integer_ratio(a: int, b: int) -> bool:
+    return a >= 1 and (a % b == 0 or b % a == 0)
+
+
+class AlignmentProjector(nn.Module):
+    """A 3-layer MLP followed by a 3D convolutional resampler, from diffusion tokens to teacher tokens.
+
+    The MLP (Linear-SiLU-Linear-SiLU-Linear) maps the hooked block's width to the teacher's; the resampler, derived
+    from the two grids by `GridResampling`, brings the student's token grid to the teacher's.
+
+    Args:
+        in_dim (`int`): width of the diffusion model's hidden states (1920 for CogVideoX-2B).
+        out_dim (`int`): width of the teacher's features (768 for a ViT-B).
+        student_grid (`tuple[int, int, int]`): the student's token grid (F_s, H_s, W_s), e.g. (13, 30, 45).
+        teacher_grid (`tuple[int, int, int]`): the teacher's token grid (F_t, H_t, W_t), e.g. (24, 10, 15).
+        hidden_dim (`int`, defaults to 2048): width of the MLP's hidden layers.
+        drop_first_frame (`bool`, *optional*): see `GridResampling.between`.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        student_grid: Grid,
+        teacher_grid: Grid,
+        hidden_dim: int = 2048,
+        drop_first_frame: bool | None = None,
+    ):
+        super().__init__()
+        self.student_grid = tuple(student_grid)
+        self.teacher_grid = tuple(teacher_grid)
+        self.resampling = GridResampling.between(self.student_grid, self.teacher_grid, drop_first_frame)
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.SiLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.SiLU(),
+            nn.Linear(hidden_dim, out_dim),
+        )
+        down = self.resampling.downsample
+        self.resample = nn.Conv3d(out_dim, out_dim, kernel_size=down, stride=down)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Projects hooked hidden states onto the teacher grid.
+
+        Args:
+            hidden_states (`torch.Tensor`): `(B, F_s * H_s * W_s, in_dim)` video tokens in frame-major order.
+
+        Returns:
+            `torch.Tensor`: `(B, F_t, H_t, W_t, out_dim)`.
+        """
+        f, h, w = self.student_grid
+        if hidden_states.ndim != 3 or hidden_states.shape[1] != f * h * w:
+            raise GridError(
+                f"The projector expects (B, {f * h * w}, C) tokens for the student grid {self.student_grid}, got "
+                f"{tuple(hidden_states.shape)}; check the training resolution and the hooked block."
+            )
+        x = rearrange(hidden_states, "b (f h w) c -> b f h w c", f=f, h=h, w=w)
+        if self.resampling.drop_first_frame:
+            x = x[:, 1:]
+        x = rearrange(self.mlp(x), "b f h w c -> b c f h w")
+        if self.resampling.upsample != (1, 1, 1):
+            x = F.interpolate(x, scale_factor=self.resampling.upsample, mode="trilinear", align_corners=False)
+        x = self.resample(x)
+        return rearrange(x, "b c f h w -> b f h w c")

@@ -1,0 +1,67 @@
+"""AlignmentProjector: grids derived from the configs, VideoREPA's correspondence, refusals."""
+
+import pytest
+import torch
+
+from diffusers_tsa import AlignmentProjector, GridError, GridResampling
+
+
+@pytest.mark.parametrize(
+    "student, teacher, drop, up, down",
+    [
+        ((13, 30, 45), (24, 10, 15), True, (2, 1, 1), (1, 3, 3)),  # CogVideoX-2B 49x480x720, the paper's teacher
+        ((3, 6, 9), (4, 2, 3), True, (2, 1, 1), (1, 3, 3)),  # the same rules at the tests' tiny scale
+        ((9, 30, 48), (16, 30, 48), True, (2, 1, 1), (1, 1, 1)),  # NOVA 33x480x768, teacher at full size
+        ((13, 30, 45), (13, 15, 15), False, (1, 1, 1), (1, 2, 3)),
+        ((8, 10, 15), (16, 20, 30), False, (2, 2, 2), (1, 1, 1)),
+    ],
+)
+def test_resampling_is_derived_from_the_grids(student, teacher, drop, up, down):
+    assert GridResampling.between(student, teacher) == GridResampling(drop, up, down)
+
+
+def test_paper_grid_shapes():
+    projector = AlignmentProjector(64, 24, student_grid=(13, 30, 45), teacher_grid=(24, 10, 15), hidden_dim=32)
+    out = projector(torch.randn(2, 13 * 30 * 45, 64))
+    assert out.shape == (2, 24, 10, 15, 24)
+    mlp = [m for m in projector.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in mlp] == [(64, 32), (32, 32), (32, 24)]
+    assert projector.resample.kernel_size == (1, 3, 3) and projector.resample.stride == (1, 3, 3)
+
+
+def test_nova_like_grid_shapes():
+    projector = AlignmentProjector(16, 8, student_grid=(9, 30, 48), teacher_grid=(16, 30, 48), hidden_dim=16)
+    assert projector(torch.randn(1, 9 * 30 * 48, 16)).shape == (1, 16, 30, 48, 8)
+
+
+def test_videorepa_correspondence():
+    """Latent frame 0 has no teacher tubelet; each teacher token sees only its 3 x 3 block of student tokens."""
+    projector = AlignmentProjector(8, 4, student_grid=(3, 6, 9), teacher_grid=(4, 2, 3), hidden_dim=16)
+    x = torch.randn(1, 3, 6, 9, 8)
+    base = projector(x.flatten(1, 3))
+
+    first = x.clone()
+    first[:, 0] += 10.0
+    assert torch.equal(projector(first.flatten(1, 3)), base)
+
+    token = x.clone()
+    token[:, 1, 4, 7] += 10.0  # spatial block (1, 2) of latent frame 1
+    changed = (projector(token.flatten(1, 3)) - base).abs().amax(dim=(0, 1, 4)) > 0  # (H_t, W_t)
+    expected = torch.zeros(2, 3, dtype=torch.bool)
+    expected[1, 2] = True
+    assert torch.equal(changed, expected)
+
+
+def test_unsupported_pairs_are_refused_with_the_reason():
+    with pytest.raises(GridError, match=r"no integer ratio to the teacher on F.*--teacher_num_frames"):
+        AlignmentProjector(8, 4, student_grid=(13, 30, 45), teacher_grid=(10, 10, 15))
+    with pytest.raises(GridError, match="on H, W"):
+        GridResampling.between((13, 30, 45), (24, 7, 14))
+    with pytest.raises(GridError, match="on F"):
+        GridResampling.between((13, 30, 45), (24, 10, 15), drop_first_frame=False)
+
+
+def test_wrong_token_count_is_refused():
+    projector = AlignmentProjector(8, 4, student_grid=(3, 6, 9), teacher_grid=(4, 2, 3), hidden_dim=16)
+    with pytest.raises(GridError, match=r"expects \(B, 162, C\) tokens"):
+        projector(torch.randn(1, 160, 8))
