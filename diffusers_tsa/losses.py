@@ -5,9 +5,10 @@
 - `repa_loss`: REPA's token-wise negative cosine similarity (Eq. 2), a baseline.
 
 Both relation losses are streamed: the ``(queries x N)`` relation matrices are never held for a whole sample.
-They are computed tile by tile (a chunk of queries against a chunk of key frames) by one `torch.autograd.Function`
-that keeps only per-(query, frame) statistics and recomputes each tile in backward, where the gradient with
-respect to the student's relations has a closed form (Eq. 10 for TSA).
+They are computed tile by tile (a chunk of queries against a chunk of key frames) by one `torch.autograd.Function`.
+The gradient of a scalar loss with respect to the features is no larger than the features, and its value on
+each tile has a closed form (Eq. 10 for TSA), so the same pass over the tiles also accumulates the gradient:
+nothing is recomputed in backward, and the cost is that of the naive formula with its autograd backward.
 """
 
 from __future__ import annotations
@@ -24,49 +25,38 @@ from .errors import GridError
 # Relation entries per tile (a chunk of queries x a chunk of key frames). Each tile holds a few fp32 tensors of
 # this size, so the default keeps the loss's working memory near 100 MB whatever the grid.
 _TILE_ELEMENTS = 2**22
+_EPS = 1e-12  # as in `torch.nn.functional.normalize`
 
 
 class _TemperedKL:
-    """Per (query, frame): KL(softmax(a / tau) || softmax(b / tau)) over the H*W keys of the frame (Eq. 8-9).
-
-    With a, b the teacher's and student's relations, ``KL = sum_j P_j (a_j - b_j) / tau - LSE(a / tau) +
-    LSE(b / tau)``, so the two log-sum-exps per (query, frame) are all that backward needs to rebuild P and Q.
+    """Per (query, frame): KL(softmax(a / tau) || softmax(b / tau)) over the H*W keys of the frame (Eq. 8-9), with
+    a, b the teacher's and the student's relations; its gradient in b is (P_student - P_teacher) / tau (Eq. 10).
     """
-
-    num_stats = 2
 
     def __init__(self, tau: float):
         self.tau = tau
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`student`, `teacher`: (Q, Fk, HW) relations. Returns the KL (Q, Fk) and the statistics (Q, Fk, 2)."""
-        a, b = teacher / self.tau, student / self.tau
-        lse_a, lse_b = a.logsumexp(-1), b.logsumexp(-1)
-        p = torch.exp(a - lse_a.unsqueeze(-1))
-        kl = (p * (a - b)).sum(-1) - lse_a + lse_b
-        return kl, torch.stack([lse_a, lse_b], dim=-1)
-
-    def grad(self, student: torch.Tensor, teacher: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        """d KL / d student relations, (P_student - P_teacher) / tau (Eq. 10); shape (Q, Fk, HW)."""
-        p = torch.exp(teacher / self.tau - stats[..., 0:1])
-        q = torch.exp(student / self.tau - stats[..., 1:2])
-        return (q - p) / self.tau
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool):
+        """`student`, `teacher`: (Q, Fk, HW) relations, overwritten. Returns the KL (Q, Fk) and, if asked, its
+        gradient in `student`."""
+        log_p = teacher.div_(self.tau).log_softmax(-1)
+        log_q = student.div_(self.tau).log_softmax(-1)
+        p = log_p.exp()
+        kl = log_p.sub_(log_q).mul_(p).sum(-1)
+        return kl, log_q.exp_().sub_(p).div_(self.tau) if with_grad else None
 
 
 class _MarginL1:
-    """Per (query, frame): sum over keys of relu(|a - b| - margin), VideoREPA's relation distance."""
-
-    num_stats = 0
+    """Per (query, frame): sum over keys of relu(|b - a| - margin), VideoREPA's relation distance."""
 
     def __init__(self, margin: float):
         self.margin = margin
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return F.relu((student - teacher).abs() - self.margin).sum(-1), None
-
-    def grad(self, student: torch.Tensor, teacher: torch.Tensor, stats: None) -> torch.Tensor:
-        diff = student - teacher
-        return torch.sign(diff) * (diff.abs() > self.margin)
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool):
+        diff = student.sub_(teacher)
+        excess = diff.abs().sub_(self.margin)
+        loss = excess.clamp_min(0).sum(-1)
+        return loss, diff.sign_().mul_(excess > 0) if with_grad else None
 
 
 @dataclass(frozen=True)
@@ -79,8 +69,7 @@ class _Tiling:
     @classmethod
     def for_grid(cls, num_queries: int, num_frames: int, keys_per_frame: int, chunk_size: int | None) -> "_Tiling":
         num_keys = num_frames * keys_per_frame
-        queries = chunk_size or max(1, _TILE_ELEMENTS // num_keys)
-        queries = min(queries, num_queries)
+        queries = min(chunk_size or max(1, _TILE_ELEMENTS // num_keys), num_queries)
         frames = min(num_frames, max(1, _TILE_ELEMENTS // (queries * keys_per_frame)))
         return cls(queries, frames)
 
@@ -91,78 +80,66 @@ class _Tiling:
 
 
 class _StreamedRelationLoss(torch.autograd.Function):
-    """sum_b sum_{i in queries_b} weight_b * sum_f criterion(R_s[i, f], R_t[i, f]), never holding a full R.
+    """sum_b weight_b * sum_{i in queries_b} sum_f criterion(R_s[i, f], R_t[i, f]), never holding a full R.
 
-    Inputs are L2-normalised fp32 features; ``R = E E^T`` (Eq. 6-7) is built one tile at a time. Forward keeps
-    the criterion's per-(query, frame) statistics; backward rebuilds each tile, asks the criterion for
-    ``G = d loss / d R_s`` and accumulates ``G E_keys`` into the query rows and ``G^T E_queries`` into the key
-    rows (R_s is symmetric in the features it is built from).
+    Features are L2-normalised in fp32 and ``R = Ē Ē^T`` (Eq. 6-7) is built one tile at a time. When the student
+    needs a gradient, each tile's ``G = d loss / d R_s`` is folded into it right away: ``G Ē_keys`` into the query
+    rows and ``G^T Ē_queries`` into the key rows (R_s is built from the same features on both sides), and the
+    result is taken back through the normalisation once at the end. Backward only scales it by the incoming
+    gradient, so the loss keeps no tensor larger than the features between forward and backward.
     """
 
     @staticmethod
     def forward(ctx, student, teacher, criterion, grid, queries, weights, chunk_size):
-        # student, teacher: (B, N, C); grid: (F, HW); queries: list of B index tensors; weights: list of floats
+        # student, teacher: (B, N, C) any float dtype; grid: (F, HW); queries: B index tensors; weights: B floats
         num_frames, keys_per_frame = grid
-        total = student.new_zeros(())
-        stats = []
-        tilings = []
+        with_grad = ctx.needs_input_grad[0]
+        features = student.float()
+        norm = features.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+        student_n, teacher_n = features / norm, F.normalize(teacher.float(), dim=-1, eps=_EPS)
+        del features
+        total = student_n.new_zeros(())
+        grad = torch.zeros_like(student_n) if with_grad else None
         for b, index in enumerate(queries):
             tiling = _Tiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
-            sample_stats = student.new_empty(len(index), num_frames, criterion.num_stats)
             for rows, frames in tiling.tiles(len(index), num_frames):
-                rel_s, rel_t = _relation_tile(student[b], teacher[b], index[rows], frames, keys_per_frame)
-                loss, tile_stats = criterion.forward(rel_s, rel_t)
+                query_index, keys = index[rows], _frame_rows(frames, keys_per_frame)
+                e_q, e_k = student_n[b, query_index], student_n[b, keys]
+                rel_s, rel_t = (
+                    rearrange(q @ k.T, "q (f k) -> q f k", k=keys_per_frame)
+                    for q, k in ((e_q, e_k), (teacher_n[b, query_index], teacher_n[b, keys]))
+                )
+                loss, g = criterion(rel_s, rel_t, with_grad)
                 total += weights[b] * loss.sum()
-                if tile_stats is not None:
-                    sample_stats[rows, frames] = tile_stats
-            stats.append(sample_stats)
-            tilings.append(tiling)
-        ctx.save_for_backward(student, teacher, *stats)
-        ctx.criterion, ctx.grid, ctx.queries, ctx.weights, ctx.tilings = criterion, grid, queries, weights, tilings
+                if with_grad:
+                    g = rearrange(g, "q f k -> q (f k)").mul_(weights[b])
+                    grad[b].index_add_(0, query_index, g @ e_k)
+                    grad[b, keys] += g.T @ e_q
+        if with_grad:  # through Ē = E / |E|: remove the radial part, divide by the norm
+            grad = grad.sub_((grad * student_n).sum(-1, keepdim=True) * student_n).div_(norm).to(student.dtype)
+        ctx.save_for_backward(grad)
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        student, teacher, *stats = ctx.saved_tensors
-        num_frames, keys_per_frame = ctx.grid
-        grad = torch.zeros_like(student)
-        for b, index in enumerate(ctx.queries):
-            scale = grad_output * ctx.weights[b]
-            for rows, frames in ctx.tilings[b].tiles(len(index), num_frames):
-                query_index = index[rows]
-                rel_s, rel_t = _relation_tile(student[b], teacher[b], query_index, frames, keys_per_frame)
-                g = ctx.criterion.grad(rel_s, rel_t, stats[b][rows, frames]) * scale
-                g = rearrange(g, "q f k -> q (f k)")
-                keys = _frame_rows(frames, keys_per_frame)
-                grad[b].index_add_(0, query_index, g @ student[b, keys])
-                grad[b, keys] += g.transpose(0, 1) @ student[b, query_index]
-        return grad, None, None, None, None, None, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output.to(grad.dtype), None, None, None, None, None, None
 
 
 def _frame_rows(frames: slice, keys_per_frame: int) -> slice:
     return slice(frames.start * keys_per_frame, frames.stop * keys_per_frame)
 
 
-def _relation_tile(
-    student: torch.Tensor, teacher: torch.Tensor, query_index: torch.Tensor, frames: slice, keys_per_frame: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows `query_index` of R = E E^T against the keys of `frames`, for both models: two (Q, Fk, HW) tensors."""
-    keys = _frame_rows(frames, keys_per_frame)
-    rel = [e[query_index] @ e[keys].transpose(0, 1) for e in (student, teacher)]
-    return tuple(rearrange(r, "q (f k) -> q f k", k=keys_per_frame) for r in rel)
-
-
-def _normalised_tokens(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checks two (B, F, H, W, C) grids and returns their L2-normalised fp32 tokens, (B, N, C) each."""
+def _token_rows(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checks two (B, F, H, W, C) grids and returns them as (B, N, C) token rows, the teacher detached."""
     if student.ndim != 5 or student.shape != teacher.shape:
         raise GridError(
             "`student` and `teacher` must be token grids of the same shape (B, F, H, W, C), got "
             f"{tuple(student.shape)} and {tuple(teacher.shape)}; project the student onto the teacher's grid "
             "first (see `AlignmentProjector`)."
         )
-    tokens = [rearrange(e.float(), "b f h w c -> b (f h w) c") for e in (student, teacher.detach())]
-    return F.normalize(tokens[0], dim=-1), F.normalize(tokens[1], dim=-1)
+    return tuple(rearrange(e, "b f h w c -> b (f h w) c") for e in (student, teacher.detach()))
 
 
 def tsa_loss(
@@ -182,7 +159,8 @@ def tsa_loss(
     input dtype, and no gradient flows into `teacher`.
 
     Memory is bounded: relations are computed in tiles of `chunk_size` queries against as many key frames as fit
-    in a fixed budget, and recomputed in backward; nothing of size (queries x N) is kept for a whole sample.
+    in a fixed budget, and the gradient is accumulated in the same pass; nothing of size (queries x N) is kept
+    for a whole sample.
 
     Args:
         student (`torch.Tensor`): projected diffusion features E^VDM, shape `(B, F, H, W, C)`.
@@ -199,7 +177,7 @@ def tsa_loss(
     """
     if tau <= 0:
         raise ValueError(f"`tau` must be positive, got {tau}.")
-    s, t = _normalised_tokens(student, teacher)
+    s, t = _token_rows(student, teacher)
     batch, num_frames, height, width = student.shape[:4]
     queries = _query_indices(query_mask, student.shape[:4], s.device)
     # Eq. 13: 1 / (|M| F) per sample, then the batch mean.
@@ -223,7 +201,7 @@ def trd_loss(student: torch.Tensor, teacher: torch.Tensor, *, margin: float = 0.
     Returns:
         `torch.Tensor`: the scalar loss (fp32).
     """
-    s, t = _normalised_tokens(student, teacher)
+    s, t = _token_rows(student, teacher)
     batch, num_frames, height, width = student.shape[:4]
     num_tokens = num_frames * height * width
     queries = _query_indices(None, student.shape[:4], s.device)
@@ -243,8 +221,8 @@ def repa_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     Returns:
         `torch.Tensor`: the scalar loss in [-1, 1] (fp32).
     """
-    s, t = _normalised_tokens(student, teacher)
-    return -(s * t).sum(-1).mean()
+    s, t = _token_rows(student, teacher)
+    return -F.cosine_similarity(s.float(), t.float(), dim=-1, eps=_EPS).mean()
 
 
 def _query_indices(

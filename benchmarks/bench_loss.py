@@ -1,0 +1,163 @@
+"""Time and peak memory of the alignment losses, forward + backward: naive M-TSA vs `tsa_loss` vs `trd_loss`.
+
+Each (configuration, method) runs in a fresh subprocess so that its peak memory is its own: on CPU the growth of
+the peak resident set size over the inputs' (`ru_maxrss`), on CUDA `torch.cuda.max_memory_allocated` over the
+inputs'. Results go to `benchmarks/results/loss_<device>.json` and a Markdown table beside it.
+
+    python benchmarks/bench_loss.py                 # CPU
+    python benchmarks/bench_loss.py --device cuda   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+RESULTS = Path(__file__).parent / "results"
+
+CONFIGS = {
+    # The paper's teacher grid (VideoMAEv2 ViT-B on 48 frames at 160x240), batch 4, 20 % queries.
+    "paper": {"batch": 4, "grid": (24, 10, 15), "channels": 768, "ratio": 0.2, "repeats": 5},
+    # A teacher at full 480x720 resolution: 32 400 tokens.
+    "high-res": {"batch": 1, "grid": (24, 30, 45), "channels": 768, "ratio": 0.2, "repeats": 1},
+}
+METHODS = ("naive", "tsa", "trd")
+
+
+def naive_mtsa(student, teacher, query_mask, tau=0.1):
+    """Eq. 8-9, 13 as one would first write them: the (|M| x N) relations of a sample in one go, autograd."""
+    batch, frames, height, width, channels = student.shape
+    losses = []
+    for b in range(batch):
+        e_s = F.normalize(student[b].reshape(-1, channels).float(), dim=-1)
+        e_t = F.normalize(teacher[b].reshape(-1, channels).float(), dim=-1)
+        queries = query_mask[b].reshape(-1)
+        r_s = (e_s[queries] @ e_s.T).view(-1, frames, height * width)
+        r_t = (e_t[queries] @ e_t.T).view(-1, frames, height * width)
+        log_p, log_q = (r_t / tau).log_softmax(-1), (r_s / tau).log_softmax(-1)
+        losses.append((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+    return torch.stack(losses).mean()
+
+
+def make_inputs(config, device):
+    from diffusers_tsa import motion_saliency_mask
+
+    g = torch.Generator().manual_seed(0)
+    frames, height, width = config["grid"]
+    shape = (config["batch"], frames, height, width, config["channels"])
+    student = torch.randn(shape, generator=g).to(device).requires_grad_()
+    teacher = torch.randn(shape, generator=g).to(device)
+    # A mask with the paper's per-frame count, from random motion (one pixel per tubelet keeps it small).
+    clip = torch.rand(config["batch"], 2 * frames, 1, height, width, generator=g)
+    mask = motion_saliency_mask(clip, tubelet=(2, 1, 1), ratio=config["ratio"]).to(device)
+    return student, teacher, mask
+
+
+def loss_fn(method):
+    from diffusers_tsa import trd_loss, tsa_loss
+
+    return {
+        "naive": lambda s, t, m: naive_mtsa(s, t, m),
+        "tsa": lambda s, t, m: tsa_loss(s, t, query_mask=m),
+        "trd": lambda s, t, m: trd_loss(s, t),
+    }[method]
+
+
+def peak_memory_bytes(device):
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def worker(config_name, method, device):
+    """Runs in its own process: one configuration, one method; prints a JSON line."""
+    config = CONFIGS[config_name]
+    student, teacher, mask = make_inputs(config, device)
+    fn = loss_fn(method)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated() if device == "cuda" else peak_memory_bytes(device)
+    times = []
+    for call in range(1 + config["repeats"]):  # the first call measures memory and warms up; the others time
+        student.grad = None
+        start = time.perf_counter()
+        fn(student, teacher, mask).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        if call == 0:
+            peak = peak_memory_bytes(device) - baseline
+    print(json.dumps({
+        "config": config_name,
+        "method": method,
+        "seconds": statistics.median(times[1:]),
+        "peak_mib": peak / 2**20,
+        "queries": student[..., 0].numel() if method == "trd" else int(mask.sum()),  # TRD: every token
+    }))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(*args.worker, args.device)
+
+    rows = []
+    for config_name in args.configs:
+        for method in args.methods:
+            cmd = [sys.executable, __file__, "--device", args.device, "--worker", config_name, method]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:  # e.g. the naive formula running out of memory
+                reason = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+                rows.append({"config": config_name, "method": method, "skipped": reason})
+            else:
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+
+    by_key = {(r["config"], r["method"]): r for r in rows if "seconds" in r}
+    for r in rows:
+        naive = by_key.get((r["config"], "naive"))
+        if "seconds" in r and naive:
+            r["time_vs_naive"] = r["seconds"] / naive["seconds"]
+            r["memory_vs_naive"] = r["peak_mib"] / naive["peak_mib"]
+
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"loss_{args.device}.json"
+    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "configs": CONFIGS, "results": rows}, indent=2))
+    lines = [
+        f"Loss forward + backward on {device_name}, torch {torch.__version__}.",
+        "",
+        "| config | method | queries | time (s) | peak memory (MiB) | time / naive | memory / naive |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['config']} | {r['method']} | | skipped: {r['skipped']} | | | |")
+            continue
+        ratios = [f"{r[k]:.2f}" if k in r else "" for k in ("time_vs_naive", "memory_vs_naive")]
+        lines.append(
+            f"| {r['config']} | {r['method']} | {r['queries']} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | "
+            + " | ".join(ratios) + " |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"Wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
