@@ -6,9 +6,15 @@ it installed.
 """
 
 import argparse
+import os
+import sys
 
-import torch
-from vbench import VBench
+# Run as a script, this file's folder comes first on sys.path, and there `vbench` is this project's eval/vbench.py.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import torch  # noqa: E402
+from vbench import VBench  # noqa: E402
 
 
 def main():

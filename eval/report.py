@@ -126,8 +126,8 @@ def build_report(runs: Sequence[tuple[str, Sequence[Path]]], output_dir: Path | 
             output_dir.mkdir(parents=True, exist_ok=True)
             (output_dir / f"{_FILES[benchmark]}.md").write_text(markdown + "\n", encoding="utf-8")
             for i, (columns, rows) in enumerate(_tables(benchmark, full)):
-                suffix = "" if benchmark != "vbench" else "ab"[i]
-                write_csv(output_dir / f"{_FILES[benchmark]}{suffix}.csv", columns,
+                name = _FILES[benchmark] if benchmark != "vbench" else f"table3{'ab'[i]}_vbench"
+                write_csv(output_dir / f"{name}.csv", columns,
                           [["" if v is None else v for v in row] for row in rows])
     if not sections:
         raise EvalInputError("No results given: pass --run LABEL SCORES_JSON [...].")
