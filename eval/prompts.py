@@ -199,7 +199,8 @@ def load_prompts(
         _merge(entries, prompt, "category", _first(row, ("states_of_matter",)), where)
         # VBench lists a prompt once per dimension group; a repeated prompt belongs to all its dimensions.
         dimensions = row.get("dimension") or ()
-        entries[prompt].setdefault("dimensions", set()).update([dimensions] if isinstance(dimensions, str) else dimensions)
+        dimensions = [dimensions] if isinstance(dimensions, str) else dimensions
+        entries[prompt].setdefault("dimensions", set()).update(dimensions)
         if "is_hard" in row:
             _merge(entries, prompt, "is_hard", parse_bool(row["is_hard"], where), where)
     if upsampled:

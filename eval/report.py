@@ -47,7 +47,9 @@ def _get(mapping: Mapping, *keys: str):
 def table_videophy(runs: Runs) -> tuple[list[str], list[list]]:
     """Table 1: SA and PC overall and per states of matter."""
     columns = ["Method"] + [f"{title} {m}" for _, title in _VIDEOPHY_GROUPS for m in ("SA", "PC")]
-    rows = [[label] + [_get(r, "subsets", g, m) for g, _ in _VIDEOPHY_GROUPS for m in ("sa", "pc")] for label, r in runs]
+    rows = [
+        [label] + [_get(r, "subsets", g, m) for g, _ in _VIDEOPHY_GROUPS for m in ("sa", "pc")] for label, r in runs
+    ]
     return columns, rows
 
 
@@ -55,7 +57,9 @@ def table_videophy2(runs: Runs) -> tuple[list[str], list[list]]:
     """Table 2: Joint, SA and PC; the hard subset's too when any run has it."""
     subsets = [("all", "")] + ([("hard", "Hard ")] if any(_get(r, "subsets", "hard") for _, r in runs) else [])
     columns = ["Method"] + [f"{prefix}{m}" for _, prefix in subsets for m in ("Joint", "SA", "PC")]
-    rows = [[label] + [_get(r, "subsets", s, m) for s, _ in subsets for m in ("joint", "sa", "pc")] for label, r in runs]
+    rows = [
+        [label] + [_get(r, "subsets", s, m) for s, _ in subsets for m in ("joint", "sa", "pc")] for label, r in runs
+    ]
     return columns, rows
 
 

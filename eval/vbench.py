@@ -145,7 +145,9 @@ def _default_full_info(python: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     """Check the videos, run VBench in its environment and aggregate its results."""
     if not Path(args.vbench_python).exists():
-        raise EvalInputError(f"--vbench_python {args.vbench_python} does not exist: give the `python` of the VBench env.")
+        raise EvalInputError(
+            f"--vbench_python {args.vbench_python} does not exist: give the `python` of the VBench environment."
+        )
     full_info_path = args.full_info or _default_full_info(args.vbench_python)
     full_info = read_table(full_info_path)
     unknown = sorted(set(args.dimensions) - set(NORMALIZATION))

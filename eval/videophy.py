@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 from .common import EvaluatorOutputError, iter_headerless_rows, percent, run_evaluator, write_csv
 from .physics import IndexedVideo, build_parser, dispatch, join_scores, parse_float
+from .report import render_videophy
 
 logger = logging.getLogger("eval.videophy")
 
@@ -51,7 +52,8 @@ def question(metric: str, caption: str) -> str:
 def prepare(videos: list[IndexedVideo], eval_dir: Path) -> None:
     """Write the SA and PC input files of VideoCon-Physics."""
     for metric, (name, _) in FILES.items():
-        write_csv(eval_dir / name, ("videopath", "caption"), [(v.videopath, question(metric, v.prompt)) for v in videos])
+        rows = [(v.videopath, question(metric, v.prompt)) for v in videos]
+        write_csv(eval_dir / name, ("videopath", "caption"), rows)
     logger.info("wrote %s for %d videos in %s", " and ".join(n for n, _ in FILES.values()), len(videos), eval_dir)
 
 
@@ -116,8 +118,6 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .report import render_videophy
-
     parser = build_parser(__doc__, "VideoCon-Physics", _add_run_args)
     dispatch(parser, argv, prepare, run, score, render_videophy)
 

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 from .common import EvaluatorOutputError, iter_csv_rows, percent, run_evaluator, write_csv
 from .physics import IndexedVideo, build_parser, dispatch, join_scores, parse_float
+from .report import render_videophy2
 
 logger = logging.getLogger("eval.videophy2")
 
@@ -101,12 +102,10 @@ def score(videos: list[IndexedVideo], eval_dir: Path) -> dict:
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num_frames", type=int, default=32, help="Frames the evaluator samples (default 32, its own).")
+    parser.add_argument("--num_frames", type=int, default=32, help="Frames the evaluator samples (default 32).")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .report import render_videophy2
-
     parser = build_parser(__doc__, "VideoPhy2-AutoEval", _add_run_args)
     dispatch(parser, argv, prepare, run, score, render_videophy2)
 

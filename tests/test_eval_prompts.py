@@ -37,7 +37,8 @@ def videophy_files(tmp_path):
     (tmp_path / "short.txt").write_text("\n".join(captions) + "\n")
     (tmp_path / "long.txt").write_text("\n".join(f"Detailed: {c}" for c in captions) + "\n")
     # One row per generator and caption, as in VideoPhy's test set.
-    rows = [(c, s, g) for g in ("lavie", "svd") for c, s in zip(captions, ("solid_solid", "solid_fluid", "fluid_fluid"))]
+    states = ("solid_solid", "solid_fluid", "fluid_fluid")
+    rows = [(c, s, g) for g in ("lavie", "svd") for c, s in zip(captions, states)]
     labels = _write_csv(tmp_path / "reference.csv", ("caption", "states_of_matter", "source"), rows)
     return str(tmp_path / "short.txt"), str(tmp_path / "long.txt"), labels
 
@@ -79,8 +80,10 @@ def test_conflicting_category_is_an_error(tmp_path):
 
 
 def test_videophy2_hard_flag_from_labels(tmp_path):
-    prompts = _write_csv(tmp_path / "up.csv", ("caption", "upsampled_caption"), [("A jump.", "Long A"), ("B.", "Long B")])
-    labels = _write_csv(tmp_path / "test.csv", ("caption", "is_hard"), [("A jump.", "1"), ("B.", "0"), ("A jump.", "1")])
+    upsampled = [("A jump.", "Long A"), ("B.", "Long B")]
+    prompts = _write_csv(tmp_path / "up.csv", ("caption", "upsampled_caption"), upsampled)
+    hard = [("A jump.", "1"), ("B.", "0"), ("A jump.", "1")]
+    labels = _write_csv(tmp_path / "test.csv", ("caption", "is_hard"), hard)
     entries = load_prompts(BENCHMARKS["videophy2"], prompts, labels=labels)
     assert [(e.generation_prompt, e.is_hard) for e in entries] == [("Long A", True), ("Long B", False)]
     unlabeled = load_prompts(BENCHMARKS["videophy2"], prompts, labels="none")
@@ -88,7 +91,8 @@ def test_videophy2_hard_flag_from_labels(tmp_path):
 
 
 def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path):
-    info = [{"prompt_en": "a cat", "dimension": ["subject_consistency"]}, {"prompt_en": "a dog", "dimension": ["color"]},
+    info = [{"prompt_en": "a cat", "dimension": ["subject_consistency"]},
+            {"prompt_en": "a dog", "dimension": ["color"]},
             {"prompt_en": "a cat", "dimension": ["dynamic_degree"]}]
     (tmp_path / "info.json").write_text(json.dumps(info))
     dense = [{"id": 0, "prompt": "a cat", "dense_prompt": "a fluffy cat", "tag": "x"}]
@@ -125,7 +129,8 @@ def test_real_videophy_prompts():
     entries = load_prompts(BENCHMARKS["videophy"], str(d / "videophy.txt"), str(d / "videophy_detailed.txt"),
                            str(d / "reference.csv"))
     assert len(entries) == 344
-    assert collections.Counter(e.category for e in entries) == {"solid_solid": 143, "solid_fluid": 146, "fluid_fluid": 55}
+    counts = collections.Counter(e.category for e in entries)
+    assert counts == {"solid_solid": 143, "solid_fluid": 146, "fluid_fluid": 55}
     assert all(e.generation_prompt != e.prompt for e in entries)
     assert len({videophy_filename(e.prompt) for e in entries}) == 344
 

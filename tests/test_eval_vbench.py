@@ -32,7 +32,8 @@ def test_aggregate_against_hand_computed_scores(tmp_path):
     # Semantic: (8 * 0.8 + 0.35) / 9 = 0.75;  Total: (4 * 0.6 + 0.75) / 5 = 0.63
     half = dict(list(RAW.items())[:8])
     rest = dict(list(RAW.items())[8:])
-    result = vbench.aggregate(vbench.load_results([_results(tmp_path / "a.json", half), _results(tmp_path / "b.json", rest)]))
+    files = [_results(tmp_path / "a.json", half), _results(tmp_path / "b.json", rest)]
+    result = vbench.aggregate(vbench.load_results(files))
     assert result["quality"] == pytest.approx(60.0)
     assert result["semantic"] == pytest.approx(75.0)
     assert result["total"] == pytest.approx(63.0)

@@ -94,7 +94,7 @@ def test_score_against_hand_computed_shares(eval_dir, capsys):
     "mutate, message",
     [
         (lambda rows: rows[:2] + [rows[2][:2]] + rows[3:], r"line \d+: expected 3 fields"),
-        (lambda rows: rows[:1] + [(rows[1][0], rows[1][1], "1.2")] + rows[2:], r"line \d+: expected a score in \[0, 1\]"),
+        (lambda rows: rows[:1] + [(rows[1][0], rows[1][1], "1.2")] + rows[2:], r"line \d+: expected a score in \[0, 1"),
         (lambda rows: rows[:1] + [(rows[1][0], rows[1][1], "nan")] + rows[2:], "expected a score"),
         (lambda rows: rows + [rows[0]], r"lines 1 and \d+: .* scored twice"),
         (lambda rows: rows[1:], "no score for 1 of 4 videos"),

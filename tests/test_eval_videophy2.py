@@ -109,7 +109,8 @@ def test_run_calls_both_tasks(eval_dir, tmp_path):
         "rows = list(csv.DictReader(open(a.input_csv, newline='')))\n"
         "with open(a.output_csv, 'w', newline='') as f:\n"
         "    w = csv.writer(f); w.writerow(['', 'caption', 'videopath', 'score'])\n"
-        "    w.writerows([(i, r['caption'], r['videopath'], 5.0 if a.task == 'sa' else 3.0) for i, r in enumerate(rows)])\n"
+        "    s = 5.0 if a.task == 'sa' else 3.0\n"
+        "    w.writerows([(i, r['caption'], r['videopath'], s) for i, r in enumerate(rows)])\n"
         "open('tasks.txt', 'a').write(a.task + ' ' + a.num_frames + '\\n')\n"
     )
     videophy2.main(["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
