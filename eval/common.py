@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 logger = logging.getLogger("eval")
 
@@ -234,3 +234,11 @@ def run_evaluator(python: str, script: Path, args: Sequence[str]) -> None:
 def setup_logging() -> None:
     """Log INFO and above to stderr in a compact format (called by each command's `main`)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def exit_on_user_error(main: Callable[[], None]) -> None:
+    """Run a command's `main`; a bad input ends it with its one-line message instead of a traceback."""
+    try:
+        main()
+    except (EvalInputError, EvaluatorOutputError) as e:
+        sys.exit(f"error: {e}")

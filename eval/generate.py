@@ -24,6 +24,7 @@ from .common import (
     VIDEOS_SUBDIR,
     EvalInputError,
     VideoRecord,
+    exit_on_user_error,
     is_complete_video,
     logger,
     setup_logging,
@@ -239,4 +240,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

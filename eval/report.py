@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .common import EvalInputError, markdown_table, write_csv
+from .common import EvalInputError, exit_on_user_error, markdown_table, write_csv
 
 Runs = Sequence[tuple[str, Mapping]]
 
@@ -156,4 +156,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -27,7 +27,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .common import EvalInputError, EvaluatorOutputError, listed, logger, setup_logging, write_json
+from .common import (
+    EvalInputError,
+    EvaluatorOutputError,
+    exit_on_user_error,
+    listed,
+    logger,
+    setup_logging,
+    write_json,
+)
 from .prompts import read_table, vbench_filename
 
 # dimension: (min, max) of VBench's normalisation.
@@ -202,4 +210,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

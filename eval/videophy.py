@@ -19,7 +19,14 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .common import EvaluatorOutputError, iter_headerless_rows, percent, run_evaluator, write_csv
+from .common import (
+    EvaluatorOutputError,
+    exit_on_user_error,
+    iter_headerless_rows,
+    percent,
+    run_evaluator,
+    write_csv,
+)
 from .physics import IndexedVideo, build_parser, dispatch, join_scores, parse_float
 from .report import render_videophy
 
@@ -123,4 +130,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)
