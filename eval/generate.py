@@ -1,0 +1,243 @@
+"""Generate a benchmark's videos with any diffusers text-to-video pipeline, a LoRA or a fine-tuned transformer.
+
+Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol, and `OUTPUT_DIR/manifest.csv` (prompt,
+generation prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos
+are skipped (each is written to a temporary file and renamed when complete). Shardable: `--shard i/n`, or launch
+with `accelerate launch -m eval.generate ...` to split the prompts across processes.
+
+Example (the paper's settings are the defaults):
+
+    python -m eval.generate --benchmark videophy --pretrained_model_name_or_path THUDM/CogVideoX-2b \\
+        --lora your-name/cogvideox-2b-mtsa --prompts videophy.txt --upsampled_prompts videophy_detailed.txt \\
+        --labels reference.csv --output_dir runs/mtsa/videophy
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+from pathlib import Path
+
+from .common import (
+    MANIFEST_NAME,
+    VIDEOS_SUBDIR,
+    EvalInputError,
+    VideoRecord,
+    exit_on_user_error,
+    is_complete_video,
+    logger,
+    setup_logging,
+    write_manifest,
+)
+from .prompts import BENCHMARKS, Benchmark, PromptEntry, load_prompts
+
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def plan_videos(benchmark: Benchmark, entries: list[PromptEntry], seed: int, per_prompt: int) -> list[VideoRecord]:
+    """Every video of the run: `per_prompt` per prompt, video `i` with seed `seed + i` (42 for the first)."""
+    return [
+        VideoRecord(
+            e.prompt,
+            e.generation_prompt,
+            f"{VIDEOS_SUBDIR}/{benchmark.filename(e.prompt, i)}",
+            seed + i,
+            e.category,
+            e.is_hard,
+        )
+        for e in entries
+        for i in range(per_prompt)
+    ]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse `i/n` (0 <= i < n) into `(i, n)`."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise EvalInputError(f"--shard {text!r}: expected `i/n`, e.g. 0/4 for the first of four shards.") from None
+    if not 0 <= index < count:
+        raise EvalInputError(f"--shard {text!r}: need 0 <= i < n.")
+    return index, count
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The base pipeline, with the fine-tuned transformer swapped in or the LoRA loaded, on `args.device`."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    dtype = getattr(torch, _DTYPES[args.dtype])
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    common = {"revision": args.revision, "cache_dir": args.cache_dir}
+    extra = {}
+    if args.transformer:
+        # Load the base config to learn the transformer class, then the fine-tuned weights in its place.
+        config = DiffusionPipeline.load_config(args.pretrained_model_name_or_path, **common)
+        library, class_name = config["transformer"]
+        cls = getattr(__import__(library, fromlist=[class_name]), class_name)
+        subfolder = args.transformer_subfolder
+        if subfolder is None and (Path(args.transformer) / "transformer" / "config.json").is_file():
+            subfolder = "transformer"  # the training script's output folder
+        extra["transformer"] = cls.from_pretrained(
+            args.transformer, subfolder=subfolder, torch_dtype=dtype, cache_dir=args.cache_dir
+        )
+    pipe = DiffusionPipeline.from_pretrained(
+        args.pretrained_model_name_or_path, torch_dtype=dtype, variant=args.variant, **common, **extra
+    )
+    if args.lora:
+        pipe.load_lora_weights(args.lora, weight_name=args.lora_weight_name, adapter_name="eval_lora")
+        pipe.set_adapters(["eval_lora"], [args.lora_scale])
+    if args.enable_slicing:
+        pipe.vae.enable_slicing()
+    if args.enable_tiling:
+        pipe.vae.enable_tiling()
+    if args.enable_model_cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def call_kwargs(pipe, args: argparse.Namespace) -> dict:
+    """The generation settings that this pipeline's `__call__` accepts; others are dropped with a warning."""
+    wanted = {
+        "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale,
+        "use_dynamic_cfg": args.use_dynamic_cfg,
+        "num_frames": args.num_frames,
+        "height": args.height,
+        "width": args.width,
+        "max_sequence_length": args.max_sequence_length,
+    }
+    accepted = inspect.signature(pipe.__call__).parameters
+    dropped = [k for k in wanted if k not in accepted]
+    if dropped:
+        logger.warning("%s does not take %s: left at its defaults", type(pipe).__name__, ", ".join(dropped))
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
+def generate(args: argparse.Namespace) -> list[VideoRecord]:
+    """Write the manifest and the videos of this process's shard that are not complete yet; return the plan."""
+    benchmark = BENCHMARKS[args.benchmark]
+    entries = load_prompts(
+        benchmark, args.prompts, args.upsampled_prompts, args.labels, args.split, not args.no_upsampling
+    )
+    if args.max_prompts is not None:
+        entries = entries[: args.max_prompts]
+    per_prompt = args.num_videos_per_prompt or benchmark.videos_per_prompt
+    plan = plan_videos(benchmark, entries, args.seed, per_prompt)
+    out = Path(args.output_dir)
+    index, count = _shard(args)
+    # Every shard writes the same manifest (atomically), so any shard alone leaves a usable folder.
+    write_manifest(plan, out / MANIFEST_NAME)
+    if args.manifest_only:
+        return plan
+    todo = [r for r in plan[index::count] if not is_complete_video(out / r.file)]
+    logger.info("%d videos planned, %d in this shard (%d/%d) still to generate", len(plan), len(todo), index, count)
+    if not todo:
+        return plan
+
+    import torch
+    from diffusers.utils import export_to_video
+    from tqdm.auto import tqdm
+
+    pipe = load_pipeline(args)
+    settings = call_kwargs(pipe, args)
+    (out / VIDEOS_SUBDIR).mkdir(parents=True, exist_ok=True)
+    for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
+        generator = torch.Generator(device="cpu").manual_seed(record.seed)
+        frames = pipe(prompt=record.generation_prompt, generator=generator, **settings).frames[0]
+        final = out / record.file
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.mp4")
+        export_to_video(frames, str(tmp), fps=args.fps)
+        os.replace(tmp, final)
+    return plan
+
+
+def _shard(args: argparse.Namespace) -> tuple[int, int]:
+    if args.shard:
+        return parse_shard(args.shard)
+    if args.manifest_only:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState()
+    if args.device is None:
+        args.device = str(state.device)
+    return state.process_index, state.num_processes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Model.
+    parser.add_argument("--pretrained_model_name_or_path", required=True,
+                        help="Base pipeline, Hub id or folder (e.g. THUDM/CogVideoX-2b).")
+    parser.add_argument("--lora", default=None, help="LoRA weights to load on the base: Hub id or folder.")
+    parser.add_argument("--lora_weight_name", default=None,
+                        help="File name of the LoRA weights when the folder holds several (default: autodetect).")
+    parser.add_argument("--lora_scale", type=float, default=1.0, help="Strength of the LoRA (default 1.0).")
+    parser.add_argument("--transformer", default=None,
+                        help="Fine-tuned transformer replacing the base one: Hub id or folder (a training output "
+                             "folder with transformer/ works as is).")
+    parser.add_argument("--transformer_subfolder", default=None, help="Subfolder of --transformer holding it.")
+    parser.add_argument("--revision", default=None, help="Revision of the base model on the Hub.")
+    parser.add_argument("--variant", default=None, help="Weights variant of the base model, e.g. fp16.")
+    parser.add_argument("--cache_dir", default=None, help="Where downloaded models are cached.")
+    # Prompts.
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS),
+                        help="Naming, seeds and videos per prompt follow this benchmark's protocol.")
+    parser.add_argument("--prompts", default=None,
+                        help="Prompt file (.txt/.csv/.json/.jsonl) or Hub dataset; default: the benchmark's Hub "
+                             "dataset (VBench has none: give VBench_full_info.json).")
+    parser.add_argument("--upsampled_prompts", default=None,
+                        help="Upsampled prompts: .txt line-aligned with --prompts, or a table with caption and "
+                             "upsampled_caption (NOVA's dense VBench prompts: prompt and dense_prompt).")
+    parser.add_argument("--labels", default=None,
+                        help="Table with caption and states_of_matter and/or is_hard (default: the benchmark's "
+                             "Hub dataset; 'none' to skip).")
+    parser.add_argument("--split", default=None, help="Split of the Hub datasets when they have several.")
+    parser.add_argument("--no_upsampling", action="store_true",
+                        help="Generate from the prompts themselves instead of the upsampled ones.")
+    parser.add_argument("--max_prompts", type=int, default=None, help="Only the first N prompts (for a quick try).")
+    # Generation (defaults: the paper's and VideoREPA's evaluation settings).
+    parser.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (default 50).")
+    parser.add_argument("--guidance_scale", type=float, default=6.0, help="Classifier-free guidance (default 6).")
+    parser.add_argument("--use_dynamic_cfg", action=argparse.BooleanOptionalAction, default=True,
+                        help="CogVideoX's dynamic CFG (default on).")
+    parser.add_argument("--num_frames", type=int, default=49, help="Frames per video (default 49).")
+    parser.add_argument("--height", type=int, default=480, help="Height in pixels (default 480).")
+    parser.add_argument("--width", type=int, default=720, help="Width in pixels (default 720).")
+    parser.add_argument("--fps", type=int, default=8, help="Frame rate of the written mp4 (default 8).")
+    parser.add_argument("--max_sequence_length", type=int, default=226,
+                        help="Text tokens (default 226, CogVideoX's); pipelines without it ignore it.")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="Seed of each prompt's first video (default 42); video i uses seed + i.")
+    parser.add_argument("--num_videos_per_prompt", type=int, default=None,
+                        help="Default: the benchmark's (1 for VideoPhy and VideoPhy2, 5 for VBench).")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="Weights dtype (default bf16).")
+    parser.add_argument("--device", default=None, help="Default: this process's accelerate device.")
+    parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
+    parser.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
+    parser.add_argument("--enable_model_cpu_offload", action="store_true", help="Offload idle models to the CPU.")
+    # Output.
+    parser.add_argument("--output_dir", required=True, help="Folder for videos/ and manifest.csv.")
+    parser.add_argument("--shard", default=None,
+                        help="`i/n`: generate every n-th video starting at i (0-based), e.g. one shard per GPU "
+                             "or machine. Default: split across accelerate processes.")
+    parser.add_argument("--manifest_only", action="store_true",
+                        help="Only write manifest.csv (e.g. for videos generated elsewhere with the same names).")
+    args = parser.parse_args(argv)
+    if args.lora and args.transformer:
+        parser.error("--lora and --transformer are exclusive: load a LoRA on the base, or a full fine-tune.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    generate(parse_args(argv))
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

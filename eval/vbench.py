@@ -1,0 +1,213 @@
+"""VBench (paper Table 3): `run` in the user's VBench environment, `aggregate` into the leaderboard scores.
+
+    python -m eval.vbench run --videos_dir runs/mtsa/vbench/videos --vbench_python ~/envs/vbench/bin/python \\
+        --output_dir runs/mtsa/vbench/eval
+    python -m eval.vbench aggregate runs/mtsa/vbench/eval/results_eval_results.json
+
+`run` checks that every prompt of `VBench_full_info.json` that belongs to the chosen dimensions has its videos
+`{prompt}-{i}.mp4` (listing the missing ones), then runs VBench's Python API (`VBench(...).evaluate(...,
+mode="vbench_standard")`) through a subprocess with the given Python, on any device and any subset of dimensions,
+and aggregates its results file. `aggregate` reads one or more results files (`{dimension: [score, per_video]}`)
+and prints one JSON object: `total`, `quality` and `semantic` in percent as on the VBench leaderboard, each
+dimension's raw score (`dimensions`, percent, as in Table 3) and normalised score (`normalized`, percent).
+
+The aggregation is VBench's (`scripts/constant.py` and `scripts/cal_final_score.py` in Vchitect/VBench, not
+shipped in the wheel): each dimension is normalised as (s - min) / (max - min) and weighted (dynamic degree 0.5,
+others 1); Quality is the weighted mean of the seven quality dimensions, Semantic the mean of the nine semantic
+ones, Total = (4 Quality + Semantic) / 5. A missing dimension counts as a raw score of 0, as VBench does (so its
+normalised score is -min / (max - min)), and is named in a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .common import (
+    EvalInputError,
+    EvaluatorOutputError,
+    exit_on_user_error,
+    listed,
+    logger,
+    setup_logging,
+    write_json,
+)
+from .prompts import read_table, vbench_filename
+
+# dimension: (min, max) of VBench's normalisation.
+NORMALIZATION = {
+    "subject_consistency": (0.1462, 1.0),
+    "background_consistency": (0.2615, 1.0),
+    "temporal_flickering": (0.6293, 1.0),
+    "motion_smoothness": (0.706, 0.9975),
+    "dynamic_degree": (0.0, 1.0),
+    "aesthetic_quality": (0.0, 1.0),
+    "imaging_quality": (0.0, 1.0),
+    "object_class": (0.0, 1.0),
+    "multiple_objects": (0.0, 1.0),
+    "human_action": (0.0, 1.0),
+    "color": (0.0, 1.0),
+    "spatial_relationship": (0.0, 1.0),
+    "scene": (0.0, 0.8222),
+    "appearance_style": (0.0009, 0.2855),
+    "temporal_style": (0.0, 0.364),
+    "overall_consistency": (0.0, 0.364),
+}
+WEIGHTS = {d: 0.5 if d == "dynamic_degree" else 1.0 for d in NORMALIZATION}
+QUALITY = (
+    "subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
+    "aesthetic_quality", "imaging_quality", "dynamic_degree",
+)
+SEMANTIC = (
+    "object_class", "multiple_objects", "human_action", "color", "spatial_relationship", "scene",
+    "appearance_style", "temporal_style", "overall_consistency",
+)
+QUALITY_WEIGHT, SEMANTIC_WEIGHT = 4.0, 1.0
+DRIVER = Path(__file__).with_name("_vbench_driver.py")
+
+
+def expected_videos(full_info: Sequence[dict], dimensions: Sequence[str], per_prompt: int = 5) -> list[str]:
+    """File names VBench looks for: `{prompt}-{i}.mp4` for each prompt in any of `dimensions`, without repeats."""
+    names = {}
+    for entry in full_info:
+        if set(entry["dimension"]) & set(dimensions):
+            for i in range(per_prompt):
+                names.setdefault(vbench_filename(entry["prompt_en"], i), None)
+    return list(names)
+
+
+def check_videos_dir(videos_dir: Path, expected: Sequence[str]) -> None:
+    """Raise listing the missing videos, or the files that would confuse VBench (it takes the extension of the
+    first file it lists, so the folder must hold only the `.mp4` videos)."""
+    if not videos_dir.is_dir():
+        raise EvalInputError(f"--videos_dir {videos_dir} is not a folder.")
+    present = {p.name for p in videos_dir.iterdir()}
+    strays = sorted(n for n in present if not n.endswith(".mp4"))
+    if strays:
+        raise EvalInputError(f"{videos_dir} must hold only the .mp4 videos; move these away:{listed(strays)}")
+    missing = [n for n in expected if n not in present]
+    if missing:
+        raise EvalInputError(
+            f"{len(missing)} of {len(expected)} VBench videos are missing in {videos_dir}:{listed(missing)}\n"
+            "Generate them (`python -m eval.generate --benchmark vbench` resumes) or choose fewer --dimensions."
+        )
+    unused = len(present - set(expected))
+    if unused:
+        logger.info("%d videos in %s are not used by these dimensions", unused, videos_dir)
+
+
+def load_results(paths: Sequence[Path]) -> dict[str, float]:
+    """Raw dimension scores from VBench results files; a dimension given twice must agree."""
+    scores: dict[str, float] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        try:
+            results = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise EvaluatorOutputError(f"{path}: not a readable VBench results JSON ({e}).") from None
+        if not isinstance(results, dict):
+            raise EvaluatorOutputError(f"{path}: expected an object {{dimension: [score, per_video]}}.")
+        for dim, value in results.items():
+            if dim not in NORMALIZATION:
+                raise EvaluatorOutputError(f"{path}: unknown dimension {dim!r}; VBench's are {sorted(NORMALIZATION)}.")
+            score = value[0] if isinstance(value, list) and value else value
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise EvaluatorOutputError(f"{path}: {dim} should be [score, per_video], got {str(value)[:100]!r}.")
+            if dim in scores and scores[dim] != score:
+                raise EvaluatorOutputError(f"{dim} is {scores[dim]} in {origin[dim]} but {score} in {path}.")
+            scores[dim], origin[dim] = float(score), path
+    return scores
+
+
+def aggregate(scores: dict[str, float]) -> dict:
+    """VBench's Total, Quality and Semantic scores and every dimension, in percent."""
+    missing = [d for d in NORMALIZATION if d not in scores]
+    if missing:
+        logger.warning("dimensions missing from the results count as 0: %s", ", ".join(missing))
+    raw = {d: scores.get(d, 0.0) for d in NORMALIZATION}
+    normalized = {d: (raw[d] - lo) / (hi - lo) for d, (lo, hi) in NORMALIZATION.items()}
+    quality = sum(normalized[d] * WEIGHTS[d] for d in QUALITY) / sum(WEIGHTS[d] for d in QUALITY)
+    semantic = sum(normalized[d] * WEIGHTS[d] for d in SEMANTIC) / sum(WEIGHTS[d] for d in SEMANTIC)
+    total = (QUALITY_WEIGHT * quality + SEMANTIC_WEIGHT * semantic) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
+    return {
+        "benchmark": "vbench",
+        "total": 100 * total,
+        "quality": 100 * quality,
+        "semantic": 100 * semantic,
+        "dimensions": {d: 100 * scores[d] for d in NORMALIZATION if d in scores},
+        "normalized": {d: 100 * v for d, v in normalized.items()},
+        "missing": missing,
+    }
+
+
+def _default_full_info(python: str) -> str:
+    """The `VBench_full_info.json` shipped inside the VBench package of the given environment."""
+    code = "import os, vbench; print(os.path.join(os.path.dirname(vbench.__file__), 'VBench_full_info.json'))"
+    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Check the videos, run VBench in its environment and aggregate its results."""
+    if not Path(args.vbench_python).exists():
+        raise EvalInputError(
+            f"--vbench_python {args.vbench_python} does not exist: give the `python` of the VBench environment."
+        )
+    full_info_path = args.full_info or _default_full_info(args.vbench_python)
+    full_info = read_table(full_info_path)
+    unknown = sorted(set(args.dimensions) - set(NORMALIZATION))
+    if unknown:
+        raise EvalInputError(f"--dimensions {unknown} are not VBench dimensions; choose from {sorted(NORMALIZATION)}.")
+    check_videos_dir(args.videos_dir, expected_videos(full_info, args.dimensions, args.videos_per_prompt))
+    command = [
+        args.vbench_python, str(DRIVER), "--videos_dir", str(args.videos_dir.resolve()),
+        "--full_info", str(Path(full_info_path).resolve()), "--output_dir", str(args.output_dir.resolve()),
+        "--name", args.name, "--dimensions", *args.dimensions,
+    ] + (["--device", args.device] if args.device else [])
+    logger.info("running %s", " ".join(command))
+    if subprocess.run(command).returncode != 0:
+        raise RuntimeError("VBench failed; its messages are above.")
+    result = aggregate(load_results([args.output_dir / f"{args.name}_eval_results.json"]))
+    write_json(args.output_dir / "scores.json", result)
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_p = commands.add_parser("run", help="Evaluate a folder of videos with VBench in its own environment.")
+    run_p.add_argument("--videos_dir", required=True, type=Path,
+                       help="Flat folder of `{prompt}-{i}.mp4` videos (eval.generate's OUTPUT_DIR/videos).")
+    run_p.add_argument("--vbench_python", required=True, help="The `python` of the VBench environment.")
+    run_p.add_argument("--output_dir", required=True, type=Path, help="Where VBench writes its results.")
+    run_p.add_argument("--full_info", default=None,
+                       help="VBench_full_info.json (default: the one inside the VBench package).")
+    run_p.add_argument("--dimensions", nargs="+", default=list(NORMALIZATION),
+                       help="Dimensions to evaluate (default: all 16).")
+    run_p.add_argument("--videos_per_prompt", type=int, default=5, help="Videos per prompt to expect (default 5).")
+    run_p.add_argument("--device", default=None, help="torch device for VBench (default: cuda if available).")
+    run_p.add_argument("--name", default="results", help="VBench writes {name}_eval_results.json (default results).")
+    agg = commands.add_parser("aggregate", help="Total, Quality and Semantic scores from VBench results files.")
+    agg.add_argument("results", nargs="+", type=Path, help="VBench *_eval_results.json file(s), merged.")
+    agg.add_argument("--output_json", type=Path, default=None, help="Also write the JSON there.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    args = parse_args(argv)
+    if args.command == "run":
+        result = run(args)
+    else:
+        result = aggregate(load_results(args.results))
+        if args.output_json:
+            write_json(args.output_json, result)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

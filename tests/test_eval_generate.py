@@ -1,0 +1,75 @@
+"""eval.generate end to end on a tiny offline CogVideoX pipeline with a LoRA: two prompts, then a resumed run."""
+
+import csv
+
+import pytest
+
+from eval import generate
+from eval.common import EvalInputError
+
+TINY = ["--num_inference_steps", "2", "--num_frames", "9", "--height", "96", "--width", "144",
+        "--max_sequence_length", "16", "--dtype", "fp32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from diffusers import CogVideoXPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from diffusers_tsa.testing import tiny_cogvideox_components
+
+    root = tmp_path_factory.mktemp("tiny")
+    pipe = CogVideoXPipeline(**tiny_cogvideox_components())
+    pipe.save_pretrained(root / "base")
+    transformer = pipe.transformer
+    transformer.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"], init_lora_weights=False)
+    )
+    CogVideoXPipeline.save_lora_weights(root / "lora", transformer_lora_layers=get_peft_model_state_dict(transformer))
+    (root / "prompts.csv").write_text("caption,upsampled_caption\nA cat jumps.,a cat jumps high\n"
+                                      "Water pours into a glass.,water pours\n")
+    return root
+
+
+def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base"),
+            "--lora", str(tiny_model / "lora"), "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none",
+            "--output_dir", str(out), *TINY]
+    loaded = []
+    real_load = generate.load_pipeline
+
+    def spy(args):
+        pipe = real_load(args)
+        loaded.append(pipe.get_active_adapters())
+        return pipe
+
+    monkeypatch.setattr(generate, "load_pipeline", spy)
+    generate.main(argv)
+    assert loaded == [["eval_lora"]]
+    files = sorted(p.name for p in (out / "videos").iterdir())
+    assert files == ["A_cat_jumps.mp4", "Water_pours_into_a_glass.mp4"]
+    import imageio.v3 as iio
+
+    frames = iio.imread(out / "videos" / "A_cat_jumps.mp4")
+    assert frames.shape == (9, 96, 144, 3)
+    with (out / "manifest.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0] == {"prompt": "A cat jumps.", "generation_prompt": "a cat jumps high",
+                       "file": "videos/A_cat_jumps.mp4", "seed": "42", "category": "", "is_hard": ""}
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "videos").iterdir()}
+    generate.main(argv)  # resumed: nothing left to do, so the model is not even loaded
+    assert len(loaded) == 1
+    assert {p: p.stat().st_mtime_ns for p in (out / "videos").iterdir()} == mtimes
+
+
+def test_shards_split_the_plan(tiny_model, tmp_path):
+    argv = ["--benchmark", "vbench", "--pretrained_model_name_or_path", "unused", "--prompts",
+            str(tiny_model / "prompts.csv"), "--output_dir", str(tmp_path), "--manifest_only"]
+    plan = generate.generate(generate.parse_args(argv))
+    assert len(plan) == 10 and plan[1].file == "videos/A cat jumps.-1.mp4"
+    assert generate.parse_shard("1/4") == (1, 4)
+    with pytest.raises(EvalInputError, match="--shard '4/4'"):
+        generate.parse_shard("4/4")
+    with pytest.raises(EvalInputError, match="expected `i/n`"):
+        generate.parse_shard("first")

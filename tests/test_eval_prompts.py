@@ -1,0 +1,153 @@
+"""Prompt loading, the benchmarks' file naming and its inverse (fixtures built here; real files when present)."""
+
+import collections
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.common import EvalInputError
+from eval.generate import plan_videos
+from eval.prompts import (
+    BENCHMARKS,
+    caption_from_videophy_filename,
+    load_prompts,
+    parse_vbench_filename,
+    read_table,
+    vbench_filename,
+    videophy_filename,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark prompt files not found at {DATA}")
+
+
+def _write_csv(path, header, rows):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture
+def videophy_files(tmp_path):
+    captions = ["A ball rolls down a ramp.", "Honey drips, slowly, into tea.", "Water mixes with oil."]
+    (tmp_path / "short.txt").write_text("\n".join(captions) + "\n")
+    (tmp_path / "long.txt").write_text("\n".join(f"Detailed: {c}" for c in captions) + "\n")
+    # One row per generator and caption, as in VideoPhy's test set.
+    states = ("solid_solid", "solid_fluid", "fluid_fluid")
+    rows = [(c, s, g) for g in ("lavie", "svd") for c, s in zip(captions, states)]
+    labels = _write_csv(tmp_path / "reference.csv", ("caption", "states_of_matter", "source"), rows)
+    return str(tmp_path / "short.txt"), str(tmp_path / "long.txt"), labels
+
+
+def test_videophy_txt_with_upsampled_and_categories(videophy_files):
+    short, long, labels = videophy_files
+    entries = load_prompts(BENCHMARKS["videophy"], short, long, labels)
+    assert [e.prompt for e in entries] == ["A ball rolls down a ramp.", "Honey drips, slowly, into tea.",
+                                           "Water mixes with oil."]
+    assert entries[1].generation_prompt == "Detailed: Honey drips, slowly, into tea."
+    assert [e.category for e in entries] == ["solid_solid", "solid_fluid", "fluid_fluid"]
+
+
+def test_videophy_table_rows_are_merged_per_caption(videophy_files):
+    short, long, labels = videophy_files
+    entries = load_prompts(BENCHMARKS["videophy"], labels, long, "none")
+    assert len(entries) == 3 and entries[2].category == "fluid_fluid"
+
+
+def test_videophy_needs_upsampled_prompts_unless_told(videophy_files):
+    short, _, labels = videophy_files
+    with pytest.raises(EvalInputError, match="--upsampled_prompts"):
+        load_prompts(BENCHMARKS["videophy"], short, labels=labels)
+    entries = load_prompts(BENCHMARKS["videophy"], short, labels=labels, use_upsampled=False)
+    assert entries[0].generation_prompt == entries[0].prompt
+
+
+def test_misaligned_upsampled_txt_is_an_error(videophy_files, tmp_path):
+    short, _, _ = videophy_files
+    (tmp_path / "two.txt").write_text("one\ntwo\n")
+    with pytest.raises(EvalInputError, match="2 upsampled prompts but there are 3"):
+        load_prompts(BENCHMARKS["videophy"], short, str(tmp_path / "two.txt"), "none")
+
+
+def test_conflicting_category_is_an_error(tmp_path):
+    path = _write_csv(tmp_path / "p.csv", ("caption", "states_of_matter"), [("A", "solid_solid"), ("A", "fluid_fluid")])
+    with pytest.raises(EvalInputError, match="row 2.*different category"):
+        load_prompts(BENCHMARKS["videophy"], path, labels="none", use_upsampled=False)
+
+
+def test_videophy2_hard_flag_from_labels(tmp_path):
+    upsampled = [("A jump.", "Long A"), ("B.", "Long B")]
+    prompts = _write_csv(tmp_path / "up.csv", ("caption", "upsampled_caption"), upsampled)
+    hard = [("A jump.", "1"), ("B.", "0"), ("A jump.", "1")]
+    labels = _write_csv(tmp_path / "test.csv", ("caption", "is_hard"), hard)
+    entries = load_prompts(BENCHMARKS["videophy2"], prompts, labels=labels)
+    assert [(e.generation_prompt, e.is_hard) for e in entries] == [("Long A", True), ("Long B", False)]
+    unlabeled = load_prompts(BENCHMARKS["videophy2"], prompts, labels="none")
+    assert [e.is_hard for e in unlabeled] == [None, None]
+
+
+def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path):
+    info = [{"prompt_en": "a cat", "dimension": ["subject_consistency"]},
+            {"prompt_en": "a dog", "dimension": ["color"]},
+            {"prompt_en": "a cat", "dimension": ["dynamic_degree"]}]
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    dense = [{"id": 0, "prompt": "a cat", "dense_prompt": "a fluffy cat", "tag": "x"}]
+    (tmp_path / "dense.json").write_text(json.dumps(dense))
+    entries = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), str(tmp_path / "dense.json"))
+    assert [(e.prompt, e.generation_prompt, e.category) for e in entries] == [
+        ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"), ("a dog", "a dog", "color")]
+    plan = plan_videos(BENCHMARKS["vbench"], entries, 42, 5)
+    assert [r.file for r in plan[:2]] == ["videos/a cat-0.mp4", "videos/a cat-1.mp4"]
+    assert [r.seed for r in plan[:5]] == [42, 43, 44, 45, 46] and len(plan) == 10
+
+
+def test_naming_and_inverse():
+    assert videophy_filename("A blender spins, mixing juice.") == "A_blender_spins,_mixing_juice.mp4"
+    assert caption_from_videophy_filename("A_blender_spins,_mixing_juice.mp4") == "A blender spins, mixing juice"
+    assert vbench_filename("a cat-like robot", 3) == "a cat-like robot-3.mp4"
+    assert parse_vbench_filename("a cat-like robot-3.mp4") == ("a cat-like robot", 3)
+    with pytest.raises(EvalInputError):
+        parse_vbench_filename("a cat.mp4")
+    with pytest.raises(EvalInputError, match="'/'"):
+        videophy_filename("AC/DC plays.")
+    with pytest.raises(EvalInputError, match="255"):
+        vbench_filename("x" * 260, 0)
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    with pytest.raises(EvalInputError, match="neither an existing file nor a Hub dataset"):
+        load_prompts(BENCHMARKS["vbench"], str(tmp_path / "missing.json"))
+
+
+@needs_data
+def test_real_videophy_prompts():
+    d = DATA / "videophy"
+    entries = load_prompts(BENCHMARKS["videophy"], str(d / "videophy.txt"), str(d / "videophy_detailed.txt"),
+                           str(d / "reference.csv"))
+    assert len(entries) == 344
+    counts = collections.Counter(e.category for e in entries)
+    assert counts == {"solid_solid": 143, "solid_fluid": 146, "fluid_fluid": 55}
+    assert all(e.generation_prompt != e.prompt for e in entries)
+    assert len({videophy_filename(e.prompt) for e in entries}) == 344
+
+
+@needs_data
+def test_real_videophy2_prompts():
+    for name, count in (("videophy2.csv", 590), ("prompt-upsampled-test.csv", 591)):
+        entries = load_prompts(BENCHMARKS["videophy2"], str(DATA / "videophy2" / name), labels="none")
+        assert len(entries) == count
+        assert len({videophy_filename(e.prompt) for e in entries}) == count
+
+
+@needs_data
+def test_real_vbench_prompts():
+    info = str(DATA / "vbench" / "VBench_full_info.json")
+    assert len(read_table(info)) == 946
+    entries = load_prompts(BENCHMARKS["vbench"], info, str(DATA / "vbench" / "nova_dense_prompts.json"))
+    assert len(entries) == 944  # two prompts appear twice, under different dimensions
+    assert all(e.generation_prompt != e.prompt for e in entries)
+    assert len(plan_videos(BENCHMARKS["vbench"], entries, 42, 5)) == 4720

@@ -1,0 +1,131 @@
+"""VBench: completeness check, strict results parsing and the leaderboard aggregation; the real VBench run when a
+VBench environment is named by VBENCH_PYTHON."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval import vbench
+from eval.common import EvalInputError, EvaluatorOutputError
+
+# Raw scores chosen so that each normalised score f = (s - min) / (max - min) is a round number.
+F = {"subject_consistency": 0.5, "background_consistency": 0.5, "temporal_flickering": 1.0, "motion_smoothness": 0.5,
+     "aesthetic_quality": 0.6, "imaging_quality": 0.6, "dynamic_degree": 0.4, "object_class": 0.8,
+     "multiple_objects": 0.8, "human_action": 0.8, "color": 0.8, "spatial_relationship": 0.8, "scene": 0.35,
+     "appearance_style": 0.8, "temporal_style": 0.8, "overall_consistency": 0.8}
+MIN_MAX = {"subject_consistency": (0.1462, 1), "background_consistency": (0.2615, 1),
+           "temporal_flickering": (0.6293, 1), "motion_smoothness": (0.706, 0.9975), "scene": (0, 0.8222),
+           "appearance_style": (0.0009, 0.2855), "temporal_style": (0, 0.364), "overall_consistency": (0, 0.364)}
+RAW = {d: MIN_MAX.get(d, (0, 1))[0] + f * (MIN_MAX.get(d, (0, 1))[1] - MIN_MAX.get(d, (0, 1))[0]) for d, f in F.items()}
+
+
+def _results(path: Path, scores: dict) -> Path:
+    path.write_text(json.dumps({d: [s, [{"video_path": "x.mp4", "video_results": s}]] for d, s in scores.items()}))
+    return path
+
+
+def test_aggregate_against_hand_computed_scores(tmp_path):
+    # Quality: (0.5 + 0.5 + 1 + 0.5 + 0.6 + 0.6 + 0.5 * 0.4) / 6.5 = 3.9 / 6.5 = 0.6
+    # Semantic: (8 * 0.8 + 0.35) / 9 = 0.75;  Total: (4 * 0.6 + 0.75) / 5 = 0.63
+    half = dict(list(RAW.items())[:8])
+    rest = dict(list(RAW.items())[8:])
+    files = [_results(tmp_path / "a.json", half), _results(tmp_path / "b.json", rest)]
+    result = vbench.aggregate(vbench.load_results(files))
+    assert result["quality"] == pytest.approx(60.0)
+    assert result["semantic"] == pytest.approx(75.0)
+    assert result["total"] == pytest.approx(63.0)
+    assert result["normalized"]["scene"] == pytest.approx(35.0)
+    assert result["dimensions"]["temporal_flickering"] == pytest.approx(100.0)
+    assert result["missing"] == []
+
+
+def test_missing_dimension_counts_as_raw_zero_and_is_named(tmp_path, caplog):
+    result = vbench.aggregate(vbench.load_results([_results(tmp_path / "r.json", {"temporal_flickering": 0.98})]))
+    assert "subject_consistency" in result["missing"] and len(result["missing"]) == 15
+    assert "subject_consistency" in caplog.text
+    assert result["normalized"]["subject_consistency"] == pytest.approx(-0.1462 / 0.8538 * 100)
+    expected_quality = (-0.1462 / 0.8538 - 0.2615 / 0.7385 + (0.98 - 0.6293) / 0.3707 - 0.706 / 0.2915) / 6.5
+    assert result["quality"] == pytest.approx(100 * expected_quality)
+    assert set(result["dimensions"]) == {"temporal_flickering"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not a readable VBench results JSON"),
+        ('[1, 2]', "expected an object"),
+        ('{"temporal_flicker": [0.9, []]}', "unknown dimension 'temporal_flicker'"),
+        ('{"temporal_flickering": ["high", []]}', "should be \\[score, per_video\\]"),
+    ],
+)
+def test_malformed_results(tmp_path, content, message):
+    (tmp_path / "r.json").write_text(content)
+    with pytest.raises(EvaluatorOutputError, match=message):
+        vbench.load_results([tmp_path / "r.json"])
+
+
+def test_conflicting_dimension_across_files(tmp_path):
+    a = _results(tmp_path / "a.json", {"color": 0.8})
+    b = _results(tmp_path / "b.json", {"color": 0.7})
+    with pytest.raises(EvaluatorOutputError, match="color is 0.8 in .*a.json but 0.7 in .*b.json"):
+        vbench.load_results([a, b])
+
+
+INFO = [{"prompt_en": "a cat", "dimension": ["temporal_flickering", "subject_consistency"]},
+        {"prompt_en": "a dog", "dimension": ["color"]},
+        {"prompt_en": "a cat", "dimension": ["dynamic_degree"]}]
+
+
+def test_completeness_check(tmp_path):
+    names = vbench.expected_videos(INFO, ["temporal_flickering", "dynamic_degree"])
+    assert names == [f"a cat-{i}.mp4" for i in range(5)]
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in names[:3]:
+        (videos / name).write_bytes(b"v")
+    with pytest.raises(EvalInputError, match=r"2 of 5 VBench videos are missing(.|\n)*a cat-3.mp4\n  a cat-4.mp4"):
+        vbench.check_videos_dir(videos, names)
+    for name in names[3:]:
+        (videos / name).write_bytes(b"v")
+    vbench.check_videos_dir(videos, names)
+    (videos / "manifest.csv").write_text("x")
+    with pytest.raises(EvalInputError, match="only the .mp4 videos(.|\n)*manifest.csv"):
+        vbench.check_videos_dir(videos, names)
+
+
+def test_run_refuses_unknown_dimensions(tmp_path):
+    (tmp_path / "info.json").write_text(json.dumps(INFO))
+    with pytest.raises(EvalInputError, match="not VBench dimensions"):
+        vbench.main(["run", "--videos_dir", str(tmp_path), "--vbench_python", os.sys.executable,
+                     "--full_info", str(tmp_path / "info.json"), "--output_dir", str(tmp_path / "out"),
+                     "--dimensions", "flicker"])
+
+
+@pytest.mark.skipif(not os.environ.get("VBENCH_PYTHON"), reason="set VBENCH_PYTHON to a VBench environment's python")
+def test_real_vbench_run_and_aggregate(tmp_path, capsys):
+    import imageio
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    info = [{"prompt_en": p, "dimension": ["temporal_flickering"]} for p in ("a still square", "a moving square")]
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    for k, prompt in enumerate(("a still square", "a moving square")):
+        frames = np.zeros((9, 96, 144, 3), np.uint8)
+        for t in range(9):
+            x = 20 + 8 * t * k
+            frames[t, 30:60, x:x + 30] = 255
+        imageio.mimwrite(videos / f"{prompt}-0.mp4", frames, fps=8)
+    out = tmp_path / "out"
+    vbench.main(["run", "--videos_dir", str(videos), "--vbench_python", os.environ["VBENCH_PYTHON"],
+                 "--full_info", str(tmp_path / "info.json"), "--output_dir", str(out),
+                 "--dimensions", "temporal_flickering", "--videos_per_prompt", "1", "--device", "cpu"])
+    raw = json.loads((out / "results_eval_results.json").read_text())
+    assert len(raw["temporal_flickering"][1]) == 2
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dimensions"]["temporal_flickering"] == pytest.approx(100 * raw["temporal_flickering"][0])
+    assert 0 < raw["temporal_flickering"][0] <= 1
+    vbench.main(["aggregate", str(out / "results_eval_results.json")])
+    assert json.loads(capsys.readouterr().out) == printed
