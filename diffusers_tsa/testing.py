@@ -121,3 +121,35 @@ def tiny_videomae(
         use_mean_pooling=True,
     )
     return VideoMAEModel(config).eval()
+
+
+def tiny_vjepa2(
+    *,
+    crop_size: int = TINY_HEIGHT // 3,
+    frames_per_clip: int = TINY_NUM_FRAMES - 1,
+    hidden_size: int = 48,
+    seed: int = 0,
+):
+    """A tiny `transformers.VJEPA2Model` (patch 16, tubelet 2, 2 heads of 24, a 1-block predictor).
+
+    Its RoPE splits each head into three 8-wide (frame, row, column) parts; with the defaults the stock model sees
+    8 frames at 32x32 as a 4 x 2 x 2 grid.
+    """
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    torch.manual_seed(seed)
+    config = VJEPA2Config(
+        crop_size=crop_size,
+        frames_per_clip=frames_per_clip,
+        patch_size=16,
+        tubelet_size=2,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2.0,
+        pred_hidden_size=32,
+        pred_num_hidden_layers=1,
+        pred_num_attention_heads=2,
+        pred_num_mask_tokens=2,
+    )
+    return VJEPA2Model(config).eval()
