@@ -153,3 +153,30 @@ def tiny_vjepa2(
         pred_num_mask_tokens=2,
     )
     return VJEPA2Model(config).eval()
+
+
+def write_test_clip(
+    path,
+    *,
+    num_frames: int = 12,
+    height: int = 96,
+    width: int = 160,
+    square: int = 24,
+    speed: int = 6,
+    gray_step: int = 0,
+    fps: int = 8,
+) -> None:
+    """Writes an mp4 (H.264 via imageio-ffmpeg) of a white square moving right on a dark still background.
+
+    Frame `t` has its square's left edge at `4 + speed * t`, vertically centred; with `gray_step > 0` the background
+    of frame `t` is the uniform gray `16 + gray_step * t` instead (to identify frames after decoding).
+    """
+    import imageio
+    import numpy as np
+
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=9, macro_block_size=1) as writer:
+        for t in range(num_frames):
+            frame = np.full((height, width, 3), 16 + gray_step * t, dtype=np.uint8)
+            top, left = (height - square) // 2, 4 + speed * t
+            frame[top : top + square, left : left + square] = 240
+            writer.append_data(frame)
