@@ -61,7 +61,8 @@ def _standardise_columns(table: datasets.Dataset, caption_column: str, video_col
 
 
 def _resolve_paths(table: datasets.Dataset, root: Path) -> datasets.Dataset:
-    if table.features[VIDEO] != datasets.Value("string"):
+    feature = table.features[VIDEO]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
         return table
     return table.map(
         lambda batch: {VIDEO: [str(root / path) for path in batch[VIDEO]]},
