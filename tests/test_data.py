@@ -34,7 +34,7 @@ def test_num_frames_is_4k_plus_1():
 
 
 def test_decoded_frames_are_the_selected_ones(tmp_path):
-    # Frame t has background gray 16 + 18 t; 30 frames with max 9 give frames 0, 3, ..., 24.
+    # Frame t has background gray 16 + 7 t; 30 frames with max 9 give frames 0, 3, ..., 24.
     path = tmp_path / "gray.mp4"
     write_test_clip(path, num_frames=30, gray_step=7, speed=0)
     video = read_video(path, SPEC)

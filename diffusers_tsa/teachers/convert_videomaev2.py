@@ -154,7 +154,7 @@ def videomaev2_config(
         num_attention_heads=num_attention_heads or hidden_size // 64,
         intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
         hidden_act="gelu",
-        qkv_bias="blocks.0.attn.q_bias" in state_dict,
+        qv_bias="blocks.0.attn.q_bias" in state_dict,
         layer_norm_eps=1e-6,
         use_mean_pooling=True,
     )
