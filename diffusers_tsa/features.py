@@ -128,6 +128,11 @@ class TeacherFeatures:
             "mask_ratio": self.mask_ratio,
         }
 
+    @property
+    def bytes_per_clip(self) -> int:
+        """Payload stored per usable clip: 2 bytes per feature value and 1 per mask token (Arrow adds a little)."""
+        return int(np.prod(self.teacher.grid)) * (2 * self.teacher.hidden_size + 1)
+
     def _decode(self, source) -> torch.Tensor | None:
         try:
             return read_video(source, self.clip)
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
     clip = ClipSpec(
         height=args.height,
         width=args.width,
@@ -294,10 +299,9 @@ def main(argv: list[str] | None = None) -> None:
         settings = {**transform.settings(), "fingerprint": transform.fingerprint}
         (output_dir / "teacher_features.json").write_text(json.dumps(settings, indent=2))
         saved = datasets.load_from_disk(output_dir)
-        per_clip = np.prod(transform.features[FEATURES_COLUMN].shape) * 2 + np.prod(teacher.grid)
         logger.info(
-            "Wrote %d clips (%d unusable) to %s; %.2f MB of features and mask per clip.",
-            len(saved), len(saved) - sum(saved[VALID_COLUMN]), output_dir, per_clip / 1e6,
+            "Wrote %d clips (%d unusable) to %s; %d bytes of features and mask per clip.",
+            len(saved), len(saved) - sum(saved[VALID_COLUMN]), output_dir, transform.bytes_per_clip,
         )
     state.wait_for_everyone()
 
