@@ -56,6 +56,11 @@ class TeacherInput:
         )
 
 
+def patch_sizes(config) -> dict[str, int]:
+    """`patch_size`, `tubelet_size` and `hidden_size` of a transformers video ViT config (VideoMAE, V-JEPA 2)."""
+    return {"patch_size": config.patch_size, "tubelet_size": config.tubelet_size, "hidden_size": config.hidden_size}
+
+
 def _multiples_near(value: int, step: int) -> str:
     low = max(step, value - value % step)
     return f"{low} or {low + step}" if low != value else str(value)

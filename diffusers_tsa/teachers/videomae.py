@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .base import TeacherInput, VideoTeacher
+from .base import TeacherInput, VideoTeacher, patch_sizes
 
 
 def interpolate_position_table(
@@ -48,15 +48,8 @@ class VideoMAETeacher(VideoTeacher):
     """
 
     def __init__(self, model, *, name: str, input: TeacherInput):
+        super().__init__(model, name=name, input=input, **patch_sizes(model.config))
         config = model.config
-        super().__init__(
-            model,
-            name=name,
-            input=input,
-            patch_size=config.patch_size,
-            tubelet_size=config.tubelet_size,
-            hidden_size=config.hidden_size,
-        )
         image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size] * 2
         native = (config.num_frames // config.tubelet_size, *(size // config.patch_size for size in image_size))
         embeddings = model.embeddings

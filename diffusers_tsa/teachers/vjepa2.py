@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import TeacherInput, VideoTeacher
+from .base import TeacherInput, VideoTeacher, patch_sizes
 
 
 class _GridPositions:
@@ -38,15 +38,7 @@ class VJEPA2Teacher(VideoTeacher):
     """
 
     def __init__(self, model, *, name: str, input: TeacherInput):
-        config = model.config
-        super().__init__(
-            model,
-            name=name,
-            input=input,
-            patch_size=config.patch_size,
-            tubelet_size=config.tubelet_size,
-            hidden_size=config.hidden_size,
-        )
+        super().__init__(model, name=name, input=input, **patch_sizes(model.config))
         model.encoder.layernorm = torch.nn.Identity()
         positions = _GridPositions(self.grid)
         for layer in model.encoder.layer:
