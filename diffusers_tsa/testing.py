@@ -121,3 +121,62 @@ def tiny_videomae(
         use_mean_pooling=True,
     )
     return VideoMAEModel(config).eval()
+
+
+def tiny_vjepa2(
+    *,
+    crop_size: int = TINY_HEIGHT // 3,
+    frames_per_clip: int = TINY_NUM_FRAMES - 1,
+    hidden_size: int = 48,
+    seed: int = 0,
+):
+    """A tiny `transformers.VJEPA2Model` (patch 16, tubelet 2, 2 heads of 24, a 1-block predictor).
+
+    Its RoPE splits each head into three 8-wide (frame, row, column) parts; with the defaults the stock model sees
+    8 frames at 32x32 as a 4 x 2 x 2 grid.
+    """
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    torch.manual_seed(seed)
+    config = VJEPA2Config(
+        crop_size=crop_size,
+        frames_per_clip=frames_per_clip,
+        patch_size=16,
+        tubelet_size=2,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2.0,
+        pred_hidden_size=32,
+        pred_num_hidden_layers=1,
+        pred_num_attention_heads=2,
+        pred_num_mask_tokens=2,
+    )
+    return VJEPA2Model(config).eval()
+
+
+def write_test_clip(
+    path,
+    *,
+    num_frames: int = 12,
+    height: int = 96,
+    width: int = 160,
+    square: int = 24,
+    speed: int = 6,
+    gray_step: int = 0,
+    fps: int = 8,
+) -> None:
+    """Writes an mp4 (H.264 via imageio-ffmpeg) of a white square moving right on a dark still background.
+
+    Frame `t` has its square's left edge at `4 + speed * t`, vertically centred; with `gray_step > 0` the background
+    of frame `t` is the uniform gray `16 + gray_step * t` instead (to identify frames after decoding).
+    """
+    import imageio
+    import numpy as np
+
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=9, macro_block_size=1) as writer:
+        for t in range(num_frames):
+            frame = np.full((height, width, 3), 16 + gray_step * t, dtype=np.uint8)
+            top, left = (height - square) // 2, 4 + speed * t
+            frame[top : top + square, left : left + square] = 240
+            writer.append_data(frame)

@@ -1,0 +1,15 @@
+"""Training clips: reading them (`read_video`) and finding them (`load_video_dataset`)."""
+
+from .sources import CAPTION, VIDEO, load_video_dataset
+from .video import ClipSpec, VideoSource, describe_source, read_video, select_frame_indices
+
+__all__ = [
+    "CAPTION",
+    "VIDEO",
+    "ClipSpec",
+    "VideoSource",
+    "describe_source",
+    "load_video_dataset",
+    "read_video",
+    "select_frame_indices",
+]

@@ -1,0 +1,122 @@
+"""Caption/video tables from the three places diffusers' video examples read them from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+
+CAPTION = "caption"
+VIDEO = "video"
+_METADATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def _read_lines(path: Path, flag: str) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"`{flag}` names {path.name!r}, but {path} does not exist.")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _from_text_files(root: Path, caption_column: str, video_column: str) -> datasets.Dataset:
+    captions = _read_lines(root / caption_column, "--caption_column")
+    videos = _read_lines(root / video_column, "--video_column")
+    if len(captions) != len(videos):
+        raise ValueError(
+            f"{root / caption_column} has {len(captions)} captions but {root / video_column} has {len(videos)} "
+            "video paths; the two files need one line per clip, in the same order."
+        )
+    return datasets.Dataset.from_dict({CAPTION: captions, VIDEO: videos})
+
+
+def _load_table(
+    dataset_name: str, dataset_config_name: str | None, split: str, cache_dir: str | None, revision: str | None
+) -> datasets.Dataset:
+    suffix = Path(dataset_name).suffix.lower()
+    if os.path.isfile(dataset_name) and suffix in _METADATA_BUILDERS:
+        return datasets.load_dataset(
+            _METADATA_BUILDERS[suffix], data_files=dataset_name, split="train", cache_dir=cache_dir
+        )
+    if os.path.isdir(dataset_name) and any(
+        (Path(dataset_name) / marker).is_file() for marker in ("state.json", "dataset_dict.json")
+    ):
+        loaded = datasets.load_from_disk(dataset_name)
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    return datasets.load_dataset(
+        dataset_name, dataset_config_name, split=split, cache_dir=cache_dir, revision=revision
+    )
+
+
+def _standardise_columns(table: datasets.Dataset, caption_column: str, video_column: str) -> datasets.Dataset:
+    for flag, column in (("--caption_column", caption_column), ("--video_column", video_column)):
+        if column not in table.column_names:
+            raise ValueError(f"`{flag}` is {column!r}, but the dataset has columns {table.column_names}.")
+    renames = {caption_column: CAPTION, video_column: VIDEO}
+    clashes = [c for c in (CAPTION, VIDEO) if c in table.column_names and c not in renames]
+    table = table.remove_columns(clashes).rename_columns({k: v for k, v in renames.items() if k != v})
+    if isinstance(table.features[VIDEO], datasets.Video):
+        # Raw bytes/path, decoded later by decord: no torchcodec decoding, no clip decoded twice.
+        table = table.cast_column(VIDEO, datasets.Video(decode=False))
+    return table
+
+
+def _resolve_paths(table: datasets.Dataset, root: Path) -> datasets.Dataset:
+    feature = table.features[VIDEO]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        return table
+    return table.map(
+        lambda batch: {VIDEO: [str(root / path) for path in batch[VIDEO]]},
+        batched=True,
+        desc="Resolving video paths",
+    )
+
+
+def load_video_dataset(
+    dataset_name: str | None = None,
+    *,
+    instance_data_root: str | os.PathLike | None = None,
+    caption_column: str = "text",
+    video_column: str = "video",
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    cache_dir: str | None = None,
+    revision: str | None = None,
+) -> datasets.Dataset:
+    """Loads a caption/video table with the flags of diffusers' CogVideoX training examples.
+
+    Three sources are read:
+
+    - `instance_data_root` alone: a folder with two text files named by `caption_column` and `video_column`
+      (e.g. `prompts.txt`, `videos.txt`), one caption and one video path (relative to the folder) per line;
+    - `dataset_name` ending in `.csv`, `.json` or `.jsonl`: a metadata table whose video paths are relative to
+      `instance_data_root` if given, else to the table's folder;
+    - any other `dataset_name`: a folder written by `save_to_disk`, or a dataset on the Hub or on disk for
+      `datasets.load_dataset`; its video column holds paths (relative to `instance_data_root` when given) or a
+      `datasets.Video` feature, which is kept as undecoded `{"path", "bytes"}` values.
+
+    Args:
+        dataset_name (`str`, *optional*): metadata file, saved dataset folder, or dataset name.
+        instance_data_root (`str` or `os.PathLike`, *optional*): folder of the clips (and of the text files).
+        caption_column (`str`, defaults to `"text"`): caption column, or caption file name under the folder.
+        video_column (`str`, defaults to `"video"`): video column, or video-path file name under the folder.
+        dataset_config_name (`str`, *optional*): configuration of a Hub dataset.
+        split (`str`, defaults to `"train"`): split to read.
+        cache_dir (`str`, *optional*): `datasets` cache folder.
+        revision (`str`, *optional*): revision of a Hub dataset.
+
+    Returns:
+        `datasets.Dataset`: the table with its caption column renamed `"caption"` and its video column renamed
+        `"video"` (absolute paths or `{"path", "bytes"}` dicts, what `read_video` accepts); other columns are kept.
+    """
+    if dataset_name is None and instance_data_root is None:
+        raise ValueError("Pass `--dataset_name` (Hub name, saved dataset, CSV/JSON file) or `--instance_data_root`.")
+    if dataset_name is None:
+        root = Path(instance_data_root)
+        return _resolve_paths(_from_text_files(root, caption_column, video_column), root)
+    table = _load_table(dataset_name, dataset_config_name, split, cache_dir, revision)
+    table = _standardise_columns(table, caption_column, video_column)
+    if instance_data_root is not None:
+        return _resolve_paths(table, Path(instance_data_root))
+    if os.path.isfile(dataset_name):
+        return _resolve_paths(table, Path(dataset_name).resolve().parent)
+    return table

@@ -1,0 +1,171 @@
+"""Reading training clips the way diffusers' CogVideoX examples do: decord, 4k+1 frames, resize, crop, [-1, 1]."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..errors import VideoDecodeError
+
+#: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
+VideoSource = Union[str, os.PathLike, bytes, dict]
+
+RESHAPE_MODES = ("center", "random", "none")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a training clip is read (the flags of diffusers' `train_cogvideox_lora.py`).
+
+    Args:
+        height (`int`, defaults to 480): output height in pixels.
+        width (`int`, defaults to 720): output width in pixels.
+        max_num_frames (`int`, defaults to 49): frames kept at most, picked with a uniform integer stride over the
+            clip; the count is then trimmed to the nearest `4k + 1` below, as the CogVideoX VAE needs.
+        skip_frames_start (`int`, defaults to 0): frames dropped at the start before picking.
+        skip_frames_end (`int`, defaults to 0): frames dropped at the end before picking.
+        reshape_mode (`str`, defaults to `"center"`): `"center"` or `"random"` crop after an aspect-preserving
+            resize that covers `height x width`, or `"none"` to resize straight to `height x width`.
+        min_num_frames (`int`, *optional*): clips giving fewer frames raise `VideoDecodeError`; defaults to
+            `num_frames`, so every clip of a batch has the same length.
+    """
+
+    height: int = 480
+    width: int = 720
+    max_num_frames: int = 49
+    skip_frames_start: int = 0
+    skip_frames_end: int = 0
+    reshape_mode: str = "center"
+    min_num_frames: int | None = None
+
+    def __post_init__(self):
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"`height` and `width` must be positive, got {self.height}x{self.width}.")
+        if self.max_num_frames < 1:
+            raise ValueError(f"`max_num_frames` must be at least 1, got {self.max_num_frames}; 49 is CogVideoX's.")
+        if self.skip_frames_start < 0 or self.skip_frames_end < 0:
+            raise ValueError(
+                f"`skip_frames_start` and `skip_frames_end` must be >= 0, got "
+                f"{self.skip_frames_start} and {self.skip_frames_end}."
+            )
+        if self.reshape_mode not in RESHAPE_MODES:
+            raise ValueError(f"`reshape_mode` must be one of {RESHAPE_MODES}, got {self.reshape_mode!r}.")
+
+    @property
+    def num_frames(self) -> int:
+        """Frames of a clip long enough to fill `max_num_frames` (the largest `4k + 1 <= max_num_frames`)."""
+        return _trim_to_4k_plus_1(self.max_num_frames)
+
+    @property
+    def required_num_frames(self) -> int:
+        """Fewest frames a clip may give before it is refused."""
+        return self.num_frames if self.min_num_frames is None else self.min_num_frames
+
+
+def _trim_to_4k_plus_1(n: int) -> int:
+    return n - (n - 1) % 4 if n > 0 else 0
+
+
+def select_frame_indices(total: int, spec: ClipSpec) -> list[int]:
+    """Indices of the frames kept from a clip of `total` frames, following diffusers' CogVideoX example.
+
+    Frames `[skip_frames_start, total - skip_frames_end)` are kept; when they are more than `max_num_frames`, a
+    uniform integer stride `len // max_num_frames` picks them and the first `max_num_frames` are kept; the count is
+    then trimmed to `4k + 1`. An empty list means nothing is left after skipping.
+    """
+    start = min(spec.skip_frames_start, total)
+    end = max(0, total - spec.skip_frames_end)
+    if end <= start:
+        return []
+    stride = max(1, (end - start) // spec.max_num_frames)
+    indices = list(range(start, end, stride))[: spec.max_num_frames]
+    return indices[: _trim_to_4k_plus_1(len(indices))]
+
+
+def describe_source(source: VideoSource) -> str:
+    """A short name of a clip for messages and logs."""
+    if isinstance(source, dict):
+        return str(source.get("path") or f"<{len(source.get('bytes') or b'')} bytes>")
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return os.fspath(source)
+
+
+def _open_reader(source: VideoSource):
+    try:
+        import decord
+    except ImportError as err:  # decord has wheels for x86-64 Linux/Windows and Intel macOS only
+        raise ImportError("Reading videos needs `decord`: `pip install decord`.") from err
+
+    name = describe_source(source)
+    data = source.get("bytes") if isinstance(source, dict) else source if isinstance(source, bytes) else None
+    path = source.get("path") if isinstance(source, dict) else None if isinstance(source, bytes) else source
+    if data is None and (path is None or not os.path.isfile(path)):
+        raise VideoDecodeError(name, "the file does not exist.")
+    try:
+        return decord.VideoReader(io.BytesIO(data) if data is not None else os.fspath(path), num_threads=0)
+    except Exception as err:  # decord raises DECORDError or RuntimeError for anything it cannot parse
+        raise VideoDecodeError(name, f"decord cannot open it ({err}).") from err
+
+
+def _resize_and_crop(frames: torch.Tensor, spec: ClipSpec, generator: torch.Generator | None) -> torch.Tensor:
+    """Resizes `(T, C, H, W)` float frames in [0, 255] to `spec.height x spec.width` (bicubic, antialiased)."""
+    height, width = frames.shape[-2:]
+    if spec.reshape_mode == "none":
+        size = (spec.height, spec.width)
+    elif width * spec.height > spec.width * height:  # wider than the target: match the height
+        size = (spec.height, int(width * spec.height / height))
+    else:
+        size = (int(height * spec.width / width), spec.width)
+    if size != (height, width):
+        frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
+    delta_h, delta_w = size[0] - spec.height, size[1] - spec.width
+    if spec.reshape_mode == "random":
+        top = int(torch.randint(delta_h + 1, (1,), generator=generator))
+        left = int(torch.randint(delta_w + 1, (1,), generator=generator))
+    else:
+        top, left = delta_h // 2, delta_w // 2
+    return frames[..., top : top + spec.height, left : left + spec.width]
+
+
+def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decodes one clip once and returns it ready for the VAE and the teacher.
+
+    Args:
+        source (`str`, `os.PathLike`, `bytes` or `dict`): the clip, as a path, its bytes, or a
+            `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}` (bytes win when both are set).
+        spec (`ClipSpec`): frame selection, size and crop.
+        generator (`torch.Generator`, *optional*): drives the crop position when `spec.reshape_mode == "random"`.
+
+    Returns:
+        `torch.Tensor`: float32 pixels in [-1, 1] of shape `(T, C, H, W)` with `T = 4k + 1`, `C = 3`,
+        `H, W = spec.height, spec.width`.
+
+    Raises:
+        `VideoDecodeError`: the clip is missing, unreadable, truncated, or gives fewer than
+        `spec.required_num_frames` frames. Callers catch it to skip the clip and count it.
+    """
+    reader = _open_reader(source)
+    total = len(reader)
+    indices = select_frame_indices(total, spec)
+    if len(indices) < spec.required_num_frames:
+        raise VideoDecodeError(
+            describe_source(source),
+            f"it has {total} frames, which give {len(indices)} after skipping {spec.skip_frames_start} + "
+            f"{spec.skip_frames_end} and trimming to 4k+1, fewer than the {spec.required_num_frames} required "
+            "(lower `max_num_frames` or `min_num_frames` to keep shorter clips).",
+        )
+    try:
+        frames = reader.get_batch(indices).asnumpy()
+    except Exception as err:  # truncated streams fail here, after a successful open
+        raise VideoDecodeError(describe_source(source), f"decoding frames failed ({err}).") from err
+    frames = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float()
+    frames = _resize_and_crop(frames, spec, generator).clamp_(0.0, 255.0)
+    return frames.div_(127.5).sub_(1.0)
+

@@ -1,0 +1,82 @@
+"""Video teachers: frozen foundation models that give TSA its target correspondences (paper Eq. 4).
+
+`load_teacher` finds the family of a checkpoint from its config (`model_type`) in `TEACHER_FAMILIES`, one module per
+family, or reads a raw VideoMAEv2 checkpoint file; every teacher answers the `VideoTeacher` interface.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherInput, VideoTeacher
+from .convert_videomaev2 import convert_videomaev2
+from .videomae import VideoMAETeacher, interpolate_position_table
+from .vjepa2 import VJEPA2Teacher
+
+#: transformers `model_type` -> teacher class with a `from_pretrained(name_or_path, input, **kwargs)`.
+TEACHER_FAMILIES: dict[str, type[VideoTeacher]] = {"videomae": VideoMAETeacher, "vjepa2": VJEPA2Teacher}
+_RAW_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def load_teacher(
+    name_or_path: str | os.PathLike,
+    input: TeacherInput,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    num_attention_heads: int | None = None,
+) -> VideoTeacher:
+    """Loads a frozen video teacher set up for `input`.
+
+    Args:
+        name_or_path (`str` or `os.PathLike`): a transformers VideoMAE or V-JEPA 2 checkpoint (Hub name or folder,
+            e.g. `MCG-NJU/videomae-base`, the output of `convert_videomaev2`, `facebook/vjepa2-vitl-fpc64-256`), or a
+            raw VideoMAEv2 checkpoint file (e.g. `vit_b_k710_dl_from_giant.pth`), converted on the fly.
+        input (`TeacherInput`): frames and size the teacher sees, e.g. `TeacherInput.for_clip(49, 480, 720)`.
+        dtype (`torch.dtype`, defaults to `torch.float32`): dtype the teacher runs in.
+        device (`str` or `torch.device`, *optional*): device the teacher runs on.
+        trust_remote_code (`bool`, defaults to `False`): allow code from the checkpoint's repository to run
+            (only for a checkpoint that needs it, and only when you trust it).
+        revision (`str`, *optional*): Hub revision.
+        cache_dir (`str`, *optional*): Hub cache folder.
+        num_attention_heads (`int`, *optional*): heads of a raw VideoMAEv2 file (default: hidden size // 64).
+
+    Returns:
+        `VideoTeacher`: in eval mode, without gradients. Weights are read from safetensors, or with
+        `torch.load(weights_only=True)`.
+    """
+    from transformers import AutoConfig
+
+    name = os.fspath(name_or_path)
+    if os.path.isfile(name) and name.endswith(_RAW_CHECKPOINT_SUFFIXES):
+        model = convert_videomaev2(name, num_attention_heads=num_attention_heads)
+        teacher = VideoMAETeacher(model, name=name, input=input)
+    else:
+        options = {"trust_remote_code": trust_remote_code, "revision": revision, "cache_dir": cache_dir}
+        model_type = AutoConfig.from_pretrained(name, **options).model_type
+        if model_type not in TEACHER_FAMILIES:
+            raise ValueError(
+                f"`--teacher_model_name_or_path` {name!r} is a {model_type!r} model; supported teachers are "
+                f"{sorted(TEACHER_FAMILIES)} checkpoints and raw VideoMAEv2 files ({', '.join(_RAW_CHECKPOINT_SUFFIXES)})."
+            )
+        teacher = TEACHER_FAMILIES[model_type].from_pretrained(name, input, **options)
+    teacher.backbone.to(dtype=dtype)
+    return teacher.to(device)
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TEACHER_FAMILIES",
+    "TeacherInput",
+    "VJEPA2Teacher",
+    "VideoMAETeacher",
+    "VideoTeacher",
+    "interpolate_position_table",
+    "load_teacher",
+]

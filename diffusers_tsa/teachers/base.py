@@ -1,0 +1,214 @@
+"""The `VideoTeacher` interface: a frozen video encoder that turns a training clip into a token grid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..errors import GridError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TeacherInput:
+    """What the teacher sees of a training clip (paper setting: 48 frames at 160x240 of a 49 x 480x720 clip).
+
+    Args:
+        num_frames (`int`): frames given to the teacher, picked uniformly (rounded indices) from the clip's frames
+            after the first is dropped; all of them when they are exactly `num_frames`.
+        height (`int`): teacher input height; frames are bicubic-resized to it.
+        width (`int`): teacher input width.
+        drop_first_frame (`bool`, defaults to `True`): drop the clip's first frame, which CogVideoX's VAE encodes
+            on its own, so that the teacher's frames line up with the student's latent frames 2..13.
+    """
+
+    num_frames: int
+    height: int
+    width: int
+    drop_first_frame: bool = True
+
+    @classmethod
+    def for_clip(
+        cls,
+        num_frames: int,
+        height: int,
+        width: int,
+        *,
+        teacher_num_frames: int | None = None,
+        teacher_height: int | None = None,
+        teacher_width: int | None = None,
+        drop_first_frame: bool = True,
+    ) -> TeacherInput:
+        """The paper's rule for a clip of `num_frames x height x width`: every frame but the first, at one third of
+        the height and width; each `teacher_*` argument (the `--teacher_*` flags) overrides its default."""
+        return cls(
+            num_frames=teacher_num_frames or num_frames - int(drop_first_frame),
+            height=teacher_height or round(height / 3),
+            width=teacher_width or round(width / 3),
+            drop_first_frame=drop_first_frame,
+        )
+
+
+def patch_sizes(config) -> dict[str, int]:
+    """`patch_size`, `tubelet_size` and `hidden_size` of a transformers video ViT config (VideoMAE, V-JEPA 2)."""
+    return {"patch_size": config.patch_size, "tubelet_size": config.tubelet_size, "hidden_size": config.hidden_size}
+
+
+def _multiples_near(value: int, step: int) -> str:
+    low = max(step, value - value % step)
+    return f"{low} or {low + step}" if low != value else str(value)
+
+
+class VideoTeacher(torch.nn.Module):
+    """A frozen video foundation model seen through one interface (paper Eq. 4: `E_vfm = g(V)`).
+
+    A teacher knows its input (`TeacherInput`), its normalisation, its tubelet `(Pt, Ph, Pw)` (also the motion
+    mask's), its token grid `(F, H, W)` and width `C`. `encode` returns the output of its last block for every
+    token, with no final norm and no pooling (VideoREPA's convention). Subclasses implement `_tokens`.
+
+    Args:
+        backbone (`torch.nn.Module`): the encoder; frozen and put in eval mode here.
+        name (`str`): checkpoint name or path, part of the fingerprint.
+        input (`TeacherInput`): frames and size the teacher sees.
+        patch_size (`int`): spatial patch size `Ph = Pw`.
+        tubelet_size (`int`): temporal patch size `Pt`.
+        hidden_size (`int`): token width `C`.
+        mean (`tuple[float, float, float]`, defaults to ImageNet's): per-channel mean of inputs in [0, 1].
+        std (`tuple[float, float, float]`, defaults to ImageNet's): per-channel std of inputs in [0, 1].
+    """
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        *,
+        name: str,
+        input: TeacherInput,
+        patch_size: int,
+        tubelet_size: int,
+        hidden_size: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ):
+        super().__init__()
+        bad = [
+            f"{flag}={value} is not a multiple of the {kind} {step} (use {_multiples_near(value, step)})"
+            for flag, value, step, kind in (
+                ("--teacher_num_frames", input.num_frames, tubelet_size, "tubelet"),
+                ("--teacher_height", input.height, patch_size, "patch"),
+                ("--teacher_width", input.width, patch_size, "patch"),
+            )
+            if value % step or value < step
+        ]
+        if bad:
+            raise GridError(f"The input of teacher {name!r} does not fit its patch grid: {'; '.join(bad)}.")
+        self.backbone = backbone.eval().requires_grad_(False)
+        self.name = name
+        self.input = input
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.hidden_size = hidden_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+
+    @property
+    def tubelet(self) -> tuple[int, int, int]:
+        """`(Pt, Ph, Pw)`, the pixel size of one token, also the motion mask's tubelet."""
+        return (self.tubelet_size, self.patch_size, self.patch_size)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """`(F, H, W)`, the token grid of `encode`."""
+        return (
+            self.input.num_frames // self.tubelet_size,
+            self.input.height // self.patch_size,
+            self.input.width // self.patch_size,
+        )
+
+    def prepare(self, video: torch.Tensor) -> torch.Tensor:
+        """Selects and resizes the frames the teacher sees; the motion mask is computed on these same frames.
+
+        Args:
+            video (`torch.Tensor`): training clips in [-1, 1] of shape `(B, T, C, H', W')`.
+
+        Returns:
+            `torch.Tensor`: clips in [-1, 1] of shape `(B, num_frames, C, height, width)`, in `video`'s dtype.
+        """
+        frames = video[:, 1:] if self.input.drop_first_frame else video
+        available = frames.shape[1]
+        if available < self.input.num_frames:
+            raise GridError(
+                f"Teacher {self.name!r} needs {self.input.num_frames} frames"
+                f"{' after the first' if self.input.drop_first_frame else ''}, but the clip has {video.shape[1]}; "
+                f"lower `--teacher_num_frames` to at most {available}."
+            )
+        if available != self.input.num_frames:
+            index = torch.linspace(0, available - 1, self.input.num_frames, device=video.device).round().long()
+            frames = frames[:, index]
+        batch = frames.shape[0]
+        size = (self.input.height, self.input.width)
+        if tuple(frames.shape[-2:]) != size:
+            flat = rearrange(frames, "b t c h w -> (b t) c h w")
+            flat = F.interpolate(flat.float(), size=size, mode="bicubic", align_corners=False).clamp_(-1.0, 1.0)
+            frames = rearrange(flat.to(video.dtype), "(b t) c h w -> b t c h w", b=batch)
+        return frames
+
+    @torch.no_grad()
+    def encode_prepared(self, frames: torch.Tensor) -> torch.Tensor:
+        """Features of frames already passed through `prepare`.
+
+        Args:
+            frames (`torch.Tensor`): `(B, num_frames, C, height, width)` in [-1, 1].
+
+        Returns:
+            `torch.Tensor`: last-block features of shape `(B, F, H, W, C)` in the teacher's dtype.
+        """
+        param = next(self.backbone.parameters())
+        pixels = (frames.to(param.device, torch.float32).add(1.0).mul(0.5) - self.mean) / self.std
+        tokens = self._tokens(pixels.to(param.dtype))
+        grid_f, grid_h, grid_w = self.grid
+        return rearrange(tokens, "b (f h w) c -> b f h w c", f=grid_f, h=grid_h, w=grid_w)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Teacher features of training clips (paper Eq. 4).
+
+        Args:
+            video (`torch.Tensor`): clips in [-1, 1] of shape `(B, T, C, H', W')`.
+
+        Returns:
+            `torch.Tensor`: features of shape `(B, F, H, W, C)`, `(F, H, W) = self.grid`, `C = self.hidden_size`.
+        """
+        return self.encode_prepared(self.prepare(video))
+
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Last-block tokens `(B, F * H * W, C)` in `(f, h, w)` order of normalised pixels `(B, T, C, H, W)`."""
+        raise NotImplementedError
+
+    def config_dict(self) -> dict:
+        """Everything that defines the teacher's output except its weights."""
+        backbone = self.backbone.config.to_dict() if hasattr(self.backbone, "config") else {}
+        backbone.pop("_name_or_path", None)  # where the files were cached, not what they hold
+        return {
+            "class": type(self).__name__,
+            "name": self.name,
+            "input": asdict(self.input),
+            "tubelet": self.tubelet,
+            "hidden_size": self.hidden_size,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            "backbone": backbone,
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the teacher's settings and of the bytes of every weight in their current dtype."""
+        digest = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True, default=str).encode())
+        for key, tensor in sorted(self.backbone.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()

@@ -1,0 +1,139 @@
+"""Clip decoding (diffusers' CogVideoX example rules) and the three caption/video sources."""
+
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+
+from diffusers_tsa.data import ClipSpec, load_video_dataset, read_video, select_frame_indices
+from diffusers_tsa.errors import VideoDecodeError
+from diffusers_tsa.testing import write_test_clip
+
+REAL_VIDEOS = Path(__file__).parents[2] / "shared" / "data" / "videos"
+SPEC = ClipSpec(height=96, width=144, max_num_frames=9)
+
+
+@pytest.mark.parametrize(
+    "total, spec, expected",
+    [
+        (100, ClipSpec(max_num_frames=49), list(range(0, 98, 2))),  # stride 100 // 49 = 2, first 49 kept
+        (30, ClipSpec(max_num_frames=49), list(range(29))),  # all 30, trimmed to 4k+1 = 29
+        (20, ClipSpec(max_num_frames=49, skip_frames_start=3, skip_frames_end=2), list(range(3, 16))),  # 15 -> 13
+        (30, ClipSpec(max_num_frames=9), list(range(0, 27, 3))),  # stride 3
+        (5, ClipSpec(skip_frames_start=5), []),
+        (4, ClipSpec(), [0]),  # 4 frames trim to 1 (4k+1)
+    ],
+)
+def test_frame_indices_follow_the_cogvideox_example(total, spec, expected):
+    assert select_frame_indices(total, spec) == expected
+
+
+def test_num_frames_is_4k_plus_1():
+    assert [ClipSpec(max_num_frames=n).num_frames for n in (49, 48, 13, 12, 1)] == [49, 45, 13, 9, 1]
+
+
+def test_decoded_frames_are_the_selected_ones(tmp_path):
+    # Frame t has background gray 16 + 7 t; 30 frames with max 9 give frames 0, 3, ..., 24.
+    path = tmp_path / "gray.mp4"
+    write_test_clip(path, num_frames=30, gray_step=7, speed=0)
+    video = read_video(path, SPEC)
+    assert video.shape == (9, 3, 96, 144) and video.dtype == torch.float32
+    corner = video[:, :, :8, :8].mean(dim=(1, 2, 3))  # background only
+    expected = torch.tensor([(16 + 7 * t) / 127.5 - 1 for t in range(0, 27, 3)])
+    torch.testing.assert_close(corner, expected, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["center", "none"])
+def test_resize_and_crop_put_the_square_where_expected(tmp_path, mode):
+    # 96x160 source: "center" resizes to 96x160 (height already matches) and crops 8 px from each side,
+    # "none" squeezes the width by 144 / 160.
+    path = tmp_path / "square.mp4"
+    write_test_clip(path, num_frames=9, speed=6)
+    video = read_video(path, ClipSpec(height=96, width=144, max_num_frames=9, reshape_mode=mode))
+    assert video.shape == (9, 3, 96, 144)
+    assert video.min() >= -1 and video.max() <= 1 and video.min() < -0.8 and video.max() > 0.8
+    columns = (video[:, 0] > 0).float().mean(dim=1)  # (T, W): share of bright rows per column
+    centre = (columns * torch.arange(144)).sum(-1) / columns.sum(-1)
+    scale, shift = (1.0, -8.0) if mode == "center" else (144 / 160, 0.0)
+    expected = torch.tensor([(4 + 6 * t + 12) * scale + shift - 0.5 for t in range(2, 9)])  # t < 2: cut by crop
+    torch.testing.assert_close(centre[2:], expected, atol=1.0, rtol=0)
+
+
+def test_random_crop_is_driven_by_the_generator(tmp_path):
+    path = tmp_path / "square.mp4"
+    write_test_clip(path, num_frames=9, height=128, width=160)
+    spec = ClipSpec(height=96, width=96, max_num_frames=9, reshape_mode="random")
+    first = read_video(path, spec, generator=torch.Generator().manual_seed(1))
+    again = read_video(path, spec, generator=torch.Generator().manual_seed(1))
+    assert first.shape == (9, 3, 96, 96) and torch.equal(first, again)
+
+
+def test_bad_clips_raise_one_typed_error(tmp_path):
+    good = tmp_path / "good.mp4"
+    write_test_clip(good, num_frames=12)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video at all" * 100)
+    short = tmp_path / "short.mp4"
+    write_test_clip(short, num_frames=5)
+    reasons = {}
+    for path in (truncated, garbage, short, tmp_path / "missing.mp4"):
+        with pytest.raises(VideoDecodeError) as err:
+            read_video(path, SPEC)
+        assert err.value.source == str(path)
+        reasons[path.name] = err.value.reason
+    assert "5 frames" in reasons["short.mp4"] and "9 required" in reasons["short.mp4"]
+    assert "does not exist" in reasons["missing.mp4"]
+    assert read_video(short, ClipSpec(height=96, width=144, max_num_frames=9, min_num_frames=5)).shape[0] == 5
+
+
+def _write_clips(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        write_test_clip(folder / name, num_frames=9)
+
+
+def test_folder_with_text_files(tmp_path):
+    _write_clips(tmp_path / "clips", ["a.mp4", "b.mp4"])
+    (tmp_path / "prompts.txt").write_text("a ball falls\na ball bounces\n")
+    (tmp_path / "videos.txt").write_text("clips/a.mp4\nclips/b.mp4\n")
+    table = load_video_dataset(instance_data_root=tmp_path, caption_column="prompts.txt", video_column="videos.txt")
+    assert table["caption"] == ["a ball falls", "a ball bounces"]
+    assert table["video"] == [str(tmp_path / "clips" / "a.mp4"), str(tmp_path / "clips" / "b.mp4")]
+    (tmp_path / "videos.txt").write_text("clips/a.mp4\n")
+    with pytest.raises(ValueError, match="2 captions but .* 1 video paths"):
+        load_video_dataset(instance_data_root=tmp_path, caption_column="prompts.txt", video_column="videos.txt")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_metadata_file_paths_are_relative_to_it(tmp_path, suffix):
+    _write_clips(tmp_path / "clips", ["a.mp4"])
+    rows = datasets.Dataset.from_dict({"prompt": ["a ball"], "file": ["clips/a.mp4"], "id": [7]})
+    metadata = tmp_path / f"metadata{suffix}"
+    rows.to_csv(metadata, index=False) if suffix == ".csv" else rows.to_json(metadata)
+    table = load_video_dataset(str(metadata), caption_column="prompt", video_column="file")
+    assert table["video"] == [str(tmp_path / "clips" / "a.mp4")] and table["id"] == [7]
+    assert read_video(table[0]["video"], SPEC).shape == (9, 3, 96, 144)
+    with pytest.raises(ValueError, match="`--video_column` is 'path'"):
+        load_video_dataset(str(metadata), caption_column="prompt", video_column="path")
+
+
+def test_saved_dataset_with_a_video_feature_is_read_without_torchcodec(tmp_path):
+    _write_clips(tmp_path, ["a.mp4"])
+    table = datasets.Dataset.from_dict({"text": ["a ball"], "clip": [str(tmp_path / "a.mp4")]})
+    table.cast_column("clip", datasets.Video()).save_to_disk(tmp_path / "saved")
+    loaded = load_video_dataset(str(tmp_path / "saved"), video_column="clip")
+    assert loaded.features["video"] == datasets.Video(decode=False)
+    value = loaded[0]["video"]
+    assert read_video(value, SPEC).shape == (9, 3, 96, 144)
+    assert read_video({"bytes": (tmp_path / "a.mp4").read_bytes(), "path": None}, SPEC).shape[0] == 9
+
+
+@pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"real clips not found at {REAL_VIDEOS}")
+def test_real_clips_decode_at_the_paper_size():
+    for path in sorted(REAL_VIDEOS.glob("*.mp4")):
+        video = read_video(path, ClipSpec())
+        assert video.shape == (49, 3, 480, 720), path.name
+        assert -1 <= video.min() < -0.5 and 0.5 < video.max() <= 1, path.name

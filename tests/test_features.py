@@ -1,0 +1,110 @@
+"""TeacherFeatures through `dataset.map`: columns, values, bad clips, cache reuse, and the CLI."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from diffusers_tsa.data import ClipSpec, read_video
+from diffusers_tsa.features import TeacherFeatures, decode_teacher_features, main
+from diffusers_tsa.masking import motion_saliency_mask
+from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
+from diffusers_tsa.testing import tiny_videomae, write_test_clip
+
+CLIP = ClipSpec(height=96, width=144, max_num_frames=9)
+
+
+@pytest.fixture(scope="module")
+def table_dir(tmp_path_factory):
+    """A saved table of two good clips and one corrupt file (saved, so `map` writes and reuses cache files)."""
+    root = tmp_path_factory.mktemp("clips")
+    write_test_clip(root / "a.mp4", num_frames=9, speed=6)
+    write_test_clip(root / "b.mp4", num_frames=10, speed=-3, square=16)
+    (root / "bad.mp4").write_bytes(b"\x00" * 2048)
+    paths = [str(root / name) for name in ("a.mp4", "bad.mp4", "b.mp4")]
+    datasets.Dataset.from_dict({"caption": ["a", "bad", "b"], "video": paths}).save_to_disk(root / "table")
+    return root
+
+
+def _teacher():
+    return VideoMAETeacher(tiny_videomae(), name="tiny", input=TeacherInput.for_clip(9, 96, 144))
+
+
+def test_columns_dtypes_values_and_bad_rows(table_dir):
+    table = datasets.load_from_disk(table_dir / "table")
+    transform = TeacherFeatures(_teacher(), CLIP, teacher_batch_size=1)
+    mapped = transform.map(table, batch_size=3)
+    assert mapped.column_names == ["caption", "video", "teacher_features", "motion_mask", "teacher_valid"]
+    assert mapped.features["teacher_features"] == datasets.Array4D((4, 2, 3, 32), "float16")
+    assert mapped.features["motion_mask"] == datasets.Array3D((4, 2, 3), "bool")
+    assert mapped["teacher_valid"] == [True, False, True] and transform.num_invalid == 1
+    assert mapped[1]["teacher_features"] is None and mapped[1]["motion_mask"] is None
+    assert str(mapped.data.column("teacher_features").type.value_type) == "float16"  # stored bytes, 2 per value
+    teacher = _teacher()
+    rows = mapped.with_format("numpy")
+    for row in (0, 2):
+        frames = teacher.prepare(read_video(table[row]["video"], CLIP)[None])
+        expected = teacher.encode_prepared(frames)[0]
+        stored = rows[row]["teacher_features"]
+        torch.testing.assert_close(torch.from_numpy(stored).float(), expected, atol=2e-3, rtol=2e-3)
+        mask = motion_saliency_mask(frames, tubelet=(2, 16, 16), ratio=0.2)[0]
+        assert np.array_equal(rows[row]["motion_mask"], mask.numpy())
+
+
+def test_cache_is_reused_only_when_nothing_changed(table_dir):
+    table = datasets.load_from_disk(table_dir / "table")
+    first = TeacherFeatures(_teacher(), CLIP)
+    first.map(table)
+    same = TeacherFeatures(_teacher(), CLIP)
+    assert same.fingerprint == first.fingerprint
+    same.map(table)
+    assert same.num_invalid == 0  # loaded from the cache: the corrupt clip was never read again
+    for changed in (
+        TeacherFeatures(_teacher(), CLIP, mask_ratio=0.3),
+        TeacherFeatures(_teacher(), CLIP, storage_dtype="bfloat16"),
+        TeacherFeatures(_teacher(), ClipSpec(height=96, width=144, max_num_frames=9, reshape_mode="none")),
+        TeacherFeatures(VideoMAETeacher(tiny_videomae(seed=1), name="tiny", input=_teacher().input), CLIP),
+    ):
+        assert changed.fingerprint != first.fingerprint
+        changed.map(table)
+        assert changed.num_invalid == 1  # recomputed
+
+
+def test_bfloat16_storage_round_trips(table_dir):
+    table = datasets.load_from_disk(table_dir / "table").select([0])
+    half = TeacherFeatures(_teacher(), CLIP).map(table, load_from_cache_file=False)
+    brain = TeacherFeatures(_teacher(), CLIP, storage_dtype="bfloat16").map(table, load_from_cache_file=False)
+    stored_dtype = brain.features["teacher_features"].dtype
+    assert stored_dtype == "uint16"
+    expected = torch.from_numpy(half.with_format("numpy")[0]["teacher_features"]).float()
+    for fmt in ("numpy", "torch"):
+        features = decode_teacher_features(brain.with_format(fmt)[0]["teacher_features"], stored_dtype)
+        assert features.dtype == torch.float32
+        torch.testing.assert_close(features, expected.to(torch.bfloat16).float(), atol=2e-2, rtol=1e-2)
+    torch.testing.assert_close(decode_teacher_features(np.array([[-1.5]]), "float16"), torch.tensor([[-1.5]]))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="deterministic crop"):
+        TeacherFeatures(_teacher(), ClipSpec(height=96, width=144, max_num_frames=9, reshape_mode="random"))
+    with pytest.raises(ValueError, match="`storage_dtype` must be one of"):
+        TeacherFeatures(_teacher(), CLIP, storage_dtype="float32")
+
+
+def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):
+    _teacher().backbone.save_pretrained(tmp_path / "teacher")
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text(f"text,video\na,{table_dir / 'a.mp4'}\nbad,{table_dir / 'bad.mp4'}\n")
+    main(
+        [
+            "--dataset_name", str(metadata), "--teacher", str(tmp_path / "teacher"),
+            "--height", "96", "--width", "144", "--max_num_frames", "9",
+            "--output_dir", str(tmp_path / "out"),
+        ]
+    )  # fmt: skip
+    saved = datasets.load_from_disk(tmp_path / "out")
+    assert saved["teacher_valid"] == [True, False] and saved.features["teacher_features"].shape == (4, 2, 3, 32)
+    settings = json.loads((tmp_path / "out" / "teacher_features.json").read_text())
+    assert settings["grid"] == [4, 2, 3] and settings["storage_dtype"] == "float16" and len(settings["fingerprint"]) == 64

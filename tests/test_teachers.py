@@ -1,0 +1,240 @@
+"""Video teachers: input rules, grids, features against stock transformers models, conversion, safe loading."""
+
+import argparse
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import VideoMAEModel
+
+from diffusers_tsa.data import ClipSpec, read_video
+from diffusers_tsa.errors import GridError
+from diffusers_tsa.masking import motion_saliency_mask
+from diffusers_tsa.teachers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TeacherInput,
+    VideoMAETeacher,
+    VJEPA2Teacher,
+    interpolate_position_table,
+    load_teacher,
+)
+from diffusers_tsa.teachers.convert_videomaev2 import (
+    main as convert_main,
+    transformers_to_videomaev2,
+    videomaev2_config,
+    videomaev2_to_transformers,
+)
+from diffusers_tsa.testing import tiny_videomae, tiny_vjepa2
+
+REAL_VIDEOS = Path(__file__).parents[2] / "shared" / "data" / "videos"
+TINY_INPUT = TeacherInput.for_clip(9, 96, 144)  # 8 frames at 32x48
+
+
+def _clip(batch=2, frames=9, height=96, width=144, seed=0):
+    return torch.rand(batch, frames, 3, height, width, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _reference_pixels(video, size):
+    """The paper's teacher input computed by hand: drop frame 0, bicubic resize, [0, 1], ImageNet mean/std."""
+    frames = video[:, 1:]
+    b, t = frames.shape[:2]
+    resized = F.interpolate(frames.flatten(0, 1), size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+    resized = resized.view(b, t, 3, *size)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((resized + 1) / 2 - mean) / std
+
+
+def test_paper_input_and_grid():
+    teacher_input = TeacherInput.for_clip(49, 480, 720)
+    assert teacher_input == TeacherInput(num_frames=48, height=160, width=240)
+    # A ViT-B-shaped config (16 frames at 224, tubelet 2, patch 16) at tiny width.
+    model = tiny_videomae(image_size=(224, 224), num_frames=16)
+    teacher = VideoMAETeacher(model, name="tiny", input=teacher_input)
+    assert teacher.grid == (24, 10, 15) and teacher.tubelet == (2, 16, 16) and teacher.hidden_size == 32
+    features = teacher.encode(_clip(batch=1, frames=49, height=480, width=720))
+    assert features.shape == (1, 24, 10, 15, 32) and torch.isfinite(features).all()
+    override = TeacherInput.for_clip(49, 480, 720, teacher_num_frames=16, teacher_height=224, teacher_width=224)
+    assert (override.num_frames, override.height, override.width) == (16, 224, 224)
+
+
+def test_sizes_the_patch_grid_does_not_divide_are_refused():
+    with pytest.raises(GridError, match=r"--teacher_height=150 .* patch 16 \(use 144 or 160\)"):
+        VideoMAETeacher(tiny_videomae(), name="tiny", input=TeacherInput(8, 150, 48))
+    with pytest.raises(GridError, match=r"--teacher_num_frames=7 .* tubelet 2 \(use 6 or 8\)"):
+        VideoMAETeacher(tiny_videomae(), name="tiny", input=TeacherInput(7, 32, 48))
+    teacher = VideoMAETeacher(tiny_videomae(), name="tiny", input=TINY_INPUT)
+    with pytest.raises(GridError, match="needs 8 frames after the first, but the clip has 5"):
+        teacher.encode(_clip(frames=5))
+
+
+def test_videomae_features_equal_the_stock_model_on_the_paper_input():
+    teacher = VideoMAETeacher(tiny_videomae(), name="tiny", input=TINY_INPUT)
+    stock = tiny_videomae()  # same seed, same weights, untouched
+    video = _clip()
+    with torch.no_grad():
+        expected = stock(pixel_values=_reference_pixels(video, (32, 48))).last_hidden_state
+    torch.testing.assert_close(teacher.encode(video), expected.view(2, 4, 2, 3, 32), atol=1e-5, rtol=1e-5)
+
+
+def test_final_norm_is_not_applied():
+    config = tiny_videomae().config
+    config.use_mean_pooling = False  # a checkpoint with a final LayerNorm, e.g. MCG-NJU/videomae-base
+    torch.manual_seed(0)
+    normed = VideoMAEModel(config).eval()
+    with torch.no_grad():
+        normed.layernorm.weight.mul_(3.0)
+    teacher = VideoMAETeacher(normed, name="tiny", input=TINY_INPUT)
+    assert teacher.backbone.layernorm is None
+    torch.testing.assert_close(
+        teacher.encode(_clip()), VideoMAETeacher(tiny_videomae(), name="t", input=TINY_INPUT).encode(_clip())
+    )
+
+
+def test_position_table_interpolation_matches_naive_resizing():
+    source, target = (3, 4, 5), (7, 2, 6)
+    table = torch.randn(1, 3 * 4 * 5, 8, generator=torch.Generator().manual_seed(0))
+    assert interpolate_position_table(table, source, source) is table
+    resized = interpolate_position_table(table, source, target).view(7, 2, 6, 8)
+    # Naive reference: bicubic per frame and channel, then linear in time with half-pixel centres, by hand.
+    grid = table.view(3, 4, 5, 8)
+    spatial = torch.stack(
+        [F.interpolate(grid[f].permute(2, 0, 1)[None], size=(2, 6), mode="bicubic")[0] for f in range(3)]
+    ).permute(0, 2, 3, 1)  # (3, 2, 6, 8)
+    for i in range(7):
+        position = min(max((i + 0.5) * 3 / 7 - 0.5, 0.0), 2.0)
+        low = int(np.floor(position))
+        high, weight = min(low + 1, 2), position - low
+        expected = (1 - weight) * spatial[low] + weight * spatial[high]
+        torch.testing.assert_close(resized[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_native_grid_keeps_the_sinusoid_table():
+    model = tiny_videomae(image_size=(32, 48), num_frames=8)
+    table = model.embeddings.position_embeddings
+    teacher = VideoMAETeacher(model, name="tiny", input=TINY_INPUT)
+    assert teacher.backbone.embeddings.position_embeddings is table
+
+
+def _videomaev2_state_dict(depth=2, hidden=32, mlp=37, seed=0):
+    """A random state dict in VideoMAEv2's fine-tuning layout (keys of `models/modeling_finetune.py`)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {"patch_embed.proj.weight": torch.randn(hidden, 3, 2, 16, 16, generator=g)}
+    sd["patch_embed.proj.bias"] = torch.randn(hidden, generator=g)
+    for i in range(depth):
+        shapes = {
+            "norm1.weight": (hidden,), "norm1.bias": (hidden,),
+            "attn.q_bias": (hidden,), "attn.v_bias": (hidden,), "attn.qkv.weight": (3 * hidden, hidden),
+            "attn.proj.weight": (hidden, hidden), "attn.proj.bias": (hidden,),
+            "norm2.weight": (hidden,), "norm2.bias": (hidden,),
+            "mlp.fc1.weight": (mlp, hidden), "mlp.fc1.bias": (mlp,),
+            "mlp.fc2.weight": (hidden, mlp), "mlp.fc2.bias": (hidden,),
+        }  # fmt: skip
+        sd.update({f"blocks.{i}.{k}": torch.randn(*s, generator=g) for k, s in shapes.items()})
+    sd.update({"fc_norm.weight": torch.ones(hidden), "fc_norm.bias": torch.zeros(hidden)})
+    sd.update({"head.weight": torch.randn(710, hidden, generator=g), "head.bias": torch.zeros(710)})
+    return sd
+
+
+def test_conversion_is_complete_and_lossless():
+    source = _videomaev2_state_dict()
+    converted = videomaev2_to_transformers(source)
+    config = videomaev2_config(source, num_attention_heads=2)
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (32, 2, 37)
+    assert config.layer_norm_eps == 1e-6 and config.qv_bias and config.use_mean_pooling
+    model = VideoMAEModel(config)
+    assert set(converted) == set(model.state_dict())  # every weight of the model, nothing else
+    model.load_state_dict(converted, strict=True)
+    qkv = source["blocks.1.attn.qkv.weight"]
+    layer = model.encoder.layer[1].attention.attention
+    assert torch.equal(layer.query.weight, qkv[:32]) and torch.equal(layer.value.weight, qkv[64:])
+    assert layer.key.bias is None and torch.equal(layer.value.bias, source["blocks.1.attn.v_bias"])
+    back = transformers_to_videomaev2(converted)
+    head = {k for k in source if k.startswith(("fc_norm.", "head."))}
+    assert set(back) == set(source) - head
+    assert all(torch.equal(back[k], source[k]) for k in back)
+
+
+def test_conversion_refuses_what_videomae_cannot_hold():
+    source = _videomaev2_state_dict()
+    source["blocks.0.gamma_1"] = torch.ones(32)
+    with pytest.raises(ValueError, match=r"blocks\.0\.gamma_1.*Layer scale"):
+        videomaev2_to_transformers(source)
+
+
+def test_raw_file_and_converted_folder_load_the_same_teacher(tmp_path, capsys):
+    path = tmp_path / "vit.pth"
+    torch.save({"module": _videomaev2_state_dict()}, path)
+    convert_main([str(path), str(tmp_path / "converted"), "--num_attention_heads", "2"])
+    assert (tmp_path / "converted" / "model.safetensors").is_file() and "Wrote" in capsys.readouterr().out
+    raw = load_teacher(path, TINY_INPUT, num_attention_heads=2)
+    folder = load_teacher(str(tmp_path / "converted"), TINY_INPUT)
+    assert isinstance(folder, VideoMAETeacher) and folder.grid == (4, 2, 3)
+    video = _clip()
+    torch.testing.assert_close(raw.encode(video), folder.encode(video))
+    assert raw.fingerprint() != load_teacher(path, TeacherInput(8, 32, 32), num_attention_heads=2).fingerprint()
+
+
+def test_checkpoints_with_pickled_code_are_refused(tmp_path):
+    path = tmp_path / "unsafe.pth"
+    torch.save({"module": _videomaev2_state_dict(), "args": argparse.Namespace(lr=1e-3)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_teacher(path, TINY_INPUT, num_attention_heads=2)
+
+
+def test_load_teacher_dispatches_on_model_type_and_passes_no_remote_code(tmp_path, monkeypatch):
+    tiny_videomae().save_pretrained(tmp_path / "videomae")
+    tiny_vjepa2().save_pretrained(tmp_path / "vjepa2")
+    teacher = load_teacher(str(tmp_path / "vjepa2"), TINY_INPUT, dtype=torch.bfloat16)
+    assert isinstance(teacher, VJEPA2Teacher) and teacher.encode(_clip()).dtype == torch.bfloat16
+    calls = []
+    stock_load = VideoMAEModel.from_pretrained
+    monkeypatch.setattr(
+        VideoMAEModel, "from_pretrained", classmethod(lambda cls, name, **kw: calls.append(kw) or stock_load(name))
+    )
+    assert isinstance(load_teacher(str(tmp_path / "videomae"), TINY_INPUT), VideoMAETeacher)
+    assert calls[0]["trust_remote_code"] is False
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="'bert' model; supported teachers are"):
+        load_teacher(str(tmp_path / "other"), TINY_INPUT)
+
+
+def test_vjepa2_square_input_equals_the_stock_encoder():
+    # At the checkpoint's own square crop the stock RoPE is right: ours must equal it before the final norm.
+    stock = tiny_vjepa2(crop_size=32)
+    teacher = VJEPA2Teacher(tiny_vjepa2(crop_size=32), name="tiny", input=TeacherInput(8, 32, 32))
+    video = _clip(height=32, width=32)
+    with torch.no_grad():
+        expected = stock.encoder(pixel_values_videos=_reference_pixels(video, (32, 32))).last_hidden_state
+    features = teacher.encode(video)
+    assert features.shape == (2, 4, 2, 2, 48)
+    torch.testing.assert_close(stock.encoder.layernorm(features.flatten(1, 3)), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_vjepa2_rope_uses_the_true_non_square_grid():
+    teacher = VJEPA2Teacher(tiny_vjepa2(), name="tiny", input=TeacherInput(8, 32, 64))
+    assert teacher.grid == (4, 2, 4)
+    attention = teacher.backbone.encoder.layer[0].attention
+    frames, rows, columns = attention.get_position_ids(torch.zeros(1, 32, 48))
+    f, h, w = torch.meshgrid(torch.arange(4), torch.arange(2), torch.arange(4), indexing="ij")
+    assert torch.equal(frames, f.flatten()) and torch.equal(rows, h.flatten()) and torch.equal(columns, w.flatten())
+    assert teacher.encode(_clip(height=96, width=192)).shape == (2, 4, 2, 4, 48)
+
+
+@pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"real clips not found at {REAL_VIDEOS}")
+def test_real_clip_grid_and_motion_mask_on_the_subject():
+    # horse.mp4: a dark galloping horse and rider on a bright, static background.
+    teacher = VideoMAETeacher(
+        tiny_videomae(image_size=(224, 224), num_frames=16), name="tiny", input=TeacherInput.for_clip(49, 480, 720)
+    )
+    video = read_video(REAL_VIDEOS / "horse.mp4", ClipSpec())[None]
+    frames = teacher.prepare(video)
+    assert frames.shape == (1, 48, 3, 160, 240) and teacher.encode_prepared(frames).shape == (1, 24, 10, 15, 32)
+    mask = motion_saliency_mask(frames, tubelet=teacher.tubelet, ratio=0.2)[0]
+    dark = (frames[0].mean(1) < 0).float()  # (48, 160, 240): the subject
+    dark_share = F.avg_pool3d(dark[None, None], (2, 16, 16))[0, 0]  # per token
+    assert dark_share[mask].mean() > 2 * dark_share[~mask].mean()
