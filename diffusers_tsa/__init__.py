@@ -1,10 +1,13 @@
 """diffusers-tsa: Tempered Self-Similarity Alignment for video diffusion models."""
 
-from .errors import GridError, ModelLayoutError
+from .data import ClipSpec, load_video_dataset, read_video
+from .errors import GridError, ModelLayoutError, VideoDecodeError
+from .features import TeacherFeatures, decode_teacher_features
 from .hooks import BlockFeatureExtractor, CapturedFeatures
 from .losses import repa_loss, trd_loss, tsa_loss
 from .masking import motion_saliency_mask
 from .projector import AlignmentProjector, GridResampling
+from .teachers import TeacherInput, VideoTeacher, load_teacher
 
 __version__ = "0.1.0.dev0"
 
@@ -12,10 +15,19 @@ __all__ = [
     "AlignmentProjector",
     "BlockFeatureExtractor",
     "CapturedFeatures",
+    "ClipSpec",
     "GridError",
     "GridResampling",
     "ModelLayoutError",
+    "TeacherFeatures",
+    "TeacherInput",
+    "VideoDecodeError",
+    "VideoTeacher",
+    "decode_teacher_features",
+    "load_teacher",
+    "load_video_dataset",
     "motion_saliency_mask",
+    "read_video",
     "repa_loss",
     "trd_loss",
     "tsa_loss",
