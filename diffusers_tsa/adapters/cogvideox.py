@@ -1,0 +1,197 @@
+"""CogVideoX (2B and 5B, diffusers' `CogVideoXPipeline`) behind the `ModelAdapter` interface.
+
+The training objective is diffusers' `examples/cogvideo` one (design notes, section 3): latents are the VAE's
+sample times its scaling factor, `(B, F, C, H, W)`; t ~ U{0..999}; the transformer's v-prediction is mapped to x0
+by `scheduler.get_velocity`; the target is the clean latent and each sample's MSE is weighted by
+1 / (1 - alphas_cumprod[t]). The 5B model's 3D RoPE is built for the training size; the snr shift lives in the
+scheduler's `alphas_cumprod`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..errors import GridError
+from .base import Grid, ModelAdapter, ModelSpec
+
+
+@dataclass(frozen=True)
+class CogVideoXSpec(ModelSpec):
+    """CogVideoX's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent
+    frame), `vae_scale` pixels per latent pixel, `patch_size` latent pixels per token."""
+
+    temporal_compression: int = 4
+    vae_scale: int = 8
+    patch_size: int = 2
+
+    def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
+        pixels = self.vae_scale * self.patch_size
+        return ((num_frames - 1) // self.temporal_compression + 1, height // pixels, width // pixels)
+
+    def check_clip(self, num_frames: int, height: int, width: int) -> None:
+        pixels = self.vae_scale * self.patch_size
+        bad = []
+        if (num_frames - 1) % self.temporal_compression:
+            k = (num_frames - 1) // self.temporal_compression
+            bad.append(f"--max_num_frames={num_frames} must be {self.temporal_compression}k+1 "
+                       f"(e.g. {self.temporal_compression * k + 1} or {self.temporal_compression * (k + 1) + 1})")
+        for flag, value in (("--height", height), ("--width", width)):
+            if value % pixels or value < pixels:
+                bad.append(f"{flag}={value} must be a multiple of {pixels} (VAE x{self.vae_scale}, patch "
+                           f"{self.patch_size})")
+        if bad:
+            raise GridError("CogVideoX cannot take this clip size: " + "; ".join(bad) + ".")
+
+
+class CogVideoXAdapter(ModelAdapter):
+    """`CogVideoXPipeline` checkpoints (e.g. `THUDM/CogVideoX-2b`, `THUDM/CogVideoX-5b`)."""
+
+    lora_target_modules = ["to_k", "to_q", "to_v", "to_out.0"]
+
+    def __init__(self, *, tokenizer, text_encoder, vae, transformer, scheduler, spec: CogVideoXSpec):
+        from diffusers import CogVideoXPipeline
+
+        self.pipeline_class = CogVideoXPipeline
+        self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
+        self.transformer, self.scheduler, self.spec = transformer, scheduler, spec
+        self._alphas_cumprod = scheduler.alphas_cumprod.to(vae.device)
+
+    @classmethod
+    def load_spec(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None) -> CogVideoXSpec:
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+
+        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        config = CogVideoXTransformer3DModel.load_config(pretrained_model_name_or_path, subfolder="transformer", **kwargs)
+        vae = AutoencoderKLCogVideoX.load_config(pretrained_model_name_or_path, subfolder="vae", **kwargs)
+        if config.get("patch_size_t"):
+            raise GridError(
+                f"{pretrained_model_name_or_path} is a CogVideoX 1.5 model (temporal patch size "
+                f"{config['patch_size_t']}); this adapter supports CogVideoX 1.0 (2B and 5B)."
+            )
+        return CogVideoXSpec(
+            family="cogvideox",
+            num_blocks=config["num_layers"],
+            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
+            min_depth=1,
+            temporal_compression=vae.get("temporal_compression_ratio", 4),
+            vae_scale=2 ** (len(vae["block_out_channels"]) - 1),
+            patch_size=config["patch_size"],
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *, revision=None, variant=None, cache_dir=None,
+        weight_dtype=torch.float32, device="cpu",
+    ) -> "CogVideoXAdapter":
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXTransformer3DModel
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        spec = cls.load_spec(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
+        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        weights = {"variant": variant, **kwargs}
+        name = pretrained_model_name_or_path
+        tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
+        text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
+        vae = AutoencoderKLCogVideoX.from_pretrained(name, subfolder="vae", torch_dtype=weight_dtype, **weights)
+        transformer = CogVideoXTransformer3DModel.from_pretrained(
+            name, subfolder="transformer", torch_dtype=weight_dtype, **weights
+        )
+        scheduler = CogVideoXDPMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
+        for module in (text_encoder, vae, transformer):
+            module.requires_grad_(False).to(device)
+        return cls(
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
+            spec=spec,
+        )
+
+    @torch.no_grad()
+    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
+        """`(B, T, C, H, W)` in [-1, 1] -> scaled latents `(B, F, C', H', W')`."""
+        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample() * self.vae.config.scaling_factor
+        return rearrange(latents, "b c f h w -> b f c h w").contiguous()
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Captions -> T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads them."""
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.transformer.config.max_text_seq_length,
+            truncation=True, add_special_tokens=True, return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
+
+    def diffusion_loss(self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor):
+        batch, num_frames, _, height, width = latents.shape
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), device=latents.device)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        model_output = transformer(
+            hidden_states=noisy,
+            encoder_hidden_states=conditioning,
+            timestep=timesteps,
+            image_rotary_emb=self._rotary_embeddings(num_frames, height, width, latents.device),
+            return_dict=False,
+        )[0]
+        prediction = self.scheduler.get_velocity(model_output, noisy, timesteps)  # v-prediction -> x0
+        weights = (1 / (1 - self._alphas_cumprod[timesteps.to(self._alphas_cumprod.device)])).float()
+        squared_error = (prediction.float() - latents.float()).pow(2).flatten(1)
+        per_sample = (weights.to(latents.device).view(-1, 1) * squared_error).mean(1)
+        return {"diffusion": per_sample.mean()}
+
+    def _rotary_embeddings(self, num_frames: int, height: int, width: int, device: torch.device):
+        """3D RoPE for a latent grid, as `CogVideoXPipeline` builds it (5B only; None for the 2B model)."""
+        config = self.transformer.config
+        if not config.use_rotary_positional_embeddings:
+            return None
+        from diffusers.models.embeddings import get_3d_rotary_pos_embed
+        from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+        grid = (height // config.patch_size, width // config.patch_size)
+        base_width, base_height = config.sample_width // config.patch_size, config.sample_height // config.patch_size
+        return get_3d_rotary_pos_embed(
+            embed_dim=config.attention_head_dim,
+            crops_coords=get_resize_crop_region_for_grid(grid, base_width, base_height),
+            grid_size=grid,
+            temporal_size=num_frames,
+            device=device,
+        )
+
+    def save_lora_weights(self, output_dir, transformer: nn.Module) -> None:
+        from diffusers.training_utils import _collate_lora_metadata
+        from peft.utils import get_peft_model_state_dict
+
+        self.pipeline_class.save_lora_weights(
+            output_dir,
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            **_collate_lora_metadata({"transformer": transformer}),
+        )
+
+    def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
+        from peft.utils import set_peft_model_state_dict
+
+        state_dict = self.pipeline_class.lora_state_dict(input_dir)
+        prefix = "transformer."
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        result = set_peft_model_state_dict(transformer, state_dict, adapter_name="default")
+        if getattr(result, "unexpected_keys", None):
+            raise RuntimeError(f"LoRA checkpoint in {input_dir} has unexpected keys: {result.unexpected_keys[:5]}")
+
+    def pipeline(self, transformer: nn.Module):
+        from diffusers import CogVideoXDPMScheduler
+
+        return self.pipeline_class(
+            tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, transformer=transformer,
+            scheduler=CogVideoXDPMScheduler.from_config(self.scheduler.config),
+        )
+
+    def generation_kwargs(self, num_frames: int, height: int, width: int) -> dict[str, Any]:
+        return {
+            "num_frames": num_frames, "height": height, "width": width,
+            "max_sequence_length": self.transformer.config.max_text_seq_length,
+        }
+
