@@ -59,7 +59,7 @@ class CogVideoXAdapter(ModelAdapter):
         self.pipeline_class = CogVideoXPipeline
         self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
         self.transformer, self.scheduler, self.spec = transformer, scheduler, spec
-        self._alphas_cumprod = scheduler.alphas_cumprod.to(vae.device)
+        self._alphas_cumprod = scheduler.alphas_cumprod
 
     @classmethod
     def load_spec(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None) -> CogVideoXSpec:

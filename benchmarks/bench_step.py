@@ -1,0 +1,208 @@
+"""Cost of the TSA machinery in one optimizer step: measured on a CogVideoX-shaped model, and counted analytically
+for CogVideoX-2B at 49 x 480 x 720.
+
+Measured (each configuration in a fresh subprocess, for honest peak memory): one optimizer step of the training
+module the script builds (`AlignedTransformer`: transformer forward + backward, projector, alignment loss, AdamW) with
+`--alignment_loss none`, `m-tsa` on precomputed teacher features, and `m-tsa` with the teacher run online (a
+ViT-B-sized VideoMAE with random weights, plus the motion mask). The transformer has CogVideoX-2B's width (30 heads
+of 64), fewer blocks, and clips of 9 x 240 x 384 so that it fits a laptop CPU; the VAE and the text encoder, which
+cost the same in every configuration, are left out (latents and text embeddings are given).
+
+    python benchmarks/bench_step.py                 # CPU
+    python benchmarks/bench_step.py --device cuda --layers 30 --frames 49 --height 480 --width 720
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+CONFIGS = ("none", "m-tsa precomputed", "m-tsa online")
+
+# CogVideoX-2B (THUDM/CogVideoX-2b transformer config) and the paper's teacher and projector.
+COGVIDEOX_2B = {"layers": 30, "width": 1920, "text_tokens": 226, "ff_mult": 4}
+VIT_B = {"layers": 12, "width": 768, "ff_mult": 4}
+PROJECTOR_HIDDEN = 2048
+
+
+def transformer_flops(tokens: int, width: int, layers: int, ff_mult: int) -> float:
+    """Forward FLOPs of a pre-norm transformer: 2 x (4 d^2 attention + 2 ff_mult d^2 MLP) per token and block,
+    plus 4 N^2 d for the attention scores and their weighted sum."""
+    dense = 2 * (4 + 2 * ff_mult) * width**2 * tokens
+    attention = 4 * tokens**2 * width
+    return layers * (dense + attention)
+
+
+def analytic_share() -> dict:
+    """FLOPs of one training sample of CogVideoX-2B at 49 x 480 x 720 and of each part of the TSA machinery."""
+    student_grid, teacher_grid = (13, 30, 45), (24, 10, 15)
+    video_tokens = student_grid[0] * student_grid[1] * student_grid[2]
+    teacher_tokens = teacher_grid[0] * teacher_grid[1] * teacher_grid[2]
+    d, c, h = COGVIDEOX_2B["width"], VIT_B["width"], PROJECTOR_HIDDEN
+    queries = round(0.2 * teacher_grid[1] * teacher_grid[2]) * teacher_grid[0]
+    forward = transformer_flops(video_tokens + COGVIDEOX_2B["text_tokens"], d, COGVIDEOX_2B["layers"], COGVIDEOX_2B["ff_mult"])
+    step = 3 * forward  # forward + backward (2x); gradient checkpointing adds one more forward
+    projected = (student_grid[0] - 1) * student_grid[1] * student_grid[2]  # frame 0 is dropped first
+    projector = 3 * (2 * (d * h + h * h + h * c) * projected + 2 * c * c * 9 * teacher_tokens)
+    loss = 8 * queries * teacher_tokens * c  # relations of both models + the fused gradient (Eq. 10)
+    teacher = transformer_flops(teacher_tokens, c, VIT_B["layers"], VIT_B["ff_mult"])  # no backward
+    parts = {"projector": projector, "m_tsa_loss": loss, "teacher_online": teacher}
+    return {
+        "setting": "CogVideoX-2B, 49 x 480 x 720, VideoMAEv2 ViT-B teacher 24 x 10 x 15, 20 % queries, per sample",
+        "cogvideox_step_flops": step,
+        "cogvideox_step_flops_with_checkpointing": 4 * forward,
+        **{f"{k}_flops": v for k, v in parts.items()},
+        "share_precomputed": (projector + loss) / step,
+        "share_online": (projector + loss + teacher) / step,
+    }
+
+
+def worker(config: str, args) -> None:
+    """One configuration in this process: builds the modules, times optimizer steps, prints a JSON line."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+
+    from diffusers_tsa import AlignmentProjector, motion_saliency_mask
+    from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
+    from diffusers_tsa.training import AlignedTransformer, alignment_loss
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=4096,
+        time_embed_dim=512, num_layers=args.layers, sample_height=args.height // 8, sample_width=args.width // 8,
+        sample_frames=args.frames, max_text_seq_length=226,
+    ).to(device)
+    spec = CogVideoXSpec(family="cogvideox", num_blocks=args.layers, hidden_size=1920, min_depth=1)
+    # The transformer alone: latents and text embeddings are given, so no VAE, tokenizer or text encoder.
+    adapter = CogVideoXAdapter(
+        tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=CogVideoXDDIMScheduler(),
+        spec=spec,
+    )
+    student_grid = spec.token_grid(args.frames, args.height, args.width)
+    teacher_input = TeacherInput.for_clip(args.frames, args.height, args.width)
+    vit_b = VideoMAEConfig(
+        image_size=[teacher_input.height, teacher_input.width], num_frames=teacher_input.num_frames, patch_size=16,
+        tubelet_size=2, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        use_mean_pooling=True,
+    )
+    teacher = VideoMAETeacher(VideoMAEModel(vit_b), name="vit-b-random", input=teacher_input).to(device)
+
+    projector = None if config == "none" else AlignmentProjector(
+        1920, 768, student_grid=student_grid, teacher_grid=teacher.grid, hidden_dim=PROJECTOR_HIDDEN
+    ).to(device)
+    depth = min(18, args.layers)
+    model = AlignedTransformer(adapter, projector, depth).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    batch = args.batch_size
+    latent_frames = student_grid[0]
+    latents = torch.randn(batch, latent_frames, 16, args.height // 8, args.width // 8, device=device)
+    text = torch.randn(batch, 226, 4096, device=device)
+    clips = torch.rand(batch, args.frames, 3, args.height, args.width, device=device) * 2 - 1
+    stored = teacher.encode(clips) if config == "m-tsa precomputed" else None
+    stored_mask = (
+        motion_saliency_mask(teacher.prepare(clips), tubelet=teacher.tubelet, ratio=0.2)
+        if config == "m-tsa precomputed" else None
+    )
+
+    def step():
+        terms, student = model(latents, text)
+        loss = sum(terms.values())
+        if student is not None:
+            if stored is None:
+                with torch.no_grad():
+                    frames = teacher.prepare(clips)
+                    features, mask = teacher.encode_prepared(frames), motion_saliency_mask(frames, tubelet=teacher.tubelet)
+            else:
+                features, mask = stored, stored_mask
+            loss = loss + 0.5 * alignment_loss("m-tsa", student, features, motion_mask=mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(1 + args.repeats):  # the first step allocates the optimizer state and warms up
+        synchronize()
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (
+        torch.cuda.max_memory_allocated() if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    print(json.dumps({"config": config, "seconds": statistics.median(times[1:]), "peak_mib": peak / 2**20}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--layers", type=int, default=4, help="Transformer blocks (CogVideoX-2B has 30).")
+    parser.add_argument("--frames", type=int, default=9)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args)
+
+    rows = []
+    for config in CONFIGS:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", config]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{config} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    base = rows[0]
+    for row in rows:
+        row["time_vs_none"] = row["seconds"] / base["seconds"]
+        row["extra_memory_mib"] = row["peak_mib"] - base["peak_mib"]
+    analytic = analytic_share()
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    setting = {k: getattr(args, k) for k in ("layers", "frames", "height", "width", "batch_size", "repeats")}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"step_{args.device}.json"
+    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "measured_setting": setting,
+                               "measured": rows, "analytic": analytic}, indent=2))
+    lines = [
+        f"One optimizer step on {device_name}, torch {torch.__version__}: CogVideoX-2B width, {args.layers} blocks, "
+        f"{args.frames} x {args.height} x {args.width}, batch {args.batch_size}.",
+        "",
+        "| alignment | time (s) | time / none | peak memory (MiB) | extra memory (MiB) |",
+        "|---|---|---|---|---|",
+        *(f"| {r['config']} | {r['seconds']:.2f} | {r['time_vs_none']:.3f} | {r['peak_mib']:.0f} | "
+          f"{r['extra_memory_mib']:.0f} |" for r in rows),
+        "",
+        f"Analytic, {analytic['setting']}: a CogVideoX-2B training step is {analytic['cogvideox_step_flops']:.2e} FLOPs; "
+        f"projector {analytic['projector_flops']:.2e}, M-TSA loss {analytic['m_tsa_loss_flops']:.2e}, online teacher "
+        f"{analytic['teacher_online_flops']:.2e}: TSA machinery {100 * analytic['share_precomputed']:.2f} % of the step "
+        f"with precomputed features, {100 * analytic['share_online']:.2f} % with the teacher online.",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"Wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
