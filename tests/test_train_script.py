@@ -87,12 +87,28 @@ def generate(pipe):
     ).frames
 
 
+def logged_scalars(output_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = [p for p in (Path(output_dir) / "logs").rglob("events.out.tfevents.*") if p.parent.name != "logs"
+                 and EventAccumulator(str(p)).Reload().Tags()["scalars"]]
+    accumulator = EventAccumulator(str(events)).Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
 def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_path):
     out = tmp_path / "out"
-    run_script(
+    _, log = run_script(
         tiny, out, "--max_train_steps", "3", "--learning_rate", "1e-2", "--validation_prompt", PROMPT,
-        "--validation_num_inference_steps", "2",
+        "--validation_num_inference_steps", "2", "--train_batch_size", "1", "--gradient_accumulation_steps", "2",
+        "--lr_scheduler", "linear", "--report_to", "tensorboard",
     )
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in log
+    scalars = logged_scalars(out)
+    for tag in ("loss/diffusion", "loss/alignment", "loss/total", "grad_norm", "step_time", "data/skipped_clips"):
+        assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
+    # One scheduler step per optimizer step (not per micro-batch): linear decay over 3 steps from 1e-2.
+    assert [value for _, value in scalars["lr"]] == pytest.approx([1e-2 * 2 / 3, 1e-2 / 3, 0.0], abs=1e-9)
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "alignment_projector.safetensors").is_file()
     assert (out / "validation" / "final-0-0.mp4").is_file()
     assert not any(k.startswith("transformer") for k in load_file(out / "alignment_projector.safetensors"))
@@ -113,7 +129,10 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
 
 def test_full_fine_tune_saves_a_stock_transformer(tiny, tmp_path):
     out = tmp_path / "out"
-    run_script(tiny, out, "--training_mode", "full", "--max_train_steps", "2", "--learning_rate", "1e-3")
+    run_script(
+        tiny, out, "--training_mode", "full", "--max_train_steps", "2", "--learning_rate", "1e-3",
+        "--gradient_checkpointing",
+    )
     trained = CogVideoXTransformer3DModel.from_pretrained(out, subfolder="transformer")
     base = CogVideoXTransformer3DModel.from_pretrained(tiny / "base", subfolder="transformer")
     assert trained.state_dict().keys() == base.state_dict().keys()  # the projector is not inside
@@ -198,6 +217,19 @@ def test_a_corrupt_clip_is_skipped_and_counted(tiny, tmp_path):
     _, log = run_script(tiny, out, "--instance_data_root", str(data), "--max_train_steps", "2")
     assert "Skipping a clip" in log and "unreadable clip(s) were skipped during training" in log
     assert (out / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_a_non_finite_loss_is_reported_and_skipped(tiny, tmp_path):
+    teacher = tiny_videomae()
+    with torch.no_grad():
+        teacher.encoder.layer[0].attention.output.dense.weight.fill_(float("nan"))  # a broken teacher checkpoint
+    teacher.save_pretrained(tmp_path / "nan-teacher")
+    out = tmp_path / "out"
+    _, log = run_script(tiny, out, "--max_train_steps", "2", "--teacher_model_name_or_path", str(tmp_path / "nan-teacher"))
+    assert "Step 1: non-finite loss/alignment" in log and "skipping this batch" in log
+    lora = load_file(out / "pytorch_lora_weights.safetensors")
+    assert all(torch.isfinite(v).all() for v in lora.values())
+    assert all(not v.any() for k, v in lora.items() if "lora_B" in k)  # nothing was trained through the NaN
 
 
 def test_two_processes_end_with_identical_weights_and_write_once(tiny, tmp_path):
