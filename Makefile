@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install test bench clean
+.PHONY: install test demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(BIN)/python
 
 test: install
 	$(BIN)/python -m pytest tests
+
+# The main job on an embedded default: tiny offline models, synthetic clips, a real training run and a stock reload.
+demo: install
+	$(BIN)/python demo/run_demo.py --output_dir demo_output
 
 bench: install
 	$(BIN)/python benchmarks/bench_loss.py

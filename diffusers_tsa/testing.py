@@ -19,13 +19,22 @@ TINY_TEXT_EMBED_DIM = 32
 TINY_MAX_TEXT_SEQ_LENGTH = 16
 
 
+#: Whole-word pieces of the tiny tokenizer, so that the demo's and tests' captions fit in a few tokens.
+TINY_WORDS = (
+    "a the is to and on at of ball square red green blue yellow white thrown gently hard right left falls "
+    "bounces floor moves speed"
+).split()
+
+
 def tiny_t5_tokenizer():
-    """A T5 tokenizer whose Unigram vocabulary covers lowercase letters, digits and common punctuation."""
+    """A T5 tokenizer whose Unigram vocabulary covers a few whole words (`TINY_WORDS`), then lowercase letters,
+    digits and common punctuation one by one."""
     from transformers import T5TokenizerFast
 
     pieces = ["▁" + c for c in string.ascii_lowercase + string.digits]
     pieces += list(string.ascii_lowercase + string.digits + ".,'-")
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(p, -3.0) for p in pieces]
+    words = [("▁" + w, -1.0) for w in TINY_WORDS]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + words + [(p, -3.0) for p in pieces]
     return T5TokenizerFast(vocab=vocab, extra_ids=0)
 
 

@@ -152,11 +152,34 @@ class ModelAdapter(abc.ABC):
         saved = type(transformer).from_pretrained(input_dir, subfolder="transformer")
         transformer.load_state_dict(saved.state_dict())
 
+    def configure_vae(self, *, slicing: bool = False, tiling: bool = False) -> None:
+        """VAE slicing / tiling to save memory (`--enable_slicing`, `--enable_tiling`)."""
+        if slicing:
+            self.vae.enable_slicing()
+        if tiling:
+            self.vae.enable_tiling()
+
     # --- Validation -------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def pipeline(self, transformer: nn.Module) -> Any:
         """A stock pipeline around the live `transformer`, for validation videos."""
+
+    def load_trained_pipeline(
+        self, pretrained_model_name_or_path: str | os.PathLike, output_dir: str | os.PathLike, training_mode: str,
+        *, revision: str | None = None, variant: str | None = None, cache_dir: str | None = None,
+        dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+    ) -> Any:
+        """The stock `pipeline_class` loaded from the base model and what training wrote to `output_dir`, the way a
+        user loads it: `load_lora_weights(output_dir)` for LoRA, `transformer/` for a full fine-tune."""
+        kwargs = {"revision": revision, "variant": variant, "cache_dir": cache_dir, "torch_dtype": dtype}
+        if training_mode == "lora":
+            pipe = self.pipeline_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
+            pipe.load_lora_weights(output_dir)
+        else:
+            transformer = type(self.transformer).from_pretrained(output_dir, subfolder="transformer", torch_dtype=dtype)
+            pipe = self.pipeline_class.from_pretrained(pretrained_model_name_or_path, transformer=transformer, **kwargs)
+        return pipe.to(device)
 
     @abc.abstractmethod
     def generation_kwargs(self, num_frames: int, height: int, width: int) -> dict[str, Any]:

@@ -10,14 +10,46 @@ import os
 
 import torch
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherInput, VideoTeacher
-from .convert_videomaev2 import convert_videomaev2
+from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherGeometry, TeacherInput, VideoTeacher, patch_sizes
+from .convert_videomaev2 import convert_videomaev2, load_videomaev2_state_dict, videomaev2_config
 from .videomae import VideoMAETeacher, interpolate_position_table
 from .vjepa2 import VJEPA2Teacher
 
 #: transformers `model_type` -> teacher class with a `from_pretrained(name_or_path, input, **kwargs)`.
 TEACHER_FAMILIES: dict[str, type[VideoTeacher]] = {"videomae": VideoMAETeacher, "vjepa2": VJEPA2Teacher}
 _RAW_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def teacher_geometry(
+    name_or_path: str | os.PathLike,
+    input: TeacherInput,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+) -> TeacherGeometry:
+    """The token grid, tubelet and width `load_teacher` would give for `input`, from the config alone.
+
+    Lets a training script refuse a teacher grid its projector cannot reach before any weight is loaded (a raw
+    VideoMAEv2 file has no config: its sizes are read from the tensor shapes of the checkpoint).
+
+    Raises:
+        `GridError`: when the teacher's patch or tubelet does not divide `input`.
+    """
+    from transformers import AutoConfig
+
+    name = os.fspath(name_or_path)
+    if _is_raw_checkpoint(name):
+        config = videomaev2_config(load_videomaev2_state_dict(name))
+    else:
+        config = AutoConfig.from_pretrained(
+            name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir
+        )
+    return TeacherGeometry(name, input, **patch_sizes(config))
+
+
+def _is_raw_checkpoint(name: str) -> bool:
+    return os.path.isfile(name) and name.endswith(_RAW_CHECKPOINT_SUFFIXES)
 
 
 def load_teacher(
@@ -53,7 +85,7 @@ def load_teacher(
     from transformers import AutoConfig
 
     name = os.fspath(name_or_path)
-    if os.path.isfile(name) and name.endswith(_RAW_CHECKPOINT_SUFFIXES):
+    if _is_raw_checkpoint(name):
         model = convert_videomaev2(name, num_attention_heads=num_attention_heads)
         teacher = VideoMAETeacher(model, name=name, input=input)
     else:
@@ -73,10 +105,12 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TEACHER_FAMILIES",
+    "TeacherGeometry",
     "TeacherInput",
     "VJEPA2Teacher",
     "VideoMAETeacher",
     "VideoTeacher",
     "interpolate_position_table",
     "load_teacher",
+    "teacher_geometry",
 ]

@@ -66,6 +66,55 @@ def _multiples_near(value: int, step: int) -> str:
     return f"{low} or {low + step}" if low != value else str(value)
 
 
+@dataclass(frozen=True)
+class TeacherGeometry:
+    """A teacher's token layout for one input: known from its config alone, before any weight is loaded.
+
+    Args:
+        name (`str`): checkpoint name or path, for messages.
+        input (`TeacherInput`): frames and size the teacher sees.
+        patch_size (`int`): spatial patch size `Ph = Pw`.
+        tubelet_size (`int`): temporal patch size `Pt`.
+        hidden_size (`int`): token width `C`.
+
+    Raises:
+        `GridError`: when the patch or tubelet does not divide the input, naming the flag and sizes that would work.
+    """
+
+    name: str
+    input: TeacherInput
+    patch_size: int
+    tubelet_size: int
+    hidden_size: int
+
+    def __post_init__(self):
+        bad = [
+            f"{flag}={value} is not a multiple of the {kind} {step} (use {_multiples_near(value, step)})"
+            for flag, value, step, kind in (
+                ("--teacher_num_frames", self.input.num_frames, self.tubelet_size, "tubelet"),
+                ("--teacher_height", self.input.height, self.patch_size, "patch"),
+                ("--teacher_width", self.input.width, self.patch_size, "patch"),
+            )
+            if value % step or value < step
+        ]
+        if bad:
+            raise GridError(f"The input of teacher {self.name!r} does not fit its patch grid: {'; '.join(bad)}.")
+
+    @property
+    def tubelet(self) -> tuple[int, int, int]:
+        """`(Pt, Ph, Pw)`, the pixel size of one token, also the motion mask's tubelet."""
+        return (self.tubelet_size, self.patch_size, self.patch_size)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """`(F, H, W)`, the token grid of `encode`."""
+        return (
+            self.input.num_frames // self.tubelet_size,
+            self.input.height // self.patch_size,
+            self.input.width // self.patch_size,
+        )
+
+
 class VideoTeacher(torch.nn.Module):
     """A frozen video foundation model seen through one interface (paper Eq. 4: `E_vfm = g(V)`).
 
@@ -97,17 +146,7 @@ class VideoTeacher(torch.nn.Module):
         std: tuple[float, float, float] = IMAGENET_STD,
     ):
         super().__init__()
-        bad = [
-            f"{flag}={value} is not a multiple of the {kind} {step} (use {_multiples_near(value, step)})"
-            for flag, value, step, kind in (
-                ("--teacher_num_frames", input.num_frames, tubelet_size, "tubelet"),
-                ("--teacher_height", input.height, patch_size, "patch"),
-                ("--teacher_width", input.width, patch_size, "patch"),
-            )
-            if value % step or value < step
-        ]
-        if bad:
-            raise GridError(f"The input of teacher {name!r} does not fit its patch grid: {'; '.join(bad)}.")
+        self.geometry = TeacherGeometry(name, input, patch_size, tubelet_size, hidden_size)
         self.backbone = backbone.eval().requires_grad_(False)
         self.name = name
         self.input = input
@@ -120,16 +159,12 @@ class VideoTeacher(torch.nn.Module):
     @property
     def tubelet(self) -> tuple[int, int, int]:
         """`(Pt, Ph, Pw)`, the pixel size of one token, also the motion mask's tubelet."""
-        return (self.tubelet_size, self.patch_size, self.patch_size)
+        return self.geometry.tubelet
 
     @property
     def grid(self) -> tuple[int, int, int]:
         """`(F, H, W)`, the token grid of `encode`."""
-        return (
-            self.input.num_frames // self.tubelet_size,
-            self.input.height // self.patch_size,
-            self.input.width // self.patch_size,
-        )
+        return self.geometry.grid
 
     def prepare(self, video: torch.Tensor) -> torch.Tensor:
         """Selects and resizes the frames the teacher sees; the motion mask is computed on these same frames.

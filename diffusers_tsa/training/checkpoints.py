@@ -1,0 +1,94 @@
+"""Training-state checkpoints: `checkpoint-{step}` folders, rotated, written atomically, found for resuming.
+
+The semantics are those diffusers' example tests expect: with `checkpoints_total_limit = L`, saving prunes the
+oldest so that at most L - 1 remain before the new one. A folder is written under a temporary name and renamed
+when complete, so a run killed while saving never leaves a `checkpoint-*` that cannot load.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+_PARTIAL_SUFFIX = ".partial"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete `checkpoint-{step}` folders of `output_dir`, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and _CHECKPOINT.fullmatch(p.name)]
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a `checkpoint-{step}` folder was saved at."""
+    match = _CHECKPOINT.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not a `checkpoint-<step>` folder written by this script.")
+    return int(match.group(1))
+
+
+def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> Path | None:
+    """The folder `--resume_from_checkpoint` names: a path, a name under `output_dir`, or `"latest"` (None when
+    there is none yet, so a first run with `latest` starts fresh)."""
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(resume_from_checkpoint)
+    if not path.is_dir():
+        path = Path(output_dir) / resume_from_checkpoint
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {resume_from_checkpoint!r}: no such checkpoint folder (nor under "
+            f"{output_dir}); pass a `checkpoint-<step>` folder or `latest`."
+        )
+    checkpoint_step(path)
+    return path
+
+
+def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> None:
+    """Removes the oldest checkpoints so that at most `total_limit - 1` remain, making room for one more, and any
+    partial folder left by a run killed while saving."""
+    for partial in Path(output_dir).glob(f"checkpoint-*{_PARTIAL_SUFFIX}"):
+        shutil.rmtree(partial, ignore_errors=True)
+    if total_limit is None:
+        return
+    checkpoints = list_checkpoints(output_dir)
+    excess = len(checkpoints) - (total_limit - 1)
+    for old in checkpoints[: max(0, excess)]:
+        logger.info("Removing %s (checkpoints_total_limit=%d)", old.name, total_limit)
+        shutil.rmtree(old)
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    save_state: Callable[[str], object],
+    *,
+    total_limit: int | None,
+    is_main_process: bool,
+    wait_for_everyone: Callable[[], None],
+) -> Path:
+    """Writes `checkpoint-{step}` atomically with `save_state` (e.g. `accelerator.save_state`), called on every
+    process; the main process prunes before and renames after."""
+    final = Path(output_dir) / f"checkpoint-{step}"
+    partial = final.with_name(final.name + _PARTIAL_SUFFIX)
+    if is_main_process:
+        prune_checkpoints(output_dir, total_limit)
+    wait_for_everyone()
+    save_state(str(partial))
+    wait_for_everyone()
+    if is_main_process:
+        if final.exists():  # a resumed run saving a step it had saved before
+            shutil.rmtree(final)
+        partial.rename(final)
+    wait_for_everyone()
+    return final

@@ -1,0 +1,263 @@
+"""train_text_to_video_tsa.py end to end on tiny offline models, launched with `accelerate launch` on the CPU."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
+from safetensors.torch import load_file
+
+from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
+from diffusers_tsa.data import ClipSpec, load_video_dataset
+from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip
+
+SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+PROMPT = "a white square moves right"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny CogVideoX pipeline, a tiny VideoMAE teacher and four 12-frame clips, saved to disk."""
+    root = tmp_path_factory.mktemp("tiny")
+    CogVideoXPipeline(**tiny_cogvideox_components()).save_pretrained(root / "base")
+    tiny_videomae().save_pretrained(root / "teacher")
+    data = root / "data"
+    (data / "clips").mkdir(parents=True)
+    for i in range(4):
+        write_test_clip(data / "clips" / f"{i}.mp4", speed=3 + i)
+    (data / "prompts.txt").write_text("".join(f"{PROMPT} at speed {3 + i}\n" for i in range(4)))
+    (data / "videos.txt").write_text("".join(f"clips/{i}.mp4\n" for i in range(4)))
+    return root
+
+
+def common_flags(tiny, output_dir):
+    return [
+        "--pretrained_model_name_or_path", str(tiny / "base"),
+        "--instance_data_root", str(tiny / "data"), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
+        "--teacher_model_name_or_path", str(tiny / "teacher"),
+        "--height", "96", "--width", "144", "--max_num_frames", "9",
+        "--alignment_depth", "1", "--train_batch_size", "2", "--rank", "4", "--lora_alpha", "4",
+        "--projector_hidden_dim", "16", "--seed", "0", "--report_to", "none", "--lr_warmup_steps", "0",
+        "--checkpointing_steps", "100", "--output_dir", str(output_dir),
+    ]
+
+
+def launch_command(tiny, output_dir, *flags, processes=1):
+    # Several processes: accelerate's multi-process launcher; the script picks gloo on a machine without GPUs.
+    distributed = "--multi_gpu" if processes > 1 else "--cpu"
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", distributed, "--num_processes", str(processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 2) // processes)),
+        str(SCRIPT), *common_flags(tiny, output_dir), *flags,
+    ]
+
+
+def offline_env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_script(tiny, output_dir, *flags, processes=1, expect_success=True):
+    result = subprocess.run(
+        launch_command(tiny, output_dir, *flags, processes=processes), capture_output=True, text=True,
+        env=offline_env(), timeout=600,
+    )
+    log = result.stdout + result.stderr
+    if expect_success:
+        assert result.returncode == 0, log[-4000:]
+    return result.returncode, log
+
+
+def checkpoints(output_dir):
+    return {p.name for p in Path(output_dir).iterdir() if p.name.startswith("checkpoint-")}
+
+
+def generate(pipe):
+    return pipe(
+        PROMPT, num_frames=9, height=96, width=144, num_inference_steps=2, max_sequence_length=16,
+        generator=torch.Generator().manual_seed(0), output_type="pt",
+    ).frames
+
+
+def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_path):
+    out = tmp_path / "out"
+    run_script(
+        tiny, out, "--max_train_steps", "3", "--learning_rate", "1e-2", "--validation_prompt", PROMPT,
+        "--validation_num_inference_steps", "2",
+    )
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "alignment_projector.safetensors").is_file()
+    assert (out / "validation" / "final-0-0.mp4").is_file()
+    assert not any(k.startswith("transformer") for k in load_file(out / "alignment_projector.safetensors"))
+    assert not any("mlp" in k or "resample" in k for k in load_file(out / "pytorch_lora_weights.safetensors"))
+
+    pipe = CogVideoXPipeline.from_pretrained(tiny / "base")
+    before = generate(pipe)
+    pipe.load_lora_weights(out)  # no set_adapters: rank and alpha come from the file's metadata
+    config = pipe.transformer.peft_config["default_0"]
+    assert (config.r, config.lora_alpha) == (4, 4)
+    assert not torch.allclose(generate(pipe), before, atol=1e-4)
+
+    card = (out / "README.md").read_text()
+    for expected in ("- cogvideox", "- lora", "- tsa", "- text-to-video", "`tsa_temperature` | `0.1`", "load_lora_weights"):
+        assert expected in card
+    assert "hub_token" not in (out / "training_config.json").read_text().replace('"hub_token"', "")
+
+
+def test_full_fine_tune_saves_a_stock_transformer(tiny, tmp_path):
+    out = tmp_path / "out"
+    run_script(tiny, out, "--training_mode", "full", "--max_train_steps", "2", "--learning_rate", "1e-3")
+    trained = CogVideoXTransformer3DModel.from_pretrained(out, subfolder="transformer")
+    base = CogVideoXTransformer3DModel.from_pretrained(tiny / "base", subfolder="transformer")
+    assert trained.state_dict().keys() == base.state_dict().keys()  # the projector is not inside
+    assert any(not torch.equal(trained.state_dict()[k], v) for k, v in base.state_dict().items())
+    assert (out / "alignment_projector.safetensors").is_file()
+    assert "- full" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("loss", ["m-tsa", "tsa", "trd", "repa", "none"])
+def test_every_alignment_loss_trains(tiny, tmp_path, loss):
+    out = tmp_path / "out"
+    _, log = run_script(tiny, out, "--alignment_loss", loss, "--max_train_steps", "2", "--checkpointing_steps", "1")
+    assert f"Alignment = {loss}" in log
+    if loss == "none":
+        assert not (out / "alignment_projector.safetensors").exists()
+        return
+    first, second = (load_file(out / f"checkpoint-{s}" / "alignment_projector.safetensors") for s in (1, 2))
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # the alignment loss trains the projector
+
+
+def test_checkpoint_limit_and_resume_follow_diffusers_semantics(tiny, tmp_path):
+    out = tmp_path / "out"
+    run_script(tiny, out, "--max_train_steps", "6", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2")
+    assert checkpoints(out) == {"checkpoint-4", "checkpoint-6"}
+    _, log = run_script(
+        tiny, out, "--max_train_steps", "8", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
+        "--resume_from_checkpoint", "checkpoint-4",
+    )
+    assert "Resuming from checkpoint" in log
+    assert checkpoints(out) == {"checkpoint-6", "checkpoint-8"}
+
+
+def test_sigkill_then_resume_from_latest(tiny, tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        launch_command(tiny, out, "--max_train_steps", "40", "--checkpointing_steps", "1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=offline_env(), start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2").is_dir() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (out / "checkpoint-2").is_dir() and not (out / "pytorch_lora_weights.safetensors").exists()
+    killed_at = max(int(name.split("-")[1]) for name in checkpoints(out) if name.split("-")[1].isdigit())
+
+    _, log = run_script(tiny, out, "--max_train_steps", str(killed_at + 2), "--resume_from_checkpoint", "latest",
+                        "--checkpointing_steps", "1")
+    assert f"Resuming from checkpoint {out / f'checkpoint-{killed_at}'}" in log
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert f"checkpoint-{killed_at + 2}" in checkpoints(out)
+
+
+def test_precomputed_teacher_features_train(tiny, tmp_path):
+    clip = ClipSpec(height=96, width=144, max_num_frames=9)
+    teacher = load_teacher(tiny / "teacher", TeacherInput.for_clip(clip.num_frames, clip.height, clip.width))
+    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
+    TeacherFeatures(teacher, clip).map(table, batch_size=2).save_to_disk(tmp_path / "precomputed")
+
+    out = tmp_path / "out"
+    flags = common_flags(tiny, out)
+    i = flags.index("--teacher_model_name_or_path")
+    del flags[i : i + 2]  # no teacher at all: everything comes from the dataset
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags, "--dataset_name", str(tmp_path / "precomputed"),
+         "--caption_column", "caption", "--video_column", "video", "--max_train_steps", "2"],
+        capture_output=True, text=True, env=offline_env(), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "(precomputed teacher)" in result.stderr
+    assert (out / "alignment_projector.safetensors").is_file()
+
+
+def test_a_corrupt_clip_is_skipped_and_counted(tiny, tmp_path):
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    write_test_clip(data / "clips" / "good.mp4")
+    (data / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    (data / "prompts.txt").write_text(f"{PROMPT}\n{PROMPT}\n")
+    (data / "videos.txt").write_text("clips/broken.mp4\nclips/good.mp4\n")
+    out = tmp_path / "out"
+    _, log = run_script(tiny, out, "--instance_data_root", str(data), "--max_train_steps", "2")
+    assert "Skipping a clip" in log and "unreadable clip(s) were skipped during training" in log
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_two_processes_end_with_identical_weights_and_write_once(tiny, tmp_path):
+    out = tmp_path / "out"
+    _, log = run_script(tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "2", processes=2)
+    sums = dict(line.split("Trainable-weight checksum on process ")[1].split(": ") for line in log.splitlines()
+                if "Trainable-weight checksum on process" in line)
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
+    assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in log
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "README.md").is_file()
+
+
+# --- Flag checks: refused before any weight is loaded ------------------------------------------------------------
+
+
+def load_script_module():
+    spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--alignment_depth", "3"], r"--alignment_depth=3 is out of range .* \[1, 2\]"),
+        (["--teacher_width", "32"], r"projector cannot reach the teacher grid: .*no integer ratio to the teacher on W"),
+        (["--teacher_height", "40"], r"--teacher_height=40 is not a multiple of the patch 16 \(use 32 or 48\)"),
+        (["--height", "100"], r"--height=100 must be a multiple of 16"),
+        (["--teacher_features_column", "vmae"], r"--teacher_features_column 'vmae' is not a column"),
+        (["--tsa_mask_ratio", "0"], r"--tsa_mask_ratio must be in \(0, 1\]"),
+    ],
+)
+def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
+    script = load_script_module()
+    args = script.parse_args([*common_flags(tiny, tmp_path / "out"), *flags])
+    with pytest.raises(script.FlagError, match=message):
+        script.check_args(args)
+
+
+def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):
+    clip = ClipSpec(height=96, width=144, max_num_frames=9)
+    teacher = load_teacher(tiny / "teacher", TeacherInput.for_clip(clip.num_frames, clip.height, clip.width))
+    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
+    TeacherFeatures(teacher, clip).map(table.select([0]), batch_size=1).save_to_disk(tmp_path / "pre")
+    script = load_script_module()
+    args = script.parse_args([
+        *common_flags(tiny, tmp_path / "out"), "--dataset_name", str(tmp_path / "pre"), "--caption_column", "caption",
+        "--video_column", "video", "--teacher_height", "64",
+    ])
+    with pytest.raises(script.FlagError, match=r"features on a \(4, 2, 3\) grid .* gives \(4, 4, 3\)"):
+        script.check_args(args)
+
+
+def test_a_bad_flag_exits_before_loading_any_weight(tiny, tmp_path):
+    start = time.perf_counter()
+    code, log = run_script(tiny, tmp_path / "out", "--alignment_depth", "7", expect_success=False)
+    assert code == 1 and "error: --alignment_depth=7 is out of range" in log
+    assert "Running training" not in log and "Loading" not in log
+    code, log = run_script(tiny, tmp_path / "out", "--alignment_loss", "l2", expect_success=False)
+    assert code != 0 and "--alignment_loss: invalid choice: 'l2'" in log
+    assert time.perf_counter() - start < 120

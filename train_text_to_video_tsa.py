@@ -1,0 +1,831 @@
+#!/usr/bin/env python
+# Copyright 2026 The diffusers-tsa authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Fine-tune a text-to-video diffusion model with Tempered Self-Similarity Alignment (TSA / M-TSA).
+
+The script follows diffusers' `examples/cogvideo/train_cogvideox_lora.py` (same flags where they overlap) and adds
+the alignment term of the paper (Eq. 14): L = L_diffusion + alignment_weight * L_M-TSA, between the output of one
+transformer block, projected onto a video foundation model's token grid, and that model's features of the clean
+clip. Model specifics live in `diffusers_tsa.adapters` (CogVideoX, NOVA), so this loop is model-agnostic.
+
+    accelerate launch train_text_to_video_tsa.py --pretrained_model_name_or_path THUDM/CogVideoX-2b \\
+        --instance_data_root data --caption_column prompts.txt --video_column videos.txt \\
+        --teacher_model_name_or_path videomaev2-base --training_mode full --learning_rate 2e-6
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from accelerate import Accelerator, DistributedType
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from huggingface_hub import create_repo, upload_folder
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import diffusers
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params, free_memory
+from diffusers.utils import export_to_video, is_wandb_available
+
+from diffusers_tsa import AlignmentProjector, GridError, GridResampling, ModelLayoutError, motion_saliency_mask
+from diffusers_tsa.adapters import ADAPTERS, ModelSpec, detect_family
+from diffusers_tsa.data import ClipSpec, load_video_dataset
+from diffusers_tsa.features import FEATURES_COLUMN, MASK_COLUMN
+from diffusers_tsa.teachers import TeacherGeometry, TeacherInput, load_teacher, teacher_geometry
+from diffusers_tsa.training import (
+    ALIGNMENT_LOSSES,
+    AlignedTransformer,
+    TrainingClips,
+    alignment_loss,
+    collate_examples,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_model_card,
+)
+
+logger = get_logger(__name__)
+
+PROJECTOR_WEIGHTS = "alignment_projector.safetensors"
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description="Fine-tune a text-to-video model with TSA / M-TSA.")
+
+    # Model information
+    parser.add_argument(
+        "--pretrained_model_name_or_path", type=str, required=True,
+        help="Base pipeline: a Hub model id (e.g. THUDM/CogVideoX-2b) or a local folder.",
+    )
+    parser.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
+    parser.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
+    parser.add_argument("--cache_dir", type=str, default=None, help="Where downloaded models and datasets are stored.")
+    parser.add_argument(
+        "--model_family", type=str, default="auto", choices=["auto", *ADAPTERS],
+        help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
+    )
+
+    # Dataset information
+    parser.add_argument(
+        "--dataset_name", type=str, default=None,
+        help="A Hub dataset, a folder written by `save_to_disk` (e.g. by `python -m diffusers_tsa.features`), or a "
+        "CSV/JSON/JSONL metadata file with caption and video columns.",
+    )
+    parser.add_argument("--dataset_config_name", type=str, default=None, help="The config of a Hub dataset.")
+    parser.add_argument(
+        "--instance_data_root", type=str, default=None,
+        help="Folder of the clips; alone, it holds two text files named by --caption_column and --video_column.",
+    )
+    parser.add_argument(
+        "--video_column", type=str, default="video",
+        help="Dataset column with the videos, or the file under --instance_data_root listing one video path a line.",
+    )
+    parser.add_argument(
+        "--caption_column", type=str, default="text",
+        help="Dataset column with the captions, or the file under --instance_data_root with one caption a line.",
+    )
+    parser.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, if given.")
+    parser.add_argument(
+        "--dataloader_num_workers", type=int, default=0,
+        help="Subprocesses decoding clips; 0 (default) decodes in the main process.",
+    )
+
+    # Validation
+    parser.add_argument(
+        "--validation_prompt", type=str, default=None,
+        help="Prompt(s) generated during validation, separated by --validation_prompt_separator.",
+    )
+    parser.add_argument("--validation_prompt_separator", type=str, default=":::", help="Separator of prompts.")
+    parser.add_argument("--num_validation_videos", type=int, default=1, help="Videos per validation prompt (1).")
+    parser.add_argument("--validation_epochs", type=int, default=None, help="Validate every X epochs (off).")
+    parser.add_argument(
+        "--validation_steps", type=int, default=None,
+        help="Validate every X optimizer steps (off); validation also runs once at the end when prompts are given.",
+    )
+    parser.add_argument("--guidance_scale", type=float, default=6, help="Guidance scale of validation (6).")
+    parser.add_argument("--use_dynamic_cfg", action="store_true", help="Cosine dynamic guidance in validation.")
+    parser.add_argument(
+        "--validation_num_inference_steps", type=int, default=50, help="Denoising steps of validation videos (50)."
+    )
+
+    # Training information
+    parser.add_argument("--seed", type=int, default=None, help="A seed for reproducible training.")
+    parser.add_argument(
+        "--training_mode", type=str, default="lora", choices=["lora", "full"],
+        help="'lora' (default) trains a LoRA adapter; 'full' fine-tunes every transformer weight (the paper).",
+    )
+    parser.add_argument("--rank", type=int, default=128, help="The dimension of the LoRA update matrices (128).")
+    parser.add_argument(
+        "--lora_alpha", type=float, default=128, help="LoRA scaling: the update is scaled by lora_alpha / rank (128)."
+    )
+    parser.add_argument(
+        "--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+        help="Mixed precision; defaults to the accelerate config. Trainable weights stay in fp32.",
+    )
+    parser.add_argument(
+        "--output_dir", type=str, default="cogvideox-tsa", help="Where checkpoints and final weights are written."
+    )
+    parser.add_argument("--height", type=int, default=480, help="All input videos are resized to this height.")
+    parser.add_argument("--width", type=int, default=720, help="All input videos are resized to this width.")
+    parser.add_argument(
+        "--video_reshape_mode", type=str, default="center", choices=["center", "random", "none"],
+        help="Crop after an aspect-preserving resize ('center', 'random') or resize to the size ('none').",
+    )
+    parser.add_argument("--fps", type=int, default=8, help="Frame rate of the validation videos (8).")
+    parser.add_argument(
+        "--max_num_frames", type=int, default=49, help="Frames kept per clip, uniform stride, trimmed to 4k+1 (49)."
+    )
+    parser.add_argument("--skip_frames_start", type=int, default=0, help="Frames dropped at the start of a clip.")
+    parser.add_argument("--skip_frames_end", type=int, default=0, help="Frames dropped at the end of a clip.")
+    parser.add_argument("--random_flip", action="store_true", help="Flip clips horizontally with probability 1/2.")
+    parser.add_argument("--train_batch_size", type=int, default=4, help="Batch size per device (4).")
+    parser.add_argument("--num_train_epochs", type=int, default=1)
+    parser.add_argument(
+        "--max_train_steps", type=int, default=None, help="Optimizer steps to run; overrides --num_train_epochs."
+    )
+    parser.add_argument(
+        "--checkpointing_steps", type=int, default=500,
+        help="Save the training state every X optimizer steps, for --resume_from_checkpoint (500).",
+    )
+    parser.add_argument(
+        "--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints (all)."
+    )
+    parser.add_argument(
+        "--resume_from_checkpoint", type=str, default=None,
+        help="Resume from a `checkpoint-<step>` folder, or 'latest' for the newest one in --output_dir.",
+    )
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per step (1).")
+    parser.add_argument(
+        "--gradient_checkpointing", action="store_true", help="Trade compute for memory in the transformer."
+    )
+    parser.add_argument(
+        "--learning_rate", type=float, default=1e-4,
+        help="Learning rate of the transformer (1e-4 suits LoRA; the paper's full fine-tune uses 2e-6).",
+    )
+    parser.add_argument(
+        "--scale_lr", action="store_true", help="Scale learning rates by GPUs x accumulation x batch size."
+    )
+    parser.add_argument(
+        "--lr_scheduler", type=str, default="constant",
+        help='One of "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".',
+    )
+    parser.add_argument("--lr_warmup_steps", type=int, default=500, help="Warm-up optimizer steps (500).")
+    parser.add_argument("--lr_num_cycles", type=int, default=1, help="Restarts of cosine_with_restarts.")
+    parser.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial scheduler.")
+    parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
+    parser.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
+
+    # Alignment (TSA)
+    parser.add_argument(
+        "--alignment_loss", type=str, default="m-tsa", choices=ALIGNMENT_LOSSES,
+        help="'m-tsa' (default, the paper), 'tsa' (every token a query), the baselines 'trd' (VideoREPA) and "
+        "'repa', or 'none' (plain fine-tuning).",
+    )
+    parser.add_argument(
+        "--alignment_depth", type=int, default=18,
+        help="Align the output of this transformer block, counted from 1 (18, the paper's best for CogVideoX-2B).",
+    )
+    parser.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
+    parser.add_argument(
+        "--tsa_temperature", type=float, default=0.1,
+        help="Softmax temperature tau (0.1); lower sharpens correspondences, the paper found 0.1 best.",
+    )
+    parser.add_argument(
+        "--tsa_mask_ratio", type=float, default=0.2,
+        help="Share k of the most dynamic tokens per frame used as M-TSA queries (0.2).",
+    )
+    parser.add_argument(
+        "--teacher_model_name_or_path", type=str, default=None,
+        help="Video teacher (VideoMAE/VideoMAEv2 folder or Hub id, a raw VideoMAEv2 .pth, V-JEPA 2); needed to run "
+        "the teacher online, optional with precomputed features.",
+    )
+    parser.add_argument(
+        "--teacher_features_column", type=str, default=None,
+        help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
+        "the teacher runs online.",
+    )
+    parser.add_argument("--teacher_num_frames", type=int, default=None, help="Teacher frames (clip frames - 1).")
+    parser.add_argument("--teacher_height", type=int, default=None, help="Teacher input height (--height / 3).")
+    parser.add_argument("--teacher_width", type=int, default=None, help="Teacher input width (--width / 3).")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true", help="Allow a teacher checkpoint's own code to run (off)."
+    )
+    parser.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
+    parser.add_argument(
+        "--projector_learning_rate", type=float, default=None, help="Projector learning rate (--learning_rate)."
+    )
+
+    # Optimizer
+    parser.add_argument(
+        "--optimizer", type=lambda s: s.lower(), default="adamw", choices=["adam", "adamw", "prodigy"],
+        help="Optimizer (adamw, as the paper).",
+    )
+    parser.add_argument("--use_8bit_adam", action="store_true", help="8-bit Adam(W) from bitsandbytes.")
+    parser.add_argument("--adam_beta1", type=float, default=0.9, help="beta1 of Adam and Prodigy.")
+    parser.add_argument("--adam_beta2", type=float, default=0.95, help="beta2 of Adam and Prodigy.")
+    parser.add_argument("--prodigy_beta3", type=float, default=None, help="beta3 of Prodigy (sqrt(beta2)).")
+    parser.add_argument("--prodigy_decouple", action="store_true", help="AdamW-style decoupled weight decay.")
+    parser.add_argument("--adam_weight_decay", type=float, default=1e-04, help="Weight decay (1e-4).")
+    parser.add_argument("--adam_epsilon", type=float, default=1e-08, help="Epsilon of Adam and Prodigy.")
+    parser.add_argument("--max_grad_norm", default=1.0, type=float, help="Max gradient norm (1.0).")
+    parser.add_argument("--prodigy_use_bias_correction", action="store_true", help="Adam's bias correction.")
+    parser.add_argument("--prodigy_safeguard_warmup", action="store_true", help="Prodigy warm-up safeguard.")
+
+    # Other information
+    parser.add_argument("--tracker_name", type=str, default=None, help="Project name in the tracker.")
+    parser.add_argument("--push_to_hub", action="store_true", help="Push the final weights to the Hub.")
+    parser.add_argument(
+        "--hub_token", type=str, default=None,
+        help="Hub token (prefer `hf auth login`); it is never logged nor written anywhere.",
+    )
+    parser.add_argument("--hub_model_id", type=str, default=None, help="Hub repository (default: output_dir name).")
+    parser.add_argument("--logging_dir", type=str, default="logs", help="Tracker logs, under --output_dir.")
+    parser.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
+    parser.add_argument(
+        "--report_to", type=str, default="tensorboard",
+        help="'tensorboard' (default), 'wandb', 'comet_ml', 'all' or 'none'.",
+    )
+    return parser.parse_args(input_args)
+
+
+@dataclass
+class Plan:
+    """What the flag checks derived from the configs, before any weight is loaded."""
+
+    family: str
+    spec: ModelSpec
+    clip: ClipSpec
+    table: datasets.Dataset
+    precomputed: bool
+    student_grid: tuple
+    teacher: TeacherGeometry | None
+    teacher_grid: tuple | None
+    teacher_width: int | None
+
+
+class FlagError(ValueError):
+    """A flag, or a combination of flags, that cannot work; the message names it and what would."""
+
+
+def check_args(args) -> Plan:
+    """Checks every flag combination against the model's, the teacher's and the dataset's configs; no weights."""
+    if args.dataset_name is None and args.instance_data_root is None:
+        raise FlagError("Pass --dataset_name or --instance_data_root.")
+    if args.training_mode == "lora" and (args.rank < 1 or args.lora_alpha <= 0):
+        raise FlagError(f"--rank must be >= 1 and --lora_alpha > 0, got {args.rank} and {args.lora_alpha}.")
+    if args.tsa_temperature <= 0:
+        raise FlagError(f"--tsa_temperature must be positive, got {args.tsa_temperature}.")
+    if not 0 < args.tsa_mask_ratio <= 1:
+        raise FlagError(f"--tsa_mask_ratio must be in (0, 1], got {args.tsa_mask_ratio}.")
+    if args.alignment_weight < 0:
+        raise FlagError(f"--alignment_weight must be >= 0, got {args.alignment_weight}.")
+    for flag in ("checkpointing_steps", "validation_steps", "validation_epochs", "checkpoints_total_limit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise FlagError(f"--{flag} must be >= 1, got {getattr(args, flag)}.")
+
+    try:
+        family = args.model_family if args.model_family != "auto" else detect_family(
+            args.pretrained_model_name_or_path, revision=args.revision, cache_dir=args.cache_dir
+        )
+        spec = ADAPTERS[family].load_spec(args.pretrained_model_name_or_path, revision=args.revision, cache_dir=args.cache_dir)
+        clip = ClipSpec(
+            height=args.height, width=args.width, max_num_frames=args.max_num_frames,
+            skip_frames_start=args.skip_frames_start, skip_frames_end=args.skip_frames_end,
+            reshape_mode=args.video_reshape_mode,
+        )
+        spec.check_clip(clip.num_frames, clip.height, clip.width)
+    except (GridError, ValueError) as err:
+        raise FlagError(str(err)) from None
+    student_grid = spec.token_grid(clip.num_frames, clip.height, clip.width)
+    table = load_video_dataset(
+        args.dataset_name, instance_data_root=args.instance_data_root, caption_column=args.caption_column,
+        video_column=args.video_column, dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir,
+    )
+    plan = Plan(family, spec, clip, table, False, student_grid, None, None, None)
+    if args.alignment_loss == "none":
+        return plan
+
+    try:
+        spec.check_depth(args.alignment_depth)
+    except ModelLayoutError as err:
+        raise FlagError(str(err)) from None
+    column = args.teacher_features_column or FEATURES_COLUMN
+    plan.precomputed = column in table.column_names
+    if args.teacher_features_column and not plan.precomputed:
+        raise FlagError(
+            f"--teacher_features_column {column!r} is not a column of the dataset ({table.column_names}); precompute it "
+            "with `python -m diffusers_tsa.features`, or drop the flag to run the teacher online."
+        )
+    if plan.precomputed:
+        if column != FEATURES_COLUMN:
+            table = table.rename_column(column, FEATURES_COLUMN)
+            plan.table = table
+        if args.random_flip or args.video_reshape_mode == "random":
+            raise FlagError(
+                "--random_flip and --video_reshape_mode random change the clip after its teacher features were "
+                "precomputed; drop them, or run the teacher online (no --teacher_features_column)."
+            )
+        if args.alignment_loss == "m-tsa" and MASK_COLUMN not in table.column_names:
+            raise FlagError(f"--alignment_loss m-tsa needs the '{MASK_COLUMN}' column next to '{column}'.")
+        shape = tuple(table.features[FEATURES_COLUMN].shape)
+        plan.teacher_grid, plan.teacher_width = shape[:3], shape[3]
+        _check_precomputed_settings(args, clip)
+    elif args.teacher_model_name_or_path is None:
+        raise FlagError(
+            f"--alignment_loss {args.alignment_loss} needs --teacher_model_name_or_path (to run the teacher online) "
+            "or a dataset with precomputed teacher features (--teacher_features_column)."
+        )
+    if args.teacher_model_name_or_path is not None:
+        teacher_input = TeacherInput.for_clip(
+            clip.num_frames, clip.height, clip.width, teacher_num_frames=args.teacher_num_frames,
+            teacher_height=args.teacher_height, teacher_width=args.teacher_width,
+        )
+        try:
+            plan.teacher = teacher_geometry(
+                args.teacher_model_name_or_path, teacher_input, trust_remote_code=args.trust_remote_code,
+                revision=None, cache_dir=args.cache_dir,
+            )
+        except GridError as err:
+            raise FlagError(str(err)) from None
+        if plan.precomputed and (plan.teacher.grid, plan.teacher.hidden_size) != (plan.teacher_grid, plan.teacher_width):
+            raise FlagError(
+                f"--teacher_features_column holds features on a {plan.teacher_grid} grid of width {plan.teacher_width}, "
+                f"but --teacher_model_name_or_path with these sizes gives {plan.teacher.grid} of width "
+                f"{plan.teacher.hidden_size}; precompute again with the same teacher and --teacher_* flags."
+            )
+        plan.teacher_grid, plan.teacher_width = plan.teacher.grid, plan.teacher.hidden_size
+    try:
+        GridResampling.between(student_grid, plan.teacher_grid)
+    except GridError as err:
+        raise FlagError(f"The projector cannot reach the teacher grid: {err}") from None
+    return plan
+
+
+def _check_precomputed_settings(args, clip: ClipSpec) -> None:
+    """Compares the settings `python -m diffusers_tsa.features` recorded beside the dataset with the flags."""
+    settings_file = Path(args.dataset_name or "") / "teacher_features.json"
+    if not settings_file.is_file():
+        return
+    settings = json.loads(settings_file.read_text())
+    expected = {"clip": asdict(clip), "mask_ratio": args.tsa_mask_ratio}
+    for key, value in expected.items():
+        if settings.get(key) != value:
+            flags = "--height/--width/--max_num_frames/--skip_frames_*/--video_reshape_mode" if key == "clip" else "--tsa_mask_ratio"
+            raise FlagError(
+                f"The precomputed teacher features were made with {key}={settings.get(key)}, but {flags} give "
+                f"{value}; pass the same flags, or precompute again."
+            )
+
+
+def get_optimizer(args, params_to_optimize):
+    """AdamW (default), Adam or Prodigy, with the upstream example's flags."""
+    if args.optimizer == "prodigy":
+        try:
+            import prodigyopt
+        except ImportError:
+            raise ImportError("--optimizer prodigy needs `pip install prodigyopt`.") from None
+        return prodigyopt.Prodigy(
+            params_to_optimize, betas=(args.adam_beta1, args.adam_beta2), beta3=args.prodigy_beta3,
+            weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, decouple=args.prodigy_decouple,
+            use_bias_correction=args.prodigy_use_bias_correction, safeguard_warmup=args.prodigy_safeguard_warmup,
+        )
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ImportError("--use_8bit_adam needs `pip install bitsandbytes`.") from None
+        optimizer_class = bnb.optim.AdamW8bit if args.optimizer == "adamw" else bnb.optim.Adam8bit
+    else:
+        optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(
+        params_to_optimize, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        weight_decay=args.adam_weight_decay,
+    )
+
+
+def save_projector(projector: AlignmentProjector, output_dir) -> None:
+    """The projector beside (never inside) the transformer weights, with its shape in the file's metadata."""
+    metadata = {
+        "student_grid": json.dumps(projector.student_grid), "teacher_grid": json.dumps(projector.teacher_grid),
+    }
+    state = {k: v.detach().contiguous() for k, v in projector.state_dict().items()}
+    save_file(state, os.path.join(output_dir, PROJECTOR_WEIGHTS), metadata=metadata)
+
+
+def log_validation(pipe, adapter, args, plan, accelerator, step, *, final=False):
+    """Generates `--num_validation_videos` per validation prompt with a stock pipeline; writes them under
+    output_dir/validation/ and to the trackers. Returns the written paths and their prompts."""
+    prompts = args.validation_prompt.split(args.validation_prompt_separator)
+    logger.info(f"Running validation at step {step}: {len(prompts)} prompt(s) x {args.num_validation_videos} video(s)")
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator(device="cpu").manual_seed(args.seed) if args.seed is not None else None
+    folder = Path(args.output_dir) / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, videos_for_tracker = [], []
+    for p, prompt in enumerate(prompts):
+        for i in range(args.num_validation_videos):
+            with torch.no_grad(), accelerator.autocast():
+                frames = pipe(
+                    prompt=prompt, guidance_scale=args.guidance_scale, use_dynamic_cfg=args.use_dynamic_cfg,
+                    num_inference_steps=args.validation_num_inference_steps, generator=generator,
+                    output_type="np", **adapter.generation_kwargs(plan.clip.num_frames, plan.clip.height, plan.clip.width),
+                ).frames[0]
+            path = folder / f"{'final' if final else f'step-{step}'}-{p}-{i}.mp4"
+            export_to_video(list(frames), str(path), fps=args.fps)
+            paths.append(str(path.relative_to(args.output_dir)))
+            videos_for_tracker.append((prompt, frames))
+    for tracker in accelerator.trackers:
+        phase = "test" if final else "validation"
+        if tracker.name == "wandb":
+            import wandb
+
+            tracker.log({phase: [wandb.Video(str(Path(args.output_dir) / path), caption=prompt, fps=args.fps)
+                                 for path, (prompt, _) in zip(paths, videos_for_tracker)]}, step=step)
+        elif tracker.name == "tensorboard":
+            for n, (prompt, frames) in enumerate(videos_for_tracker):
+                video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, C, H, W) in [0, 1]
+                tracker.writer.add_images(f"{phase}/{n}: {prompt[:60]}", video[0], step, dataformats="NCHW")
+    free_memory()
+    return paths, [prompt for prompt, _ in videos_for_tracker]
+
+
+def main(args):
+    # Check every flag against the configs before any weight is loaded or any GPU time is spent.
+    plan = check_args(args)
+
+    logging_dir = Path(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),  # several CPU processes: gloo
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+    )
+    if args.report_to == "wandb" and not is_wandb_available():
+        raise ImportError("--report_to wandb needs `pip install wandb`.")
+
+    # Make one log on every process with the configuration for debugging.
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
+    )
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+        diffusers.utils.logging.set_verbosity_info()
+    else:
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.set_verbosity_error()
+
+    if args.seed is not None:
+        set_seed(args.seed)
+
+    repo_id = None
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if args.push_to_hub:
+            repo_id = create_repo(
+                repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
+            ).repo_id
+
+    # Frozen weights go to half precision under mixed precision; trainable ones stay in fp32.
+    weight_dtype = torch.float32
+    if accelerator.state.deepspeed_plugin:
+        deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        if deepspeed_config.get("fp16", {}).get("enabled"):
+            weight_dtype = torch.float16
+        elif deepspeed_config.get("bf16", {}).get("enabled"):
+            weight_dtype = torch.bfloat16
+    elif accelerator.mixed_precision == "fp16":
+        weight_dtype = torch.float16
+    elif accelerator.mixed_precision == "bf16":
+        weight_dtype = torch.bfloat16
+
+    # Load the model's components, and the teacher when it runs online.
+    adapter = ADAPTERS[plan.family].from_pretrained(
+        args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir,
+        weight_dtype=weight_dtype, device=accelerator.device,
+    )
+    adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
+    teacher = None
+    if args.alignment_loss != "none" and not plan.precomputed:
+        teacher = load_teacher(
+            args.teacher_model_name_or_path, plan.teacher.input, dtype=weight_dtype, device=accelerator.device,
+            trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
+        )
+
+    # Choose what trains: a LoRA adapter, or every transformer weight (kept in fp32).
+    if args.training_mode == "lora":
+        adapter.add_lora(args.rank, args.lora_alpha)
+    else:
+        adapter.transformer.to(dtype=torch.float32).requires_grad_(True)
+    cast_training_params([adapter.transformer], dtype=torch.float32)
+    if args.gradient_checkpointing:
+        adapter.transformer.enable_gradient_checkpointing()
+    projector = None
+    if args.alignment_loss != "none":
+        projector = AlignmentProjector(
+            plan.spec.hidden_size, plan.teacher_width, student_grid=plan.student_grid, teacher_grid=plan.teacher_grid,
+            hidden_dim=args.projector_hidden_dim,
+        ).to(accelerator.device)
+    model = AlignedTransformer(adapter, projector, args.alignment_depth)
+
+    def save_trained(aligned: AlignedTransformer, output_dir) -> None:
+        if args.training_mode == "lora":
+            adapter.save_lora_weights(output_dir, aligned.transformer)
+        else:
+            adapter.save_transformer(output_dir, aligned.transformer)
+        if aligned.projector is not None:
+            save_projector(aligned.projector, output_dir)
+
+    # Custom saving & loading hooks so that `accelerator.save_state(...)` writes the weights in their stock format.
+    def save_model_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for saved in models:
+                save_trained(accelerator.unwrap_model(saved), output_dir)
+                if weights:
+                    weights.pop()  # make sure the model is not saved again
+
+    def load_model_hook(models, input_dir):
+        while models:
+            aligned = accelerator.unwrap_model(models.pop())
+            if args.training_mode == "lora":
+                adapter.load_lora_weights(input_dir, aligned.transformer)
+            else:
+                adapter.load_transformer(input_dir, aligned.transformer)
+            if aligned.projector is not None:
+                aligned.projector.load_state_dict(load_file(os.path.join(input_dir, PROJECTOR_WEIGHTS)))
+            cast_training_params([aligned.transformer], dtype=torch.float32)
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    projector_lr = args.projector_learning_rate or args.learning_rate
+    if args.scale_lr:
+        scale = args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+        args.learning_rate, projector_lr = args.learning_rate * scale, projector_lr * scale
+
+    # Optimizer: the transformer's trainable weights and the projector, each at its learning rate.
+    params_to_optimize = [
+        {"params": [p for p in adapter.transformer.parameters() if p.requires_grad], "lr": args.learning_rate}
+    ]
+    if projector is not None:
+        params_to_optimize.append({"params": list(projector.parameters()), "lr": projector_lr})
+    optimizer = get_optimizer(args, params_to_optimize)
+
+    # Dataset and DataLoader: clips are decoded in the workers; unreadable ones are skipped and counted.
+    train_dataset = TrainingClips(
+        plan.table, plan.clip, id_token=args.id_token, random_flip=args.random_flip, precomputed=plan.precomputed
+    )
+    train_dataloader = DataLoader(
+        train_dataset, batch_size=args.train_batch_size, shuffle=True, collate_fn=collate_examples,
+        num_workers=args.dataloader_num_workers,
+    )
+
+    # Scheduler and math around the number of training steps.
+    overrode_max_train_steps = False
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+        overrode_max_train_steps = True
+    # A prepared scheduler steps once per process on each optimizer step.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes, num_cycles=args.lr_num_cycles,
+        power=args.lr_power,
+    )
+
+    # Prepare everything with our `accelerator`.
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+
+    # We need to recalculate our total training steps as the size of the training dataloader may have changed.
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    if overrode_max_train_steps:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+    args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+
+    # Trackers get the configuration, without the Hub token.
+    config = {k: v for k, v in vars(args).items() if k != "hub_token"}
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_name or "text-to-video-tsa", config=config)
+        Path(args.output_dir, "training_config.json").write_text(json.dumps(config, indent=2))
+
+    # Train!
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Model family = {plan.family}, training mode = {args.training_mode}")
+    logger.info(f"  Alignment = {args.alignment_loss} at block {args.alignment_depth}, weight {args.alignment_weight}")
+    if projector is not None:
+        logger.info(f"  Student grid {plan.student_grid} -> teacher grid {plan.teacher_grid} "
+                    f"({'precomputed' if plan.precomputed else 'online'} teacher)")
+    logger.info(f"  Num trainable parameters = {sum(p.numel() for g in params_to_optimize for p in g['params'])}")
+    logger.info(f"  Num examples = {len(train_dataset)}")
+    logger.info(f"  Num epochs = {args.num_train_epochs}")
+    logger.info(f"  Instantaneous batch size per device = {args.train_batch_size}")
+    logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
+    logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
+    logger.info(f"  Total optimization steps = {args.max_train_steps}")
+    global_step = 0
+    first_epoch = 0
+    resume_batches = 0
+
+    # Potentially load in the weights and states from a previous save
+    if args.resume_from_checkpoint:
+        path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        if path is None:
+            logger.info(f"No checkpoint in {args.output_dir} yet: starting a new training run.")
+        else:
+            logger.info(f"Resuming from checkpoint {path}")
+            accelerator.load_state(str(path))
+            global_step = int(path.name.split("-")[1])
+            first_epoch = global_step // num_update_steps_per_epoch
+            resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    progress_bar = tqdm(
+        range(0, args.max_train_steps), initial=global_step, desc="Steps",
+        disable=not accelerator.is_local_main_process,
+    )
+
+    def teacher_targets(batch):
+        """Teacher features (B, F, H, W, C) and M-TSA queries (B, F, H, W), precomputed or computed now."""
+        if plan.precomputed:
+            return batch["teacher_features"], batch.get("motion_mask")
+        frames = teacher.prepare(batch["videos"].to(weight_dtype))
+        mask = None
+        if args.alignment_loss == "m-tsa":
+            mask = motion_saliency_mask(frames, tubelet=teacher.tubelet, ratio=args.tsa_mask_ratio)
+        return teacher.encode_prepared(frames), mask
+
+    skipped_clips = 0
+    validation = {"paths": [], "prompts": []}
+    for epoch in range(first_epoch, args.num_train_epochs):
+        model.train()
+        epoch_loader = train_dataloader
+        if epoch == first_epoch and resume_batches:
+            epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+        running = {"diffusion": 0.0, "alignment": 0.0, "total": 0.0, "count": 0}
+        step_start = time.perf_counter()
+
+        for batch in epoch_loader:
+            skipped_clips += batch["skipped"]
+            with accelerator.accumulate(model):
+                latents = adapter.encode_videos(batch["videos"])
+                conditioning = adapter.encode_prompts(batch["captions"])
+                terms, student = model(latents, conditioning)
+                diffusion_loss = sum(terms.values())
+                align = torch.zeros((), device=accelerator.device)
+                if student is not None:
+                    with torch.no_grad():
+                        teacher_features, motion_mask = teacher_targets(batch)
+                    align = alignment_loss(
+                        args.alignment_loss, student, teacher_features, motion_mask=motion_mask, tau=args.tsa_temperature
+                    )
+                loss = diffusion_loss + args.alignment_weight * align
+
+                # A non-finite loss on any process skips this batch everywhere instead of training through it.
+                finite = torch.stack([diffusion_loss.detach(), align.detach()]).isfinite()
+                if not accelerator.gather(finite.unsqueeze(0)).all():
+                    bad = [name for name, ok in zip(("loss/diffusion", "loss/alignment"), finite.tolist()) if not ok]
+                    logger.warning(
+                        f"Step {global_step + 1}: non-finite {', '.join(bad) or 'loss on another process'} "
+                        f"(diffusion {diffusion_loss.item():.4g}, alignment {align.item():.4g}); skipping this batch.",
+                        main_process_only=False,
+                    )
+                else:
+                    accelerator.backward(loss)
+                    running["diffusion"] += diffusion_loss.item()
+                    running["alignment"] += align.item()
+                    running["total"] += loss.item()
+                    running["count"] += 1
+
+                grad_norm = None
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+
+            # Checks if the accelerator has performed an optimization step behind the scenes
+            if accelerator.sync_gradients:
+                progress_bar.update(1)
+                global_step += 1
+                count = max(running.pop("count"), 1)
+                logs = {f"loss/{k}": v / count for k, v in running.items()}
+                logs.update({
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                    "step_time": time.perf_counter() - step_start,
+                    "data/skipped_clips": skipped_clips,
+                })
+                progress_bar.set_postfix(loss=logs["loss/total"], lr=logs["lr"])
+                accelerator.log(logs, step=global_step)
+                running = {"diffusion": 0.0, "alignment": 0.0, "total": 0.0, "count": 0}
+                step_start = time.perf_counter()
+
+                if global_step % args.checkpointing_steps == 0:
+                    saved = save_checkpoint(
+                        args.output_dir, global_step, accelerator.save_state,
+                        total_limit=args.checkpoints_total_limit, is_main_process=accelerator.is_main_process,
+                        wait_for_everyone=accelerator.wait_for_everyone,
+                    )
+                    logger.info(f"Saved state to {saved}")
+
+                if (
+                    accelerator.is_main_process and args.validation_prompt and args.validation_steps
+                    and global_step % args.validation_steps == 0
+                    and accelerator.distributed_type != DistributedType.DEEPSPEED
+                ):
+                    pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
+                    log_validation(pipe, adapter, args, plan, accelerator, global_step)
+
+            if global_step >= args.max_train_steps:
+                break
+
+        if (
+            accelerator.is_main_process and args.validation_prompt and args.validation_epochs
+            and (epoch + 1) % args.validation_epochs == 0
+            and accelerator.distributed_type != DistributedType.DEEPSPEED
+        ):
+            pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
+            log_validation(pipe, adapter, args, plan, accelerator, global_step)
+
+    # Save the final weights (the LoRA or the transformer, and the projector beside them).
+    accelerator.wait_for_everyone()
+    checksum = sum(p.detach().double().sum().item() for p in model.parameters() if p.requires_grad)
+    logger.info(f"Trainable-weight checksum on process {accelerator.process_index}: {checksum:.10e}", main_process_only=False)
+    if accelerator.is_main_process:
+        aligned = accelerator.unwrap_model(model)
+        aligned.transformer.to(weight_dtype)
+        save_trained(aligned, args.output_dir)
+        if skipped_clips:
+            logger.warning(f"{skipped_clips} unreadable clip(s) were skipped during training.")
+
+        # Final validation with a stock pipeline loaded from what was just saved, as a user would load it.
+        if args.validation_prompt and args.num_validation_videos > 0:
+            del aligned
+            free_memory()
+            pipe = adapter.load_trained_pipeline(
+                args.pretrained_model_name_or_path, args.output_dir, args.training_mode, revision=args.revision,
+                variant=args.variant, cache_dir=args.cache_dir, dtype=weight_dtype, device=accelerator.device,
+            )
+            validation["paths"], validation["prompts"] = log_validation(
+                pipe, adapter, args, plan, accelerator, global_step, final=True
+            )
+        hyperparameters = {
+            key: config[key] for key in (
+                "training_mode", "alignment_loss", "alignment_depth", "alignment_weight", "tsa_temperature",
+                "tsa_mask_ratio", "teacher_model_name_or_path", "projector_hidden_dim", "learning_rate",
+                "projector_learning_rate", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
+                "mixed_precision", "height", "width", "max_num_frames", "seed",
+            )
+        }
+        if args.training_mode == "lora":
+            hyperparameters.update(rank=args.rank, lora_alpha=args.lora_alpha)
+        save_model_card(
+            repo_id or args.hub_model_id or Path(args.output_dir).name, args.output_dir,
+            base_model=args.pretrained_model_name_or_path, training_mode=args.training_mode,
+            hyperparameters=hyperparameters, dataset=args.dataset_name or args.instance_data_root,
+            validation_prompts=validation["prompts"], videos=validation["paths"],
+            pipeline_class=adapter.pipeline_class.__name__,
+        )
+        if args.push_to_hub:
+            upload_folder(
+                repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training", token=args.hub_token,
+                ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**"],
+            )
+        logger.info(f"Final weights, model card and validation videos are in {args.output_dir}")
+
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    try:
+        main(args)
+    except FlagError as err:
+        raise SystemExit(f"error: {err}") from None
