@@ -289,6 +289,12 @@ class NOVAAdapter(ModelAdapter):
         if getattr(result, "unexpected_keys", None):
             raise RuntimeError(f"LoRA checkpoint in {input_dir} has unexpected keys: {result.unexpected_keys[:5]}")
 
+    def configure_vae(self, *, slicing: bool = False, tiling: bool = False) -> None:
+        """NOVA's VAE always encodes long clips in tiles of frames and has no slicing switch."""
+        for flag, value in (("--enable_slicing", slicing), ("--enable_tiling", tiling)):
+            if value:
+                raise ValueError(f"{flag} is not supported by NOVA's VAE ({type(self.vae).__name__}); drop the flag.")
+
     # --- Validation -------------------------------------------------------------------------------------------
 
     def pipeline(self, transformer: nn.Module):
@@ -301,6 +307,24 @@ class NOVAAdapter(ModelAdapter):
             transformer=transformer, scheduler=type(self.scheduler).from_config(self.scheduler.config), vae=self.vae,
             text_encoder=self.text_encoder, tokenizer=self.tokenizer,
         )
+
+    def load_trained_pipeline(
+        self, pretrained_model_name_or_path, output_dir, training_mode, *, revision=None, variant=None,
+        cache_dir=None, dtype=torch.float32, device="cpu",
+    ):
+        """`NOVAPipeline.from_pretrained(base)` with `load_nova_lora(pipe.transformer, output_dir)` for LoRA, or with
+        the fine-tuned `output_dir/transformer` for a full fine-tune."""
+        if training_mode != "lora":
+            return super().load_trained_pipeline(
+                pretrained_model_name_or_path, output_dir, training_mode, revision=revision, variant=variant,
+                cache_dir=cache_dir, dtype=dtype, device=device,
+            )
+        pipe = self.pipeline_class.from_pretrained(
+            pretrained_model_name_or_path, revision=revision, variant=variant, cache_dir=cache_dir, torch_dtype=dtype
+        )
+        load_nova_lora(pipe.transformer, output_dir)
+        pipe.transformer.eval()
+        return pipe.to(device)
 
     def generation_kwargs(self, num_frames: int, height: int, width: int) -> dict[str, Any]:
         """NOVA generates at its configured size; only the number of latent frames is chosen."""
