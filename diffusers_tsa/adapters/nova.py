@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ _LORA_METADATA_KEY = "lora_adapter_metadata"
 _LORA_PREFIX = "transformer."
 
 
-def import_diffnext(module: str):
+def _import_module(module: str) -> ModuleType:
     """`importlib.import_module(module)`, with install instructions when it is (part of) a missing `diffnext`."""
     try:
         return importlib.import_module(module)
@@ -146,7 +147,7 @@ class NOVAAdapter(ModelAdapter):
         modules = {}
         for name in ("transformer", "vae"):
             library, class_name = components[name]
-            model_class = getattr(import_diffnext(library), class_name)
+            model_class = getattr(_import_module(library), class_name)
             config = model_class.load_config(pretrained_model_name_or_path, subfolder=name, **kwargs)
             with torch.device("meta"):
                 modules[name] = model_class.from_config(config)
@@ -175,7 +176,7 @@ class NOVAAdapter(ModelAdapter):
         weight_dtype=torch.float32, device="cpu",
     ) -> "NOVAAdapter":
         spec = cls.load_spec(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
-        pipeline_class = import_diffnext("diffnext.pipelines").NOVAPipeline
+        pipeline_class = _import_module("diffnext.pipelines").NOVAPipeline
         pipe = pipeline_class.from_pretrained(
             pretrained_model_name_or_path, revision=revision, variant=variant, cache_dir=cache_dir,
             torch_dtype=weight_dtype,
