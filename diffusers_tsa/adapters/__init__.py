@@ -6,9 +6,10 @@ import os
 
 from .base import ModelAdapter, ModelSpec
 from .cogvideox import CogVideoXAdapter, CogVideoXSpec
+from .nova import NOVAAdapter, NOVASpec
 
 #: `--model_family` -> adapter class.
-ADAPTERS: dict[str, type[ModelAdapter]] = {"cogvideox": CogVideoXAdapter}
+ADAPTERS: dict[str, type[ModelAdapter]] = {"cogvideox": CogVideoXAdapter, "nova": NOVAAdapter}
 #: `_class_name` in a checkpoint's `model_index.json` -> `--model_family`.
 PIPELINE_FAMILIES = {"CogVideoXPipeline": "cogvideox", "NOVAPipeline": "nova"}
 
@@ -26,4 +27,6 @@ def detect_family(pretrained_model_name_or_path: str | os.PathLike, **kwargs) ->
     return PIPELINE_FAMILIES[class_name]
 
 
-__all__ = ["ADAPTERS", "CogVideoXAdapter", "CogVideoXSpec", "ModelAdapter", "ModelSpec", "detect_family"]
+__all__ = [
+    "ADAPTERS", "CogVideoXAdapter", "CogVideoXSpec", "ModelAdapter", "ModelSpec", "NOVAAdapter", "NOVASpec", "detect_family",
+]

@@ -126,6 +126,15 @@ class ModelAdapter(abc.ABC):
         config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True, target_modules=self.lora_target_modules)
         self.transformer.add_adapter(config)
 
+    def enable_full_training(self) -> None:
+        """Makes the transformer's weights trainable for `--training_mode full` (families override this to keep the
+        modules their own trainer freezes frozen)."""
+        self.transformer.requires_grad_(True)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recomputes the transformer's activations in backward (`--gradient_checkpointing`)."""
+        self.transformer.enable_gradient_checkpointing()
+
     @abc.abstractmethod
     def save_lora_weights(self, output_dir: str | os.PathLike, transformer: nn.Module) -> None:
         """Writes the LoRA weights (with rank/alpha metadata) where `pipeline_class.load_lora_weights` reads them."""
