@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator, DistributedType
@@ -451,6 +452,8 @@ def log_validation(pipe, adapter, args, plan, accelerator, step, *, final=False)
                     num_inference_steps=args.validation_num_inference_steps, generator=generator,
                     output_type="np", **adapter.generation_kwargs(plan.clip.num_frames, plan.clip.height, plan.clip.width),
                 ).frames[0]
+            if frames.dtype == np.uint8:  # some pipelines (NOVA) return uint8 frames; export_to_video wants [0, 1]
+                frames = frames.astype(np.float32) / 255.0
             path = folder / f"{'final' if final else f'step-{step}'}-{p}-{i}.mp4"
             export_to_video(list(frames), str(path), fps=args.fps)
             paths.append(str(path.relative_to(args.output_dir)))
@@ -538,10 +541,11 @@ def main(args):
     if args.training_mode == "lora":
         adapter.add_lora(args.rank, args.lora_alpha)
     else:
-        adapter.transformer.to(dtype=torch.float32).requires_grad_(True)
+        adapter.transformer.to(dtype=torch.float32)
+        adapter.enable_full_training()
     cast_training_params([adapter.transformer], dtype=torch.float32)
     if args.gradient_checkpointing:
-        adapter.transformer.enable_gradient_checkpointing()
+        adapter.enable_gradient_checkpointing()
     projector = None
     if args.alignment_loss != "none":
         projector = AlignmentProjector(
