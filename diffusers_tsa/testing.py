@@ -189,3 +189,17 @@ def write_test_clip(
             top, left = (height - square) // 2, 4 + speed * t
             frame[top : top + square, left : left + square] = 240
             writer.append_data(frame)
+
+
+def write_test_dataset(root, *, num_clips: int = 4, caption: str = "a white square moves right") -> None:
+    """A folder for `--instance_data_root`: `num_clips` `write_test_clip` clips (speeds 3, 4, ...) under `clips/`,
+    `prompts.txt` and `videos.txt` with one caption and one relative path per line."""
+    from pathlib import Path
+
+    root = Path(root)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    speeds = range(3, 3 + num_clips)
+    for speed in speeds:
+        write_test_clip(root / "clips" / f"{speed}.mp4", speed=speed)
+    (root / "prompts.txt").write_text("".join(f"{caption} at speed {speed}\n" for speed in speeds))
+    (root / "videos.txt").write_text("".join(f"clips/{speed}.mp4\n" for speed in speeds))

@@ -17,7 +17,7 @@ from nova_double import install_diffnext_double, save_tiny_nova_pipeline, save_t
 from diffusers_tsa.adapters import ADAPTERS, detect_family
 from diffusers_tsa.adapters.nova import NOVAAdapter, NOVASpec, load_nova_lora
 from diffusers_tsa.errors import GridError, ModelLayoutError
-from diffusers_tsa.testing import tiny_videomae, write_test_clip
+from diffusers_tsa.testing import tiny_videomae, write_test_dataset
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = TESTS.parent / "train_text_to_video_tsa.py"
@@ -241,32 +241,27 @@ def test_training_script_runs_end_to_end_on_nova(nova, tmp_path):
     if nova["kind"] == "real":
         pytest.skip("the script run on the real package needs the small archs registered in the launched process")
     data = tmp_path / "data"
-    (data / "clips").mkdir(parents=True)
-    for i in range(2):
-        write_test_clip(data / "clips" / f"{i}.mp4", speed=3 + i)
-    (data / "prompts.txt").write_text("".join(f"a white square moves right at speed {3 + i}\n" for i in range(2)))
-    (data / "videos.txt").write_text("".join(f"clips/{i}.mp4\n" for i in range(2)))
+    write_test_dataset(data, num_clips=2)
     tiny_videomae(image_size=(HEIGHT // 2, WIDTH // 2)).save_pretrained(tmp_path / "teacher")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(nova["site"]), str(TESTS), str(TESTS.parent)])}
-    for mode in ("lora",):  # full fine-tuning trains and saves in the tests above
-        output_dir = tmp_path / mode
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--model_family", "nova",
-            "--pretrained_model_name_or_path", str(nova["path"]), "--instance_data_root", str(data),
-            "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-            "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--teacher_height", str(HEIGHT // 2),
-            "--teacher_width", str(WIDTH // 2), "--height", str(HEIGHT), "--width", str(WIDTH),
-            "--max_num_frames", str(FRAMES), "--alignment_loss", "m-tsa", "--alignment_depth", "3",
-            "--alignment_weight", "0.5", "--tsa_temperature", "0.1", "--tsa_mask_ratio", "0.2",
-            "--training_mode", mode, "--train_batch_size", "2", "--rank", "4", "--lora_alpha", "4",
-            "--projector_hidden_dim", "16", "--seed", "0", "--report_to", "none", "--lr_warmup_steps", "0",
-            "--max_train_steps", "2", "--checkpointing_steps", "100", "--validation_prompt", "a ball",
-            "--num_validation_videos", "1", "--output_dir", str(output_dir),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        weights = "pytorch_lora_weights.safetensors" if mode == "lora" else "transformer/config.json"
-        assert (output_dir / weights).is_file() and (output_dir / "alignment_projector.safetensors").is_file()
-        assert (output_dir / "validation" / "final-0-0.mp4").is_file()
+    output_dir = tmp_path / "lora"  # full fine-tuning trains and saves in the tests above
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--model_family", "nova",
+        "--pretrained_model_name_or_path", str(nova["path"]), "--instance_data_root", str(data),
+        "--caption_column", "prompts.txt", "--video_column", "videos.txt",
+        "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--teacher_height", str(HEIGHT // 2),
+        "--teacher_width", str(WIDTH // 2), "--height", str(HEIGHT), "--width", str(WIDTH),
+        "--max_num_frames", str(FRAMES), "--alignment_loss", "m-tsa", "--alignment_depth", "3",
+        "--alignment_weight", "0.5", "--tsa_temperature", "0.1", "--tsa_mask_ratio", "0.2",
+        "--training_mode", "lora", "--train_batch_size", "2", "--rank", "4", "--lora_alpha", "4",
+        "--projector_hidden_dim", "16", "--seed", "0", "--report_to", "none", "--lr_warmup_steps", "0",
+        "--max_train_steps", "2", "--checkpointing_steps", "100", "--validation_prompt", "a ball",
+        "--num_validation_videos", "1", "--output_dir", str(output_dir),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert (output_dir / "pytorch_lora_weights.safetensors").is_file()
+    assert (output_dir / "alignment_projector.safetensors").is_file()
+    assert (output_dir / "validation" / "final-0-0.mp4").is_file()

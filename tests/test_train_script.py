@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
 from diffusers_tsa.data import ClipSpec, load_video_dataset
-from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip
+from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
 PROMPT = "a white square moves right"
@@ -29,12 +29,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     CogVideoXPipeline(**tiny_cogvideox_components()).save_pretrained(root / "base")
     tiny_videomae().save_pretrained(root / "teacher")
-    data = root / "data"
-    (data / "clips").mkdir(parents=True)
-    for i in range(4):
-        write_test_clip(data / "clips" / f"{i}.mp4", speed=3 + i)
-    (data / "prompts.txt").write_text("".join(f"{PROMPT} at speed {3 + i}\n" for i in range(4)))
-    (data / "videos.txt").write_text("".join(f"clips/{i}.mp4\n" for i in range(4)))
+    write_test_dataset(root / "data", num_clips=4, caption=PROMPT)
     return root
 
 
