@@ -712,19 +712,20 @@ def main(args):
                 loss = diffusion_loss + args.alignment_weight * align
 
                 # A non-finite loss on any process skips this batch everywhere instead of training through it.
-                finite = torch.stack([diffusion_loss.detach(), align.detach()]).isfinite()
-                if not accelerator.gather(finite.unsqueeze(0)).all():
-                    bad = [name for name, ok in zip(("loss/diffusion", "loss/alignment"), finite.tolist()) if not ok]
+                values = torch.stack([diffusion_loss.detach(), align.detach(), loss.detach()]).float()
+                if not accelerator.gather(values.isfinite().unsqueeze(0)).all():
+                    diffusion_value, align_value, _ = values.tolist()
+                    bad = [name for name, v in (("loss/diffusion", diffusion_value), ("loss/alignment", align_value))
+                           if not math.isfinite(v)]
                     logger.warning(
                         f"Step {global_step + 1}: non-finite {', '.join(bad) or 'loss on another process'} "
-                        f"(diffusion {diffusion_loss.item():.4g}, alignment {align.item():.4g}); skipping this batch.",
+                        f"(diffusion {diffusion_value:.4g}, alignment {align_value:.4g}); skipping this batch.",
                         main_process_only=False,
                     )
                 else:
                     accelerator.backward(loss)
-                    running["diffusion"] += diffusion_loss.item()
-                    running["alignment"] += align.item()
-                    running["total"] += loss.item()
+                    for key, value in zip(("diffusion", "alignment", "total"), values.tolist()):
+                        running[key] += value
                     running["count"] += 1
 
                 grad_norm = None
