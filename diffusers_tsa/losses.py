@@ -92,8 +92,16 @@ class _StreamedRelationLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student, teacher, criterion, grid, queries, weights, chunk_size):
         # student, teacher: (B, N, C) any float dtype; grid: (F, HW); queries: B index tensors; weights: B floats
+        with torch.autocast(student.device.type, enabled=False):  # fp32 relations even inside a mixed-precision region
+            total, grad = _StreamedRelationLoss._loss_and_grad(
+                student, teacher, criterion, grid, queries, weights, chunk_size, ctx.needs_input_grad[0]
+            )
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def _loss_and_grad(student, teacher, criterion, grid, queries, weights, chunk_size, with_grad):
         num_frames, keys_per_frame = grid
-        with_grad = ctx.needs_input_grad[0]
         features = student.float()
         norm = features.norm(dim=-1, keepdim=True).clamp_min(_EPS)
         student_n, teacher_n = features / norm, F.normalize(teacher.float(), dim=-1, eps=_EPS)
@@ -117,8 +125,7 @@ class _StreamedRelationLoss(torch.autograd.Function):
                     grad[b, keys] += g.T @ e_q
         if with_grad:  # through Ē = E / |E|: remove the radial part, divide by the norm
             grad = grad.sub_((grad * student_n).sum(-1, keepdim=True) * student_n).div_(norm).to(student.dtype)
-        ctx.save_for_backward(grad)
-        return total
+        return total, grad
 
     @staticmethod
     @torch.autograd.function.once_differentiable

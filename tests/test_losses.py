@@ -93,6 +93,17 @@ def test_tsa_bf16_input_computes_in_fp32():
     assert torch.allclose(grad.float(), expected_grad.float(), rtol=2**-7, atol=1e-3 * expected_grad.abs().max().item())
 
 
+def test_relations_stay_fp32_under_autocast():
+    g = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(2, 3, 4, 4, 16, generator=g), torch.randn(2, 3, 4, 4, 16, generator=g)
+    mask = random_mask(2, 3, 4, 4, seed=3)
+    expected, expected_grad = value_and_grad(naive_tsa, student.double(), teacher, query_mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, grad = value_and_grad(tsa_loss, student, teacher, query_mask=mask)
+    assert_rel_close(loss, expected, 1e-5)
+    assert_rel_close(grad, expected_grad, 1e-5)
+
+
 def test_gradient_wrt_student_relations_is_eq10():
     """dL/dR_s[i, f] = (P_s - P_t) / tau / (B |M_b| F) for query rows (Eq. 10), zero for the others.
 
