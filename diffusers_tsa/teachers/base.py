@@ -148,13 +148,23 @@ class VideoTeacher(torch.nn.Module):
         super().__init__()
         self.geometry = TeacherGeometry(name, input, patch_size, tubelet_size, hidden_size)
         self.backbone = backbone.eval().requires_grad_(False)
-        self.name = name
-        self.input = input
-        self.patch_size = patch_size
-        self.tubelet_size = tubelet_size
-        self.hidden_size = hidden_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+
+    @property
+    def name(self) -> str:
+        """Checkpoint name or path."""
+        return self.geometry.name
+
+    @property
+    def input(self) -> TeacherInput:
+        """Frames and size the teacher sees."""
+        return self.geometry.input
+
+    @property
+    def hidden_size(self) -> int:
+        """Token width `C`."""
+        return self.geometry.hidden_size
 
     @property
     def tubelet(self) -> tuple[int, int, int]:
