@@ -310,11 +310,7 @@ def check_args(args) -> Plan:
             args.pretrained_model_name_or_path, revision=args.revision, cache_dir=args.cache_dir
         )
         spec = ADAPTERS[family].load_spec(args.pretrained_model_name_or_path, revision=args.revision, cache_dir=args.cache_dir)
-        clip = ClipSpec(
-            height=args.height, width=args.width, max_num_frames=args.max_num_frames,
-            skip_frames_start=args.skip_frames_start, skip_frames_end=args.skip_frames_end,
-            reshape_mode=args.video_reshape_mode,
-        )
+        clip = ClipSpec.from_flags(args)
         spec.check_clip(clip.num_frames, clip.height, clip.width)
     except (GridError, ValueError) as err:
         raise FlagError(str(err)) from None
@@ -358,14 +354,10 @@ def check_args(args) -> Plan:
             "or a dataset with precomputed teacher features (--teacher_features_column)."
         )
     if args.teacher_model_name_or_path is not None:
-        teacher_input = TeacherInput.for_clip(
-            clip.num_frames, clip.height, clip.width, teacher_num_frames=args.teacher_num_frames,
-            teacher_height=args.teacher_height, teacher_width=args.teacher_width,
-        )
         try:
             plan.teacher = teacher_geometry(
-                args.teacher_model_name_or_path, teacher_input, trust_remote_code=args.trust_remote_code,
-                revision=None, cache_dir=args.cache_dir,
+                args.teacher_model_name_or_path, TeacherInput.from_flags(args, clip),
+                trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
             )
         except GridError as err:
             raise FlagError(str(err)) from None

@@ -240,25 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
-    clip = ClipSpec(
-        height=args.height,
-        width=args.width,
-        max_num_frames=args.max_num_frames,
-        skip_frames_start=args.skip_frames_start,
-        skip_frames_end=args.skip_frames_end,
-        reshape_mode=args.video_reshape_mode,
-    )
-    teacher_input = TeacherInput.for_clip(
-        clip.num_frames,
-        clip.height,
-        clip.width,
-        teacher_num_frames=args.teacher_num_frames,
-        teacher_height=args.teacher_height,
-        teacher_width=args.teacher_width,
-    )
+    clip = ClipSpec.from_flags(args)
     teacher = load_teacher(
         args.teacher,
-        teacher_input,
+        TeacherInput.from_flags(args, clip),
         dtype=getattr(torch, args.teacher_dtype),
         device=state.device,
         trust_remote_code=args.trust_remote_code,

@@ -57,6 +57,20 @@ class ClipSpec:
         if self.reshape_mode not in RESHAPE_MODES:
             raise ValueError(f"`reshape_mode` must be one of {RESHAPE_MODES}, got {self.reshape_mode!r}.")
 
+    @classmethod
+    def from_flags(cls, args) -> "ClipSpec":
+        """The clip the shared command-line flags describe (`--height`, `--width`, `--max_num_frames`,
+        `--skip_frames_start`, `--skip_frames_end`, `--video_reshape_mode`), so that the training script and the
+        feature precompute read clips identically."""
+        return cls(
+            height=args.height,
+            width=args.width,
+            max_num_frames=args.max_num_frames,
+            skip_frames_start=args.skip_frames_start,
+            skip_frames_end=args.skip_frames_end,
+            reshape_mode=args.video_reshape_mode,
+        )
+
     @property
     def num_frames(self) -> int:
         """Frames of a clip long enough to fill `max_num_frames` (the largest `4k + 1 <= max_num_frames`)."""

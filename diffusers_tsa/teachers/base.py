@@ -55,6 +55,18 @@ class TeacherInput:
             drop_first_frame=drop_first_frame,
         )
 
+    @classmethod
+    def from_flags(cls, args, clip) -> TeacherInput:
+        """`for_clip` for a `ClipSpec` and the `--teacher_num_frames/--teacher_height/--teacher_width` flags."""
+        return cls.for_clip(
+            clip.num_frames,
+            clip.height,
+            clip.width,
+            teacher_num_frames=args.teacher_num_frames,
+            teacher_height=args.teacher_height,
+            teacher_width=args.teacher_width,
+        )
+
 
 def patch_sizes(config) -> dict[str, int]:
     """`patch_size`, `tubelet_size` and `hidden_size` of a transformers video ViT config (VideoMAE, V-JEPA 2)."""
