@@ -30,18 +30,14 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import datasets
-import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator, DistributedType
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from huggingface_hub import create_repo, upload_folder
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -50,16 +46,12 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params, free_memory
 from diffusers.utils import export_to_video, is_wandb_available
 
-from diffusers_tsa import AlignmentProjector, GridError, GridResampling, ModelLayoutError, motion_saliency_mask
-from diffusers_tsa.adapters import ADAPTERS, ModelSpec, detect_family
-from diffusers_tsa.data import ClipSpec, load_video_dataset
-from diffusers_tsa.features import FEATURES_COLUMN, MASK_COLUMN
-from diffusers_tsa.teachers import TeacherGeometry, TeacherInput, load_teacher, teacher_geometry
+from diffusers_tsa import cli
+from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
 from diffusers_tsa.training import (
-    ALIGNMENT_LOSSES,
     AlignedTransformer,
+    Alignment,
     TrainingClips,
-    alignment_loss,
     collate_examples,
     resolve_checkpoint,
     save_checkpoint,
@@ -67,8 +59,6 @@ from diffusers_tsa.training import (
 )
 
 logger = get_logger(__name__)
-
-PROJECTOR_WEIGHTS = "alignment_projector.safetensors"
 
 
 def parse_args(input_args=None):
@@ -88,24 +78,7 @@ def parse_args(input_args=None):
     )
 
     # Dataset information
-    parser.add_argument(
-        "--dataset_name", type=str, default=None,
-        help="A Hub dataset, a folder written by `save_to_disk` (e.g. by `python -m diffusers_tsa.features`), or a "
-        "CSV/JSON/JSONL metadata file with caption and video columns.",
-    )
-    parser.add_argument("--dataset_config_name", type=str, default=None, help="The config of a Hub dataset.")
-    parser.add_argument(
-        "--instance_data_root", type=str, default=None,
-        help="Folder of the clips; alone, it holds two text files named by --caption_column and --video_column.",
-    )
-    parser.add_argument(
-        "--video_column", type=str, default="video",
-        help="Dataset column with the videos, or the file under --instance_data_root listing one video path a line.",
-    )
-    parser.add_argument(
-        "--caption_column", type=str, default="text",
-        help="Dataset column with the captions, or the file under --instance_data_root with one caption a line.",
-    )
+    cli.add_dataset_arguments(parser)
     parser.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, if given.")
     parser.add_argument(
         "--dataloader_num_workers", type=int, default=0,
@@ -147,18 +120,8 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--output_dir", type=str, default="cogvideox-tsa", help="Where checkpoints and final weights are written."
     )
-    parser.add_argument("--height", type=int, default=480, help="All input videos are resized to this height.")
-    parser.add_argument("--width", type=int, default=720, help="All input videos are resized to this width.")
-    parser.add_argument(
-        "--video_reshape_mode", type=str, default="center", choices=["center", "random", "none"],
-        help="Crop after an aspect-preserving resize ('center', 'random') or resize to the size ('none').",
-    )
+    cli.add_clip_arguments(parser)
     parser.add_argument("--fps", type=int, default=8, help="Frame rate of the validation videos (8).")
-    parser.add_argument(
-        "--max_num_frames", type=int, default=49, help="Frames kept per clip, uniform stride, trimmed to 4k+1 (49)."
-    )
-    parser.add_argument("--skip_frames_start", type=int, default=0, help="Frames dropped at the start of a clip.")
-    parser.add_argument("--skip_frames_end", type=int, default=0, help="Frames dropped at the end of a clip.")
     parser.add_argument("--random_flip", action="store_true", help="Flip clips horizontally with probability 1/2.")
     parser.add_argument("--train_batch_size", type=int, default=4, help="Batch size per device (4).")
     parser.add_argument("--num_train_epochs", type=int, default=1)
@@ -197,45 +160,9 @@ def parse_args(input_args=None):
     parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
     parser.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
 
-    # Alignment (TSA)
-    parser.add_argument(
-        "--alignment_loss", type=str, default="m-tsa", choices=ALIGNMENT_LOSSES,
-        help="'m-tsa' (default, the paper), 'tsa' (every token a query), the baselines 'trd' (VideoREPA) and "
-        "'repa', or 'none' (plain fine-tuning).",
-    )
-    parser.add_argument(
-        "--alignment_depth", type=int, default=18,
-        help="Align the output of this transformer block, counted from 1 (18, the paper's best for CogVideoX-2B).",
-    )
-    parser.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
-    parser.add_argument(
-        "--tsa_temperature", type=float, default=0.1,
-        help="Softmax temperature tau (0.1); lower sharpens correspondences, the paper found 0.1 best.",
-    )
-    parser.add_argument(
-        "--tsa_mask_ratio", type=float, default=0.2,
-        help="Share k of the most dynamic tokens per frame used as M-TSA queries (0.2).",
-    )
-    parser.add_argument(
-        "--teacher_model_name_or_path", type=str, default=None,
-        help="Video teacher (VideoMAE/VideoMAEv2 folder or Hub id, a raw VideoMAEv2 .pth, V-JEPA 2); needed to run "
-        "the teacher online, optional with precomputed features.",
-    )
-    parser.add_argument(
-        "--teacher_features_column", type=str, default=None,
-        help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
-        "the teacher runs online.",
-    )
-    parser.add_argument("--teacher_num_frames", type=int, default=None, help="Teacher frames (clip frames - 1).")
-    parser.add_argument("--teacher_height", type=int, default=None, help="Teacher input height (--height / 3).")
-    parser.add_argument("--teacher_width", type=int, default=None, help="Teacher input width (--width / 3).")
-    parser.add_argument(
-        "--trust_remote_code", action="store_true", help="Allow a teacher checkpoint's own code to run (off)."
-    )
-    parser.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
-    parser.add_argument(
-        "--projector_learning_rate", type=float, default=None, help="Projector learning rate (--learning_rate)."
-    )
+    # Alignment (TSA) and its video teacher
+    cli.add_alignment_arguments(parser)
+    cli.add_teacher_arguments(parser)
 
     # Optimizer
     parser.add_argument(
@@ -267,128 +194,17 @@ def parse_args(input_args=None):
         "--report_to", type=str, default="tensorboard",
         help="'tensorboard' (default), 'wandb', 'comet_ml', 'all' or 'none'.",
     )
-    return parser.parse_args(input_args)
+    args = parser.parse_args(input_args)
 
-
-@dataclass
-class Plan:
-    """What the flag checks derived from the configs, before any weight is loaded."""
-
-    family: str
-    spec: ModelSpec
-    clip: ClipSpec
-    table: datasets.Dataset
-    precomputed: bool
-    student_grid: tuple
-    teacher: TeacherGeometry | None
-    teacher_grid: tuple | None
-    teacher_width: int | None
-
-
-class FlagError(ValueError):
-    """A flag, or a combination of flags, that cannot work; the message names it and what would."""
-
-
-def check_args(args) -> Plan:
-    """Checks every flag combination against the model's, the teacher's and the dataset's configs; no weights."""
+    # Checks of the script's own flags; the rest is checked against the configs by `cli.plan_training`.
     if args.dataset_name is None and args.instance_data_root is None:
-        raise FlagError("Pass --dataset_name or --instance_data_root.")
+        raise cli.FlagError("Pass --dataset_name or --instance_data_root.")
     if args.training_mode == "lora" and (args.rank < 1 or args.lora_alpha <= 0):
-        raise FlagError(f"--rank must be >= 1 and --lora_alpha > 0, got {args.rank} and {args.lora_alpha}.")
-    if args.tsa_temperature <= 0:
-        raise FlagError(f"--tsa_temperature must be positive, got {args.tsa_temperature}.")
-    if not 0 < args.tsa_mask_ratio <= 1:
-        raise FlagError(f"--tsa_mask_ratio must be in (0, 1], got {args.tsa_mask_ratio}.")
-    if args.alignment_weight < 0:
-        raise FlagError(f"--alignment_weight must be >= 0, got {args.alignment_weight}.")
+        raise cli.FlagError(f"--rank must be >= 1 and --lora_alpha > 0, got {args.rank} and {args.lora_alpha}.")
     for flag in ("checkpointing_steps", "validation_steps", "validation_epochs", "checkpoints_total_limit"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise FlagError(f"--{flag} must be >= 1, got {getattr(args, flag)}.")
-
-    try:
-        family = args.model_family if args.model_family != "auto" else detect_family(
-            args.pretrained_model_name_or_path, revision=args.revision, cache_dir=args.cache_dir
-        )
-        spec = ADAPTERS[family].load_spec(args.pretrained_model_name_or_path, revision=args.revision, cache_dir=args.cache_dir)
-        clip = ClipSpec.from_flags(args)
-        spec.check_clip(clip.num_frames, clip.height, clip.width)
-    except (GridError, ValueError) as err:
-        raise FlagError(str(err)) from None
-    student_grid = spec.token_grid(clip.num_frames, clip.height, clip.width)
-    table = load_video_dataset(
-        args.dataset_name, instance_data_root=args.instance_data_root, caption_column=args.caption_column,
-        video_column=args.video_column, dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir,
-    )
-    plan = Plan(family, spec, clip, table, False, student_grid, None, None, None)
-    if args.alignment_loss == "none":
-        return plan
-
-    try:
-        spec.check_depth(args.alignment_depth)
-    except ModelLayoutError as err:
-        raise FlagError(str(err)) from None
-    column = args.teacher_features_column or FEATURES_COLUMN
-    plan.precomputed = column in table.column_names
-    if args.teacher_features_column and not plan.precomputed:
-        raise FlagError(
-            f"--teacher_features_column {column!r} is not a column of the dataset ({table.column_names}); precompute it "
-            "with `python -m diffusers_tsa.features`, or drop the flag to run the teacher online."
-        )
-    if plan.precomputed:
-        if column != FEATURES_COLUMN:
-            table = table.rename_column(column, FEATURES_COLUMN)
-            plan.table = table
-        if args.random_flip or args.video_reshape_mode == "random":
-            raise FlagError(
-                "--random_flip and --video_reshape_mode random change the clip after its teacher features were "
-                "precomputed; drop them, or run the teacher online (no --teacher_features_column)."
-            )
-        if args.alignment_loss == "m-tsa" and MASK_COLUMN not in table.column_names:
-            raise FlagError(f"--alignment_loss m-tsa needs the '{MASK_COLUMN}' column next to '{column}'.")
-        shape = tuple(table.features[FEATURES_COLUMN].shape)
-        plan.teacher_grid, plan.teacher_width = shape[:3], shape[3]
-        _check_precomputed_settings(args, clip)
-    elif args.teacher_model_name_or_path is None:
-        raise FlagError(
-            f"--alignment_loss {args.alignment_loss} needs --teacher_model_name_or_path (to run the teacher online) "
-            "or a dataset with precomputed teacher features (--teacher_features_column)."
-        )
-    if args.teacher_model_name_or_path is not None:
-        try:
-            plan.teacher = teacher_geometry(
-                args.teacher_model_name_or_path, TeacherInput.from_flags(args, clip),
-                trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
-            )
-        except GridError as err:
-            raise FlagError(str(err)) from None
-        if plan.precomputed and (plan.teacher.grid, plan.teacher.hidden_size) != (plan.teacher_grid, plan.teacher_width):
-            raise FlagError(
-                f"--teacher_features_column holds features on a {plan.teacher_grid} grid of width {plan.teacher_width}, "
-                f"but --teacher_model_name_or_path with these sizes gives {plan.teacher.grid} of width "
-                f"{plan.teacher.hidden_size}; precompute again with the same teacher and --teacher_* flags."
-            )
-        plan.teacher_grid, plan.teacher_width = plan.teacher.grid, plan.teacher.hidden_size
-    try:
-        GridResampling.between(student_grid, plan.teacher_grid)
-    except GridError as err:
-        raise FlagError(f"The projector cannot reach the teacher grid: {err}") from None
-    return plan
-
-
-def _check_precomputed_settings(args, clip: ClipSpec) -> None:
-    """Compares the settings `python -m diffusers_tsa.features` recorded beside the dataset with the flags."""
-    settings_file = Path(args.dataset_name or "") / "teacher_features.json"
-    if not settings_file.is_file():
-        return
-    settings = json.loads(settings_file.read_text())
-    expected = {"clip": asdict(clip), "mask_ratio": args.tsa_mask_ratio}
-    for key, value in expected.items():
-        if settings.get(key) != value:
-            flags = "--height/--width/--max_num_frames/--skip_frames_*/--video_reshape_mode" if key == "clip" else "--tsa_mask_ratio"
-            raise FlagError(
-                f"The precomputed teacher features were made with {key}={settings.get(key)}, but {flags} give "
-                f"{value}; pass the same flags, or precompute again."
-            )
+            raise cli.FlagError(f"--{flag} must be >= 1, got {getattr(args, flag)}.")
+    return args
 
 
 def get_optimizer(args, params_to_optimize):
@@ -417,16 +233,46 @@ def get_optimizer(args, params_to_optimize):
     )
 
 
-def save_projector(projector: AlignmentProjector, output_dir) -> None:
-    """The projector beside (never inside) the transformer weights, with its shape in the file's metadata."""
-    metadata = {
-        "student_grid": json.dumps(projector.student_grid), "teacher_grid": json.dumps(projector.teacher_grid),
-    }
-    state = {k: v.detach().contiguous() for k, v in projector.state_dict().items()}
-    save_file(state, os.path.join(output_dir, PROJECTOR_WEIGHTS), metadata=metadata)
+def frozen_weight_dtype(accelerator) -> torch.dtype:
+    """The dtype of the frozen weights: the mixed-precision one (DeepSpeed's config first), else fp32."""
+    if accelerator.state.deepspeed_plugin:
+        deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        if deepspeed_config.get("fp16", {}).get("enabled"):
+            return torch.float16
+        if deepspeed_config.get("bf16", {}).get("enabled"):
+            return torch.bfloat16
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
-def log_validation(pipe, adapter, args, plan, accelerator, step, *, final=False):
+def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
+    """Whether the step's (diffusion, alignment, total) losses are finite on every process; warns naming the term
+    otherwise, so that the batch is skipped everywhere instead of trained through."""
+    if accelerator.gather(values.isfinite().unsqueeze(0)).all():
+        return True
+    diffusion, align, _ = values.tolist()
+    bad = [name for name, v in (("loss/diffusion", diffusion), ("loss/alignment", align)) if not math.isfinite(v)]
+    logger.warning(
+        f"Step {step}: non-finite {', '.join(bad) or 'loss on another process'} (diffusion {diffusion:.4g}, "
+        f"alignment {align:.4g}); skipping this batch.",
+        main_process_only=False,
+    )
+    return False
+
+
+def card_hyperparameters(args) -> dict:
+    """The settings the model card lists: alignment, optimisation and data."""
+    keys = [
+        "training_mode", "alignment_loss", "alignment_depth", "alignment_weight", "tsa_temperature", "tsa_mask_ratio",
+        "teacher_model_name_or_path", "projector_hidden_dim", "learning_rate", "projector_learning_rate",
+        "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "mixed_precision", "height", "width",
+        "max_num_frames", "seed",
+    ]
+    if args.training_mode == "lora":
+        keys += ["rank", "lora_alpha"]
+    return {key: getattr(args, key) for key in keys}
+
+
+def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False):
     """Generates `--num_validation_videos` per validation prompt with a stock pipeline; writes them under
     output_dir/validation/ and to the trackers. Returns the written paths and their prompts."""
     prompts = args.validation_prompt.split(args.validation_prompt_separator)
@@ -439,13 +285,7 @@ def log_validation(pipe, adapter, args, plan, accelerator, step, *, final=False)
     for p, prompt in enumerate(prompts):
         for i in range(args.num_validation_videos):
             with torch.no_grad(), accelerator.autocast():
-                frames = pipe(
-                    prompt=prompt, guidance_scale=args.guidance_scale, use_dynamic_cfg=args.use_dynamic_cfg,
-                    num_inference_steps=args.validation_num_inference_steps, generator=generator,
-                    output_type="np", **adapter.generation_kwargs(plan.clip.num_frames, plan.clip.height, plan.clip.width),
-                ).frames[0]
-            if frames.dtype == np.uint8:  # some pipelines (NOVA) return uint8 frames; export_to_video wants [0, 1]
-                frames = frames.astype(np.float32) / 255.0
+                frames = spec.generate(pipe, prompt, settings, generator)  # (T, H, W, 3) in [0, 1]
             path = folder / f"{'final' if final else f'step-{step}'}-{p}-{i}.mp4"
             export_to_video(list(frames), str(path), fps=args.fps)
             paths.append(str(path.relative_to(args.output_dir)))
@@ -459,15 +299,15 @@ def log_validation(pipe, adapter, args, plan, accelerator, step, *, final=False)
                                  for path, (prompt, _) in zip(paths, videos_for_tracker)]}, step=step)
         elif tracker.name == "tensorboard":
             for n, (prompt, frames) in enumerate(videos_for_tracker):
-                video = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, C, H, W) in [0, 1]
-                tracker.writer.add_images(f"{phase}/{n}: {prompt[:60]}", video[0], step, dataformats="NCHW")
+                video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, C, H, W) in [0, 1]
+                tracker.writer.add_images(f"{phase}/{n}: {prompt[:60]}", video, step, dataformats="NCHW")
     free_memory()
     return paths, [prompt for prompt, _ in videos_for_tracker]
 
 
 def main(args):
-    # Check every flag against the configs before any weight is loaded or any GPU time is spent.
-    plan = check_args(args)
+    # Read every config (student, teacher, dataset) once and check the flags against them before any weight loads.
+    plan = cli.plan_training(args)
 
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
@@ -504,30 +344,13 @@ def main(args):
             ).repo_id
 
     # Frozen weights go to half precision under mixed precision; trainable ones stay in fp32.
-    weight_dtype = torch.float32
-    if accelerator.state.deepspeed_plugin:
-        deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        if deepspeed_config.get("fp16", {}).get("enabled"):
-            weight_dtype = torch.float16
-        elif deepspeed_config.get("bf16", {}).get("enabled"):
-            weight_dtype = torch.bfloat16
-    elif accelerator.mixed_precision == "fp16":
-        weight_dtype = torch.float16
-    elif accelerator.mixed_precision == "bf16":
-        weight_dtype = torch.bfloat16
+    weight_dtype = frozen_weight_dtype(accelerator)
 
-    # Load the model's components, and the teacher when it runs online.
-    adapter = ADAPTERS[plan.family].from_pretrained(
-        args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir,
-        weight_dtype=weight_dtype, device=accelerator.device,
+    # Load the model's components (tokenizer, text encoder, VAE, transformer, scheduler).
+    adapter = ADAPTERS[plan.spec.family].from_pretrained(
+        plan.spec, variant=args.variant, weight_dtype=weight_dtype, device=accelerator.device
     )
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
-    teacher = None
-    if args.alignment_loss != "none" and not plan.precomputed:
-        teacher = load_teacher(
-            args.teacher_model_name_or_path, plan.teacher.input, dtype=weight_dtype, device=accelerator.device,
-            trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
-        )
 
     # Choose what trains: a LoRA adapter, or every transformer weight (kept in fp32).
     if args.training_mode == "lora":
@@ -538,40 +361,43 @@ def main(args):
     cast_training_params([adapter.transformer], dtype=torch.float32)
     if args.gradient_checkpointing:
         adapter.enable_gradient_checkpointing()
-    projector = None
-    if args.alignment_loss != "none":
-        projector = AlignmentProjector(
-            plan.spec.hidden_size, plan.teacher_width, student_grid=plan.student_grid, teacher_grid=plan.teacher_grid,
-            hidden_dim=args.projector_hidden_dim,
-        ).to(accelerator.device)
-    model = AlignedTransformer(adapter, projector, args.alignment_depth)
 
-    def save_trained(aligned: AlignedTransformer, output_dir) -> None:
+    # The alignment term (projector, hooked block, teacher targets); None for --alignment_loss none.
+    alignment = None
+    if plan.alignment:
+        alignment = Alignment.build(
+            plan.alignment, adapter, device=accelerator.device, teacher_dtype=weight_dtype,
+            trust_remote_code=args.trust_remote_code, teacher_revision=args.teacher_revision, cache_dir=args.cache_dir,
+        )
+    model = AlignedTransformer(adapter, alignment)
+
+    def save_trained(transformer, output_dir) -> None:
+        """The LoRA or the full transformer in its stock format, and the projector beside it."""
         if args.training_mode == "lora":
-            adapter.save_lora_weights(output_dir, aligned.transformer)
+            adapter.save_lora_weights(output_dir, transformer)
         else:
-            adapter.save_transformer(output_dir, aligned.transformer)
-        if aligned.projector is not None:
-            save_projector(aligned.projector, output_dir)
+            adapter.save_transformer(output_dir, transformer)
+        if alignment:
+            alignment.save_projector(output_dir)
 
     # Custom saving & loading hooks so that `accelerator.save_state(...)` writes the weights in their stock format.
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for saved in models:
-                save_trained(accelerator.unwrap_model(saved), output_dir)
+                save_trained(accelerator.unwrap_model(saved).transformer, output_dir)
                 if weights:
                     weights.pop()  # make sure the model is not saved again
 
     def load_model_hook(models, input_dir):
         while models:
-            aligned = accelerator.unwrap_model(models.pop())
+            transformer = accelerator.unwrap_model(models.pop()).transformer
             if args.training_mode == "lora":
-                adapter.load_lora_weights(input_dir, aligned.transformer)
+                adapter.load_lora_weights(input_dir, transformer)
             else:
-                adapter.load_transformer(input_dir, aligned.transformer)
-            if aligned.projector is not None:
-                aligned.projector.load_state_dict(load_file(os.path.join(input_dir, PROJECTOR_WEIGHTS)))
-            cast_training_params([aligned.transformer], dtype=torch.float32)
+                adapter.load_transformer(input_dir, transformer)
+            if alignment:
+                alignment.load_projector(input_dir)
+            cast_training_params([transformer], dtype=torch.float32)
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
@@ -588,13 +414,14 @@ def main(args):
     params_to_optimize = [
         {"params": [p for p in adapter.transformer.parameters() if p.requires_grad], "lr": args.learning_rate}
     ]
-    if projector is not None:
-        params_to_optimize.append({"params": list(projector.parameters()), "lr": projector_lr})
+    if alignment:
+        params_to_optimize.append({"params": list(alignment.projector.parameters()), "lr": projector_lr})
     optimizer = get_optimizer(args, params_to_optimize)
 
     # Dataset and DataLoader: clips are decoded in the workers; unreadable ones are skipped and counted.
     train_dataset = TrainingClips(
-        plan.table, plan.clip, id_token=args.id_token, random_flip=args.random_flip, precomputed=plan.precomputed
+        plan.table, plan.clip, id_token=args.id_token, random_flip=args.random_flip,
+        features_column=plan.alignment.features_column if plan.alignment else None,
     )
     train_dataloader = DataLoader(
         train_dataset, batch_size=args.train_batch_size, shuffle=True, collate_fn=collate_examples,
@@ -634,11 +461,11 @@ def main(args):
     # Train!
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
-    logger.info(f"  Model family = {plan.family}, training mode = {args.training_mode}")
+    logger.info(f"  Model family = {plan.spec.family}, training mode = {args.training_mode}")
     logger.info(f"  Alignment = {args.alignment_loss} at block {args.alignment_depth}, weight {args.alignment_weight}")
-    if projector is not None:
-        logger.info(f"  Student grid {plan.student_grid} -> teacher grid {plan.teacher_grid} "
-                    f"({'precomputed' if plan.precomputed else 'online'} teacher)")
+    if alignment:
+        logger.info(f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
+                    f"({'online' if alignment.teacher else 'precomputed'} teacher)")
     logger.info(f"  Num trainable parameters = {sum(p.numel() for g in params_to_optimize for p in g['params'])}")
     logger.info(f"  Num examples = {len(train_dataset)}")
     logger.info(f"  Num epochs = {args.num_train_epochs}")
@@ -667,20 +494,23 @@ def main(args):
         disable=not accelerator.is_local_main_process,
     )
 
-    def teacher_targets(batch):
-        """Teacher features (B, F, H, W, C) and M-TSA queries (B, F, H, W), precomputed or computed now."""
-        if plan.precomputed:
-            return batch["teacher_features"], batch.get("motion_mask")
-        frames = teacher.prepare(batch["videos"].to(weight_dtype))
-        mask = None
-        if args.alignment_loss == "m-tsa":
-            mask = motion_saliency_mask(frames, tubelet=teacher.tubelet, ratio=args.tsa_mask_ratio)
-        return teacher.encode_prepared(frames), mask
+    # Validation videos come from a stock pipeline around the live transformer, switched to eval mode meanwhile.
+    generation = GenerationSettings(
+        num_frames=plan.clip.num_frames, height=plan.clip.height, width=plan.clip.width,
+        num_inference_steps=args.validation_num_inference_steps, guidance_scale=args.guidance_scale,
+        use_dynamic_cfg=args.use_dynamic_cfg,
+    )
+
+    def validate(step):
+        model.eval()
+        pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
+        log_validation(pipe, plan.spec, generation, args, accelerator, step)
+        model.train()
 
     skipped_clips = 0
     validation = {"paths": [], "prompts": []}
+    model.train()
     for epoch in range(first_epoch, args.num_train_epochs):
-        model.train()
         epoch_loader = train_dataloader
         if epoch == first_epoch and resume_batches:
             epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
@@ -694,27 +524,12 @@ def main(args):
                 conditioning = adapter.encode_prompts(batch["captions"])
                 terms, student = model(latents, conditioning)
                 diffusion_loss = sum(terms.values())
-                align = torch.zeros((), device=accelerator.device)
-                if student is not None:
-                    with torch.no_grad():
-                        teacher_features, motion_mask = teacher_targets(batch)
-                    align = alignment_loss(
-                        args.alignment_loss, student, teacher_features, motion_mask=motion_mask, tau=args.tsa_temperature
-                    )
-                loss = diffusion_loss + args.alignment_weight * align
+                align = alignment.loss(student, batch) if alignment else torch.zeros_like(diffusion_loss)
+                loss = diffusion_loss + args.alignment_weight * align  # Eq. 14
 
                 # A non-finite loss on any process skips this batch everywhere instead of training through it.
                 values = torch.stack([diffusion_loss.detach(), align.detach(), loss.detach()]).float()
-                if not accelerator.gather(values.isfinite().unsqueeze(0)).all():
-                    diffusion_value, align_value, _ = values.tolist()
-                    bad = [name for name, v in (("loss/diffusion", diffusion_value), ("loss/alignment", align_value))
-                           if not math.isfinite(v)]
-                    logger.warning(
-                        f"Step {global_step + 1}: non-finite {', '.join(bad) or 'loss on another process'} "
-                        f"(diffusion {diffusion_value:.4g}, alignment {align_value:.4g}); skipping this batch.",
-                        main_process_only=False,
-                    )
-                else:
+                if all_finite(values, accelerator, global_step + 1):
                     accelerator.backward(loss)
                     for key, value in zip(("diffusion", "alignment", "total"), values.tolist()):
                         running[key] += value
@@ -757,8 +572,7 @@ def main(args):
                     and global_step % args.validation_steps == 0
                     and accelerator.distributed_type != DistributedType.DEEPSPEED
                 ):
-                    pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
-                    log_validation(pipe, adapter, args, plan, accelerator, global_step)
+                    validate(global_step)
 
             if global_step >= args.max_train_steps:
                 break
@@ -768,47 +582,34 @@ def main(args):
             and (epoch + 1) % args.validation_epochs == 0
             and accelerator.distributed_type != DistributedType.DEEPSPEED
         ):
-            pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
-            log_validation(pipe, adapter, args, plan, accelerator, global_step)
+            validate(global_step)
 
     # Save the final weights (the LoRA or the transformer, and the projector beside them).
     accelerator.wait_for_everyone()
-    checksum = sum(p.detach().double().sum().item() for p in model.parameters() if p.requires_grad)
-    logger.info(f"Trainable-weight checksum on process {accelerator.process_index}: {checksum:.10e}", main_process_only=False)
     if accelerator.is_main_process:
-        aligned = accelerator.unwrap_model(model)
-        aligned.transformer.to(weight_dtype)
-        save_trained(aligned, args.output_dir)
+        transformer = accelerator.unwrap_model(model).transformer
+        transformer.to(weight_dtype)
+        save_trained(transformer, args.output_dir)
         if skipped_clips:
             logger.warning(f"{skipped_clips} unreadable clip(s) were skipped during training.")
 
         # Final validation with a stock pipeline loaded from what was just saved, as a user would load it.
         if args.validation_prompt and args.num_validation_videos > 0:
-            del aligned
+            del transformer
             free_memory()
-            pipe = adapter.load_trained_pipeline(
-                args.pretrained_model_name_or_path, args.output_dir, args.training_mode, revision=args.revision,
-                variant=args.variant, cache_dir=args.cache_dir, dtype=weight_dtype, device=accelerator.device,
+            trained = {"lora" if args.training_mode == "lora" else "transformer": args.output_dir}
+            pipe = plan.spec.load_trained_pipeline(
+                **trained, variant=args.variant, dtype=weight_dtype, device=accelerator.device
             )
             validation["paths"], validation["prompts"] = log_validation(
-                pipe, adapter, args, plan, accelerator, global_step, final=True
+                pipe, plan.spec, generation, args, accelerator, global_step, final=True
             )
-        hyperparameters = {
-            key: config[key] for key in (
-                "training_mode", "alignment_loss", "alignment_depth", "alignment_weight", "tsa_temperature",
-                "tsa_mask_ratio", "teacher_model_name_or_path", "projector_hidden_dim", "learning_rate",
-                "projector_learning_rate", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
-                "mixed_precision", "height", "width", "max_num_frames", "seed",
-            )
-        }
-        if args.training_mode == "lora":
-            hyperparameters.update(rank=args.rank, lora_alpha=args.lora_alpha)
         save_model_card(
             repo_id or args.hub_model_id or Path(args.output_dir).name, args.output_dir,
             base_model=args.pretrained_model_name_or_path, training_mode=args.training_mode,
-            hyperparameters=hyperparameters, dataset=args.dataset_name or args.instance_data_root,
+            hyperparameters=card_hyperparameters(args), dataset=args.dataset_name or args.instance_data_root,
             validation_prompts=validation["prompts"], videos=validation["paths"],
-            pipeline_class=adapter.pipeline_class.__name__,
+            pipeline_class=plan.spec.pipeline_class_name,
         )
         if args.push_to_hub:
             upload_folder(
@@ -821,8 +622,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    try:
-        main(args)
-    except FlagError as err:
-        raise SystemExit(f"error: {err}") from None
+    cli.run(lambda: main(parse_args()))

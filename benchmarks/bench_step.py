@@ -70,12 +70,12 @@ def worker(config: str, args) -> None:
     """One configuration in this process: builds the modules, times optimizer steps, prints a JSON line."""
     from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
 
-    from diffusers_tsa import AlignmentProjector, motion_saliency_mask
+    from diffusers_tsa import AlignmentProjector, teacher_targets
     from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
     from transformers import VideoMAEConfig, VideoMAEModel
 
     from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
-    from diffusers_tsa.training import AlignedTransformer, alignment_loss
+    from diffusers_tsa.training import AlignedTransformer, Alignment, AlignmentConfig
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -84,11 +84,10 @@ def worker(config: str, args) -> None:
         time_embed_dim=512, num_layers=args.layers, sample_height=args.height // 8, sample_width=args.width // 8,
         sample_frames=args.frames, max_text_seq_length=226,
     ).to(device)
-    spec = CogVideoXSpec(family="cogvideox", num_blocks=args.layers, hidden_size=1920, min_depth=1)
+    spec = CogVideoXSpec(pretrained_model_name_or_path="in-memory", num_blocks=args.layers, hidden_size=1920, min_depth=1)
     # The transformer alone: latents and text embeddings are given, so no VAE, tokenizer or text encoder.
     adapter = CogVideoXAdapter(
-        tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=CogVideoXDDIMScheduler(),
-        spec=spec,
+        spec, tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=CogVideoXDDIMScheduler()
     )
     student_grid = spec.token_grid(args.frames, args.height, args.width)
     teacher_input = TeacherInput.for_clip(args.frames, args.height, args.width)
@@ -99,35 +98,35 @@ def worker(config: str, args) -> None:
     )
     teacher = VideoMAETeacher(VideoMAEModel(vit_b), name="vit-b-random", input=teacher_input).to(device)
 
-    projector = None if config == "none" else AlignmentProjector(
-        1920, 768, student_grid=student_grid, teacher_grid=teacher.grid, hidden_dim=PROJECTOR_HIDDEN
-    ).to(device)
-    depth = min(18, args.layers)
-    model = AlignedTransformer(adapter, projector, depth).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-
     batch = args.batch_size
     latent_frames = student_grid[0]
     latents = torch.randn(batch, latent_frames, 16, args.height // 8, args.width // 8, device=device)
     text = torch.randn(batch, 226, 4096, device=device)
     clips = torch.rand(batch, args.frames, 3, args.height, args.width, device=device) * 2 - 1
-    stored = teacher.encode(clips) if config == "m-tsa precomputed" else None
-    stored_mask = (
-        motion_saliency_mask(teacher.prepare(clips), tubelet=teacher.tubelet, ratio=0.2)
-        if config == "m-tsa precomputed" else None
-    )
+    data = {"videos": clips}
+    alignment = None
+    if config != "none":
+        online = config == "m-tsa online"
+        if not online:
+            data["teacher_features"], data["motion_mask"] = teacher_targets(teacher, clips, mask_ratio=0.2)
+        settings = AlignmentConfig(
+            loss="m-tsa", depth=min(18, args.layers), student_grid=student_grid, student_width=1920,
+            teacher_grid=teacher.grid, teacher_width=768, projector_hidden_dim=PROJECTOR_HIDDEN,
+            teacher=teacher.geometry if online else None,
+        )
+        projector = AlignmentProjector(
+            1920, 768, student_grid=student_grid, teacher_grid=teacher.grid, hidden_dim=PROJECTOR_HIDDEN
+        ).to(device)
+        extractor = adapter.feature_extractor(transformer, settings.depth)
+        alignment = Alignment(settings, projector, extractor, teacher if online else None)
+    model = AlignedTransformer(adapter, alignment).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
     def step():
         terms, student = model(latents, text)
         loss = sum(terms.values())
-        if student is not None:
-            if stored is None:
-                with torch.no_grad():
-                    frames = teacher.prepare(clips)
-                    features, mask = teacher.encode_prepared(frames), motion_saliency_mask(frames, tubelet=teacher.tubelet)
-            else:
-                features, mask = stored, stored_mask
-            loss = loss + 0.5 * alignment_loss("m-tsa", student, features, motion_mask=mask)
+        if alignment is not None:
+            loss = loss + alignment.weight * alignment.loss(student, data)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

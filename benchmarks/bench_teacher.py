@@ -1,11 +1,11 @@
 """Teacher-side costs at the paper's setting: decoding, teacher throughput, stored bytes per clip.
 
-- decode: `read_video` of a 49-frame 480x720 clip (the real clips in ../shared/data/videos when present, else a
-  synthetic one), median of repeated reads;
+- decode: `read_video` of a 49-frame 480x720 clip (the mp4 clips of `--videos` when given, else a synthetic one),
+  median of repeated reads;
 - teacher: a ViT-B-sized VideoMAE (random weights) on 48 frames at 160x240 (grid 24 x 10 x 15, C = 768), clips/s;
 - storage: `TeacherFeatures` over the clips, saved with `save_to_disk`, bytes on disk per clip.
 
-Usage: python benchmarks/bench_teacher.py [--device cuda] [--dtype bfloat16] [--repeats 3]
+Usage: python benchmarks/bench_teacher.py [--videos DIR] [--device cuda] [--dtype bfloat16] [--repeats 3]
 Writes benchmarks/results/teacher_<device>.json.
 """
 
@@ -29,7 +29,6 @@ from diffusers_tsa.features import TeacherFeatures
 from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
 from diffusers_tsa.testing import write_test_clip
 
-REAL_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -45,6 +44,7 @@ def _timed(fn, repeats: int, sync) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=Path, default=None, help="A folder of real mp4 clips to decode.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch_size", type=int, default=1, help="Clips per teacher forward.")
@@ -55,7 +55,7 @@ def main() -> None:
     spec = ClipSpec()  # 49 frames, 480x720, centre crop
 
     with tempfile.TemporaryDirectory() as scratch:
-        clips = sorted(REAL_VIDEOS.glob("*.mp4")) if REAL_VIDEOS.is_dir() else []
+        clips = sorted(args.videos.glob("*.mp4")) if args.videos else []
         if not clips:
             clips = [Path(scratch) / "synthetic.mp4"]
             write_test_clip(clips[0], num_frames=49, height=480, width=720, square=96, speed=8)

@@ -117,7 +117,7 @@ def main() -> None:
     sample = export_to_video(frames, str(out / "sample.mp4"), fps=FPS)
     print(f"\n[demo] done in {time.perf_counter() - start:.0f} s")
     print(f"  LoRA weights     {model / 'pytorch_lora_weights.safetensors'}")
-    print(f"  projector        {model / 'alignment_projector.safetensors'}")
+    print(f"  projector        {model / 'alignment_projector'}")
     print(f"  model card       {model / 'README.md'}")
     print(f"  checkpoints      {', '.join(sorted(p.name for p in model.glob('checkpoint-*')))}")
     print(f"  logs             {model / 'logs'}  (tensorboard --logdir {model / 'logs'})")

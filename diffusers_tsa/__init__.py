@@ -1,8 +1,8 @@
 """diffusers-tsa: Tempered Self-Similarity Alignment for video diffusion models."""
 
 from .data import ClipSpec, load_video_dataset, read_video
-from .errors import GridError, ModelLayoutError, VideoDecodeError
-from .features import TeacherFeatures, decode_teacher_features
+from .errors import DatasetError, GridError, ModelLayoutError, UsageError, VideoDecodeError
+from .features import TeacherFeatures, decode_teacher_features, teacher_targets
 from .hooks import BlockFeatureExtractor, CapturedFeatures
 from .losses import repa_loss, trd_loss, tsa_loss
 from .masking import motion_saliency_mask
@@ -16,11 +16,13 @@ __all__ = [
     "BlockFeatureExtractor",
     "CapturedFeatures",
     "ClipSpec",
+    "DatasetError",
     "GridError",
     "GridResampling",
     "ModelLayoutError",
     "TeacherFeatures",
     "TeacherInput",
+    "UsageError",
     "VideoDecodeError",
     "VideoTeacher",
     "decode_teacher_features",
@@ -29,6 +31,7 @@ __all__ = [
     "motion_saliency_mask",
     "read_video",
     "repa_loss",
+    "teacher_targets",
     "trd_loss",
     "tsa_loss",
 ]

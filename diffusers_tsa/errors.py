@@ -1,12 +1,25 @@
-"""Exception types: one per kind of user mistake, each message naming the argument, the value and a fix."""
+"""Exception types: one per kind of user mistake, each message naming the argument, the value and a fix.
+
+Messages write every argument as it is spelled in Python, in backticks (`depth=99`, `TeacherInput.height=40`), so that
+a command-line front end (`diffusers_tsa.training.cli`) can put the flag that sets it in its place.
+"""
 
 
-class GridError(ValueError):
+class UsageError(ValueError):
+    """An argument value (or combination) that cannot work; the message says which and what would."""
+
+
+class GridError(UsageError):
     """A token grid, clip size or tubelet that does not fit the method's shape rules."""
 
 
-class ModelLayoutError(ValueError):
-    """A model whose blocks cannot be found, or a block depth or path that it does not have."""
+class ModelLayoutError(UsageError):
+    """A model whose blocks cannot be found, a block depth or path that it does not have, or an option that its
+    family does not support."""
+
+
+class DatasetError(UsageError):
+    """A dataset, a column, or a caption/video list that cannot be used as given."""
 
 
 class VideoDecodeError(RuntimeError):

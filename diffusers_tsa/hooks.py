@@ -56,7 +56,7 @@ def _hidden_states_index(block: nn.Module) -> int | None:
         from diffusers.hooks._helpers import TransformerBlockRegistry
 
         return TransformerBlockRegistry.get(type(block)).return_hidden_states_index
-    except Exception:  # private API, or a block class it does not know: fall back to the first tensor
+    except (ImportError, ValueError):  # private API moved, or a block class it does not know: the first tensor
         return None
 
 
@@ -77,6 +77,8 @@ class BlockFeatureExtractor:
         module_path (`str`, *optional*): dotted path of the block; exactly one of `depth` and `module_path`.
         hidden_states_index (`int`, *optional*): position of the hidden states in a tuple output. `None` asks
             diffusers' block registry (index 1 for Flux-style blocks) and falls back to the first tensor.
+        clone (`bool`, defaults to `False`): capture a copy of the hidden states, for blocks whose output a later
+            module changes in place (NOVA's blocks add their residuals in place).
 
     Example:
 
@@ -96,6 +98,7 @@ class BlockFeatureExtractor:
         depth: int | None = None,
         module_path: str | None = None,
         hidden_states_index: int | None = None,
+        clone: bool = False,
     ):
         if (depth is None) == (module_path is None):
             raise ValueError("Pass exactly one of `depth` (1-based block index) and `module_path`.")
@@ -104,6 +107,7 @@ class BlockFeatureExtractor:
         self.hidden_states_index = (
             hidden_states_index if hidden_states_index is not None else _hidden_states_index(self.block)
         )
+        self.clone = clone
         self._active: CapturedFeatures | None = None
         self._handle = self.block.register_forward_hook(self._hook)
 
@@ -116,7 +120,8 @@ class BlockFeatureExtractor:
             hidden = output[self.hidden_states_index]
         else:
             hidden = next(o for o in output if isinstance(o, torch.Tensor))
-        self._active.hidden_states = hidden  # overwrite: a block called again replaces what it returned
+        # Overwrite: a block called again replaces what it returned.
+        self._active.hidden_states = hidden.clone() if self.clone else hidden
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[CapturedFeatures]:

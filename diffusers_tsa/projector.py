@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
 from .errors import GridError
 
 Grid = tuple[int, int, int]
+
+#: Folder of a training output (and of each checkpoint) that holds the projector, beside the transformer weights.
+PROJECTOR_SUBFOLDER = "alignment_projector"
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class GridResampling:
             f"Cannot resample the student grid {tuple(student_grid)} to the teacher grid {tuple(teacher_grid)}: "
             + "; ".join(reasons)
             + ". Each axis needs an integer up- or downsampling factor: change the teacher input size "
-            "(`--teacher_num_frames`, `--teacher_height`, `--teacher_width`) or the training resolution."
+            "(`TeacherInput.num_frames`, `TeacherInput.height`, `TeacherInput.width`) or the clip size."
         )
 
 
@@ -68,11 +73,12 @@ def _integer_ratio(a: int, b: int) -> bool:
     return a >= 1 and (a % b == 0 or b % a == 0)
 
 
-class AlignmentProjector(nn.Module):
+class AlignmentProjector(ModelMixin, ConfigMixin):
     """A 3-layer MLP followed by a 3D convolutional resampler, from diffusion tokens to teacher tokens.
 
     The MLP (Linear-SiLU-Linear-SiLU-Linear) maps the hooked block's width to the teacher's; the resampler, derived
-    from the two grids by `GridResampling`, brings the student's token grid to the teacher's.
+    from the two grids by `GridResampling`, brings the student's token grid to the teacher's. A diffusers model:
+    `save_pretrained` writes its weights and its config (widths and grids), `from_pretrained` rebuilds it.
 
     Args:
         in_dim (`int`): width of the diffusion model's hidden states (1920 for CogVideoX-2B).
@@ -83,6 +89,7 @@ class AlignmentProjector(nn.Module):
         drop_first_frame (`bool`, *optional*): see `GridResampling.between`.
     """
 
+    @register_to_config
     def __init__(
         self,
         in_dim: int,

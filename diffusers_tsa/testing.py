@@ -1,14 +1,12 @@
 """Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks.
 
 They follow the shape rules of the real checkpoints at a scale that runs on a laptop CPU in seconds and needs no
-network (design notes, section 4): a 9-frame 96x144 clip gives CogVideoX latents of 3 x 12 x 18 and student tokens
-3 x 6 x 9; the teacher sees 8 frames at 32x48 and returns a 4 x 2 x 3 grid, exactly as a 49-frame 480x720 clip
-gives 13 x 30 x 45 student tokens and a 24 x 10 x 15 teacher grid.
+network, as diffusers' own pipeline tests build theirs (`get_dummy_components`): a 9-frame 96x144 clip gives
+CogVideoX latents of 3 x 12 x 18 and student tokens 3 x 6 x 9; the teacher sees 8 frames at 32x48 and returns a
+4 x 2 x 3 grid, exactly as a 49-frame 480x720 clip gives 13 x 30 x 45 student tokens and a 24 x 10 x 15 teacher grid.
 """
 
 from __future__ import annotations
-
-import string
 
 import torch
 
@@ -19,23 +17,24 @@ TINY_TEXT_EMBED_DIM = 32
 TINY_MAX_TEXT_SEQ_LENGTH = 16
 
 
-#: Whole-word pieces of the tiny tokenizer, so that the demo's and tests' captions fit in a few tokens.
+#: The tiny tokenizer's vocabulary: the words of the demo's, tests' and benchmarks' captions (others become <unk>).
 TINY_WORDS = (
-    "a the is to and on at of ball square red green blue yellow white thrown gently hard right left falls "
-    "bounces floor moves speed"
+    "a an the is to and on at of into ball square cat glass water red green blue yellow white thrown gently hard "
+    "right left falls jumps pours bounces floor moves speed . , 0 1 2 3 4 5 6 7 8 9"
 ).split()
 
 
-def tiny_t5_tokenizer():
-    """A T5 tokenizer whose Unigram vocabulary covers a few whole words (`TINY_WORDS`), then lowercase letters,
-    digits and common punctuation one by one."""
-    from transformers import T5TokenizerFast
+def tiny_tokenizer():
+    """A lower-casing word-level tokenizer over `TINY_WORDS`, built in memory; it saves, reloads with
+    `AutoTokenizer`, and works with transformers 4 and 5 (NOVA's `diffnext` needs 4)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
-    pieces = ["▁" + c for c in string.ascii_lowercase + string.digits]
-    pieces += list(string.ascii_lowercase + string.digits + ".,'-")
-    words = [("▁" + w, -1.0) for w in TINY_WORDS]
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + words + [(p, -3.0) for p in pieces]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+    words = ["<pad>", "<unk>", *TINY_WORDS]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
 
 
 def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2) -> dict:
@@ -52,7 +51,7 @@ def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2) -> dict:
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    tokenizer = tiny_t5_tokenizer()
+    tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=4,

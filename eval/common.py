@@ -238,7 +238,9 @@ def setup_logging() -> None:
 
 def exit_on_user_error(main: Callable[[], None]) -> None:
     """Run a command's `main`; a bad input ends it with its one-line message instead of a traceback."""
+    from diffusers_tsa.errors import UsageError
+
     try:
         main()
-    except (EvalInputError, EvaluatorOutputError) as e:
+    except (EvalInputError, EvaluatorOutputError, UsageError) as e:
         sys.exit(f"error: {e}")

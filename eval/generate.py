@@ -1,4 +1,4 @@
-"""Generate a benchmark's videos with any diffusers text-to-video pipeline, a LoRA or a fine-tuned transformer.
+"""Generate a benchmark's videos with any model family the training script trains, a LoRA or a fine-tuned transformer.
 
 Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol, and `OUTPUT_DIR/manifest.csv` (prompt,
 generation prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos
@@ -15,7 +15,6 @@ Example (the paper's settings are the defaults):
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 from pathlib import Path
 
@@ -62,60 +61,61 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def load_pipeline(args: argparse.Namespace):
-    """The base pipeline, with the fine-tuned transformer swapped in or the LoRA loaded, on `args.device`."""
-    import torch
-    from diffusers import DiffusionPipeline
+#: Library argument (as `diffusers_tsa` errors name it) -> this command's flag.
+FLAGS = {
+    "pretrained_model_name_or_path": "--pretrained_model_name_or_path", "family": "--model_family",
+    "num_frames": "--num_frames", "height": "--height", "width": "--width", "vae_slicing": "--enable_slicing",
+    "vae_tiling": "--enable_tiling", "use_dynamic_cfg": "--use_dynamic_cfg", "lora": "--lora",
+    "transformer": "--transformer",
+}
 
-    dtype = getattr(torch, _DTYPES[args.dtype])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    common = {"revision": args.revision, "cache_dir": args.cache_dir}
-    extra = {}
-    if args.transformer:
-        # Load the base config to learn the transformer class, then the fine-tuned weights in its place.
-        config = DiffusionPipeline.load_config(args.pretrained_model_name_or_path, **common)
-        library, class_name = config["transformer"]
-        cls = getattr(__import__(library, fromlist=[class_name]), class_name)
-        subfolder = args.transformer_subfolder
-        if subfolder is None and (Path(args.transformer) / "transformer" / "config.json").is_file():
-            subfolder = "transformer"  # the training script's output folder
-        extra["transformer"] = cls.from_pretrained(
-            args.transformer, subfolder=subfolder, torch_dtype=dtype, cache_dir=args.cache_dir
-        )
-    pipe = DiffusionPipeline.from_pretrained(
-        args.pretrained_model_name_or_path, torch_dtype=dtype, variant=args.variant, **common, **extra
+
+def generation_settings(args: argparse.Namespace):
+    """The generation flags as the adapters take them."""
+    from diffusers_tsa.adapters import GenerationSettings
+
+    return GenerationSettings(
+        num_frames=args.num_frames, height=args.height, width=args.width, num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale, use_dynamic_cfg=args.use_dynamic_cfg,
+        max_sequence_length=args.max_sequence_length,
     )
-    if args.lora:
-        pipe.load_lora_weights(args.lora, weight_name=args.lora_weight_name, adapter_name="eval_lora")
-        pipe.set_adapters(["eval_lora"], [args.lora_scale])
+
+
+def load_model(args: argparse.Namespace):
+    """The base model's spec (its family's adapter, checked against the generation flags) and its stock pipeline,
+    with the LoRA loaded or the fine-tuned transformer swapped in, as the training script's outputs load."""
+    import torch
+
+    from diffusers_tsa.adapters import load_spec
+    from diffusers_tsa.cli import flag_errors
+
+    with flag_errors(FLAGS):
+        spec = load_spec(
+            args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,
+            cache_dir=args.cache_dir,
+        )
+        spec.check_clip(args.num_frames, args.height, args.width)
+        spec.check_options(
+            vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg
+        )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    subfolder = args.transformer_subfolder
+    if args.transformer and subfolder is None and (Path(args.transformer) / "transformer" / "config.json").is_file():
+        subfolder = "transformer"  # the training script's output folder
+    with flag_errors(FLAGS):
+        pipe = spec.load_trained_pipeline(
+            lora=args.lora, transformer=args.transformer, transformer_subfolder=subfolder,
+            lora_weight_name=args.lora_weight_name, lora_scale=args.lora_scale, variant=args.variant,
+            dtype=getattr(torch, _DTYPES[args.dtype]), device=None if args.enable_model_cpu_offload else device,
+        )
     if args.enable_slicing:
         pipe.vae.enable_slicing()
     if args.enable_tiling:
         pipe.vae.enable_tiling()
     if args.enable_model_cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def call_kwargs(pipe, args: argparse.Namespace) -> dict:
-    """The generation settings that this pipeline's `__call__` accepts; others are dropped with a warning."""
-    wanted = {
-        "num_inference_steps": args.num_inference_steps,
-        "guidance_scale": args.guidance_scale,
-        "use_dynamic_cfg": args.use_dynamic_cfg,
-        "num_frames": args.num_frames,
-        "height": args.height,
-        "width": args.width,
-        "max_sequence_length": args.max_sequence_length,
-    }
-    accepted = inspect.signature(pipe.__call__).parameters
-    dropped = [k for k in wanted if k not in accepted]
-    if dropped:
-        logger.warning("%s does not take %s: left at its defaults", type(pipe).__name__, ", ".join(dropped))
-    return {k: v for k, v in wanted.items() if k in accepted}
+    return spec, pipe
 
 
 def generate(args: argparse.Namespace) -> list[VideoRecord]:
@@ -143,15 +143,15 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     from diffusers.utils import export_to_video
     from tqdm.auto import tqdm
 
-    pipe = load_pipeline(args)
-    settings = call_kwargs(pipe, args)
+    spec, pipe = load_model(args)
+    settings = generation_settings(args)
     (out / VIDEOS_SUBDIR).mkdir(parents=True, exist_ok=True)
     for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
-        frames = pipe(prompt=record.generation_prompt, generator=generator, **settings).frames[0]
+        frames = spec.generate(pipe, record.generation_prompt, settings, generator)
         final = out / record.file
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.mp4")
-        export_to_video(frames, str(tmp), fps=args.fps)
+        export_to_video(list(frames), str(tmp), fps=args.fps)
         os.replace(tmp, final)
     return plan
 
@@ -174,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Model.
     parser.add_argument("--pretrained_model_name_or_path", required=True,
                         help="Base pipeline, Hub id or folder (e.g. THUDM/CogVideoX-2b).")
+    parser.add_argument("--model_family", default="auto",
+                        help="Model adapter (cogvideox, nova, ...); default: read from the model's model_index.json.")
     parser.add_argument("--lora", default=None, help="LoRA weights to load on the base: Hub id or folder.")
     parser.add_argument("--lora_weight_name", default=None,
                         help="File name of the LoRA weights when the folder holds several (default: autodetect).")
@@ -204,14 +206,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Generation (defaults: the paper's and VideoREPA's evaluation settings).
     parser.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (default 50).")
     parser.add_argument("--guidance_scale", type=float, default=6.0, help="Classifier-free guidance (default 6).")
-    parser.add_argument("--use_dynamic_cfg", action=argparse.BooleanOptionalAction, default=True,
-                        help="CogVideoX's dynamic CFG (default on).")
+    parser.add_argument("--use_dynamic_cfg", action=argparse.BooleanOptionalAction, default=None,
+                        help="CogVideoX's dynamic CFG (default: on for CogVideoX, as the paper samples).")
     parser.add_argument("--num_frames", type=int, default=49, help="Frames per video (default 49).")
     parser.add_argument("--height", type=int, default=480, help="Height in pixels (default 480).")
     parser.add_argument("--width", type=int, default=720, help="Width in pixels (default 720).")
     parser.add_argument("--fps", type=int, default=8, help="Frame rate of the written mp4 (default 8).")
-    parser.add_argument("--max_sequence_length", type=int, default=226,
-                        help="Text tokens (default 226, CogVideoX's); pipelines without it ignore it.")
+    parser.add_argument("--max_sequence_length", type=int, default=None,
+                        help="Text tokens (default: the model's own, 226 for CogVideoX).")
     parser.add_argument("--seed", type=int, default=42,
                         help="Seed of each prompt's first video (default 42); video i uses seed + i.")
     parser.add_argument("--num_videos_per_prompt", type=int, default=None,

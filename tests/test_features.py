@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from diffusers_tsa.data import ClipSpec, read_video
-from diffusers_tsa.features import TeacherFeatures, decode_teacher_features, main
+from diffusers_tsa.features import TeacherFeatures, decode_teacher_features
+from diffusers_tsa.features.__main__ import main
 from diffusers_tsa.masking import motion_saliency_mask
 from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
 from diffusers_tsa.testing import tiny_videomae, write_test_clip
@@ -89,7 +90,7 @@ def test_bfloat16_storage_round_trips(table_dir):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="deterministic crop"):
         TeacherFeatures(_teacher(), ClipSpec(height=96, width=144, max_num_frames=9, reshape_mode="random"))
-    with pytest.raises(ValueError, match="`storage_dtype` must be one of"):
+    with pytest.raises(ValueError, match="`storage_dtype='float32'` must be one of"):
         TeacherFeatures(_teacher(), CLIP, storage_dtype="float32")
 
 
@@ -99,7 +100,7 @@ def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):
     metadata.write_text(f"text,video\na,{table_dir / 'a.mp4'}\nbad,{table_dir / 'bad.mp4'}\n")
     main(
         [
-            "--dataset_name", str(metadata), "--teacher", str(tmp_path / "teacher"),
+            "--dataset_name", str(metadata), "--teacher_model_name_or_path", str(tmp_path / "teacher"),
             "--height", "96", "--width", "144", "--max_num_frames", "9",
             "--output_dir", str(tmp_path / "out"),
         ]

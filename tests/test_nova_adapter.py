@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 from nova_double import install_diffnext_double, save_tiny_nova_pipeline, save_tiny_real_nova_pipeline
 
-from diffusers_tsa.adapters import ADAPTERS, detect_family
+from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.adapters.nova import NOVAAdapter, NOVASpec, load_nova_lora
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_videomae, write_test_dataset
@@ -60,7 +60,9 @@ def nova(request, tmp_path_factory):
 
 @pytest.fixture
 def adapter(nova):
-    return NOVAAdapter.from_pretrained(nova["path"])
+    adapter = NOVAAdapter.from_pretrained(load_spec(nova["path"]))
+    adapter.transformer.train()  # as the training loop does: NOVA's forward is its training step in train mode
+    return adapter
 
 
 def clips(batch=2, seed=0):
@@ -73,8 +75,8 @@ def seeded(seed=0):
 
 
 def test_family_and_spec_from_configs(nova):
-    assert detect_family(nova["path"]) == "nova" and ADAPTERS["nova"] is NOVAAdapter
-    spec = NOVAAdapter.load_spec(nova["path"])
+    spec = load_spec(nova["path"])
+    assert isinstance(spec, NOVASpec) and spec.family == "nova" and ADAPTERS["nova"] is NOVAAdapter
     # 4 image-encoder blocks, the first 2 of which see only the visible tokens.
     assert (spec.num_blocks, spec.min_depth, spec.patch_size, spec.vae_scale, spec.temporal_compression) == (4, 3, 2, 8, 4)
     assert spec.image_size == (HEIGHT, WIDTH)
@@ -83,22 +85,22 @@ def test_family_and_spec_from_configs(nova):
 
 
 def test_clip_rules_name_the_flags():
-    spec = NOVASpec(family="nova", num_blocks=32, hidden_size=1024, min_depth=17, tile_frames=17)
+    spec = NOVASpec(pretrained_model_name_or_path="unused", num_blocks=32, hidden_size=1024, min_depth=17, tile_frames=17)
     assert spec.token_grid(33, 480, 768) == (9, 30, 48)  # NOVA-0.6B's grid
     spec.check_clip(33, 480, 768)
-    with pytest.raises(GridError, match=r"--max_num_frames=21: .* tiles of 17, so it must be 16m\+1 \(e.g. 17 or 33\)"):
+    with pytest.raises(GridError, match=r"`num_frames=21`: .* tiles of 17, so it must be 16m\+1 \(e.g. 17 or 33\)"):
         spec.check_clip(21, 480, 768)
-    with pytest.raises(GridError, match=r"--max_num_frames=32 must be 4k\+1"):
+    with pytest.raises(GridError, match=r"`num_frames=32` must be 4k\+1"):
         spec.check_clip(32, 480, 768)
-    with pytest.raises(GridError, match="--height 480 --width 768"):
+    with pytest.raises(GridError, match="`height=480`, `width=720` must be 480 and 768"):
         spec.check_clip(33, 480, 720)
 
 
 @pytest.mark.parametrize("depth", [2, 5])
 def test_depth_below_the_encoder_stage_or_beyond_the_blocks_is_refused(adapter, depth):
-    with pytest.raises(ModelLayoutError, match=rf"--alignment_depth={depth} .* \[3, 4\].*image_encoder.blocks"):
+    with pytest.raises(ModelLayoutError, match=rf"`depth={depth}` .* \[3, 4\].*image_encoder.blocks"):
         adapter.spec.check_depth(depth)
-    with pytest.raises(ModelLayoutError, match="--alignment_depth"):
+    with pytest.raises(ModelLayoutError, match="`depth="):
         adapter.feature_extractor(adapter.transformer, depth)
 
 
@@ -165,6 +167,7 @@ def test_features_have_the_grid_are_copied_and_carry_gradients(adapter):
 
 
 def train_steps(adapter, steps=1):
+    adapter.transformer.train()
     params = [p for p in adapter.transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     latents, conditioning = adapter.encode_videos(clips()), adapter.encode_prompts(PROMPTS)
@@ -188,7 +191,7 @@ def test_lora_trains_saves_and_loads_into_a_stock_pipeline(adapter, nova, tmp_pa
     adapter.save_lora_weights(tmp_path, adapter.transformer)
     trained = {k: v.detach().clone() for k, v in adapter.transformer.state_dict().items() if "lora" in k}
 
-    pipe = adapter.pipeline_class.from_pretrained(nova["path"])
+    pipe = adapter.spec.pipeline_class.from_pretrained(nova["path"])
     base_frames = generate(pipe)
     load_nova_lora(pipe.transformer, tmp_path)
     config = pipe.transformer.peft_config["default"]
@@ -197,7 +200,7 @@ def test_lora_trains_saves_and_loads_into_a_stock_pipeline(adapter, nova, tmp_pa
     assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
     assert not np.array_equal(generate(pipe), base_frames)  # the LoRA changes the output
 
-    resumed = NOVAAdapter.from_pretrained(nova["path"])
+    resumed = NOVAAdapter.from_pretrained(load_spec(nova["path"]))
     resumed.add_lora(4, 8)
     resumed.load_lora_weights(tmp_path, resumed.transformer)
     assert all(torch.equal(resumed.transformer.state_dict()[k], trained[k]) for k in trained)
@@ -216,24 +219,26 @@ def test_full_training_keeps_novas_frozen_modules_and_saves_in_novas_format(adap
     saved = transformer.state_dict()
     assert any(not torch.equal(saved[k], before[k]) for k in before)
     assert all(torch.equal(saved[k], v) for k, v in adapter.transformer.state_dict().items())
-    pipe = adapter.pipeline_class.from_pretrained(nova["path"], transformer=transformer)
+    pipe = adapter.spec.pipeline_class.from_pretrained(nova["path"], transformer=transformer)
     assert generate(pipe).shape == (1, 1, HEIGHT, WIDTH, 3)
 
 
 def test_validation_pipeline_generates_after_training_steps(adapter):
     adapter.add_lora(4, 4)
     train_steps(adapter, steps=1)
-    pipe = adapter.pipeline(adapter.transformer)
-    frames = pipe("a ball", num_inference_steps=1, num_diffusion_steps=1, output_type="np",
-                  **adapter.generation_kwargs(FRAMES, HEIGHT, WIDTH)).frames
-    assert frames.shape == (1, FRAMES, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    adapter.transformer.eval()  # as the training script's validation does
+    settings = GenerationSettings(num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=1)
+    frames = adapter.spec.generate(adapter.pipeline(adapter.transformer), "a ball", settings)
+    assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3) and frames.dtype == np.float32
+    assert 0.0 <= frames.min() and frames.max() <= 1.0 and frames.max() > 1 / 255  # uint8 frames scaled to [0, 1]
     train_steps(adapter, steps=1)  # and training goes on
 
 
 def test_missing_diffnext_says_how_to_install_it(nova):
+    spec = load_spec(nova["path"])
     with diffnext_modules(), pytest.raises(ImportError, match=r"pip install \./NOVA"):
         sys.modules["diffnext"] = None  # as if it were not installed
-        NOVAAdapter.from_pretrained(nova["path"])
+        NOVAAdapter.from_pretrained(spec)
 
 
 @pytest.mark.slow
@@ -263,5 +268,29 @@ def test_training_script_runs_end_to_end_on_nova(nova, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert (output_dir / "pytorch_lora_weights.safetensors").is_file()
-    assert (output_dir / "alignment_projector.safetensors").is_file()
+    assert (output_dir / "alignment_projector" / "diffusion_pytorch_model.safetensors").is_file()
     assert (output_dir / "validation" / "final-0-0.mp4").is_file()
+
+
+def test_eval_generate_runs_a_nova_lora(adapter, nova, tmp_path):
+    """`eval/generate.py` loads base + LoRA through the adapter (`load_nova_lora`) and the LoRA changes the videos."""
+    import imageio.v3 as iio
+
+    from eval import generate as eval_generate
+
+    adapter.add_lora(4, 4)
+    train_steps(adapter)
+    adapter.save_lora_weights(tmp_path / "lora", adapter.transformer)
+    (tmp_path / "prompts.csv").write_text("caption,upsampled_caption\nA red ball falls.,a red ball falls\n")
+    common = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(nova["path"]), "--prompts",
+              str(tmp_path / "prompts.csv"), "--labels", "none", "--num_frames", str(FRAMES), "--height", str(HEIGHT),
+              "--width", str(WIDTH), "--num_inference_steps", "2", "--dtype", "fp32", "--device", "cpu"]
+    eval_generate.main([*common, "--output_dir", str(tmp_path / "base")])
+    eval_generate.main([*common, "--lora", str(tmp_path / "lora"), "--output_dir", str(tmp_path / "tuned")])
+    base, tuned = (iio.imread(tmp_path / run / "videos" / "A_red_ball_falls.mp4") for run in ("base", "tuned"))
+    assert base.shape == tuned.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert not np.array_equal(base, tuned)
+    with pytest.raises(SystemExit, match="error: --use_dynamic_cfg=True: not supported by NOVA"):
+        from eval.common import exit_on_user_error
+
+        exit_on_user_error(lambda: eval_generate.main([*common, "--use_dynamic_cfg", "--output_dir", str(tmp_path / "x")]))

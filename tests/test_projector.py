@@ -53,7 +53,7 @@ def test_videorepa_correspondence():
 
 
 def test_unsupported_pairs_are_refused_with_the_reason():
-    with pytest.raises(GridError, match=r"no integer ratio to the teacher on F.*--teacher_num_frames"):
+    with pytest.raises(GridError, match=r"no integer ratio to the teacher on F.*`TeacherInput.num_frames`"):
         AlignmentProjector(8, 4, student_grid=(13, 30, 45), teacher_grid=(10, 10, 15))
     with pytest.raises(GridError, match="on H, W"):
         GridResampling.between((13, 30, 45), (24, 7, 14))

@@ -62,9 +62,9 @@ def test_paper_input_and_grid():
 
 
 def test_sizes_the_patch_grid_does_not_divide_are_refused():
-    with pytest.raises(GridError, match=r"--teacher_height=150 .* patch 16 \(use 144 or 160\)"):
+    with pytest.raises(GridError, match=r"`TeacherInput.height=150` .* patch 16 \(use 144 or 160\)"):
         VideoMAETeacher(tiny_videomae(), name="tiny", input=TeacherInput(8, 150, 48))
-    with pytest.raises(GridError, match=r"--teacher_num_frames=7 .* tubelet 2 \(use 6 or 8\)"):
+    with pytest.raises(GridError, match=r"`TeacherInput.num_frames=7` .* tubelet 2 \(use 6 or 8\)"):
         VideoMAETeacher(tiny_videomae(), name="tiny", input=TeacherInput(7, 32, 48))
     teacher = VideoMAETeacher(tiny_videomae(), name="tiny", input=TINY_INPUT)
     with pytest.raises(GridError, match="needs 8 frames after the first, but the clip has 5"):

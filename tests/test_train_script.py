@@ -1,6 +1,5 @@
 """train_text_to_video_tsa.py end to end on tiny offline models, launched with `accelerate launch` on the CPU."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,10 +13,12 @@ from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 from safetensors.torch import load_file
 
 from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
+from diffusers_tsa.cli import FlagError, plan_training
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+PROJECTOR = Path("alignment_projector") / "diffusion_pytorch_model.safetensors"
 PROMPT = "a white square moves right"
 
 pytestmark = pytest.mark.slow
@@ -45,14 +46,14 @@ def common_flags(tiny, output_dir):
     ]
 
 
-def launch_command(tiny, output_dir, *flags, processes=1):
+def launch_command(tiny, output_dir, *flags, processes=1, script=(SCRIPT,)):
     # Several processes: accelerate's multi-process launcher; the script picks gloo on a machine without GPUs.
     distributed = "--multi_gpu" if processes > 1 else "--cpu"
     return [
         sys.executable, "-m", "accelerate.commands.launch", distributed, "--num_processes", str(processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 2) // processes)),
-        str(SCRIPT), *common_flags(tiny, output_dir), *flags,
+        *map(str, script), *common_flags(tiny, output_dir), *flags,
     ]
 
 
@@ -60,10 +61,10 @@ def offline_env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def run_script(tiny, output_dir, *flags, processes=1, expect_success=True):
+def run_script(tiny, output_dir, *flags, processes=1, expect_success=True, script=(SCRIPT,), env=None):
     result = subprocess.run(
-        launch_command(tiny, output_dir, *flags, processes=processes), capture_output=True, text=True,
-        env=offline_env(), timeout=600,
+        launch_command(tiny, output_dir, *flags, processes=processes, script=script), capture_output=True, text=True,
+        env={**offline_env(), **(env or {})}, timeout=600,
     )
     log = result.stdout + result.stderr
     if expect_success:
@@ -104,9 +105,9 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
         assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
     # One scheduler step per optimizer step (not per micro-batch): linear decay over 3 steps from 1e-2.
     assert [value for _, value in scalars["lr"]] == pytest.approx([1e-2 * 2 / 3, 1e-2 / 3, 0.0], abs=1e-9)
-    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "alignment_projector.safetensors").is_file()
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / PROJECTOR).is_file()
     assert (out / "validation" / "final-0-0.mp4").is_file()
-    assert not any(k.startswith("transformer") for k in load_file(out / "alignment_projector.safetensors"))
+    assert not any(k.startswith("transformer") for k in load_file(out / PROJECTOR))
     assert not any("mlp" in k or "resample" in k for k in load_file(out / "pytorch_lora_weights.safetensors"))
 
     pipe = CogVideoXPipeline.from_pretrained(tiny / "base")
@@ -132,7 +133,7 @@ def test_full_fine_tune_saves_a_stock_transformer(tiny, tmp_path):
     base = CogVideoXTransformer3DModel.from_pretrained(tiny / "base", subfolder="transformer")
     assert trained.state_dict().keys() == base.state_dict().keys()  # the projector is not inside
     assert any(not torch.equal(trained.state_dict()[k], v) for k, v in base.state_dict().items())
-    assert (out / "alignment_projector.safetensors").is_file()
+    assert (out / PROJECTOR).is_file()
     assert "- full" in (out / "README.md").read_text()
 
 
@@ -142,9 +143,9 @@ def test_every_alignment_loss_trains(tiny, tmp_path, loss):
     _, log = run_script(tiny, out, "--alignment_loss", loss, "--max_train_steps", "2", "--checkpointing_steps", "1")
     assert f"Alignment = {loss}" in log
     if loss == "none":
-        assert not (out / "alignment_projector.safetensors").exists()
+        assert not (out / PROJECTOR).exists()
         return
-    first, second = (load_file(out / f"checkpoint-{s}" / "alignment_projector.safetensors") for s in (1, 2))
+    first, second = (load_file(out / f"checkpoint-{s}" / PROJECTOR) for s in (1, 2))
     assert any(not torch.equal(first[k], second[k]) for k in first)  # the alignment loss trains the projector
 
 
@@ -198,7 +199,7 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "(precomputed teacher)" in result.stderr
-    assert (out / "alignment_projector.safetensors").is_file()
+    assert (out / PROJECTOR).is_file()
 
 
 def test_a_corrupt_clip_is_skipped_and_counted(tiny, tmp_path):
@@ -228,11 +229,14 @@ def test_a_non_finite_loss_is_reported_and_skipped(tiny, tmp_path):
 
 
 def test_two_processes_end_with_identical_weights_and_write_once(tiny, tmp_path):
-    out = tmp_path / "out"
-    _, log = run_script(tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "2", processes=2)
-    sums = dict(line.split("Trainable-weight checksum on process ")[1].split(": ") for line in log.splitlines()
-                if "Trainable-weight checksum on process" in line)
-    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
+    out, sums = tmp_path / "out", tmp_path / "checksums"
+    sums.mkdir()
+    _, log = run_script(
+        tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "2", processes=2,
+        script=(Path(__file__).with_name("launch_with_checksums.py"), SCRIPT), env={"CHECKSUM_DIR": str(sums)},
+    )
+    assert sorted(p.name for p in sums.iterdir()) == ["0.txt", "1.txt"]
+    assert (sums / "0.txt").read_text() == (sums / "1.txt").read_text()
     assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in log
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "README.md").is_file()
@@ -241,11 +245,14 @@ def test_two_processes_end_with_identical_weights_and_write_once(tiny, tmp_path)
 # --- Flag checks: refused before any weight is loaded ------------------------------------------------------------
 
 
-def load_script_module():
+def parse_script_args(flags):
+    """The training script's `parse_args`, imported from its file."""
+    import importlib.util
+
     spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return module.parse_args(flags)
 
 
 @pytest.mark.parametrize(
@@ -256,14 +263,13 @@ def load_script_module():
         (["--teacher_height", "40"], r"--teacher_height=40 is not a multiple of the patch 16 \(use 32 or 48\)"),
         (["--height", "100"], r"--height=100 must be a multiple of 16"),
         (["--teacher_features_column", "vmae"], r"--teacher_features_column 'vmae' is not a column"),
-        (["--tsa_mask_ratio", "0"], r"--tsa_mask_ratio must be in \(0, 1\]"),
+        (["--tsa_mask_ratio", "0"], r"--tsa_mask_ratio=0.0 must be in \(0, 1\]"),
     ],
 )
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
-    script = load_script_module()
-    args = script.parse_args([*common_flags(tiny, tmp_path / "out"), *flags])
-    with pytest.raises(script.FlagError, match=message):
-        script.check_args(args)
+    args = parse_script_args([*common_flags(tiny, tmp_path / "out"), *flags])
+    with pytest.raises(FlagError, match=message):
+        plan_training(args)
 
 
 def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):
@@ -271,13 +277,12 @@ def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):
     teacher = load_teacher(tiny / "teacher", TeacherInput.for_clip(clip.num_frames, clip.height, clip.width))
     table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
     TeacherFeatures(teacher, clip).map(table.select([0]), batch_size=1).save_to_disk(tmp_path / "pre")
-    script = load_script_module()
-    args = script.parse_args([
+    args = parse_script_args([
         *common_flags(tiny, tmp_path / "out"), "--dataset_name", str(tmp_path / "pre"), "--caption_column", "caption",
         "--video_column", "video", "--teacher_height", "64",
     ])
-    with pytest.raises(script.FlagError, match=r"features on a \(4, 2, 3\) grid .* gives \(4, 4, 3\)"):
-        script.check_args(args)
+    with pytest.raises(FlagError, match=r"features on a \(4, 2, 3\) grid .* gives \(4, 4, 3\)"):
+        plan_training(args)
 
 
 def test_a_bad_flag_exits_before_loading_any_weight(tiny, tmp_path):

@@ -1,32 +1,16 @@
-"""Model adapters: one module per video model family behind the `ModelAdapter` interface."""
+"""Model adapters: one module (or folder) per video model family behind the `ModelSpec` / `ModelAdapter` interface.
 
-from __future__ import annotations
+Every module of this package is imported here, and each family registers itself with `register_adapter`: adding a
+family adds one module and touches nothing else.
+"""
 
-import os
+import importlib
+import pkgutil
 
-from .base import ModelAdapter, ModelSpec
-from .cogvideox import CogVideoXAdapter, CogVideoXSpec
-from .nova import NOVAAdapter, NOVASpec
+from .base import GenerationSettings, ModelAdapter, ModelSpec
+from .registry import ADAPTERS, load_spec, register_adapter
 
-#: `--model_family` -> adapter class.
-ADAPTERS: dict[str, type[ModelAdapter]] = {"cogvideox": CogVideoXAdapter, "nova": NOVAAdapter}
-#: `_class_name` in a checkpoint's `model_index.json` -> `--model_family`.
-PIPELINE_FAMILIES = {"CogVideoXPipeline": "cogvideox", "NOVAPipeline": "nova"}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-
-def detect_family(pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> str:
-    """The adapter family of a pipeline checkpoint, from its `model_index.json` (no weights are read)."""
-    from diffusers import DiffusionPipeline
-
-    class_name = DiffusionPipeline.load_config(pretrained_model_name_or_path, **kwargs).get("_class_name")
-    if class_name not in PIPELINE_FAMILIES:
-        raise ValueError(
-            f"Cannot tell the model family of {pretrained_model_name_or_path} (pipeline class {class_name!r}); pass "
-            f"--model_family, one of {sorted(ADAPTERS)}."
-        )
-    return PIPELINE_FAMILIES[class_name]
-
-
-__all__ = [
-    "ADAPTERS", "CogVideoXAdapter", "CogVideoXSpec", "ModelAdapter", "ModelSpec", "NOVAAdapter", "NOVASpec", "detect_family",
-]
+__all__ = ["ADAPTERS", "GenerationSettings", "ModelAdapter", "ModelSpec", "load_spec", "register_adapter"]

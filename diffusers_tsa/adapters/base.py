@@ -1,7 +1,13 @@
-"""The model-adapter interface: everything the training loop needs to know about one video model family.
+"""The model-adapter interface: everything the training loop and the evaluation need to know about one video family.
 
-The loop only ever talks to a `ModelAdapter` (and, before any weight is loaded, to its `ModelSpec`), so adding a
-family (CogVideoX, NOVA, later Wan or LTX) means adding one module here, never editing the loop.
+A family is two classes in one module (or one folder) of this package, registered with `register_adapter`:
+
+- a `ModelSpec`: the checkpoint as read from its configs, with no weight loaded. It knows the family's shape rules
+  and refuses what the model cannot take, loads the stock pipeline with trained weights, and generates with it;
+- a `ModelAdapter`: the training components (VAE, text encoder, scheduler, the trainable transformer), how a clip
+  becomes latents and a caption conditioning, one training forward, and how trained weights are saved.
+
+The training script and `eval/generate.py` only ever talk to these two interfaces.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,20 +29,63 @@ Grid = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
-class ModelSpec(abc.ABC):
-    """What the flag checks need to know about a model, read from its configs without loading any weight.
+class GenerationSettings:
+    """How validation and evaluation videos are generated.
 
-    Attributes:
-        family (`str`): the adapter family (`"cogvideox"`, `"nova"`).
-        num_blocks (`int`): blocks that `--alignment_depth` counts.
-        hidden_size (`int`): width of the hooked block's hidden states (the projector's input).
-        min_depth (`int`): the shallowest block whose output carries spatio-temporal video tokens.
+    Args:
+        num_frames (`int`): frames per video.
+        height (`int`): height in pixels.
+        width (`int`): width in pixels.
+        num_inference_steps (`int`, defaults to 50): denoising steps.
+        guidance_scale (`float`, defaults to 6.0): classifier-free guidance.
+        use_dynamic_cfg (`bool`, *optional*): CogVideoX's cosine dynamic guidance; `None` is the family's sampling
+            default (on for CogVideoX, as the paper and VideoREPA sample).
+        max_sequence_length (`int`, *optional*): text tokens; `None` is the model's own (226 for CogVideoX).
     """
 
-    family: str
+    num_frames: int
+    height: int
+    width: int
+    num_inference_steps: int = 50
+    guidance_scale: float = 6.0
+    use_dynamic_cfg: bool | None = None
+    max_sequence_length: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec(abc.ABC):
+    """A checkpoint of one model family, as read from its configs without loading any weight.
+
+    Attributes:
+        pretrained_model_name_or_path (`str`): the base pipeline (Hub id or folder).
+        num_blocks (`int`): blocks that an alignment `depth` counts.
+        hidden_size (`int`): width of the hooked block's hidden states (the projector's input).
+        min_depth (`int`): the shallowest block whose output carries spatio-temporal video tokens.
+        revision (`str`, *optional*): Hub revision of the checkpoint.
+        cache_dir (`str`, *optional*): Hub cache folder.
+    """
+
+    #: The adapter family (`"cogvideox"`, `"nova"`), the training script's `--model_family`.
+    family: ClassVar[str]
+    #: `_class_name` of this family's `model_index.json`.
+    pipeline_class_name: ClassVar[str]
+
+    pretrained_model_name_or_path: str
     num_blocks: int
     hidden_size: int
     min_depth: int
+    revision: str | None = None
+    cache_dir: str | None = None
+
+    @classmethod
+    @abc.abstractmethod
+    def from_configs(
+        cls, pretrained_model_name_or_path: str, model_index: dict, *, revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> ModelSpec:
+        """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read."""
+
+    # --- Shape rules and checks ---------------------------------------------------------------------------
 
     @abc.abstractmethod
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
@@ -43,52 +93,111 @@ class ModelSpec(abc.ABC):
 
     @abc.abstractmethod
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
-        """Raises `GridError`, naming the flag and sizes that work, for a clip size the model cannot take."""
+        """Raises `GridError`, naming the sizes that work, for a clip size the model cannot take."""
 
     def check_depth(self, depth: int) -> None:
-        """Raises `ModelLayoutError` for an `--alignment_depth` outside [min_depth, num_blocks]."""
+        """Raises `ModelLayoutError` for an alignment `depth` outside [min_depth, num_blocks]."""
         if not self.min_depth <= depth <= self.num_blocks:
             raise ModelLayoutError(
-                f"--alignment_depth={depth} is out of range for this {self.family} model: it must be in "
+                f"`depth={depth}` is out of range for this {self.family} model: it must be in "
                 f"[{self.min_depth}, {self.num_blocks}] (depth d aligns the output of the d-th block; the paper "
                 "uses 18 for CogVideoX-2B)."
             )
 
+    def check_options(self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None) -> None:
+        """Raises `ModelLayoutError` for an option the family does not support (every one is supported here)."""
+
+    # --- Stock pipeline ----------------------------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def pipeline_class(self) -> type:
+        """The stock pipeline class that loads this checkpoint and what training writes."""
+
+    @property
+    @abc.abstractmethod
+    def transformer_class(self) -> type:
+        """The transformer class (`from_pretrained` of a full fine-tune)."""
+
+    def load_trained_pipeline(
+        self, *, lora: str | os.PathLike | None = None, transformer: str | os.PathLike | None = None,
+        transformer_subfolder: str | None = "transformer", lora_weight_name: str | None = None,
+        lora_scale: float = 1.0, variant: str | None = None, dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = "cpu",
+    ) -> Any:
+        """The stock pipeline of this checkpoint, as a user loads a training run's output.
+
+        Args:
+            lora (`str` or `os.PathLike`, *optional*): a LoRA (training output folder or Hub id) to load on the base.
+            transformer (`str` or `os.PathLike`, *optional*): a fine-tuned transformer replacing the base one.
+            transformer_subfolder (`str`, *optional*, defaults to `"transformer"`): where `transformer` holds it
+                (the training script's layout); `None` for a bare transformer folder.
+            lora_weight_name (`str`, *optional*): the LoRA file, when the folder holds several.
+            lora_scale (`float`, defaults to 1.0): strength of the LoRA.
+            variant (`str`, *optional*): weights variant of the base model, e.g. `"fp16"`.
+            dtype (`torch.dtype`, defaults to `torch.float32`): weights dtype.
+            device (`torch.device` or `str`, *optional*): where the pipeline goes; `None` leaves it on the CPU
+                (for `enable_model_cpu_offload`).
+        """
+        if lora is not None and transformer is not None:
+            raise ModelLayoutError("Pass `lora` or `transformer`, not both: a LoRA goes on the base transformer.")
+        kwargs = {"revision": self.revision, "variant": variant, "cache_dir": self.cache_dir, "torch_dtype": dtype}
+        if transformer is not None:
+            kwargs["transformer"] = self.transformer_class.from_pretrained(
+                transformer, subfolder=transformer_subfolder, torch_dtype=dtype, cache_dir=self.cache_dir
+            )
+        pipe = self.pipeline_class.from_pretrained(self.pretrained_model_name_or_path, **kwargs)
+        if lora is not None:
+            self._load_lora(pipe, lora, weight_name=lora_weight_name, scale=lora_scale)
+        return pipe if device is None else pipe.to(device)
+
+    def _load_lora(self, pipe, lora: str | os.PathLike, *, weight_name: str | None, scale: float) -> None:
+        """Loads a LoRA with diffusers' `load_lora_weights`: rank and alpha come from the file's metadata."""
+        pipe.load_lora_weights(lora, weight_name=weight_name)
+        if scale != 1.0:
+            pipe.set_adapters(pipe.get_active_adapters(), [scale])
+
+    @abc.abstractmethod
+    def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        """The keyword arguments of this family's pipeline call for `settings`."""
+
+    def generate(
+        self, pipe, prompt: str, settings: GenerationSettings, generator: torch.Generator | None = None
+    ) -> np.ndarray:
+        """One video of `prompt`: float32 frames `(T, H, W, 3)` in [0, 1], what `export_to_video` takes."""
+        return pipe(prompt=prompt, generator=generator, output_type="np", **self.pipeline_kwargs(settings)).frames[0]
+
 
 class ModelAdapter(abc.ABC):
-    """One model family behind the interface the training loop uses.
+    """One model family's training components behind the interface the training loop uses.
 
     Subclasses load the frozen components (VAE, text encoder, scheduler) and the trainable transformer, and define
     how a clip becomes latents, a prompt becomes conditioning, and one training forward becomes diffusion loss
     terms. `transformer` is the module that is trained (LoRA or full) and hooked for alignment features.
+
+    Args:
+        spec (`ModelSpec`): the checkpoint, as read from its configs.
+        tokenizer, text_encoder, vae, transformer, scheduler: the pipeline's components.
     """
 
-    #: The stock diffusers pipeline class that loads what `save_lora_weights` / `save_transformer` write.
-    pipeline_class: type
+    #: The family's `ModelSpec` subclass.
+    spec_class: ClassVar[type[ModelSpec]]
     #: Module names LoRA adapts (PEFT `target_modules`).
     lora_target_modules: ClassVar[list[str]]
 
-    transformer: nn.Module
-
-    # --- Before any weight is loaded -------------------------------------------------------------------------
-
-    @classmethod
-    @abc.abstractmethod
-    def load_spec(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: str | None = None,
-        cache_dir: str | None = None,
-    ) -> ModelSpec:
-        """Reads the model's configs (no weights) into a `ModelSpec`."""
+    def __init__(self, spec: ModelSpec, *, tokenizer, text_encoder, vae, transformer: nn.Module, scheduler):
+        self.spec = spec
+        self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
+        self.transformer, self.scheduler = transformer, scheduler
 
     @classmethod
     @abc.abstractmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: str | None = None,
-        variant: str | None = None, cache_dir: str | None = None, weight_dtype: torch.dtype = torch.float32,
+        cls, spec: ModelSpec, *, variant: str | None = None, weight_dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
-    ) -> "ModelAdapter":
-        """Loads every component: frozen ones in `weight_dtype` on `device`, the transformer frozen as well
-        (the caller then chooses what trains with `add_lora` or `requires_grad_`)."""
+    ) -> ModelAdapter:
+        """Loads every component of `spec`'s checkpoint: frozen ones in `weight_dtype` on `device`, the transformer
+        frozen as well (the caller then chooses what trains with `add_lora` or `enable_full_training`)."""
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 
@@ -111,6 +220,7 @@ class ModelAdapter(abc.ABC):
 
     def feature_extractor(self, transformer: nn.Module, depth: int) -> BlockFeatureExtractor:
         """Hooks the block whose output `alignment_tokens` turns into video tokens."""
+        self.spec.check_depth(depth)
         return BlockFeatureExtractor(transformer, depth=depth)
 
     def alignment_tokens(self, hidden_states: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -127,17 +237,17 @@ class ModelAdapter(abc.ABC):
         self.transformer.add_adapter(config)
 
     def enable_full_training(self) -> None:
-        """Makes the transformer's weights trainable for `--training_mode full` (families override this to keep the
+        """Makes the transformer's weights trainable for full fine-tuning (families override this to keep the
         modules their own trainer freezes frozen)."""
         self.transformer.requires_grad_(True)
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recomputes the transformer's activations in backward (`--gradient_checkpointing`)."""
+        """Recomputes the transformer's activations in backward."""
         self.transformer.enable_gradient_checkpointing()
 
     @abc.abstractmethod
     def save_lora_weights(self, output_dir: str | os.PathLike, transformer: nn.Module) -> None:
-        """Writes the LoRA weights (with rank/alpha metadata) where `pipeline_class.load_lora_weights` reads them."""
+        """Writes the LoRA weights (with rank/alpha metadata) where the spec's `load_trained_pipeline` reads them."""
 
     @abc.abstractmethod
     def load_lora_weights(self, input_dir: str | os.PathLike, transformer: nn.Module) -> None:
@@ -153,7 +263,7 @@ class ModelAdapter(abc.ABC):
         transformer.load_state_dict(saved.state_dict())
 
     def configure_vae(self, *, slicing: bool = False, tiling: bool = False) -> None:
-        """VAE slicing / tiling to save memory (`--enable_slicing`, `--enable_tiling`)."""
+        """VAE slicing / tiling to save memory (the spec's `check_options` refuses them where unsupported)."""
         if slicing:
             self.vae.enable_slicing()
         if tiling:
@@ -163,24 +273,5 @@ class ModelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def pipeline(self, transformer: nn.Module) -> Any:
-        """A stock pipeline around the live `transformer`, for validation videos."""
-
-    def load_trained_pipeline(
-        self, pretrained_model_name_or_path: str | os.PathLike, output_dir: str | os.PathLike, training_mode: str,
-        *, revision: str | None = None, variant: str | None = None, cache_dir: str | None = None,
-        dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-    ) -> Any:
-        """The stock `pipeline_class` loaded from the base model and what training wrote to `output_dir`, the way a
-        user loads it: `load_lora_weights(output_dir)` for LoRA, `transformer/` for a full fine-tune."""
-        kwargs = {"revision": revision, "variant": variant, "cache_dir": cache_dir, "torch_dtype": dtype}
-        if training_mode == "lora":
-            pipe = self.pipeline_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
-            pipe.load_lora_weights(output_dir)
-        else:
-            transformer = type(self.transformer).from_pretrained(output_dir, subfolder="transformer", torch_dtype=dtype)
-            pipe = self.pipeline_class.from_pretrained(pretrained_model_name_or_path, transformer=transformer, **kwargs)
-        return pipe.to(device)
-
-    @abc.abstractmethod
-    def generation_kwargs(self, num_frames: int, height: int, width: int) -> dict[str, Any]:
-        """Keyword arguments that make `pipeline(...)` generate clips of the training size."""
+        """A stock pipeline around the live `transformer`, for validation videos (the caller switches the
+        transformer to eval mode and back)."""

@@ -1,6 +1,6 @@
-"""CogVideoX (2B and 5B, diffusers' `CogVideoXPipeline`) behind the `ModelAdapter` interface.
+"""CogVideoX (2B and 5B, diffusers' `CogVideoXPipeline`) behind the `ModelSpec` / `ModelAdapter` interface.
 
-The training objective is diffusers' `examples/cogvideo` one (design notes, section 3): latents are the VAE's
+The training objective is that of diffusers' `examples/cogvideo/train_cogvideox_lora.py`: latents are the VAE's
 sample times its scaling factor, `(B, F, C, H, W)`; t ~ U{0..999}; the transformer's v-prediction is mapped to x0
 by `scheduler.get_velocity`; the target is the clean latent and each sample's MSE is weighted by
 1 / (1 - alphas_cumprod[t]). The 5B model's 3D RoPE is built for the training size; the snr shift lives in the
@@ -17,17 +17,49 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import GridError
-from .base import Grid, ModelAdapter, ModelSpec
+from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec
+from .registry import register_adapter
 
 
 @dataclass(frozen=True)
 class CogVideoXSpec(ModelSpec):
     """CogVideoX's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent
-    frame), `vae_scale` pixels per latent pixel, `patch_size` latent pixels per token."""
+    frame), `vae_scale` pixels per latent pixel, `patch_size` latent pixels per token, and prompts of
+    `max_text_seq_length` T5 tokens."""
+
+    family = "cogvideox"
+    pipeline_class_name = "CogVideoXPipeline"
 
     temporal_compression: int = 4
     vae_scale: int = 8
     patch_size: int = 2
+    max_text_seq_length: int = 226
+
+    @classmethod
+    def from_configs(cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None) -> CogVideoXSpec:
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+
+        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        name = pretrained_model_name_or_path
+        config = CogVideoXTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
+        vae = AutoencoderKLCogVideoX.load_config(name, subfolder="vae", **kwargs)
+        if config.get("patch_size_t"):
+            raise GridError(
+                f"`pretrained_model_name_or_path={name!r}` is a CogVideoX 1.5 model (temporal patch size "
+                f"{config['patch_size_t']}); this adapter supports CogVideoX 1.0 (2B and 5B)."
+            )
+        return cls(
+            pretrained_model_name_or_path=name,
+            num_blocks=config["num_layers"],
+            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
+            min_depth=1,
+            revision=revision,
+            cache_dir=cache_dir,
+            temporal_compression=vae.get("temporal_compression_ratio", 4),
+            vae_scale=2 ** (len(vae["block_out_channels"]) - 1),
+            patch_size=config["patch_size"],
+            max_text_seq_length=config["max_text_seq_length"],
+        )
 
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
         pixels = self.vae_scale * self.patch_size
@@ -38,75 +70,67 @@ class CogVideoXSpec(ModelSpec):
         bad = []
         if (num_frames - 1) % self.temporal_compression:
             k = (num_frames - 1) // self.temporal_compression
-            bad.append(f"--max_num_frames={num_frames} must be {self.temporal_compression}k+1 "
+            bad.append(f"`num_frames={num_frames}` must be {self.temporal_compression}k+1 "
                        f"(e.g. {self.temporal_compression * k + 1} or {self.temporal_compression * (k + 1) + 1})")
-        for flag, value in (("--height", height), ("--width", width)):
+        for name, value in (("height", height), ("width", width)):
             if value % pixels or value < pixels:
-                bad.append(f"{flag}={value} must be a multiple of {pixels} (VAE x{self.vae_scale}, patch "
+                bad.append(f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch "
                            f"{self.patch_size})")
         if bad:
             raise GridError("CogVideoX cannot take this clip size: " + "; ".join(bad) + ".")
 
+    @property
+    def pipeline_class(self) -> type:
+        from diffusers import CogVideoXPipeline
 
+        return CogVideoXPipeline
+
+    @property
+    def transformer_class(self) -> type:
+        from diffusers import CogVideoXTransformer3DModel
+
+        return CogVideoXTransformer3DModel
+
+    def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        """`CogVideoXPipeline` arguments; dynamic CFG is on unless `settings` turns it off, as the paper samples."""
+        return {
+            "num_frames": settings.num_frames, "height": settings.height, "width": settings.width,
+            "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+            "use_dynamic_cfg": True if settings.use_dynamic_cfg is None else settings.use_dynamic_cfg,
+            "max_sequence_length": settings.max_sequence_length or self.max_text_seq_length,
+        }
+
+
+@register_adapter
 class CogVideoXAdapter(ModelAdapter):
     """`CogVideoXPipeline` checkpoints (e.g. `THUDM/CogVideoX-2b`, `THUDM/CogVideoX-5b`)."""
 
+    spec_class = CogVideoXSpec
     lora_target_modules = ["to_k", "to_q", "to_v", "to_out.0"]
 
-    def __init__(self, *, tokenizer, text_encoder, vae, transformer, scheduler, spec: CogVideoXSpec):
-        from diffusers import CogVideoXPipeline
-
-        self.pipeline_class = CogVideoXPipeline
-        self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
-        self.transformer, self.scheduler, self.spec = transformer, scheduler, spec
-        self._alphas_cumprod = scheduler.alphas_cumprod
+    def __init__(self, spec: CogVideoXSpec, **components):
+        super().__init__(spec, **components)
+        self._alphas_cumprod = self.scheduler.alphas_cumprod
 
     @classmethod
-    def load_spec(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None) -> CogVideoXSpec:
-        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
-
-        kwargs = {"revision": revision, "cache_dir": cache_dir}
-        config = CogVideoXTransformer3DModel.load_config(pretrained_model_name_or_path, subfolder="transformer", **kwargs)
-        vae = AutoencoderKLCogVideoX.load_config(pretrained_model_name_or_path, subfolder="vae", **kwargs)
-        if config.get("patch_size_t"):
-            raise GridError(
-                f"{pretrained_model_name_or_path} is a CogVideoX 1.5 model (temporal patch size "
-                f"{config['patch_size_t']}); this adapter supports CogVideoX 1.0 (2B and 5B)."
-            )
-        return CogVideoXSpec(
-            family="cogvideox",
-            num_blocks=config["num_layers"],
-            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
-            min_depth=1,
-            temporal_compression=vae.get("temporal_compression_ratio", 4),
-            vae_scale=2 ** (len(vae["block_out_channels"]) - 1),
-            patch_size=config["patch_size"],
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path, *, revision=None, variant=None, cache_dir=None,
-        weight_dtype=torch.float32, device="cpu",
-    ) -> "CogVideoXAdapter":
-        from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXTransformer3DModel
+    def from_pretrained(cls, spec, *, variant=None, weight_dtype=torch.float32, device="cpu") -> CogVideoXAdapter:
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
         from transformers import AutoTokenizer, T5EncoderModel
 
-        spec = cls.load_spec(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
-        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
         weights = {"variant": variant, **kwargs}
-        name = pretrained_model_name_or_path
+        name = spec.pretrained_model_name_or_path
         tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
         text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
         vae = AutoencoderKLCogVideoX.from_pretrained(name, subfolder="vae", torch_dtype=weight_dtype, **weights)
-        transformer = CogVideoXTransformer3DModel.from_pretrained(
+        transformer = spec.transformer_class.from_pretrained(
             name, subfolder="transformer", torch_dtype=weight_dtype, **weights
         )
         scheduler = CogVideoXDPMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
         for module in (text_encoder, vae, transformer):
             module.requires_grad_(False).to(device)
         return cls(
-            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
-            spec=spec,
+            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
         )
 
     @torch.no_grad()
@@ -120,7 +144,7 @@ class CogVideoXAdapter(ModelAdapter):
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Captions -> T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads them."""
         tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=self.transformer.config.max_text_seq_length,
+            prompts, padding="max_length", max_length=self.spec.max_text_seq_length,
             truncation=True, add_special_tokens=True, return_tensors="pt",
         )
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
@@ -165,7 +189,7 @@ class CogVideoXAdapter(ModelAdapter):
         from diffusers.training_utils import _collate_lora_metadata
         from peft.utils import get_peft_model_state_dict
 
-        self.pipeline_class.save_lora_weights(
+        self.spec.pipeline_class.save_lora_weights(
             output_dir,
             transformer_lora_layers=get_peft_model_state_dict(transformer),
             **_collate_lora_metadata({"transformer": transformer}),
@@ -174,7 +198,7 @@ class CogVideoXAdapter(ModelAdapter):
     def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
         from peft.utils import set_peft_model_state_dict
 
-        state_dict = self.pipeline_class.lora_state_dict(input_dir)
+        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir)
         prefix = "transformer."
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         result = set_peft_model_state_dict(transformer, state_dict, adapter_name="default")
@@ -184,14 +208,7 @@ class CogVideoXAdapter(ModelAdapter):
     def pipeline(self, transformer: nn.Module):
         from diffusers import CogVideoXDPMScheduler
 
-        return self.pipeline_class(
+        return self.spec.pipeline_class(
             tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, transformer=transformer,
             scheduler=CogVideoXDPMScheduler.from_config(self.scheduler.config),
         )
-
-    def generation_kwargs(self, num_frames: int, height: int, width: int) -> dict[str, Any]:
-        return {
-            "num_frames": num_frames, "height": height, "width": width,
-            "max_sequence_length": self.transformer.config.max_text_seq_length,
-        }
-

@@ -7,22 +7,26 @@ from pathlib import Path
 
 import datasets
 
+from ..errors import DatasetError
+
 CAPTION = "caption"
 VIDEO = "video"
 _METADATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
-def _read_lines(path: Path, flag: str) -> list[str]:
+def _read_lines(path: Path, argument: str) -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"`{flag}` names {path.name!r}, but {path} does not exist.")
+        raise DatasetError(
+            f"`{argument}={path.name!r}` names a file under `instance_data_root`, but {path} does not exist."
+        )
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _from_text_files(root: Path, caption_column: str, video_column: str) -> datasets.Dataset:
-    captions = _read_lines(root / caption_column, "--caption_column")
-    videos = _read_lines(root / video_column, "--video_column")
+    captions = _read_lines(root / caption_column, "caption_column")
+    videos = _read_lines(root / video_column, "video_column")
     if len(captions) != len(videos):
-        raise ValueError(
+        raise DatasetError(
             f"{root / caption_column} has {len(captions)} captions but {root / video_column} has {len(videos)} "
             "video paths; the two files need one line per clip, in the same order."
         )
@@ -48,9 +52,9 @@ def _load_table(
 
 
 def _standardise_columns(table: datasets.Dataset, caption_column: str, video_column: str) -> datasets.Dataset:
-    for flag, column in (("--caption_column", caption_column), ("--video_column", video_column)):
+    for argument, column in (("caption_column", caption_column), ("video_column", video_column)):
         if column not in table.column_names:
-            raise ValueError(f"`{flag}` is {column!r}, but the dataset has columns {table.column_names}.")
+            raise DatasetError(f"`{argument}={column!r}`, but the dataset has columns {table.column_names}.")
     renames = {caption_column: CAPTION, video_column: VIDEO}
     clashes = [c for c in (CAPTION, VIDEO) if c in table.column_names and c not in renames]
     table = table.remove_columns(clashes).rename_columns({k: v for k, v in renames.items() if k != v})
@@ -109,7 +113,9 @@ def load_video_dataset(
         `"video"` (absolute paths or `{"path", "bytes"}` dicts, what `read_video` accepts); other columns are kept.
     """
     if dataset_name is None and instance_data_root is None:
-        raise ValueError("Pass `--dataset_name` (Hub name, saved dataset, CSV/JSON file) or `--instance_data_root`.")
+        raise DatasetError(
+            "Pass `dataset_name` (Hub name, saved dataset, CSV/JSON file) or `instance_data_root` (a folder of clips)."
+        )
     if dataset_name is None:
         root = Path(instance_data_root)
         return _resolve_paths(_from_text_files(root, caption_column, video_column), root)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..errors import VideoDecodeError
+from ..errors import GridError, VideoDecodeError
 
 #: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
 VideoSource = Union[str, os.PathLike, bytes, dict]
@@ -32,8 +32,8 @@ class ClipSpec:
         skip_frames_end (`int`, defaults to 0): frames dropped at the end before picking.
         reshape_mode (`str`, defaults to `"center"`): `"center"` or `"random"` crop after an aspect-preserving
             resize that covers `height x width`, or `"none"` to resize straight to `height x width`.
-        min_num_frames (`int`, *optional*): clips giving fewer frames raise `VideoDecodeError`; defaults to
-            `num_frames`, so every clip of a batch has the same length.
+
+    Clips giving fewer than `num_frames` frames raise `VideoDecodeError`, so every clip of a batch has the same length.
     """
 
     height: int = 480
@@ -42,44 +42,20 @@ class ClipSpec:
     skip_frames_start: int = 0
     skip_frames_end: int = 0
     reshape_mode: str = "center"
-    min_num_frames: int | None = None
 
     def __post_init__(self):
-        if self.height < 1 or self.width < 1:
-            raise ValueError(f"`height` and `width` must be positive, got {self.height}x{self.width}.")
-        if self.max_num_frames < 1:
-            raise ValueError(f"`max_num_frames` must be at least 1, got {self.max_num_frames}; 49 is CogVideoX's.")
-        if self.skip_frames_start < 0 or self.skip_frames_end < 0:
-            raise ValueError(
-                f"`skip_frames_start` and `skip_frames_end` must be >= 0, got "
-                f"{self.skip_frames_start} and {self.skip_frames_end}."
-            )
+        bad = [f"`ClipSpec.{name}={getattr(self, name)}` must be at least {low}" for name, low in (
+            ("height", 1), ("width", 1), ("max_num_frames", 1), ("skip_frames_start", 0), ("skip_frames_end", 0),
+        ) if getattr(self, name) < low]
         if self.reshape_mode not in RESHAPE_MODES:
-            raise ValueError(f"`reshape_mode` must be one of {RESHAPE_MODES}, got {self.reshape_mode!r}.")
-
-    @classmethod
-    def from_flags(cls, args) -> "ClipSpec":
-        """The clip the shared command-line flags describe (`--height`, `--width`, `--max_num_frames`,
-        `--skip_frames_start`, `--skip_frames_end`, `--video_reshape_mode`), so that the training script and the
-        feature precompute read clips identically."""
-        return cls(
-            height=args.height,
-            width=args.width,
-            max_num_frames=args.max_num_frames,
-            skip_frames_start=args.skip_frames_start,
-            skip_frames_end=args.skip_frames_end,
-            reshape_mode=args.video_reshape_mode,
-        )
+            bad.append(f"`ClipSpec.reshape_mode={self.reshape_mode!r}` must be one of {RESHAPE_MODES}")
+        if bad:
+            raise GridError("Invalid clip settings: " + "; ".join(bad) + " (CogVideoX reads 49 frames at 480x720).")
 
     @property
     def num_frames(self) -> int:
         """Frames of a clip long enough to fill `max_num_frames` (the largest `4k + 1 <= max_num_frames`)."""
         return _trim_to_4k_plus_1(self.max_num_frames)
-
-    @property
-    def required_num_frames(self) -> int:
-        """Fewest frames a clip may give before it is refused."""
-        return self.num_frames if self.min_num_frames is None else self.min_num_frames
 
 
 def _trim_to_4k_plus_1(n: int) -> int:
@@ -124,7 +100,7 @@ def _open_reader(source: VideoSource):
         raise VideoDecodeError(name, "the file does not exist.")
     try:
         return decord.VideoReader(io.BytesIO(data) if data is not None else os.fspath(path), num_threads=0)
-    except Exception as err:  # decord raises DECORDError or RuntimeError for anything it cannot parse
+    except (decord.DECORDError, RuntimeError) as err:  # what decord raises for anything it cannot parse
         raise VideoDecodeError(name, f"decord cannot open it ({err}).") from err
 
 
@@ -162,22 +138,24 @@ def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generato
         `H, W = spec.height, spec.width`.
 
     Raises:
-        `VideoDecodeError`: the clip is missing, unreadable, truncated, or gives fewer than
-        `spec.required_num_frames` frames. Callers catch it to skip the clip and count it.
+        `VideoDecodeError`: the clip is missing, unreadable, truncated, or gives fewer than `spec.num_frames`
+        frames. Callers catch it to skip the clip and count it.
     """
     reader = _open_reader(source)
+    import decord  # available: `_open_reader` imported it
+
     total = len(reader)
     indices = select_frame_indices(total, spec)
-    if len(indices) < spec.required_num_frames:
+    if len(indices) < spec.num_frames:
         raise VideoDecodeError(
             describe_source(source),
             f"it has {total} frames, which give {len(indices)} after skipping {spec.skip_frames_start} + "
-            f"{spec.skip_frames_end} and trimming to 4k+1, fewer than the {spec.required_num_frames} required "
-            "(lower `max_num_frames` or `min_num_frames` to keep shorter clips).",
+            f"{spec.skip_frames_end} and trimming to 4k+1, fewer than the {spec.num_frames} required "
+            "(lower `ClipSpec.max_num_frames` to keep shorter clips).",
         )
     try:
         frames = reader.get_batch(indices).asnumpy()
-    except Exception as err:  # truncated streams fail here, after a successful open
+    except (decord.DECORDError, RuntimeError) as err:  # truncated streams fail here, after a successful open
         raise VideoDecodeError(describe_source(source), f"decoding frames failed ({err}).") from err
     frames = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float()
     frames = _resize_and_crop(frames, spec, generator).clamp_(0.0, 255.0)

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from ..errors import UsageError
 from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherGeometry, TeacherInput, VideoTeacher, patch_sizes
 from .convert_videomaev2 import convert_videomaev2, load_videomaev2_state_dict, videomaev2_config
 from .videomae import VideoMAETeacher, interpolate_position_table
@@ -20,32 +21,53 @@ TEACHER_FAMILIES: dict[str, type[VideoTeacher]] = {"videomae": VideoMAETeacher, 
 _RAW_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
-def teacher_geometry(
+def teacher_config(
     name_or_path: str | os.PathLike,
-    input: TeacherInput,
     *,
     trust_remote_code: bool = False,
     revision: str | None = None,
     cache_dir: str | None = None,
-) -> TeacherGeometry:
-    """The token grid, tubelet and width `load_teacher` would give for `input`, from the config alone.
+    num_attention_heads: int | None = None,
+):
+    """A teacher checkpoint's transformers config, read without its weights.
 
-    Lets a training script refuse a teacher grid its projector cannot reach before any weight is loaded (a raw
-    VideoMAEv2 file has no config: its sizes are read from the tensor shapes of the checkpoint).
+    A raw VideoMAEv2 file has no config: its `VideoMAEConfig` is derived from the checkpoint's tensor shapes, read
+    from the memory-mapped file (or the safetensors header) without reading any weight.
+
+    Args:
+        name_or_path (`str` or `os.PathLike`): see `load_teacher`.
+        trust_remote_code (`bool`, defaults to `False`): allow code from the checkpoint's repository to run.
+        revision (`str`, *optional*): Hub revision.
+        cache_dir (`str`, *optional*): Hub cache folder.
+        num_attention_heads (`int`, *optional*): heads of a raw VideoMAEv2 file (default: hidden size // 64).
 
     Raises:
-        `GridError`: when the teacher's patch or tubelet does not divide `input`.
+        `UsageError`: for a checkpoint of a family that is not a supported teacher.
     """
     from transformers import AutoConfig
 
     name = os.fspath(name_or_path)
     if _is_raw_checkpoint(name):
-        config = videomaev2_config(load_videomaev2_state_dict(name))
-    else:
-        config = AutoConfig.from_pretrained(
-            name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir
+        shapes = load_videomaev2_state_dict(name, shapes_only=True)
+        return videomaev2_config(shapes, num_attention_heads=num_attention_heads)
+    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir)
+    if config.model_type not in TEACHER_FAMILIES:
+        raise UsageError(
+            f"`name_or_path={name!r}` is a {config.model_type!r} model; supported teachers are "
+            f"{sorted(TEACHER_FAMILIES)} checkpoints and raw VideoMAEv2 files ({', '.join(_RAW_CHECKPOINT_SUFFIXES)})."
         )
-    return TeacherGeometry(name, input, **patch_sizes(config))
+    return config
+
+
+def teacher_geometry(name_or_path: str | os.PathLike, input: TeacherInput, config) -> TeacherGeometry:
+    """The token grid, tubelet and width `load_teacher` gives for `input`, from the `teacher_config` alone.
+
+    Lets a training script refuse a teacher grid its projector cannot reach before any weight is loaded.
+
+    Raises:
+        `GridError`: when the teacher's patch or tubelet does not divide `input`.
+    """
+    return TeacherGeometry(os.fspath(name_or_path), input, **patch_sizes(config))
 
 
 def _is_raw_checkpoint(name: str) -> bool:
@@ -56,6 +78,7 @@ def load_teacher(
     name_or_path: str | os.PathLike,
     input: TeacherInput,
     *,
+    config=None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
@@ -70,6 +93,8 @@ def load_teacher(
             e.g. `MCG-NJU/videomae-base`, the output of `convert_videomaev2`, `facebook/vjepa2-vitl-fpc64-256`), or a
             raw VideoMAEv2 checkpoint file (e.g. `vit_b_k710_dl_from_giant.pth`), converted on the fly.
         input (`TeacherInput`): frames and size the teacher sees, e.g. `TeacherInput.for_clip(49, 480, 720)`.
+        config (`transformers.PretrainedConfig`, *optional*): the checkpoint's `teacher_config`, when it was already
+            read (it is then not read again).
         dtype (`torch.dtype`, defaults to `torch.float32`): dtype the teacher runs in.
         device (`str` or `torch.device`, *optional*): device the teacher runs on.
         trust_remote_code (`bool`, defaults to `False`): allow code from the checkpoint's repository to run
@@ -82,21 +107,14 @@ def load_teacher(
         `VideoTeacher`: in eval mode, without gradients. Weights are read from safetensors, or with
         `torch.load(weights_only=True)`.
     """
-    from transformers import AutoConfig
-
     name = os.fspath(name_or_path)
     if _is_raw_checkpoint(name):
         model = convert_videomaev2(name, num_attention_heads=num_attention_heads)
         teacher = VideoMAETeacher(model, name=name, input=input)
     else:
         options = {"trust_remote_code": trust_remote_code, "revision": revision, "cache_dir": cache_dir}
-        model_type = AutoConfig.from_pretrained(name, **options).model_type
-        if model_type not in TEACHER_FAMILIES:
-            raise ValueError(
-                f"`--teacher_model_name_or_path` {name!r} is a {model_type!r} model; supported teachers are "
-                f"{sorted(TEACHER_FAMILIES)} checkpoints and raw VideoMAEv2 files ({', '.join(_RAW_CHECKPOINT_SUFFIXES)})."
-            )
-        teacher = TEACHER_FAMILIES[model_type].from_pretrained(name, input, **options)
+        config = config or teacher_config(name, **options)
+        teacher = TEACHER_FAMILIES[config.model_type].from_pretrained(name, input, config=config, **options)
     teacher.backbone.to(dtype=dtype)
     return teacher.to(device)
 
@@ -112,5 +130,6 @@ __all__ = [
     "VideoTeacher",
     "interpolate_position_table",
     "load_teacher",
+    "teacher_config",
     "teacher_geometry",
 ]

@@ -47,24 +47,12 @@ class TeacherInput:
         drop_first_frame: bool = True,
     ) -> TeacherInput:
         """The paper's rule for a clip of `num_frames x height x width`: every frame but the first, at one third of
-        the height and width; each `teacher_*` argument (the `--teacher_*` flags) overrides its default."""
+        the height and width; each `teacher_*` argument that is given overrides its default."""
         return cls(
             num_frames=teacher_num_frames or num_frames - int(drop_first_frame),
             height=teacher_height or round(height / 3),
             width=teacher_width or round(width / 3),
             drop_first_frame=drop_first_frame,
-        )
-
-    @classmethod
-    def from_flags(cls, args, clip) -> TeacherInput:
-        """`for_clip` for a `ClipSpec` and the `--teacher_num_frames/--teacher_height/--teacher_width` flags."""
-        return cls.for_clip(
-            clip.num_frames,
-            clip.height,
-            clip.width,
-            teacher_num_frames=args.teacher_num_frames,
-            teacher_height=args.teacher_height,
-            teacher_width=args.teacher_width,
         )
 
 
@@ -101,11 +89,11 @@ class TeacherGeometry:
 
     def __post_init__(self):
         bad = [
-            f"{flag}={value} is not a multiple of the {kind} {step} (use {_multiples_near(value, step)})"
-            for flag, value, step, kind in (
-                ("--teacher_num_frames", self.input.num_frames, self.tubelet_size, "tubelet"),
-                ("--teacher_height", self.input.height, self.patch_size, "patch"),
-                ("--teacher_width", self.input.width, self.patch_size, "patch"),
+            f"`TeacherInput.{field}={value}` is not a multiple of the {kind} {step} (use {_multiples_near(value, step)})"
+            for field, value, step, kind in (
+                ("num_frames", self.input.num_frames, self.tubelet_size, "tubelet"),
+                ("height", self.input.height, self.patch_size, "patch"),
+                ("width", self.input.width, self.patch_size, "patch"),
             )
             if value % step or value < step
         ]
@@ -203,7 +191,7 @@ class VideoTeacher(torch.nn.Module):
             raise GridError(
                 f"Teacher {self.name!r} needs {self.input.num_frames} frames"
                 f"{' after the first' if self.input.drop_first_frame else ''}, but the clip has {video.shape[1]}; "
-                f"lower `--teacher_num_frames` to at most {available}."
+                f"lower `TeacherInput.num_frames` to at most {available}."
             )
         if available != self.input.num_frames:
             index = torch.linspace(0, available - 1, self.input.num_frames, device=video.device).round().long()

@@ -102,24 +102,36 @@ def transformers_to_videomaev2(state_dict: dict[str, torch.Tensor]) -> dict[str,
     return converted
 
 
-def load_videomaev2_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_videomaev2_state_dict(path: str | os.PathLike, *, shapes_only: bool = False) -> dict[str, torch.Tensor]:
     """Reads a VideoMAEv2 checkpoint file safely (`.safetensors`, or `torch.load(weights_only=True)`).
 
     The state dict may sit under "module" or "model" (as the released files have it) and its keys may carry a
     `module.` prefix left by DistributedDataParallel.
+
+    Args:
+        path (`str` or `os.PathLike`): the checkpoint file.
+        shapes_only (`bool`, defaults to `False`): return meta tensors with the checkpoint's names and shapes, reading
+            no weight (the file is memory-mapped, or only its safetensors header is read), for `videomaev2_config`.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
-        state = load_file(path)
+        with safe_open(str(path), framework="pt") as f:
+            if shapes_only:
+                state = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+            else:
+                state = {k: f.get_tensor(k) for k in f.keys()}
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=shapes_only)
     for wrapper in ("module", "model", "state_dict"):
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
-    return {name.removeprefix("module."): tensor for name, tensor in state.items()}
+    state = {name.removeprefix("module."): tensor for name, tensor in state.items()}
+    if shapes_only:
+        state = {name: torch.empty_like(tensor, device="meta") for name, tensor in state.items()}
+    return state
 
 
 def videomaev2_config(

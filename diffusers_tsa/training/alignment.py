@@ -1,16 +1,36 @@
-"""The alignment term of the training objective (paper Eq. 14) and the module that trains with it."""
+"""The alignment term of the training objective (paper Eq. 14) and the module that trains with it.
+
+`AlignmentConfig` says what the term is (checked against the student's and the teacher's configs, no weights);
+`Alignment` holds what computes it: the projector, the hook on the student's block, the source of the teacher targets
+(an online teacher, or the precomputed columns that come with each batch), the loss and its weight. The training loop
+then reads, in the shape of diffusers' examples:
+
+    terms, student = model(latents, conditioning)  # model = AlignedTransformer(adapter, alignment)
+    loss = sum(terms.values()) + alignment.weight * alignment.loss(student, batch)
+"""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..adapters.base import ModelAdapter
+from ..errors import GridError, UsageError
+from ..features import teacher_targets
+from ..hooks import BlockFeatureExtractor
 from ..losses import repa_loss, trd_loss, tsa_loss
-from ..projector import AlignmentProjector
+from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector, GridResampling
+from ..teachers import TeacherGeometry, VideoTeacher, load_teacher
 
-#: `--alignment_loss` values: the paper's method, its unmasked form, the two baselines, and plain fine-tuning.
-ALIGNMENT_LOSSES = ("m-tsa", "tsa", "trd", "repa", "none")
+Grid = tuple[int, int, int]
+
+#: The alignment losses: the paper's method, its unmasked form, and the two baselines.
+ALIGNMENT_LOSSES = ("m-tsa", "tsa", "trd", "repa")
 
 
 def alignment_loss(
@@ -24,7 +44,7 @@ def alignment_loss(
     """The alignment loss `name` between projected student features and teacher features.
 
     Args:
-        name (`str`): one of `ALIGNMENT_LOSSES` except `"none"`.
+        name (`str`): one of `ALIGNMENT_LOSSES`.
         student (`torch.Tensor`): `(B, F, H, W, C)` projected diffusion features.
         teacher (`torch.Tensor`): `(B, F, H, W, C)` teacher features.
         motion_mask (`torch.Tensor`, *optional*): `(B, F, H, W)` bool queries, required for `"m-tsa"`.
@@ -32,7 +52,7 @@ def alignment_loss(
     """
     if name == "m-tsa":
         if motion_mask is None:
-            raise ValueError("`--alignment_loss m-tsa` needs motion masks.")
+            raise UsageError("`loss='m-tsa'` needs motion masks (`motion_mask`).")
         return tsa_loss(student, teacher, tau=tau, query_mask=motion_mask)
     if name == "tsa":
         return tsa_loss(student, teacher, tau=tau)
@@ -40,7 +60,176 @@ def alignment_loss(
         return trd_loss(student, teacher)
     if name == "repa":
         return repa_loss(student, teacher)
-    raise ValueError(f"Unknown alignment loss {name!r}; choose one of {ALIGNMENT_LOSSES}.")
+    raise UsageError(f"`loss={name!r}` is not an alignment loss; choose one of {ALIGNMENT_LOSSES}.")
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    """What the alignment term is, checked against the student's and the teacher's configs.
+
+    Args:
+        loss (`str`): one of `ALIGNMENT_LOSSES`.
+        depth (`int`): the student block whose output is aligned, counted from 1.
+        student_grid (`tuple[int, int, int]`): the hooked block's token grid (F, H, W).
+        student_width (`int`): the hooked block's width.
+        teacher_grid (`tuple[int, int, int]`): the teacher's token grid (F, H, W).
+        teacher_width (`int`): the teacher's feature width.
+        weight (`float`, defaults to 0.5): lambda of Eq. 14.
+        temperature (`float`, defaults to 0.1): tau of Eq. 8.
+        mask_ratio (`float`, defaults to 0.2): share `k` of M-TSA queries per frame (Eq. 12).
+        projector_hidden_dim (`int`, defaults to 2048): the projector's MLP width.
+        teacher (`TeacherGeometry`, *optional*): the teacher to run online; `None` takes the targets from each batch
+            (`teacher_features` and `motion_mask`, from the dataset's `features_column`).
+        teacher_config (`transformers.PretrainedConfig`, *optional*): the teacher's config, already read.
+        features_column (`str`, *optional*): the dataset column of precomputed features.
+
+    Raises:
+        `UsageError`: for a value out of range, or (`GridError`) a teacher grid the projector cannot reach.
+    """
+
+    loss: str
+    depth: int
+    student_grid: Grid
+    student_width: int
+    teacher_grid: Grid
+    teacher_width: int
+    weight: float = 0.5
+    temperature: float = 0.1
+    mask_ratio: float = 0.2
+    projector_hidden_dim: int = 2048
+    teacher: TeacherGeometry | None = None
+    teacher_config: Any = field(default=None, compare=False, repr=False)
+    features_column: str | None = None
+
+    def __post_init__(self):
+        bad = []
+        if self.loss not in ALIGNMENT_LOSSES:
+            bad.append(f"`loss={self.loss!r}` must be one of {ALIGNMENT_LOSSES}")
+        if self.temperature <= 0:
+            bad.append(f"`temperature={self.temperature}` must be positive")
+        if not 0 < self.mask_ratio <= 1:
+            bad.append(f"`mask_ratio={self.mask_ratio}` must be in (0, 1]")
+        if self.weight < 0:
+            bad.append(f"`weight={self.weight}` must be >= 0")
+        if self.projector_hidden_dim < 1:
+            bad.append(f"`projector_hidden_dim={self.projector_hidden_dim}` must be >= 1")
+        if bad:
+            raise UsageError("Invalid alignment settings: " + "; ".join(bad) + ".")
+        try:
+            GridResampling.between(self.student_grid, self.teacher_grid)
+        except GridError as err:
+            raise GridError(f"The projector cannot reach the teacher grid: {err}") from None
+
+    @property
+    def masked(self) -> bool:
+        """Whether the loss takes M-TSA's motion-saliency queries."""
+        return self.loss == "m-tsa"
+
+
+class Alignment:
+    """The alignment term of Eq. 14: `loss(h(student block output), teacher targets)`, weighted by `weight`.
+
+    Build it with `Alignment.build`; `AlignedTransformer` runs the hooked forward and the projector, `loss` computes
+    the term from the projected features and the batch.
+
+    Args:
+        config (`AlignmentConfig`): what the term is.
+        projector (`AlignmentProjector`): h, trained with the student.
+        extractor (`BlockFeatureExtractor`): the hook on the student's block `config.depth`.
+        teacher (`VideoTeacher`, *optional*): the online teacher; `None` reads precomputed targets from each batch.
+    """
+
+    def __init__(
+        self,
+        config: AlignmentConfig,
+        projector: AlignmentProjector,
+        extractor: BlockFeatureExtractor,
+        teacher: VideoTeacher | None = None,
+    ):
+        if (teacher is None) != (config.teacher is None):
+            raise UsageError("Pass an online `teacher` exactly when `AlignmentConfig.teacher` names one.")
+        self.config, self.projector, self.extractor, self.teacher = config, projector, extractor, teacher
+
+    @classmethod
+    def build(
+        cls,
+        config: AlignmentConfig,
+        adapter: ModelAdapter,
+        *,
+        device: torch.device | str = "cpu",
+        teacher_dtype: torch.dtype = torch.float32,
+        trust_remote_code: bool = False,
+        teacher_revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> Alignment:
+        """Loads the online teacher (if any), creates the projector and hooks the adapter's transformer.
+
+        Args:
+            config (`AlignmentConfig`): what the term is.
+            adapter (`ModelAdapter`): the student; its `transformer` is hooked at `config.depth`.
+            device (`torch.device` or `str`, defaults to `"cpu"`): where the projector and the teacher go.
+            teacher_dtype (`torch.dtype`, defaults to `torch.float32`): dtype the teacher runs in.
+            trust_remote_code (`bool`, defaults to `False`): allow the teacher checkpoint's own code to run.
+            teacher_revision (`str`, *optional*): Hub revision of the teacher.
+            cache_dir (`str`, *optional*): Hub cache folder.
+        """
+        teacher = None
+        if config.teacher is not None:
+            teacher = load_teacher(
+                config.teacher.name, config.teacher.input, config=config.teacher_config, dtype=teacher_dtype,
+                device=device, trust_remote_code=trust_remote_code, revision=teacher_revision, cache_dir=cache_dir,
+            )
+        projector = AlignmentProjector(
+            config.student_width, config.teacher_width, student_grid=config.student_grid,
+            teacher_grid=config.teacher_grid, hidden_dim=config.projector_hidden_dim,
+        ).to(device)
+        return cls(config, projector, adapter.feature_extractor(adapter.transformer, config.depth), teacher)
+
+    @property
+    def weight(self) -> float:
+        """lambda of Eq. 14."""
+        return self.config.weight
+
+    def targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher features `(B, F, H, W, C)` and M-TSA queries `(B, F, H, W)` (or `None`) of a training batch:
+        computed by the online teacher from `batch["videos"]`, or read from the precomputed `batch` columns."""
+        if self.teacher is None:
+            return batch["teacher_features"], batch.get("motion_mask")
+        return teacher_targets(self.teacher, batch["videos"], self.config.mask_ratio if self.config.masked else None)
+
+    def loss(self, student: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The unweighted alignment loss of projected student features `(B, F, H, W, C)` against the batch's targets."""
+        with torch.no_grad():
+            features, mask = self.targets(batch)
+        features = features.to(student.device)
+        mask = None if mask is None else mask.to(student.device)
+        return alignment_loss(self.config.loss, student, features, motion_mask=mask, tau=self.config.temperature)
+
+    def save_projector(self, output_dir: str | os.PathLike) -> None:
+        """Writes the projector to `output_dir/alignment_projector` (beside, never inside, the transformer weights)."""
+        self.projector.save_pretrained(Path(output_dir) / PROJECTOR_SUBFOLDER)
+
+    def load_projector(self, input_dir: str | os.PathLike) -> None:
+        """Loads what `save_projector` wrote into the live projector, refusing one made for other grids or widths."""
+        folder = Path(input_dir) / PROJECTOR_SUBFOLDER
+        if not (folder / "config.json").is_file():
+            raise UsageError(f"{input_dir} has no projector ({PROJECTOR_SUBFOLDER}/); is it a checkpoint of this run?")
+        saved = AlignmentProjector.from_pretrained(folder)
+        keys = ("in_dim", "out_dim", "student_grid", "teacher_grid", "hidden_dim")
+        differ = [k for k in keys if list(_as_list(saved.config[k])) != list(_as_list(self.projector.config[k]))]
+        if differ:
+            raise UsageError(
+                f"The projector in {folder} was made for "
+                + ", ".join(f"{k}={saved.config[k]}" for k in differ)
+                + ", this run needs "
+                + ", ".join(f"{k}={self.projector.config[k]}" for k in differ)
+                + "; resume with the settings of the run that saved it."
+            )
+        self.projector.load_state_dict(saved.state_dict())
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class AlignedTransformer(nn.Module):
@@ -52,22 +241,21 @@ class AlignedTransformer(nn.Module):
 
     Args:
         adapter (`ModelAdapter`): the model family; its `transformer` becomes this module's `transformer`.
-        projector (`AlignmentProjector`, *optional*): `None` trains with the diffusion loss alone.
-        depth (`int`, *optional*): the block to align (`--alignment_depth`), required with a projector.
+        alignment (`Alignment`, *optional*): `None` trains with the diffusion loss alone.
     """
 
-    def __init__(self, adapter: ModelAdapter, projector: AlignmentProjector | None = None, depth: int | None = None):
+    def __init__(self, adapter: ModelAdapter, alignment: Alignment | None = None):
         super().__init__()
         self.transformer = adapter.transformer
-        self.projector = projector
+        self.projector = alignment.projector if alignment is not None else None
         self._adapter = adapter
-        self._extractor = adapter.feature_extractor(self.transformer, depth) if projector is not None else None
+        self._extractor = alignment.extractor if alignment is not None else None
 
     def forward(
         self, latents: torch.Tensor, conditioning: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Returns the adapter's diffusion loss terms and the projected student features `(B, F, H, W, C)`
-        (`None` without a projector)."""
+        (`None` without alignment)."""
         if self._extractor is None:
             return self._adapter.diffusion_loss(self.transformer, latents, conditioning), None
         with self._extractor.capture() as captured:

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -32,12 +34,12 @@ def checkpoint_step(path: str | Path) -> int:
     """The optimizer step a `checkpoint-{step}` folder was saved at."""
     match = _CHECKPOINT.fullmatch(Path(path).name)
     if match is None:
-        raise ValueError(f"{path} is not a `checkpoint-<step>` folder written by this script.")
+        raise UsageError(f"`resume_from_checkpoint={str(path)!r}` is not a `checkpoint-<step>` folder of a training run.")
     return int(match.group(1))
 
 
 def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> Path | None:
-    """The folder `--resume_from_checkpoint` names: a path, a name under `output_dir`, or `"latest"` (None when
+    """The folder `resume_from_checkpoint` names: a path, a name under `output_dir`, or `"latest"` (None when
     there is none yet, so a first run with `latest` starts fresh)."""
     if resume_from_checkpoint == "latest":
         checkpoints = list_checkpoints(output_dir)
@@ -46,9 +48,9 @@ def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> P
     if not path.is_dir():
         path = Path(output_dir) / resume_from_checkpoint
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"--resume_from_checkpoint {resume_from_checkpoint!r}: no such checkpoint folder (nor under "
-            f"{output_dir}); pass a `checkpoint-<step>` folder or `latest`."
+        raise UsageError(
+            f"`resume_from_checkpoint={resume_from_checkpoint!r}`: no such checkpoint folder (nor under "
+            f"{output_dir}); pass a `checkpoint-<step>` folder or 'latest'."
         )
     checkpoint_step(path)
     return path

@@ -8,8 +8,8 @@ import datasets
 import torch
 
 from ..data import ClipSpec, read_video
-from ..errors import VideoDecodeError
-from ..features import FEATURES_COLUMN, MASK_COLUMN, VALID_COLUMN, decode_teacher_features
+from ..errors import DatasetError, VideoDecodeError
+from ..features import MASK_COLUMN, VALID_COLUMN, decode_teacher_features
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +22,13 @@ class TrainingClips(torch.utils.data.Dataset):
     it skipped (`"skipped"`) for the loop to count and log.
 
     Args:
-        table (`datasets.Dataset`): `caption` and `video` columns (`load_video_dataset`); with
-            `precomputed=True` also the `TeacherFeatures` columns, whose invalid rows are dropped here.
+        table (`datasets.Dataset`): `caption` and `video` columns (`load_video_dataset`); with `features_column`
+            also the `TeacherFeatures` columns, whose invalid rows are dropped here.
         clip (`ClipSpec`): how clips are read.
         id_token (`str`, *optional*): prepended to every caption (`--id_token`).
         random_flip (`bool`, defaults to False): flip each clip horizontally with probability 1/2.
-        precomputed (`bool`, defaults to False): return the stored `teacher_features` (float32 `(F, H, W, C)`)
-            and `motion_mask` (bool `(F, H, W)`) with each example.
+        features_column (`str`, *optional*): the column of precomputed teacher features; each example then has
+            them as `teacher_features` (float32 `(F, H, W, C)`) and the stored `motion_mask` (bool `(F, H, W)`).
     """
 
     def __init__(
@@ -38,19 +38,19 @@ class TrainingClips(torch.utils.data.Dataset):
         *,
         id_token: str | None = None,
         random_flip: bool = False,
-        precomputed: bool = False,
+        features_column: str | None = None,
     ):
-        if precomputed:
+        if features_column is not None:
             valid = table[VALID_COLUMN] if VALID_COLUMN in table.column_names else [True] * len(table)
             unusable = len(valid) - sum(valid)
             if unusable:
                 logger.warning("Skipping %d of %d rows whose teacher features could not be computed.", unusable, len(valid))
                 table = table.select([i for i, ok in enumerate(valid) if ok])
-            self.stored_dtype = table.features[FEATURES_COLUMN].dtype
-            table = table.with_format("numpy", columns=[FEATURES_COLUMN, MASK_COLUMN], output_all_columns=True)
+            self.stored_dtype = table.features[features_column].dtype
+            table = table.with_format("numpy", columns=[features_column, MASK_COLUMN], output_all_columns=True)
         if len(table) == 0:
-            raise ValueError("The training dataset has no usable row.")
-        self.table, self.clip, self.precomputed = table, clip, precomputed
+            raise DatasetError("The training dataset has no usable row.")
+        self.table, self.clip, self.features_column = table, clip, features_column
         self.id_token, self.random_flip = id_token, random_flip
 
     def __len__(self) -> int:
@@ -68,8 +68,8 @@ class TrainingClips(torch.utils.data.Dataset):
                 video = video.flip(-1)
             caption = f"{self.id_token} {row['caption']}" if self.id_token else row["caption"]
             example = {"video": video, "caption": caption, "skipped": skipped}
-            if self.precomputed:
-                example["teacher_features"] = decode_teacher_features(row[FEATURES_COLUMN], self.stored_dtype)
+            if self.features_column is not None:
+                example["teacher_features"] = decode_teacher_features(row[self.features_column], self.stored_dtype)
                 example["motion_mask"] = torch.as_tensor(row[MASK_COLUMN]).bool()
             return example
         raise RuntimeError(f"None of the {len(self)} clips of the training dataset can be read; see the warnings.")

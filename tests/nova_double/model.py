@@ -1,41 +1,11 @@
-"""A test double of NOVA's `NOVATransformer3DModel` and `NOVAPipeline` (package `diffnext`, which CI cannot install).
-
-NOVA's code is not on PyPI, so the CI tests of `diffusers_tsa.adapters.nova` run against this small stand-in, and
-`tests/test_nova_adapter.py` repeats the same checks against the real package whenever it is importable. The double
-reproduces what the adapter relies on (checked against NOVA's public repository at commit 2cd254a):
-
-- the attribute layout: `video_encoder`, `image_encoder` (each with `.blocks`, `.patch_embed.patch_size`,
-  `.embed_dim`, and `image_encoder.encoder_depth`), `image_decoder`, `mask_embed`, `text_embed` (`.weight`,
-  `.num_tokens`, `.proj`, `.norm`, `.encoders`, `encode_prompts`), `motion_embed` (`.base_flow`), the attention
-  projections `blocks[i].attn.qkv` / `.attn.proj`, the `attn_checkpointing` / `mlp_checkpointing` block flags, and
-  the `noise_scheduler` / `sample_scheduler` attributes;
-- the forward contract: `model(inputs)` with `inputs = {"x": latents (B, C, T, H, W), "prompt": text embeddings,
-  "motion_flow": [...], "fps": [...]}` returns `{"loss_t2i", "loss_i2i"}` in train mode and `{"x": latents}` in eval
-  mode; each `image_encoder` block returns `(B*T, P + N, D)`: P video-encoder tokens (video patch = 2 x image patch)
-  then the N image tokens of the frame, row-major; the first `encoder_depth` blocks see only the visible tokens;
-  blocks add their residuals in place;
-- the pipeline contract: `NOVAPipeline(transformer, scheduler, vae, text_encoder, tokenizer)` wires the text encoder
-  into `transformer.text_embed.encoders`, and `pipe(prompt, max_latent_length=...)` returns `.frames` as uint8
-  `(B, T, H, W, 3)` arrays.
-
-It is simpler where the adapter does not look: uniform instead of truncated-normal mask ratios, one masked step and a
-few Euler steps for generation, a plain MLP diffusion head. `save_tiny_real_nova_pipeline` builds the same tiny
-model from the real package instead. `install_diffnext_double(directory)` writes a tiny
-`diffnext` package there whose `diffnext.pipelines.NOVAPipeline` is the double, so the adapter's lazy
-`import diffnext` finds it (in this process or, through `PYTHONPATH`, in an `accelerate launch` subprocess).
-"""
+"""Test double of NOVA's `NOVATransformer3DModel` (see the package docstring for what it reproduces)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.utils import BaseOutput
 from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -188,7 +158,7 @@ class NOVATransformer3DModel(ModelMixin, ConfigMixin):
     """Test double of `diffnext.models.transformers.transformer_nova.NOVATransformer3DModel` (see module docstring).
 
     With the defaults it takes latents `(B, 4, T, 8, 12)` (64x96 pixels, VAE stride 8): image tokens 4 x 6 (patch 2),
-    video-encoder tokens 2 x 3 (patch 4), as the real tiny model of the design notes.
+    video-encoder tokens 2 x 3 (patch 4), as the real tiny model of `save_tiny_real_nova_pipeline`.
     """
 
     @register_to_config
@@ -282,140 +252,3 @@ class NOVATransformer3DModel(ModelMixin, ConfigMixin):
         if self.training:
             return self.train_video(inputs)
         return {"x": self.generate_video(inputs)}
-
-
-@dataclass
-class NOVAPipelineOutput(BaseOutput):
-    frames: np.ndarray
-
-
-class NOVAPipeline(DiffusionPipeline):
-    """Test double of `diffnext.pipelines.NOVAPipeline`: same constructor, `frames` as uint8 `(B, T, H, W, 3)`."""
-
-    def __init__(self, transformer, scheduler, vae, text_encoder, tokenizer):
-        super().__init__()
-        self.register_modules(
-            transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
-        )
-        self.transformer.sample_scheduler = scheduler
-        self.transformer.text_embed.encoders = [tokenizer, text_encoder]
-
-    @torch.no_grad()
-    def __call__(self, prompt, max_latent_length: int = 1, num_diffusion_steps: int = 4, motion_flow: float = 5,
-                 generator: torch.Generator | None = None, output_type: str = "pil", **kwargs) -> NOVAPipelineOutput:
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        inputs = {"prompt": prompts, "motion_flow": [motion_flow] * len(prompts), "generator": generator,
-                  "max_latent_length": max_latent_length, "num_diffusion_steps": num_diffusion_steps}
-        latents = self.transformer(inputs)["x"]
-        config = self.vae.config
-        latents = latents.to(self.vae.dtype) / config.scaling_factor + (config.get("shift_factor") or 0)
-        pixels = self.vae.decode(latents).sample
-        frames = rearrange(pixels, "b c t h w -> b t h w c").mul(127.5).add(127.5).clamp(0, 255)
-        return NOVAPipelineOutput(frames=frames.byte().cpu().numpy())
-
-
-def tiny_word_tokenizer():
-    """A word-level tokenizer built in memory (works with transformers 4 and 5, as NOVA needs transformers 4)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<unk>"] + "a an the white red ball square moves right falls bounces at speed".split()
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
-
-
-def tiny_phi_config(vocab_size: int):
-    from transformers import PhiConfig
-
-    return PhiConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=64, pad_token_id=0)
-
-
-def tiny_nova_components(seed: int = 0) -> dict:
-    """A tiny pipeline around the double: a CogVideoX-style VAE (x8 space, x4 time, 4 channels), a 2-layer Phi text
-    encoder of width 32, a word-level tokenizer and a flow-matching scheduler."""
-    from diffusers import AutoencoderKLCogVideoX, FlowMatchEulerDiscreteScheduler
-    from transformers import PhiModel
-
-    tokenizer = tiny_word_tokenizer()
-    torch.manual_seed(seed)
-    vae = AutoencoderKLCogVideoX(
-        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        temporal_compression_ratio=4, scaling_factor=0.18215,
-    )
-    text_encoder = PhiModel(tiny_phi_config(len(tokenizer)))
-    transformer = NOVATransformer3DModel()
-    return {"transformer": transformer, "scheduler": FlowMatchEulerDiscreteScheduler(), "vae": vae,
-            "text_encoder": text_encoder, "tokenizer": tokenizer}
-
-
-def save_tiny_nova_pipeline(directory: str | Path, seed: int = 0) -> Path:
-    """Writes a tiny `NOVAPipeline` checkpoint (the double) to `directory`; needs `install_diffnext_double` to load."""
-    pipe = NOVAPipeline(**tiny_nova_components(seed))
-    pipe.save_pretrained(directory)
-    return Path(directory)
-
-
-def register_tiny_nova_archs() -> tuple[str, str, str]:
-    """Registers small widths on the real `diffnext` registries (design notes, section 6); returns the arch names."""
-    from diffnext.models.transformers import transformer_nova as nova
-
-    nova.VIDEO_ENCODERS.register("vit_d2w64", depth=2, embed_dim=64, num_heads=4)(nova.video_encoder)
-    nova.IMAGE_ENCODERS.register("vit_d4w64", depth=4, embed_dim=64, num_heads=4)(nova.image_encoder)
-    nova.IMAGE_DECODERS.register("mlp_d2w64", depth=2, embed_dim=64)(nova.image_decoder)
-    return ("vit_d2w64", "vit_d4w64", "mlp_d2w64")
-
-
-def save_tiny_real_nova_pipeline(directory: str | Path, seed: int = 0) -> Path:
-    """Writes a tiny checkpoint of the real `NOVAPipeline` (needs `diffnext`), laid out as NOVA's Hub checkpoints:
-    one subfolder per component and a `model_index.json` naming each component's module."""
-    import json
-
-    from diffnext.models.autoencoders.autoencoder_kl_opensora import AutoencoderKLOpenSora
-    from diffnext.models.text_encoders.phi import PhiEncoderModel
-    from diffnext.models.transformers.transformer_nova import NOVATransformer3DModel as RealNOVATransformer3DModel
-    from diffnext.schedulers.scheduling_cfm import FlowMatchEulerDiscreteScheduler
-
-    tokenizer = tiny_word_tokenizer()
-    torch.manual_seed(seed)
-    components = {
-        "transformer": RealNOVATransformer3DModel(
-            image_dim=4, image_size=[64, 96], image_stride=8, text_token_dim=32, text_token_len=8,
-            image_base_size=[4, 6], video_base_size=[3, 2, 3], arch=register_tiny_nova_archs(),
-        ),
-        "vae": AutoencoderKLOpenSora(
-            down_block_types=("DownEncoderBlock2D",) * 2 + ("DownEncoderBlock3D",) * 2,
-            up_block_types=("UpDecoderBlock3D",) * 4, block_out_channels=(32,) * 4, layers_per_block=1,
-            latent_channels=4,
-        ),
-        "text_encoder": PhiEncoderModel(tiny_phi_config(len(tokenizer))),
-        "tokenizer": tokenizer,
-        "scheduler": FlowMatchEulerDiscreteScheduler(),
-    }
-    index = {"_class_name": "NOVAPipeline"}
-    for name, component in components.items():
-        component.save_pretrained(Path(directory) / name)
-        module = type(component).__module__
-        index[name] = [module if module.startswith("diffnext") else module.split(".")[0], type(component).__name__]
-    (Path(directory) / "model_index.json").write_text(json.dumps(index, indent=2))
-    return Path(directory)
-
-
-def install_diffnext_double(directory: str | Path) -> Path:
-    """Writes a `diffnext` package into `directory` whose `diffnext.pipelines.NOVAPipeline` is this module's double.
-
-    Put `directory` (and `tests/`) on `sys.path` / `PYTHONPATH` to make `import diffnext` find it.
-    """
-    package = Path(directory) / "diffnext"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""Test double of NOVA\'s diffnext (tests/nova_double.py)."""\n')
-    (package / "pipelines.py").write_text("from nova_double import NOVAPipeline  # noqa: F401\n")
-    return Path(directory)
-
-
-__all__ = [
-    "NOVAPipeline", "NOVATransformer3DModel", "install_diffnext_double", "register_tiny_nova_archs",
-    "save_tiny_nova_pipeline", "save_tiny_real_nova_pipeline", "tiny_nova_components",
-]

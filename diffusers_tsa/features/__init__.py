@@ -1,19 +1,18 @@
-"""Precomputed teacher features and motion masks: a `datasets.map` transform and its CLI.
+"""Teacher targets (features and motion masks) of training clips, and a `datasets.map` transform that stores them.
 
-Training then reads `teacher_features` (F, H, W, C) and `motion_mask` (F, H, W) from the dataset and never runs the
-teacher. Example (one GPU or many, each process maps its own shard):
+`teacher_targets` is the one computation of what M-TSA aligns to, run online by training or once by `TeacherFeatures`;
+training then reads `teacher_features` (F, H, W, C) and `motion_mask` (F, H, W) from the dataset and never runs the
+teacher. The command line (one GPU or many, each process maps its own shard) is `python -m diffusers_tsa.features`:
 
     accelerate launch -m diffusers_tsa.features --dataset_name clips.csv --video_column video \\
-        --teacher videomaev2-base-distilled --output_dir clips-vmae2
+        --teacher_model_name_or_path videomaev2-base-distilled --output_dir clips-vmae2
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -22,19 +21,72 @@ import datasets
 import numpy as np
 import torch
 
-from .data import ClipSpec, load_video_dataset, read_video
-from .errors import VideoDecodeError
-from .masking import motion_saliency_mask
-from .teachers import TeacherInput, VideoTeacher, load_teacher
+from ..data import ClipSpec, read_video
+from ..errors import DatasetError, GridError, UsageError, VideoDecodeError
+from ..masking import motion_saliency_mask
+from ..teachers import VideoTeacher
 
 logger = logging.getLogger(__name__)
 
 FEATURES_COLUMN = "teacher_features"
 MASK_COLUMN = "motion_mask"
 VALID_COLUMN = "teacher_valid"
+#: The file beside a precomputed dataset that records the settings its columns were made with.
+SETTINGS_FILE = "teacher_features.json"
 #: Storage dtype -> Arrow dtype of the column: Arrow has no bfloat16, so its bits are stored as uint16.
 STORAGE_DTYPES = {"float16": "float16", "bfloat16": "uint16"}
 _FORMAT_VERSION = 1
+
+
+@torch.no_grad()
+def teacher_targets(
+    teacher: VideoTeacher, video: torch.Tensor, mask_ratio: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What TSA aligns to for training clips: the teacher's features (Eq. 4) and the M-TSA queries (Eq. 11-12),
+    both from the one selection of frames the teacher sees (`teacher.prepare`).
+
+    Args:
+        teacher (`VideoTeacher`): the teacher, on its device and in its dtype.
+        video (`torch.Tensor`): clips in [-1, 1] of shape `(B, T, C, H, W)`, on any device.
+        mask_ratio (`float`, *optional*): share `k` of the most dynamic tokens kept per frame; `None` computes no mask.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor | None]`: features `(B, F, H, W, C)` in the teacher's dtype, and the bool
+        motion mask `(B, F, H, W)` (or `None`), on the teacher's device.
+    """
+    frames = teacher.prepare(video.to(teacher.mean.device))
+    mask = None if mask_ratio is None else motion_saliency_mask(frames, tubelet=teacher.tubelet, ratio=mask_ratio)
+    return teacher.encode_prepared(frames), mask
+
+
+def check_precomputed_settings(dataset_path: str | Path, *, clip: ClipSpec, mask_ratio: float) -> None:
+    """Compares the settings `python -m diffusers_tsa.features` recorded beside a dataset with the training ones.
+
+    Args:
+        dataset_path (`str` or `Path`): the saved dataset folder (nothing is checked when it has no `SETTINGS_FILE`).
+        clip (`ClipSpec`): how training reads clips.
+        mask_ratio (`float`): the M-TSA share `k` training uses.
+
+    Raises:
+        `UsageError`: naming each setting that differs, as recorded and as given.
+    """
+    settings_file = Path(dataset_path) / SETTINGS_FILE
+    if not settings_file.is_file():
+        return
+    settings = json.loads(settings_file.read_text())
+    recorded = {f"ClipSpec.{key}": value for key, value in settings.get("clip", {}).items()}
+    recorded["mask_ratio"] = settings.get("mask_ratio")
+    given = {f"ClipSpec.{key}": value for key, value in asdict(clip).items()}
+    given["mask_ratio"] = mask_ratio
+    differ = [name for name in given if recorded.get(name) != given[name]]
+    if differ:
+        raise UsageError(
+            "The precomputed teacher features were made with "
+            + ", ".join(f"`{name}={recorded.get(name)!r}`" for name in differ)
+            + ", but training is given "
+            + ", ".join(f"`{name}={given[name]!r}`" for name in differ)
+            + "; pass the same settings, or precompute again."
+        )
 
 
 def decode_teacher_features(value, stored_dtype: str) -> torch.Tensor:
@@ -85,15 +137,7 @@ class TeacherFeatures:
         teacher_batch_size: int = 4,
         decode_workers: int = 4,
     ):
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"`storage_dtype` must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}.")
-        if clip.reshape_mode == "random":
-            raise ValueError(
-                "Precomputed features need a deterministic crop: use `--video_reshape_mode center` (or none), and the "
-                "same mode when training."
-            )
-        if not 0.0 < mask_ratio <= 1.0:
-            raise ValueError(f"`mask_ratio` must be in (0, 1], got {mask_ratio}.")
+        self.check_settings(clip, storage_dtype=storage_dtype, mask_ratio=mask_ratio)
         self.teacher = teacher
         self.clip = clip
         self.video_column = video_column
@@ -111,6 +155,19 @@ class TeacherFeatures:
             }
         )
         self.fingerprint = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()
+
+    @staticmethod
+    def check_settings(clip: ClipSpec, *, storage_dtype: str = "float16", mask_ratio: float = 0.2) -> None:
+        """Raises `UsageError` for settings that cannot be precomputed (checked before any teacher is loaded)."""
+        if storage_dtype not in STORAGE_DTYPES:
+            raise UsageError(f"`storage_dtype={storage_dtype!r}` must be one of {sorted(STORAGE_DTYPES)}.")
+        if clip.reshape_mode == "random":
+            raise GridError(
+                "Precomputed features need a deterministic crop: `ClipSpec.reshape_mode='random'` must be 'center' "
+                "or 'none', and training must read clips the same way."
+            )
+        if not 0.0 < mask_ratio <= 1.0:
+            raise UsageError(f"`mask_ratio={mask_ratio}` must be in (0, 1].")
 
     def settings(self) -> dict:
         """Everything the added columns depend on (the teacher by its fingerprint), as JSON-ready values."""
@@ -153,12 +210,10 @@ class TeacherFeatures:
         features, masks = [None] * len(clips), [None] * len(clips)
         valid = [i for i, clip in enumerate(clips) if clip is not None]
         self.num_invalid += len(clips) - len(valid)
-        device = self.teacher.mean.device
         for start in range(0, len(valid), self.teacher_batch_size):
             rows = valid[start : start + self.teacher_batch_size]
-            frames = self.teacher.prepare(torch.stack([clips[i] for i in rows]).to(device))
-            encoded = self._store(self.teacher.encode_prepared(frames))
-            mask = motion_saliency_mask(frames, tubelet=self.teacher.tubelet, ratio=self.mask_ratio).cpu().numpy()
+            encoded, mask = teacher_targets(self.teacher, torch.stack([clips[i] for i in rows]), self.mask_ratio)
+            encoded, mask = self._store(encoded), mask.cpu().numpy()
             for j, row in enumerate(rows):
                 features[row], masks[row] = encoded[j], mask[j]
         return {FEATURES_COLUMN: features, MASK_COLUMN: masks, VALID_COLUMN: [c is not None for c in clips]}
@@ -180,7 +235,7 @@ class TeacherFeatures:
             `datasets.Dataset`: `dataset` with the three added columns; reuses the cache when nothing changed.
         """
         if self.video_column not in dataset.column_names:
-            raise ValueError(f"`--video_column` is {self.video_column!r}; the dataset has {dataset.column_names}.")
+            raise DatasetError(f"`video_column={self.video_column!r}`, but the dataset has {dataset.column_names}.")
         features = datasets.Features({**dataset.features, **self.features})
         map_kwargs.setdefault("desc", "Teacher features")
         mapped = dataset.map(
@@ -195,101 +250,3 @@ class TeacherFeatures:
         if invalid:
             logger.warning("%d of %d clips could not be used and are marked `%s = False`.", invalid, len(mapped), VALID_COLUMN)
         return mapped
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Precompute teacher features and motion masks for a video dataset.")
-    # Dataset
-    parser.add_argument("--dataset_name", default=None, help="Hub dataset, saved dataset folder, or CSV/JSON(L) file.")
-    parser.add_argument("--dataset_config_name", default=None, help="Configuration of a Hub dataset.")
-    parser.add_argument("--instance_data_root", default=None, help="Folder of the clips (and of prompts/videos files).")
-    parser.add_argument("--caption_column", default="text", help="Caption column (or file); default 'text'.")
-    parser.add_argument("--video_column", default="video", help="Video column (or file); default 'video'.")
-    parser.add_argument("--split", default="train", help="Split to read; default 'train'.")
-    parser.add_argument("--cache_dir", default=None, help="datasets / Hub cache folder.")
-    # Clip reading, as in training (must match the training flags)
-    parser.add_argument("--height", type=int, default=480, help="Training height; default 480.")
-    parser.add_argument("--width", type=int, default=720, help="Training width; default 720.")
-    parser.add_argument("--max_num_frames", type=int, default=49, help="Training frames (4k+1); default 49.")
-    parser.add_argument("--skip_frames_start", type=int, default=0, help="Frames skipped at the start; default 0.")
-    parser.add_argument("--skip_frames_end", type=int, default=0, help="Frames skipped at the end; default 0.")
-    parser.add_argument("--video_reshape_mode", default="center", choices=["center", "none"], help="Crop; default center.")
-    # Teacher
-    parser.add_argument("--teacher", required=True, help="Teacher checkpoint (see `diffusers_tsa.teachers.load_teacher`).")
-    parser.add_argument("--teacher_num_frames", type=int, default=None, help="Default: the clip's frames minus the first.")
-    parser.add_argument("--teacher_height", type=int, default=None, help="Default: a third of --height.")
-    parser.add_argument("--teacher_width", type=int, default=None, help="Default: a third of --width.")
-    parser.add_argument("--teacher_dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                        help="Dtype the teacher runs in; default float32 (bfloat16 is ~2x faster on GPUs).")
-    parser.add_argument("--trust_remote_code", action="store_true", help="Allow the teacher's own code to run.")
-    parser.add_argument("--revision", default=None, help="Hub revision of the teacher.")
-    # Output
-    parser.add_argument("--storage_dtype", default="float16", choices=sorted(STORAGE_DTYPES),
-                        help="Dtype of the stored features; default float16.")
-    parser.add_argument("--mask_ratio", type=float, default=0.2, help="Motion-mask share k per frame; default 0.2.")
-    parser.add_argument("--batch_size", type=int, default=16, help="Clips decoded per map call; default 16.")
-    parser.add_argument("--teacher_batch_size", type=int, default=4, help="Clips per teacher forward; default 4.")
-    parser.add_argument("--decode_workers", type=int, default=4, help="Decoding threads; default 4.")
-    parser.add_argument("--output_dir", required=True, help="Folder for the dataset (`datasets.load_from_disk`).")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from accelerate import PartialState
-
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
-    clip = ClipSpec.from_flags(args)
-    teacher = load_teacher(
-        args.teacher,
-        TeacherInput.from_flags(args, clip),
-        dtype=getattr(torch, args.teacher_dtype),
-        device=state.device,
-        trust_remote_code=args.trust_remote_code,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-    )
-    with state.main_process_first():  # one process prepares the table's cache, the others reuse it
-        table = load_video_dataset(
-            args.dataset_name,
-            instance_data_root=args.instance_data_root,
-            caption_column=args.caption_column,
-            video_column=args.video_column,
-            dataset_config_name=args.dataset_config_name,
-            split=args.split,
-            cache_dir=args.cache_dir,
-        )
-    transform = TeacherFeatures(
-        teacher,
-        clip,
-        storage_dtype=args.storage_dtype,
-        mask_ratio=args.mask_ratio,
-        teacher_batch_size=args.teacher_batch_size,
-        decode_workers=args.decode_workers,
-    )
-    output_dir = Path(args.output_dir)
-    if state.num_processes == 1:
-        transform.map(table, batch_size=args.batch_size).save_to_disk(output_dir)
-    else:
-        shard_dir = output_dir.with_name(output_dir.name + ".shards")
-        shard = table.shard(state.num_processes, state.process_index, contiguous=True)
-        transform.map(shard, batch_size=args.batch_size).save_to_disk(shard_dir / f"{state.process_index:05d}")
-        state.wait_for_everyone()
-        if state.is_main_process:
-            parts = [datasets.load_from_disk(shard_dir / f"{rank:05d}") for rank in range(state.num_processes)]
-            datasets.concatenate_datasets(parts).save_to_disk(output_dir)
-            shutil.rmtree(shard_dir)
-    if state.is_main_process:
-        settings = {**transform.settings(), "fingerprint": transform.fingerprint}
-        (output_dir / "teacher_features.json").write_text(json.dumps(settings, indent=2))
-        saved = datasets.load_from_disk(output_dir)
-        logger.info(
-            "Wrote %d clips (%d unusable) to %s; %d bytes of features and mask per clip.",
-            len(saved), len(saved) - sum(saved[VALID_COLUMN]), output_dir, transform.bytes_per_clip,
-        )
-    state.wait_for_everyone()
-
-
-if __name__ == "__main__":
-    main()
