@@ -84,7 +84,7 @@ def worker(config: str, args) -> None:
         time_embed_dim=512, num_layers=args.layers, sample_height=args.height // 8, sample_width=args.width // 8,
         sample_frames=args.frames, max_text_seq_length=226,
     ).to(device)
-    spec = CogVideoXSpec(pretrained_model_name_or_path="in-memory", num_blocks=args.layers, hidden_size=1920, min_depth=1)
+    spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=args.layers, hidden_size=1920, min_depth=1)
     # The transformer alone: latents and text embeddings are given, so no VAE, tokenizer or text encoder.
     adapter = CogVideoXAdapter(
         spec, tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=CogVideoXDDIMScheduler()

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Mapping, TypeVar
 
 import datasets
 
+from .adapters import ModelSpec, load_spec
 from .data import ClipSpec, load_video_dataset
 from .data.video import RESHAPE_MODES
 from .errors import UsageError
@@ -68,7 +69,8 @@ class FlagError(UsageError):
 
 
 def translate(message: str, flags: Mapping[str, str] = FLAGS) -> str:
-    """`message` with each library argument it names (`` `depth=99` ``) replaced by its flag (`--alignment_depth=99`)."""
+    """`message` with each library argument it names (`` `depth=99` ``) replaced by its flag
+    (`--alignment_depth=99`); names `flags` does not know are left as they are."""
 
     def flag(match: re.Match) -> str:
         name, value = match.group(1), match.group(2) or ""
@@ -157,7 +159,7 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
     )
 
 
-def add_mask_ratio_argument(parser: argparse.ArgumentParser) -> None:
+def add_mask_ratio_argument(parser: argparse._ActionsContainer) -> None:
     """`--tsa_mask_ratio`, the share `k` of M-TSA queries per frame (also recorded with precomputed masks)."""
     parser.add_argument(
         "--tsa_mask_ratio", "--mask_ratio", type=float, default=0.2,
@@ -225,7 +227,9 @@ def load_dataset(args: argparse.Namespace, **kwargs) -> datasets.Dataset:
     )
 
 
-def alignment_config(args: argparse.Namespace, spec, clip: ClipSpec, table: datasets.Dataset) -> AlignmentConfig | None:
+def alignment_config(
+    args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
+) -> AlignmentConfig | None:
     """The alignment flags checked against the student's `spec`, the teacher's config and the dataset's columns
     (`None` for `--alignment_loss none`); reads the teacher's config once, and no weight."""
     if args.alignment_loss == "none":
@@ -234,8 +238,8 @@ def alignment_config(args: argparse.Namespace, spec, clip: ClipSpec, table: data
     column = args.teacher_features_column
     if column is not None and column not in table.column_names:
         raise FlagError(
-            f"--teacher_features_column {column!r} is not a column of the dataset ({table.column_names}); precompute it "
-            "with `python -m diffusers_tsa.features`, or drop the flag to run the teacher online."
+            f"--teacher_features_column {column!r} is not a column of the dataset ({table.column_names}); precompute "
+            "it with `python -m diffusers_tsa.features`, or drop the flag to run the teacher online."
         )
     if column is None and FEATURES_COLUMN in table.column_names:
         column = FEATURES_COLUMN
@@ -275,7 +279,8 @@ def alignment_config(args: argparse.Namespace, spec, clip: ClipSpec, table: data
         loss=args.alignment_loss, depth=args.alignment_depth,
         student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width), student_width=spec.hidden_size,
         teacher_grid=tuple(grid), teacher_width=width, weight=args.alignment_weight,
-        temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio, projector_hidden_dim=args.projector_hidden_dim,
+        temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio,
+        projector_hidden_dim=args.projector_hidden_dim,
         teacher=teacher, teacher_config=config, features_column=column,
     )
 
@@ -292,7 +297,7 @@ class TrainingPlan:
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
     """
 
-    spec: object
+    spec: ModelSpec
     clip: ClipSpec
     table: datasets.Dataset
     alignment: AlignmentConfig | None
@@ -304,8 +309,6 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     Raises:
         `FlagError`: naming the flag, the value and what would work.
     """
-    from .adapters import load_spec
-
     with flag_errors():
         spec = load_spec(
             args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,

@@ -48,7 +48,7 @@ class GridResampling:
             raise GridError(
                 f"Grids must be three positive sizes (F, H, W); got student {student_grid}, teacher {teacher_grid}."
             )
-        f_s, f_t = student_grid[0], teacher_grid[0]
+        f_s = student_grid[0]
         choices = [drop_first_frame] if drop_first_frame is not None else [False, True]
         reasons = []
         for drop in choices:

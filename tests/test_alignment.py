@@ -10,7 +10,7 @@ from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.cli import translate
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.features import FEATURES_COLUMN, TeacherFeatures
-from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher, teacher_config, teacher_geometry
+from diffusers_tsa.teachers import TeacherInput, teacher_config, teacher_geometry
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
 from diffusers_tsa.training import AlignedTransformer, Alignment, AlignmentConfig, TrainingClips, collate_examples
 
@@ -68,7 +68,8 @@ def test_alignment_off_and_on_give_the_same_diffusion_loss(tiny, adapter):
 
 
 def test_precomputed_and_online_targets_give_the_same_loss(tiny, adapter):
-    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
+    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt",
+                               video_column="videos.txt")
     online = Alignment.build(config(tiny), adapter)
     stored = TeacherFeatures(online.teacher, CLIP).map(table, batch_size=2, load_from_cache_file=False)
     precomputed = Alignment(config(tiny, online=False), online.projector, online.extractor)
@@ -89,7 +90,8 @@ def test_precomputed_and_online_targets_give_the_same_loss(tiny, adapter):
 
 def test_unmasked_losses_get_no_mask_and_the_temperature_is_used(tiny, adapter):
     student = torch.randn(1, *TEACHER_GRID, 32)
-    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
+    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt",
+                               video_column="videos.txt")
     batch = batch_of(table.select([0]))
     tsa = Alignment.build(config(tiny, loss="tsa", temperature=0.5), adapter)
     features, mask = tsa.targets(batch)

@@ -78,14 +78,15 @@ def test_family_and_spec_from_configs(nova):
     spec = load_spec(nova["path"])
     assert isinstance(spec, NOVASpec) and spec.family == "nova" and ADAPTERS["nova"] is NOVAAdapter
     # 4 image-encoder blocks, the first 2 of which see only the visible tokens.
-    assert (spec.num_blocks, spec.min_depth, spec.patch_size, spec.vae_scale, spec.temporal_compression) == (4, 3, 2, 8, 4)
+    shape_rules = (spec.num_blocks, spec.min_depth, spec.patch_size, spec.vae_scale, spec.temporal_compression)
+    assert shape_rules == (4, 3, 2, 8, 4)
     assert spec.image_size == (HEIGHT, WIDTH)
     assert spec.token_grid(FRAMES, HEIGHT, WIDTH) == (3, 4, 6)
     spec.check_clip(FRAMES, HEIGHT, WIDTH)
 
 
 def test_clip_rules_name_the_flags():
-    spec = NOVASpec(pretrained_model_name_or_path="unused", num_blocks=32, hidden_size=1024, min_depth=17, tile_frames=17)
+    spec = NOVASpec(pretrained_model_name_or_path="", num_blocks=32, hidden_size=1024, min_depth=17, tile_frames=17)
     assert spec.token_grid(33, 480, 768) == (9, 30, 48)  # NOVA-0.6B's grid
     spec.check_clip(33, 480, 768)
     with pytest.raises(GridError, match=r"`num_frames=21`: .* tiles of 17, so it must be 16m\+1 \(e.g. 17 or 33\)"):
@@ -293,4 +294,4 @@ def test_eval_generate_runs_a_nova_lora(adapter, nova, tmp_path):
     with pytest.raises(SystemExit, match="error: --use_dynamic_cfg=True: not supported by NOVA"):
         from eval.common import exit_on_user_error
 
-        exit_on_user_error(lambda: eval_generate.main([*common, "--use_dynamic_cfg", "--output_dir", str(tmp_path / "x")]))
+        exit_on_user_error(lambda: eval_generate.main([*common, "--use_dynamic_cfg", "--output_dir", str(tmp_path)]))

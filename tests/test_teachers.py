@@ -21,8 +21,11 @@ from diffusers_tsa.teachers import (
     VJEPA2Teacher,
     interpolate_position_table,
     load_teacher,
+    teacher_config,
+    teacher_geometry,
 )
 from diffusers_tsa.teachers.convert_videomaev2 import (
+    load_videomaev2_state_dict,
     main as convert_main,
     transformers_to_videomaev2,
     videomaev2_config,
@@ -176,6 +179,25 @@ def test_raw_file_and_converted_folder_load_the_same_teacher(tmp_path, capsys):
     video = _clip()
     torch.testing.assert_close(raw.encode(video), folder.encode(video))
     assert raw.fingerprint() != load_teacher(path, TeacherInput(8, 32, 32), num_attention_heads=2).fingerprint()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_raw_file_geometry_is_read_from_tensor_shapes_alone(tmp_path, suffix):
+    source = _videomaev2_state_dict()
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".pth":
+        torch.save({"module": source}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(source, path)
+    shapes = load_videomaev2_state_dict(path, shapes_only=True)
+    assert set(shapes) == set(source) and all(t.is_meta for t in shapes.values())
+    assert all(shapes[k].shape == v.shape for k, v in source.items())
+    config = teacher_config(path, num_attention_heads=2)
+    assert config.to_dict() == videomaev2_config(source, num_attention_heads=2).to_dict()
+    geometry = teacher_geometry(path, TINY_INPUT, config)
+    assert (geometry.grid, geometry.tubelet, geometry.hidden_size) == ((4, 2, 3), (2, 16, 16), 32)
 
 
 def test_checkpoints_with_pickled_code_are_refused(tmp_path):

@@ -104,7 +104,9 @@ class ModelSpec(abc.ABC):
                 "uses 18 for CogVideoX-2B)."
             )
 
-    def check_options(self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None) -> None:
+    def check_options(
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None
+    ) -> None:
         """Raises `ModelLayoutError` for an option the family does not support (every one is supported here)."""
 
     # --- Stock pipeline ----------------------------------------------------------------------------------------

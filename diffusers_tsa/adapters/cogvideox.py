@@ -36,7 +36,9 @@ class CogVideoXSpec(ModelSpec):
     max_text_seq_length: int = 226
 
     @classmethod
-    def from_configs(cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None) -> CogVideoXSpec:
+    def from_configs(
+        cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None
+    ) -> CogVideoXSpec:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
 
         kwargs = {"revision": revision, "cache_dir": cache_dir}

@@ -24,7 +24,8 @@ logger = logging.getLogger("diffusers_tsa.features")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m diffusers_tsa.features", description="Precompute teacher features and motion masks for a video dataset."
+        prog="python -m diffusers_tsa.features",
+        description="Precompute teacher features and motion masks for a video dataset.",
     )
     cli.add_dataset_arguments(parser)
     parser.add_argument("--split", default="train", help="Split to read (train).")

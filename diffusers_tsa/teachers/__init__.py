@@ -50,7 +50,9 @@ def teacher_config(
     if _is_raw_checkpoint(name):
         shapes = load_videomaev2_state_dict(name, shapes_only=True)
         return videomaev2_config(shapes, num_attention_heads=num_attention_heads)
-    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir)
+    config = AutoConfig.from_pretrained(
+        name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir
+    )
     if config.model_type not in TEACHER_FAMILIES:
         raise UsageError(
             f"`name_or_path={name!r}` is a {config.model_type!r} model; supported teachers are "

@@ -89,7 +89,8 @@ class TeacherGeometry:
 
     def __post_init__(self):
         bad = [
-            f"`TeacherInput.{field}={value}` is not a multiple of the {kind} {step} (use {_multiples_near(value, step)})"
+            f"`TeacherInput.{field}={value}` is not a multiple of the {kind} {step} "
+            f"(use {_multiples_near(value, step)})"
             for field, value, step, kind in (
                 ("num_frames", self.input.num_frames, self.tubelet_size, "tubelet"),
                 ("height", self.input.height, self.patch_size, "patch"),

@@ -34,7 +34,9 @@ def checkpoint_step(path: str | Path) -> int:
     """The optimizer step a `checkpoint-{step}` folder was saved at."""
     match = _CHECKPOINT.fullmatch(Path(path).name)
     if match is None:
-        raise UsageError(f"`resume_from_checkpoint={str(path)!r}` is not a `checkpoint-<step>` folder of a training run.")
+        raise UsageError(
+            f"`resume_from_checkpoint={str(path)!r}` is not a `checkpoint-<step>` folder of a training run."
+        )
     return int(match.group(1))
 
 

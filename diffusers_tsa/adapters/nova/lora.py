@@ -85,7 +85,9 @@ def load_nova_lora(
 
     state_dict, config = read_nova_lora(input_dir, weight_name)
     if not config:
-        raise UsageError(f"`lora={os.fspath(input_dir)!r}`: its {weight_name} has no LoRA config metadata (rank, alpha).")
+        raise UsageError(
+            f"`lora={os.fspath(input_dir)!r}`: its {weight_name} has no LoRA config metadata (rank, alpha)."
+        )
     known = {field.name for field in dataclasses.fields(LoraConfig) if field.init}
     inject_adapter_in_model(LoraConfig(**{k: v for k, v in config.items() if k in known}), transformer)
     set_peft_model_state_dict(transformer, state_dict, adapter_name="default")

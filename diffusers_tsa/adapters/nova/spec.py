@@ -126,7 +126,9 @@ class NOVASpec(ModelSpec):
                 f"{self.min_depth - 1} blocks see only the unmasked tokens, so they have no full video grid."
             )
 
-    def check_options(self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None) -> None:
+    def check_options(
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None
+    ) -> None:
         """NOVA's VAE always encodes long clips in tiles of frames and has no slicing switch; its pipeline has no
         dynamic guidance."""
         bad = [f"`{name}=True`" for name, value in (("vae_slicing", vae_slicing), ("vae_tiling", vae_tiling)) if value]
