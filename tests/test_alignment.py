@@ -5,14 +5,21 @@ import pytest
 import torch
 from diffusers import CogVideoXPipeline
 
-from diffusers_tsa import GridError, UsageError, motion_saliency_mask, tsa_loss
+from diffusers_tsa import GridError, UsageError, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
 from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.cli import translate
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.features import FEATURES_COLUMN, TeacherFeatures
 from diffusers_tsa.teachers import TeacherInput, teacher_config, teacher_geometry
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
-from diffusers_tsa.training import AlignedTransformer, Alignment, AlignmentConfig, TrainingClips, collate_examples
+from diffusers_tsa.training import (
+    AlignedTransformer,
+    Alignment,
+    AlignmentConfig,
+    TrainingClips,
+    alignment_loss,
+    collate_examples,
+)
 
 CLIP = ClipSpec(height=96, width=144, max_num_frames=9)
 STUDENT_GRID, TEACHER_GRID = (3, 6, 9), (4, 2, 3)
@@ -130,3 +137,19 @@ def test_library_errors_come_back_naming_the_flags():
     )
     assert translate("run `python -m diffusers_tsa.features`") == "run `python -m diffusers_tsa.features`"
     assert translate("`num_frames=21`", {"num_frames": "--num_frames"}) == "--num_frames=21"
+
+
+def test_each_alignment_loss_is_the_library_function():
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(2, 3, 2, 3, 8, generator=g), torch.randn(2, 3, 2, 3, 8, generator=g)
+    mask = torch.rand(2, 3, 2, 3, generator=g) < 0.3
+    mask[:, 0, 0, 0] = True
+    expected = {
+        "m-tsa": tsa_loss(student, teacher, tau=0.3, query_mask=mask),
+        "tsa": tsa_loss(student, teacher, tau=0.3),
+        "trd": trd_loss(student, teacher),
+        "repa": repa_loss(student, teacher),
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(alignment_loss(name, student, teacher, motion_mask=mask, tau=0.3), value)
+    assert len({round(v.item(), 6) for v in expected.values()}) == 4  # the mask and the loss each matter here

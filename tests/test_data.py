@@ -69,6 +69,26 @@ def test_random_crop_is_driven_by_the_generator(tmp_path):
     assert first.shape == (9, 3, 96, 96) and torch.equal(first, again)
 
 
+@pytest.mark.parametrize("axis", ["width", "height"])
+def test_random_crops_vary_and_cover_the_slack(axis):
+    """A source already at the covering size (8 x 12, or 12 x 8, for an 8 x 8 clip) is only cropped: every offset
+    from 0 to the 4-pixel slack of the long axis is drawn, the short axis is never offset."""
+    from diffusers_tsa.data.video import _resize_and_crop
+
+    ramp = torch.arange(12.0)  # each pixel holds its index along the long axis
+    wide, tall = ramp.view(1, 1, 1, 12).expand(1, 3, 8, 12), ramp.view(1, 1, 12, 1).expand(1, 3, 12, 8)
+    frames = wide if axis == "width" else tall
+    spec = ClipSpec(height=8, width=8, max_num_frames=1, reshape_mode="random")
+    offsets = set()
+    for seed in range(200):
+        crop = _resize_and_crop(frames, spec, torch.Generator().manual_seed(seed))
+        assert crop.shape == (1, 3, 8, 8)
+        long_axis = crop[0, 0, 0] if axis == "width" else crop[0, 0, :, 0]
+        assert torch.equal(long_axis, ramp[:8] + long_axis[0])  # a contiguous window, no resampling
+        offsets.add(int(long_axis[0]))
+    assert offsets == {0, 1, 2, 3, 4}
+
+
 def test_bad_clips_raise_one_typed_error(tmp_path):
     good = tmp_path / "good.mp4"
     write_test_clip(good, num_frames=12)
@@ -131,9 +151,12 @@ def test_saved_dataset_with_a_video_feature_is_read_without_torchcodec(tmp_path)
     assert read_video({"bytes": (tmp_path / "a.mp4").read_bytes(), "path": None}, SPEC).shape[0] == 9
 
 
-@pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"real clips not found at {REAL_VIDEOS}")
-def test_real_clips_decode_at_the_paper_size():
-    for path in sorted(REAL_VIDEOS.glob("*.mp4")):
-        video = read_video(path, ClipSpec())
-        assert video.shape == (49, 3, 480, 720), path.name
-        assert -1 <= video.min() < -0.5 and 0.5 < video.max() <= 1, path.name
+REAL_CLIPS = sorted(REAL_VIDEOS.glob("*.mp4")) if REAL_VIDEOS.is_dir() else []
+
+
+@pytest.mark.skipif(not REAL_CLIPS, reason=f"no real clips (*.mp4) in {REAL_VIDEOS}")
+@pytest.mark.parametrize("path", REAL_CLIPS, ids=lambda p: p.name)
+def test_real_clips_decode_at_the_paper_size(path):
+    video = read_video(path, ClipSpec())
+    assert video.shape == (49, 3, 480, 720)
+    assert -1 <= video.min() < -0.5 and 0.5 < video.max() <= 1

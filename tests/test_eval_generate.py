@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 
 from eval import generate
@@ -73,3 +74,27 @@ def test_shards_split_the_plan(tiny_model, tmp_path):
         generate.parse_shard("4/4")
     with pytest.raises(EvalInputError, match="expected `i/n`"):
         generate.parse_shard("first")
+
+
+def test_shards_partition_the_videos_and_the_lora_changes_them(tiny_model, tmp_path):
+    import imageio.v3 as iio
+
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("caption,upsampled_caption\nA cat jumps.,a cat jumps\nA ball falls.,a ball falls\n"
+                       "Water pours.,water pours\n")
+    common = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base"), "--prompts",
+              str(prompts), "--labels", "none", *TINY]
+    out = tmp_path / "lora"
+    written = []
+    for shard in ("1/2", "0/2"):
+        before = set((out / "videos").glob("*.mp4")) if (out / "videos").is_dir() else set()
+        generate.main([*common, "--lora", str(tiny_model / "lora"), "--shard", shard, "--output_dir", str(out)])
+        written.append({p.name for p in (out / "videos").glob("*.mp4")} - {p.name for p in before})
+    plan = {"A_cat_jumps.mp4", "A_ball_falls.mp4", "Water_pours.mp4"}
+    assert written == [{"A_ball_falls.mp4"}, {"A_cat_jumps.mp4", "Water_pours.mp4"}]  # every 2nd from i, disjoint
+    assert set.union(*written) == plan
+
+    generate.main([*common, "--max_prompts", "1", "--output_dir", str(tmp_path / "base")])
+    base = iio.imread(tmp_path / "base" / "videos" / "A_cat_jumps.mp4")
+    tuned = iio.imread(out / "videos" / "A_cat_jumps.mp4")
+    assert base.shape == tuned.shape and np.abs(base.astype(int) - tuned.astype(int)).mean() > 1  # the LoRA acts

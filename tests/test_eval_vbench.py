@@ -104,6 +104,7 @@ def test_run_refuses_unknown_dimensions(tmp_path):
                      "--dimensions", "flicker"])
 
 
+@pytest.mark.optional_suite("real VBench (VBENCH_PYTHON=<a VBench environment's python>; README, Evaluation, VBench)")
 @pytest.mark.skipif(not os.environ.get("VBENCH_PYTHON"), reason="set VBENCH_PYTHON to a VBench environment's python")
 def test_real_vbench_run_and_aggregate(tmp_path, capsys):
     import imageio

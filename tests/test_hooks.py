@@ -162,3 +162,17 @@ def test_layout_errors_list_what_was_found():
         BlockFeatureExtractor(torch.nn.Sequential(torch.nn.Linear(2, 2)), depth=1)
     with pytest.raises(ValueError, match="exactly one"):
         BlockFeatureExtractor(model)
+
+
+def test_sees_through_torch_compile():
+    """A `torch.compile` wrapper (`OptimizedModule._orig_mod`) is unwrapped to its model, and a compiled forward
+    (dynamo's eager backend: no compiler needed) still records the block's output."""
+    model = tiny_cogvideox()
+    expected = block_input(model, "transformer_blocks", 2, cogvideox_inputs())
+    compiled = torch.compile(model, backend="eager")
+    assert compiled is not model
+    with BlockFeatureExtractor(compiled, depth=2) as extractor:
+        assert extractor.block is model.transformer_blocks[1]
+        with torch.no_grad(), extractor.capture() as captured:
+            compiled(**cogvideox_inputs())
+    torch.testing.assert_close(captured.hidden_states, expected)

@@ -1,5 +1,7 @@
 """tsa_loss, trd_loss and repa_loss against naive implementations written straight from the equations."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -149,16 +151,19 @@ def test_tsa_is_zero_iff_correspondences_agree():
 
 def test_lower_temperature_sharpens_correspondences():
     """Fig. 3: lowering tau turns object-level into point-level correspondences, so a misplaced match (a wrong
-    motion) costs more and more while the matching distribution itself gets more peaked."""
+    motion) costs more and more while the teacher's matching distribution itself gets more peaked."""
     student, teacher = correspondence_features()
     losses = [tsa_loss(student, teacher, tau=tau).item() for tau in (1.0, 0.5, 0.1, 0.05)]
     assert all(a < b for a, b in zip(losses, losses[1:]))
-    e = F.normalize(teacher.reshape(-1, teacher.shape[-1]), dim=-1)
-    entropy = []
-    for tau in (1.0, 0.5, 0.1, 0.05):
-        p = (e @ e.T / tau).softmax(-1)
-        entropy.append(-(p * p.clamp_min(1e-30).log()).sum(-1).mean().item())
-    assert all(a > b for a, b in zip(entropy, entropy[1:]))
+    # Against a student whose tokens are all equal (uniform Q over the H*W keys of a frame), the loss is
+    # KL(P || U) = log(HW) - H(P): the teacher's entropy, read through tsa_loss, falls with tau.
+    batch, frames, height, width, channels = teacher.shape
+    uniform = torch.ones_like(teacher)
+    entropies = [math.log(height * width) - tsa_loss(uniform, teacher, tau=tau).item() for tau in (1.0, 0.5, 0.1, 0.05)]
+    assert all(a > b > 0 for a, b in zip(entropies, entropies[1:]))
+    e = F.normalize(teacher[0].reshape(-1, channels).double(), dim=-1)
+    p = (e @ e.T / 0.1).view(-1, frames, height * width).softmax(-1)  # by hand at tau = 0.1
+    assert entropies[2] == pytest.approx(-(p * p.log()).sum(-1).mean().item(), abs=1e-5)
 
 
 def test_mask_restricts_queries():
@@ -211,10 +216,11 @@ def test_trd_matches_naive_formula(shape, monkeypatch):
 
 
 def test_repa_is_negative_mean_cosine():
-    student, teacher = torch.randn(2, 2, 3, 3, 8), torch.randn(2, 2, 3, 3, 8)
-    expected = -F.cosine_similarity(student, teacher, dim=-1).mean()
-    assert repa_loss(student, teacher).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert repa_loss(teacher, teacher).item() == pytest.approx(-1.0, rel=1e-6)
+    """REPA by hand on two tokens: cos([3, 4], [4, 3]) = 24 / 25 and cos([1, 0], [-2, 0]) = -1, mean -0.02."""
+    student = torch.tensor([[3.0, 4.0], [1.0, 0.0]]).view(1, 2, 1, 1, 2)
+    teacher = torch.tensor([[4.0, 3.0], [-2.0, 0.0]]).view(1, 2, 1, 1, 2)
+    assert repa_loss(student, teacher).item() == pytest.approx(-(24 / 25 - 1) / 2, rel=1e-6)
+    assert repa_loss(teacher, 5 * teacher).item() == pytest.approx(-1.0, rel=1e-6)  # scale-free
 
 
 def test_bad_inputs_are_refused_with_the_fix():

@@ -52,6 +52,30 @@ def test_videorepa_correspondence():
     assert torch.equal(changed, expected)
 
 
+def test_paper_path_values_follow_videorepa():
+    """VideoREPA's student path, computed independently: the MLP on every token, latent frame 0 dropped, linear x2
+    upsampling in time (half-pixel centres, edges clamped), then per frame a 3 x 3 convolution of stride 3."""
+    torch.manual_seed(0)
+    projector = AlignmentProjector(8, 4, student_grid=(3, 6, 9), teacher_grid=(4, 2, 3), hidden_dim=16)
+    tokens = torch.randn(2, 3 * 6 * 9, 8)
+    linears = [m for m in projector.mlp if isinstance(m, torch.nn.Linear)]
+    x = tokens.view(2, 3, 6, 9, 8)[:, 1:]  # (B, 2, 6, 9, C): latent frames 1 and 2
+    for i, linear in enumerate(linears):
+        x = x @ linear.weight.T + linear.bias
+        x = x * torch.sigmoid(x) if i < 2 else x
+    # Output frame j samples input position (j + 0.5) / 2 - 0.5, clamped to [0, 1]: 0, 0.25, 0.75, 1.
+    weights = {0: (1.0, 0.0), 1: (0.75, 0.25), 2: (0.25, 0.75), 3: (0.0, 1.0)}
+    frames = [a * x[:, 0] + b * x[:, 1] for a, b in weights.values()]
+    kernel, bias = projector.resample.weight[:, :, 0], projector.resample.bias  # (C, C, 3, 3)
+    expected = torch.zeros(2, 4, 2, 3, 4)
+    for f, frame in enumerate(frames):
+        for i in range(2):
+            for j in range(3):
+                block = frame[:, 3 * i : 3 * i + 3, 3 * j : 3 * j + 3]  # (B, 3, 3, C)
+                expected[:, f, i, j] = torch.einsum("bhwc,ochw->bo", block, kernel) + bias
+    torch.testing.assert_close(projector(tokens), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_unsupported_pairs_are_refused_with_the_reason():
     with pytest.raises(GridError, match=r"no integer ratio to the teacher on F.*`TeacherInput.num_frames`"):
         AlignmentProjector(8, 4, student_grid=(13, 30, 45), teacher_grid=(10, 10, 15))

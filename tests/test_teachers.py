@@ -58,8 +58,18 @@ def test_paper_input_and_grid():
     model = tiny_videomae(image_size=(224, 224), num_frames=16)
     teacher = VideoMAETeacher(model, name="tiny", input=teacher_input)
     assert teacher.grid == (24, 10, 15) and teacher.tubelet == (2, 16, 16) and teacher.hidden_size == 32
-    features = teacher.encode(_clip(batch=1, frames=49, height=480, width=720))
-    assert features.shape == (1, 24, 10, 15, 32) and torch.isfinite(features).all()
+    video = _clip(batch=1, frames=49, height=480, width=720)
+    # The stock model at the paper grid, its table resized from the native 8 x 14 x 14 one: frames 1..48 at
+    # 160x240, ImageNet-normalised, last block, no final norm, tokens in (f, h, w) order.
+    native = tiny_videomae(image_size=(224, 224), num_frames=16)
+    stock = tiny_videomae(image_size=(160, 240), num_frames=48)
+    stock.load_state_dict(native.state_dict())
+    stock.embeddings.position_embeddings = interpolate_position_table(
+        native.embeddings.position_embeddings, (8, 14, 14), (24, 10, 15)
+    )
+    with torch.no_grad():
+        expected = stock(pixel_values=_reference_pixels(video, (160, 240))).last_hidden_state
+    torch.testing.assert_close(teacher.encode(video), expected.view(1, 24, 10, 15, 32), atol=1e-5, rtol=1e-5)
     override = TeacherInput.for_clip(49, 480, 720, teacher_num_frames=16, teacher_height=224, teacher_width=224)
     assert (override.num_frames, override.height, override.width) == (16, 224, 224)
 
@@ -247,7 +257,7 @@ def test_vjepa2_rope_uses_the_true_non_square_grid():
     assert teacher.encode(_clip(height=96, width=192)).shape == (2, 4, 2, 4, 48)
 
 
-@pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"real clips not found at {REAL_VIDEOS}")
+@pytest.mark.skipif(not (REAL_VIDEOS / "horse.mp4").is_file(), reason=f"no horse.mp4 in {REAL_VIDEOS}")
 def test_real_clip_grid_and_motion_mask_on_the_subject():
     # horse.mp4: a dark galloping horse and rider on a bright, static background.
     teacher = VideoMAETeacher(

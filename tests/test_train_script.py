@@ -62,9 +62,12 @@ def offline_env():
 
 
 def run_script(tiny, output_dir, *flags, processes=1, expect_success=True, script=(SCRIPT,), env=None):
+    env = {**offline_env(), **(env or {})}
+    if processes > 1:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # several processes share no GPU here: gloo on the CPU, even beside one GPU
     result = subprocess.run(
         launch_command(tiny, output_dir, *flags, processes=processes, script=script), capture_output=True, text=True,
-        env={**offline_env(), **(env or {})}, timeout=600,
+        env=env, timeout=600,
     )
     log = result.stdout + result.stderr
     if expect_success:
@@ -93,16 +96,21 @@ def logged_scalars(output_dir):
 
 
 def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_path):
+    pytest.importorskip("tensorboard", reason="the logged scalars are read from tensorboard's event files")
     out = tmp_path / "out"
     _, log = run_script(
         tiny, out, "--max_train_steps", "3", "--learning_rate", "1e-2", "--validation_prompt", PROMPT,
         "--validation_num_inference_steps", "2", "--train_batch_size", "1", "--gradient_accumulation_steps", "2",
-        "--lr_scheduler", "linear", "--report_to", "tensorboard",
+        "--lr_scheduler", "linear", "--report_to", "tensorboard", "--alignment_weight", "0.7",
     )
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in log
     scalars = logged_scalars(out)
     for tag in ("loss/diffusion", "loss/alignment", "loss/total", "grad_norm", "step_time", "data/skipped_clips"):
         assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
+    # Eq. 14 with the given weight, step by step: total = diffusion + 0.7 * alignment, the alignment term non-zero.
+    steps = zip(*(scalars[f"loss/{term}"] for term in ("total", "diffusion", "alignment")))
+    for (_, total), (_, diffusion), (_, align) in steps:
+        assert align > 0 and total == pytest.approx(diffusion + 0.7 * align, rel=1e-5)
     # One scheduler step per optimizer step (not per micro-batch): linear decay over 3 steps from 1e-2.
     assert [value for _, value in scalars["lr"]] == pytest.approx([1e-2 * 2 / 3, 1e-2 / 3, 0.0], abs=1e-9)
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / PROJECTOR).is_file()
@@ -286,10 +294,8 @@ def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):
 
 
 def test_a_bad_flag_exits_before_loading_any_weight(tiny, tmp_path):
-    start = time.perf_counter()
     code, log = run_script(tiny, tmp_path / "out", "--alignment_depth", "7", expect_success=False)
     assert code == 1 and "error: --alignment_depth=7 is out of range" in log
     assert "Running training" not in log and "Loading" not in log
     code, log = run_script(tiny, tmp_path / "out", "--alignment_loss", "l2", expect_success=False)
     assert code != 0 and "--alignment_loss: invalid choice: 'l2'" in log
-    assert time.perf_counter() - start < 120
