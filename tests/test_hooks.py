@@ -8,6 +8,7 @@ from diffusers import WanTransformer3DModel
 from peft import LoraConfig, get_peft_model
 
 from diffusers_tsa import BlockFeatureExtractor, ModelLayoutError
+from diffusers_tsa.hooks import unwrap_model
 from diffusers_tsa.testing import tiny_cogvideox_components
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -170,7 +171,9 @@ def test_sees_through_torch_compile():
     model = tiny_cogvideox()
     expected = block_input(model, "transformer_blocks", 2, cogvideox_inputs())
     compiled = torch.compile(model, backend="eager")
-    assert compiled is not model
+    assert compiled is not model and unwrap_model(compiled) is model
+    with pytest.raises(ModelLayoutError, match="CogVideoXTransformer3DModel.transformer_blocks has 3 blocks"):
+        BlockFeatureExtractor(compiled, depth=4)  # errors name the model, not its wrapper
     with BlockFeatureExtractor(compiled, depth=2) as extractor:
         assert extractor.block is model.transformer_blocks[1]
         with torch.no_grad(), extractor.capture() as captured:

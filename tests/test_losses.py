@@ -159,7 +159,8 @@ def test_lower_temperature_sharpens_correspondences():
     # KL(P || U) = log(HW) - H(P): the teacher's entropy, read through tsa_loss, falls with tau.
     batch, frames, height, width, channels = teacher.shape
     uniform = torch.ones_like(teacher)
-    entropies = [math.log(height * width) - tsa_loss(uniform, teacher, tau=tau).item() for tau in (1.0, 0.5, 0.1, 0.05)]
+    taus = (1.0, 0.5, 0.1, 0.05)
+    entropies = [math.log(height * width) - tsa_loss(uniform, teacher, tau=tau).item() for tau in taus]
     assert all(a > b > 0 for a, b in zip(entropies, entropies[1:]))
     e = F.normalize(teacher[0].reshape(-1, channels).double(), dim=-1)
     p = (e @ e.T / 0.1).view(-1, frames, height * width).softmax(-1)  # by hand at tau = 0.1

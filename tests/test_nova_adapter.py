@@ -42,7 +42,9 @@ def diffnext_modules():
 
 
 REAL_NOVA = pytest.param("real", marks=[
-    pytest.mark.skipif(not HAS_DIFFNEXT, reason="NOVA's diffnext is not installed (pip install from github.com/baaivision/NOVA)"),
+    pytest.mark.skipif(
+        not HAS_DIFFNEXT, reason="NOVA's diffnext is not installed (pip install from github.com/baaivision/NOVA)"
+    ),
     pytest.mark.optional_suite("NOVA's real diffnext package (install it as the README's NOVA section says)"),
 ])
 
