@@ -601,6 +601,7 @@ def main(args):
             pipe = plan.spec.load_trained_pipeline(
                 **trained, variant=args.variant, dtype=weight_dtype, device=accelerator.device
             )
+            plan.spec.use_sampler(pipe)  # the evaluation protocol's sampler, as during training
             validation["paths"], validation["prompts"] = log_validation(
                 pipe, plan.spec, generation, args, accelerator, global_step, final=True
             )

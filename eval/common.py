@@ -17,6 +17,8 @@ logger = logging.getLogger("eval")
 MANIFEST_NAME = "manifest.csv"
 VIDEOS_SUBDIR = "videos"
 MANIFEST_COLUMNS = ("prompt", "generation_prompt", "file", "seed", "category", "is_hard")
+#: Written after the required columns; a manifest without it (videos generated elsewhere) reads as "".
+MANIFEST_SCHEDULER = "scheduler"
 # How many missing or unexpected names an error message lists before summarising the rest.
 _LISTED = 20
 
@@ -41,6 +43,7 @@ class VideoRecord:
         seed (`int`): seed of the generator for this video.
         category (`str`): the benchmark's category (VideoPhy `states_of_matter`, VBench dimensions joined by `;`).
         is_hard (`bool` or `None`): VideoPhy2's hard-subset flag, `None` when the prompt file does not mark it.
+        scheduler (`str`): the sampler the video was generated with (`""` when unknown).
     """
 
     prompt: str
@@ -49,6 +52,7 @@ class VideoRecord:
     seed: int
     category: str = ""
     is_hard: bool | None = None
+    scheduler: str = ""
 
 
 def parse_bool(value: str, where: str) -> bool | None:
@@ -69,10 +73,10 @@ def write_manifest(records: Sequence[VideoRecord], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerow([*MANIFEST_COLUMNS, MANIFEST_SCHEDULER])
         for r in records:
             hard = "" if r.is_hard is None else str(r.is_hard).lower()
-            writer.writerow([r.prompt, r.generation_prompt, r.file, r.seed, r.category, hard])
+            writer.writerow([r.prompt, r.generation_prompt, r.file, r.seed, r.category, hard, r.scheduler])
     os.replace(tmp, path)
 
 
@@ -95,7 +99,7 @@ def read_manifest(path: Path) -> list[VideoRecord]:
         records.append(
             VideoRecord(
                 row["prompt"], row["generation_prompt"], row["file"], seed, row["category"],
-                parse_bool(row["is_hard"], where),
+                parse_bool(row["is_hard"], where), row.get(MANIFEST_SCHEDULER, ""),
             )
         )
     if not records:

@@ -34,7 +34,9 @@ from .prompts import BENCHMARKS, Benchmark, PromptEntry, load_prompts
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def plan_videos(benchmark: Benchmark, entries: list[PromptEntry], seed: int, per_prompt: int) -> list[VideoRecord]:
+def plan_videos(
+    benchmark: Benchmark, entries: list[PromptEntry], seed: int, per_prompt: int, scheduler: str = ""
+) -> list[VideoRecord]:
     """Every video of the run: `per_prompt` per prompt, video `i` with seed `seed + i` (42 for the first)."""
     return [
         VideoRecord(
@@ -44,6 +46,7 @@ def plan_videos(benchmark: Benchmark, entries: list[PromptEntry], seed: int, per
             seed + i,
             e.category,
             e.is_hard,
+            scheduler,
         )
         for e in entries
         for i in range(per_prompt)
@@ -66,7 +69,7 @@ FLAGS = {
     "pretrained_model_name_or_path": "--pretrained_model_name_or_path", "family": "--model_family",
     "num_frames": "--num_frames", "height": "--height", "width": "--width", "vae_slicing": "--enable_slicing",
     "vae_tiling": "--enable_tiling", "use_dynamic_cfg": "--use_dynamic_cfg", "lora": "--lora",
-    "transformer": "--transformer",
+    "transformer": "--transformer", "scheduler": "--scheduler",
 }
 
 
@@ -81,11 +84,9 @@ def generation_settings(args: argparse.Namespace):
     )
 
 
-def load_model(args: argparse.Namespace):
-    """The base model's spec (its family's adapter, checked against the generation flags) and its stock pipeline,
-    with the LoRA loaded or the fine-tuned transformer swapped in, as the training script's outputs load."""
-    import torch
-
+def load_checked_spec(args: argparse.Namespace):
+    """The base model's spec (its family's adapter, from its configs alone), checked against the generation flags,
+    and the sampler the videos are generated with (`--scheduler`, by default the family's protocol)."""
     from diffusers_tsa.adapters import load_spec
     from diffusers_tsa.cli import flag_errors
 
@@ -98,6 +99,16 @@ def load_model(args: argparse.Namespace):
         spec.check_options(
             vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg
         )
+        return spec, spec.sampler(args.scheduler)
+
+
+def load_pipeline(spec, args: argparse.Namespace, scheduler: str):
+    """The stock pipeline with the LoRA loaded or the fine-tuned transformer swapped in, as the training script's
+    outputs load, sampling with `scheduler`."""
+    import torch
+
+    from diffusers_tsa.cli import flag_errors
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     subfolder = args.transformer_subfolder
     if args.transformer and subfolder is None and (Path(args.transformer) / "transformer" / "config.json").is_file():
@@ -108,6 +119,7 @@ def load_model(args: argparse.Namespace):
             lora_weight_name=args.lora_weight_name, lora_scale=args.lora_scale, variant=args.variant,
             dtype=getattr(torch, _DTYPES[args.dtype]), device=None if args.enable_model_cpu_offload else device,
         )
+    spec.use_sampler(pipe, scheduler)
     if args.enable_slicing:
         pipe.vae.enable_slicing()
     if args.enable_tiling:
@@ -115,7 +127,7 @@ def load_model(args: argparse.Namespace):
     if args.enable_model_cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     pipe.set_progress_bar_config(disable=True)
-    return spec, pipe
+    return pipe
 
 
 def generate(args: argparse.Namespace) -> list[VideoRecord]:
@@ -127,7 +139,9 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     if args.max_prompts is not None:
         entries = entries[: args.max_prompts]
     per_prompt = args.num_videos_per_prompt or benchmark.videos_per_prompt
-    plan = plan_videos(benchmark, entries, args.seed, per_prompt)
+    # Videos generated elsewhere (--manifest_only) are listed without reading the model: their sampler is unknown.
+    spec, scheduler = (None, args.scheduler or "") if args.manifest_only else load_checked_spec(args)
+    plan = plan_videos(benchmark, entries, args.seed, per_prompt, scheduler)
     out = Path(args.output_dir)
     index, count = _shard(args)
     # Every shard writes the same manifest (atomically), so any shard alone leaves a usable folder.
@@ -143,7 +157,7 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     from diffusers.utils import export_to_video
     from tqdm.auto import tqdm
 
-    spec, pipe = load_model(args)
+    pipe = load_pipeline(spec, args, scheduler)
     settings = generation_settings(args)
     (out / VIDEOS_SUBDIR).mkdir(parents=True, exist_ok=True)
     for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
@@ -206,6 +220,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Generation (defaults: the paper's and VideoREPA's evaluation settings).
     parser.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (default 50).")
     parser.add_argument("--guidance_scale", type=float, default=6.0, help="Classifier-free guidance (default 6).")
+    parser.add_argument("--scheduler", default=None,
+                        help="Sampler: the model family's protocol by default (CogVideoX: 'dpm', DPM-Solver with "
+                             "trailing timesteps, as VideoREPA samples for the paper; also 'ddim', or 'pipeline' for "
+                             "the checkpoint's own). Recorded in manifest.csv.")
     parser.add_argument("--use_dynamic_cfg", action=argparse.BooleanOptionalAction, default=None,
                         help="CogVideoX's dynamic CFG (default: on for CogVideoX, as the paper samples).")
     parser.add_argument("--num_frames", type=int, default=49, help="Frames per video (default 49).")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -107,8 +109,28 @@ def parse_float(text: str, where: str, low: float, high: float) -> float:
     return value
 
 
+def absolute_evaluator_paths(args: argparse.Namespace) -> None:
+    """Makes `--evaluator_repo`, `--evaluator_python` and a local `--checkpoint` absolute: `run` starts the
+    evaluator in its own script folder, where relative paths would point elsewhere. A bare command name (`python`)
+    is looked up on `PATH`; symbolic links are kept, so a virtual environment's `python` stays that environment's."""
+    args.evaluator_repo = Path(os.path.abspath(args.evaluator_repo.expanduser()))
+    python = os.path.expanduser(args.evaluator_python)
+    if os.sep not in python:
+        found = shutil.which(python)
+        if found is None:
+            raise EvalInputError(f"--evaluator_python {python!r} is not on PATH: give the evaluator env's python.")
+        python = found
+    args.evaluator_python = os.path.abspath(python)
+    checkpoint = Path(args.checkpoint).expanduser()
+    if checkpoint.exists():  # a local folder; anything else (a Hub id) goes to the evaluator as given
+        args.checkpoint = os.path.abspath(checkpoint)
+
+
 def build_parser(
-    description: str, evaluator: str, add_run_args: Callable[[argparse.ArgumentParser], None]
+    description: str,
+    evaluator: str,
+    add_run_args: Callable[[argparse.ArgumentParser], None],
+    add_prepare_args: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.ArgumentParser:
     """The `prepare` / `run` / `score` command line shared by the VideoPhy-family modules."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +139,8 @@ def build_parser(
     prepare.add_argument("--generation_dir", required=True, type=Path,
                          help="Folder written by `python -m eval.generate` (manifest.csv and videos/).")
     prepare.add_argument("--eval_dir", required=True, type=Path, help="Folder for the evaluator's inputs and outputs.")
+    if add_prepare_args:
+        add_prepare_args(prepare)
     run = commands.add_parser("run", help=f"Run {evaluator}'s own inference script in its environment.")
     run.add_argument("--eval_dir", required=True, type=Path, help="Folder written by `prepare`.")
     run.add_argument("--evaluator_python", required=True,
@@ -135,7 +159,7 @@ def build_parser(
 def dispatch(
     parser: argparse.ArgumentParser,
     argv: list[str] | None,
-    prepare: Callable[[list[IndexedVideo], Path], None],
+    prepare: Callable[[list[IndexedVideo], Path, argparse.Namespace], None],
     run: Callable[[argparse.Namespace], None],
     score: Callable[[list[IndexedVideo], Path], dict],
     render: Callable[[Sequence[tuple[str, Mapping]]], str],
@@ -144,9 +168,10 @@ def dispatch(
     setup_logging()
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        prepare(prepare_index(args.generation_dir, args.eval_dir), args.eval_dir)
+        prepare(prepare_index(args.generation_dir, args.eval_dir), args.eval_dir, args)
     elif args.command == "run":
         read_index(args.eval_dir)  # fail early when `prepare` was not run
+        absolute_evaluator_paths(args)
         run(args)
     else:
         result = score(read_index(args.eval_dir), args.eval_dir)

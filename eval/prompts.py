@@ -16,9 +16,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from .common import EvalInputError, parse_bool
+
+logger = logging.getLogger("eval.prompts")
 
 _PROMPT_KEYS = ("caption", "prompt_en", "prompt")
 _UPSAMPLED_KEYS = ("upsampled_caption", "dense_prompt")
@@ -46,6 +49,8 @@ class Benchmark:
         needs_upsampled (`bool`): whether the paper's protocol generates from upsampled prompts.
         default_prompts (`str` or `None`): Hub dataset with the prompts.
         default_labels (`str` or `None`): Hub dataset with labels keyed by caption (categories, hard subset).
+        upsampled_source (`str`): where the paper's upsampled prompts come from, for messages.
+        paper_prompts (`int`): distinct prompts of the paper's table; another count is warned about.
     """
 
     name: str
@@ -53,6 +58,8 @@ class Benchmark:
     needs_upsampled: bool
     default_prompts: str | None
     default_labels: str | None
+    upsampled_source: str
+    paper_prompts: int
 
     def filename(self, prompt: str, index: int) -> str:
         """The video's file name under the benchmark's protocol."""
@@ -60,11 +67,17 @@ class Benchmark:
 
 
 BENCHMARKS = {
-    "videophy": Benchmark("videophy", 1, True, "videophysics/videophy_test_public", None),
-    "videophy2": Benchmark(
-        "videophy2", 1, True, "videophysics/videophy2_upsampled_prompts", "videophysics/videophy2_test"
+    # Table 1: VideoREPA's 344 captions and their upsampled form (videophy.txt, videophy_detailed.txt).
+    "videophy": Benchmark(
+        "videophy", 1, True, "videophysics/videophy_test_public", None, "videophy_detailed.txt", 344
     ),
-    "vbench": Benchmark("vbench", 5, False, None, None),
+    # Table 2: VideoREPA's videophy2.csv, 590 prompts; the published prompt-upsampled-test.csv has one more.
+    "videophy2": Benchmark(
+        "videophy2", 1, True, "videophysics/videophy2_upsampled_prompts", "videophysics/videophy2_test",
+        "the upsampled_caption column of videophy2.csv", 590,
+    ),
+    # Table 3: the 946 entries of VBench_full_info.json (944 prompts), generated from NOVA's dense prompts.
+    "vbench": Benchmark("vbench", 5, True, None, None, "NOVA's nova_dense_prompts.json", 944),
 }
 
 
@@ -211,9 +224,14 @@ def load_prompts(
     missing = [p for p, e in entries.items() if not e.get("upsampled")]
     if use_upsampled and benchmark.needs_upsampled and missing:
         raise EvalInputError(
-            f"{benchmark.name} generates from upsampled prompts, and {len(missing)} prompt(s) have none "
-            f"(first: {missing[0]!r}). Pass --upsampled_prompts (VideoPhy: videophy_detailed.txt) or "
+            f"{benchmark.name} generates from upsampled prompts, as the paper does, and {len(missing)} prompt(s) "
+            f"have none (first: {missing[0]!r}). Pass --upsampled_prompts ({benchmark.upsampled_source}) or "
             "--no_upsampling to generate from the prompts themselves."
+        )
+    if len(entries) != benchmark.paper_prompts:
+        logger.warning(
+            "%s gives %d %s prompts; the paper's table has %d (%s), so its numbers are not comparable with them.",
+            source, len(entries), benchmark.name, benchmark.paper_prompts, benchmark.upsampled_source,
         )
     return [
         PromptEntry(
@@ -237,12 +255,23 @@ def _attach_upsampled(entries: dict[str, dict], source: str, split: str | None) 
         for entry, line in zip(entries.values(), lines):
             entry["upsampled"] = line
         return
+    first_row: dict[str, int] = {}
     for i, row in enumerate(read_table(source, split)):
         prompt, text = _first(row, _PROMPT_KEYS), _first(row, _UPSAMPLED_KEYS)
-        if prompt in entries and text:
-            entries[prompt]["upsampled"] = text
-        elif not text:
+        if not text:
             raise EvalInputError(f"{source}, row {i + 1}: no upsampled prompt column (one of {_UPSAMPLED_KEYS}).")
+        if prompt not in entries:
+            continue
+        if prompt in first_row:  # NOVA's dense VBench prompts give two prompts twice, once per dimension
+            if text != entries[prompt]["upsampled"]:
+                logger.warning(
+                    "%s gives %r two upsampled prompts (rows %d and %d); its videos are generated from the first "
+                    "(row %d), since one set of videos serves both of its VBench dimensions.",
+                    source, prompt, first_row[prompt] + 1, i + 1, first_row[prompt] + 1,
+                )
+            continue
+        first_row[prompt] = i
+        entries[prompt]["upsampled"] = text
 
 
 def _attach_labels(entries: dict[str, dict], source: str, split: str | None) -> None:

@@ -6,7 +6,9 @@
     python -m eval.videophy score --eval_dir runs/mtsa/videophy/eval --method "+ M-TSA"
 
 `prepare` writes `sa_testing.csv` and `physics_testing.csv` (header `videopath,caption`, the caption being the
-evaluator's full question), as the benchmark's `utils/prepare_data.py` does. `run` calls VideoCon-Physics'
+evaluator's full question), as the benchmark's `utils/prepare_data.py` does. The SA question quotes the caption cut
+at its first period, as VideoREPA's evaluation builds it for the paper's Table 1 (`--sa_caption full` quotes it
+whole, as the evaluator's own example does). `run` calls VideoCon-Physics'
 `videocon/training/pipeline_video/entailment_inference.py`, which appends header-less rows
 `videopath,question,score` with score = P(yes) / (P(yes) + P(no)). `score` reports SA and PC, the share of
 videos scoring >= 0.5, overall and per `states_of_matter`.
@@ -22,6 +24,7 @@ from typing import Mapping, Sequence
 from .common import (
     EvaluatorOutputError,
     exit_on_user_error,
+    iter_csv_rows,
     iter_headerless_rows,
     percent,
     run_evaluator,
@@ -51,17 +54,33 @@ FILES = {
 SCRIPT = Path("videocon/training/pipeline_video/entailment_inference.py")
 
 
-def question(metric: str, caption: str) -> str:
+#: How the SA question quotes a caption: cut at its first period (VideoREPA's `caption.strip().split('.')[0]`, the
+#: paper's Table 1), or whole (the evaluator's own example).
+SA_CAPTIONS = ("first_sentence", "full")
+
+
+def question(metric: str, caption: str, sa_caption: str = "first_sentence") -> str:
     """The evaluator's question for `metric` (`sa` or `pc`) about a video of `caption`."""
-    return SA_TEMPLATE.format(caption=caption) if metric == "sa" else PC_QUESTION
+    if metric == "pc":
+        return PC_QUESTION
+    return SA_TEMPLATE.format(caption=caption.strip().split(".")[0] if sa_caption == "first_sentence" else caption)
 
 
-def prepare(videos: list[IndexedVideo], eval_dir: Path) -> None:
+def prepare(videos: list[IndexedVideo], eval_dir: Path, args: argparse.Namespace | None = None) -> None:
     """Write the SA and PC input files of VideoCon-Physics."""
+    sa_caption = args.sa_caption if args is not None else SA_CAPTIONS[0]
     for metric, (name, _) in FILES.items():
-        rows = [(v.videopath, question(metric, v.prompt)) for v in videos]
+        rows = [(v.videopath, question(metric, v.prompt, sa_caption)) for v in videos]
         write_csv(eval_dir / name, ("videopath", "caption"), rows)
     logger.info("wrote %s for %d videos in %s", " and ".join(n for n, _ in FILES.values()), len(videos), eval_dir)
+
+
+def prepared_questions(eval_dir: Path, metric: str) -> dict[str, str]:
+    """The question `prepare` wrote for each video path in `eval_dir`'s input file of `metric`."""
+    path = eval_dir / FILES[metric][0]
+    if not path.is_file():
+        raise EvaluatorOutputError(f"No {path.name} in {eval_dir}: run `python -m eval.videophy prepare` first.")
+    return {row["videopath"]: row["caption"] for _, row in iter_csv_rows(path, header=("videopath", "caption"))}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -80,14 +99,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def read_output(path: Path, videos: Sequence[IndexedVideo], metric: str) -> dict[str, float]:
-    """Scores by video path from a VideoCon-Physics output; each row's question must be the one prepared."""
+    """Scores by video path from a VideoCon-Physics output; each row's question must be the one `prepare` wrote in
+    the same folder."""
     if not path.is_file():
         raise EvaluatorOutputError(f"No evaluator output at {path}: run `python -m eval.videophy run` first.")
-    prompts = {v.videopath: v.prompt for v in videos}
+    asked_for = prepared_questions(path.parent, metric)
     rows = []
     for line, (videopath, asked, score) in iter_headerless_rows(path, 3):
         where = f"{path}, line {line}"
-        if videopath in prompts and asked.strip() != question(metric, prompts[videopath]).strip():
+        if videopath in asked_for and asked.strip() != asked_for[videopath].strip():
             raise EvaluatorOutputError(
                 f"{where}: the question is not the {metric.upper()} question prepared for {videopath!r}; "
                 "were the SA and PC files swapped?"
@@ -124,8 +144,14 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=16, help="Evaluator batch size (default 16, its own).")
 
 
+def _add_prepare_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sa_caption", choices=SA_CAPTIONS, default=SA_CAPTIONS[0],
+                        help="How the SA question quotes the caption: its first sentence without the period (default, "
+                             "the paper's Table 1 as VideoREPA evaluates it) or the whole caption.")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser(__doc__, "VideoCon-Physics", _add_run_args)
+    parser = build_parser(__doc__, "VideoCon-Physics", _add_run_args, _add_prepare_args)
     dispatch(parser, argv, prepare, run, score, render_videophy)
 
 

@@ -42,7 +42,7 @@ THRESHOLD = 4
 UNPARSED = 0  # the evaluator's score when it cannot read a number in its own answer
 
 
-def prepare(videos: list[IndexedVideo], eval_dir: Path) -> None:
+def prepare(videos: list[IndexedVideo], eval_dir: Path, args: argparse.Namespace | None = None) -> None:
     """Write the AutoEval input file (the evaluator builds its SA and PC questions from the caption)."""
     write_csv(eval_dir / INPUT_NAME, ("caption", "videopath"), [(v.prompt, v.videopath) for v in videos])
     logger.info("wrote %s for %d videos", eval_dir / INPUT_NAME, len(videos))

@@ -38,16 +38,19 @@ def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
             "--lora", str(tiny_model / "lora"), "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none",
             "--output_dir", str(out), *TINY]
     loaded = []
-    real_load = generate.load_model
+    real_load = generate.load_pipeline
 
-    def spy(args):
-        spec, pipe = real_load(args)
-        loaded.append(pipe.get_active_adapters())
-        return spec, pipe
+    def spy(spec, args, scheduler):
+        pipe = real_load(spec, args, scheduler)
+        loaded.append(pipe)
+        return pipe
 
-    monkeypatch.setattr(generate, "load_model", spy)
+    monkeypatch.setattr(generate, "load_pipeline", spy)
     generate.main(argv)
-    assert len(loaded) == 1 and len(loaded[0]) == 1  # the LoRA is loaded and active
+    assert len(loaded) == 1 and len(loaded[0].get_active_adapters()) == 1  # the LoRA is loaded and active
+    # The paper's sampler (VideoREPA's): DPM-Solver with trailing timesteps, whatever the checkpoint's scheduler.
+    scheduler = loaded[0].scheduler
+    assert type(scheduler).__name__ == "CogVideoXDPMScheduler" and scheduler.config.timestep_spacing == "trailing"
     files = sorted(p.name for p in (out / "videos").iterdir())
     assert files == ["A_cat_jumps.mp4", "Water_pours_into_a_glass.mp4"]
     import imageio.v3 as iio
@@ -57,7 +60,8 @@ def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
     with (out / "manifest.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0] == {"prompt": "A cat jumps.", "generation_prompt": "a cat jumps high",
-                       "file": "videos/A_cat_jumps.mp4", "seed": "42", "category": "", "is_hard": ""}
+                       "file": "videos/A_cat_jumps.mp4", "seed": "42", "category": "", "is_hard": "",
+                       "scheduler": "dpm"}
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "videos").iterdir()}
     generate.main(argv)  # resumed: nothing left to do, so the model is not even loaded
     assert len(loaded) == 1

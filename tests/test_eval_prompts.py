@@ -90,19 +90,46 @@ def test_videophy2_hard_flag_from_labels(tmp_path):
     assert [e.is_hard for e in unlabeled] == [None, None]
 
 
-def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path):
+def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path, caplog):
     info = [{"prompt_en": "a cat", "dimension": ["subject_consistency"]},
             {"prompt_en": "a dog", "dimension": ["color"]},
             {"prompt_en": "a cat", "dimension": ["dynamic_degree"]}]
     (tmp_path / "info.json").write_text(json.dumps(info))
-    dense = [{"id": 0, "prompt": "a cat", "dense_prompt": "a fluffy cat", "tag": "x"}]
+    dense = [{"id": 0, "prompt": "a cat", "dense_prompt": "a fluffy cat", "tag": "subject_consistency"},
+             {"id": 1, "prompt": "a dog", "dense_prompt": "a brown dog", "tag": "color"},
+             {"id": 2, "prompt": "a cat", "dense_prompt": "a sleepy cat", "tag": "dynamic_degree"}]
     (tmp_path / "dense.json").write_text(json.dumps(dense))
-    entries = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), str(tmp_path / "dense.json"))
+    with caplog.at_level("WARNING", logger="eval.prompts"):
+        entries = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), str(tmp_path / "dense.json"))
     assert [(e.prompt, e.generation_prompt, e.category) for e in entries] == [
-        ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"), ("a dog", "a dog", "color")]
+        ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"), ("a dog", "a brown dog", "color")]
+    assert "'a cat' two upsampled prompts (rows 1 and 3); its videos are generated from the first (row 1)" in caplog.text
     plan = plan_videos(BENCHMARKS["vbench"], entries, 42, 5)
     assert [r.file for r in plan[:2]] == ["videos/a cat-0.mp4", "videos/a cat-1.mp4"]
     assert [r.seed for r in plan[:5]] == [42, 43, 44, 45, 46] and len(plan) == 10
+
+
+def test_vbench_generates_from_dense_prompts_as_the_paper_does(tmp_path):
+    """Table 3's protocol: NOVA's dense prompts, required unless --no_upsampling says otherwise."""
+    (tmp_path / "info.json").write_text(json.dumps([{"prompt_en": "a cat", "dimension": ["color"]}]))
+    with pytest.raises(EvalInputError, match=r"vbench generates from upsampled prompts.*nova_dense_prompts.json"):
+        load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"))
+    (short,) = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), use_upsampled=False)
+    assert short.generation_prompt == "a cat"
+
+
+def test_a_prompt_count_other_than_the_papers_is_warned_about(tmp_path, caplog):
+    rows = "".join(f"a ball falls {i} times,the ball falls {i} times\n" for i in range(591))
+    (tmp_path / "videophy2.csv").write_text("caption,upsampled_caption\n" + rows)
+    with caplog.at_level("WARNING", logger="eval.prompts"):
+        entries = load_prompts(BENCHMARKS["videophy2"], str(tmp_path / "videophy2.csv"), labels="none")
+    assert len(entries) == 591
+    assert "gives 591 videophy2 prompts; the paper's table has 590" in caplog.text
+    caplog.clear()
+    (tmp_path / "paper.csv").write_text("caption,upsampled_caption\n" + rows.split("\n", 1)[1])
+    with caplog.at_level("WARNING", logger="eval.prompts"):
+        assert len(load_prompts(BENCHMARKS["videophy2"], str(tmp_path / "paper.csv"), labels="none")) == 590
+    assert "paper" not in caplog.text
 
 
 def test_naming_and_inverse():

@@ -56,14 +56,35 @@ def test_prepare_writes_the_benchmark_templates(eval_dir):
         sa = list(csv.DictReader(f))
     with (eval_dir / "physics_testing.csv").open(newline="") as f:
         pc = list(csv.DictReader(f))
-    assert sa[3]["caption"] == (
+    assert sa[3]["caption"] == (  # the caption cut at its first period, as VideoREPA builds it for Table 1
         "The following is a conversation between a curious human and AI assistant. The assistant gives helpful, "
         "detailed, and polite answers to the user's questions.\nHuman: <|video|>\n"
-        'Human: Does this video entail the description: "Oil "floats" on water."?\nAI: '
+        'Human: Does this video entail the description: "Oil "floats" on water"?\nAI: '
     )
     assert pc[0]["caption"].endswith("Human: Does this video follow the physical laws?\nAI: ")
     assert all(Path(r["videopath"]).is_absolute() and Path(r["videopath"]).is_file() for r in sa)
     assert [r["videopath"] for r in sa] == [r["videopath"] for r in pc]
+
+
+def test_sa_question_quotes_the_first_sentence_and_score_checks_that_text(tmp_path):
+    caption = "A glass falls off the table. It shatters into pieces on the floor."
+    expected = 'Human: Does this video entail the description: "A glass falls off the table"?\nAI: '
+    assert videophy.question("sa", caption).endswith(expected)
+    gen = make_generation_dir(tmp_path / "gen", [(caption, "solid_solid", 0.9, 0.2)])
+    for form, quoted in (("first_sentence", "A glass falls off the table"), ("full", caption)):
+        out = tmp_path / form
+        videophy.main(["prepare", "--generation_dir", str(gen), "--eval_dir", str(out), "--sa_caption", form])
+        with (out / "sa_testing.csv").open(newline="") as f:
+            (row,) = csv.DictReader(f)
+        assert row["caption"].endswith(f'description: "{quoted}"?\nAI: ')
+        # score accepts answers to the question prepared in that folder, and only those.
+        (video,) = read_index(out)
+        write_output(out, "sa", [(video.videopath, row["caption"], "0.9")])
+        assert videophy.read_output(out / videophy.FILES["sa"][1], [video], "sa") == {video.videopath: 0.9}
+        other = videophy.question("sa", caption, "full" if form == "first_sentence" else "first_sentence")
+        write_output(out, "sa", [(video.videopath, other, "0.9")])
+        with pytest.raises(EvaluatorOutputError, match="not the SA question prepared"):
+            videophy.read_output(out / videophy.FILES["sa"][1], [video], "sa")
 
 
 def test_prepare_lists_missing_videos(tmp_path):
@@ -144,6 +165,33 @@ def test_run_calls_the_evaluator_script_from_its_folder(eval_dir, tmp_path):
     assert (script.parent / "calls.txt").read_text() == "/ckpt/videocon_physics 2\n" * 2
     result = videophy.score(read_index(eval_dir), eval_dir)  # the stale row is gone: no duplicate, no stranger
     assert result["subsets"]["overall"] == {"n": 4, "sa": 100.0, "pc": 100.0}
+
+
+def test_relative_evaluator_paths_reach_the_evaluator_resolved(eval_dir, tmp_path, monkeypatch):
+    """`run` starts the evaluator in its script folder: relative repo, python and checkpoint paths given from the
+    working directory must reach it absolute, the python's symbolic link (a virtual environment's) kept."""
+    script = tmp_path / "repo" / videophy.SCRIPT
+    script.parent.mkdir(parents=True)
+    script.write_text(
+        "import argparse, csv, os, sys\n"
+        "p = argparse.ArgumentParser(); [p.add_argument(a) for a in ('--input_csv', '--output_csv', '--checkpoint',"
+        " '--batch_size')]\n"
+        "a = p.parse_args()\n"
+        "assert os.path.isdir(a.checkpoint), a.checkpoint  # found from the script's folder\n"
+        "rows = list(csv.DictReader(open(a.input_csv, newline='')))\n"
+        "with open(a.output_csv, 'a', newline='') as f:\n"
+        "    csv.writer(f).writerows([(r['videopath'], r['caption'], 0.75) for r in rows])\n"
+        "open('calls.txt', 'a').write(a.checkpoint + ' ' + sys.executable + '\\n')\n"
+    )
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "env" / "bin").mkdir(parents=True)
+    (tmp_path / "env" / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    videophy.main(["run", "--eval_dir", str(eval_dir), "--evaluator_python", "env/bin/python",
+                   "--evaluator_repo", "repo", "--checkpoint", "ckpt"])
+    calls = (script.parent / "calls.txt").read_text().splitlines()
+    assert calls == [f"{tmp_path / 'ckpt'} {tmp_path / 'env' / 'bin' / 'python'}"] * 2
+    assert videophy.score(read_index(eval_dir), eval_dir)["subsets"]["overall"]["n"] == 4
 
 
 def test_run_without_the_evaluator_repo_is_a_clear_error(eval_dir, tmp_path):

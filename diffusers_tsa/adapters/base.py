@@ -69,6 +69,9 @@ class ModelSpec(abc.ABC):
     family: ClassVar[str]
     #: `_class_name` of this family's `model_index.json`.
     pipeline_class_name: ClassVar[str]
+    #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
+    #: keeps the checkpoint's own scheduler.
+    samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
 
     pretrained_model_name_or_path: str
     num_blocks: int
@@ -158,6 +161,20 @@ class ModelSpec(abc.ABC):
         pipe.load_lora_weights(lora, weight_name=weight_name)
         if scale != 1.0:
             pipe.set_adapters(pipe.get_active_adapters(), [scale])
+
+    def sampler(self, name: str | None = None) -> str:
+        """The sampler `name` checked against `samplers`; `None` is the family's protocol (the first)."""
+        if name is None:
+            return self.samplers[0]
+        if name not in self.samplers:
+            raise ModelLayoutError(
+                f"`scheduler={name!r}` is not a {self.family} sampler; choose one of {self.samplers}."
+            )
+        return name
+
+    def use_sampler(self, pipe, name: str | None = None) -> str:
+        """Puts the sampler `name` (see `sampler`) in `pipe` and returns its name; `"pipeline"` changes nothing."""
+        return self.sampler(name)
 
     @abc.abstractmethod
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:

@@ -29,6 +29,8 @@ class CogVideoXSpec(ModelSpec):
 
     family = "cogvideox"
     pipeline_class_name = "CogVideoXPipeline"
+    #: VideoREPA's sampling, which the paper follows: DPM-Solver with trailing timesteps; or DDIM, trailing too.
+    samplers = ("dpm", "ddim", "pipeline")
 
     temporal_compression: int = 4
     vae_scale: int = 8
@@ -92,6 +94,17 @@ class CogVideoXSpec(ModelSpec):
         from diffusers import CogVideoXTransformer3DModel
 
         return CogVideoXTransformer3DModel
+
+    def use_sampler(self, pipe, name: str | None = None) -> str:
+        """`"dpm"` (the default): `CogVideoXDPMScheduler` with `timestep_spacing="trailing"`, as VideoREPA's
+        `inference/generate.py` samples for the paper's tables; `"ddim"`: `CogVideoXDDIMScheduler`, trailing too."""
+        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+        name = self.sampler(name)
+        if name != "pipeline":
+            scheduler_class = CogVideoXDPMScheduler if name == "dpm" else CogVideoXDDIMScheduler
+            pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+        return name
 
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`CogVideoXPipeline` arguments; dynamic CFG is on unless `settings` turns it off, as the paper samples."""
@@ -208,9 +221,10 @@ class CogVideoXAdapter(ModelAdapter):
             raise RuntimeError(f"LoRA checkpoint in {input_dir} has unexpected keys: {result.unexpected_keys[:5]}")
 
     def pipeline(self, transformer: nn.Module):
-        from diffusers import CogVideoXDPMScheduler
-
-        return self.spec.pipeline_class(
+        """A `CogVideoXPipeline` around the live `transformer`, sampling as the evaluation protocol does."""
+        pipe = self.spec.pipeline_class(
             tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, transformer=transformer,
-            scheduler=CogVideoXDPMScheduler.from_config(self.scheduler.config),
+            scheduler=self.scheduler,
         )
+        self.spec.use_sampler(pipe)
+        return pipe
