@@ -103,7 +103,9 @@ def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path, ca
         entries = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), str(tmp_path / "dense.json"))
     assert [(e.prompt, e.generation_prompt, e.category) for e in entries] == [
         ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"), ("a dog", "a brown dog", "color")]
-    assert "'a cat' two upsampled prompts (rows 1 and 3); its videos are generated from the first (row 1)" in caplog.text
+    assert "'a cat' two upsampled prompts (rows 1 and 3); its videos are generated from the first (row 1)" in (
+        caplog.text
+    )
     plan = plan_videos(BENCHMARKS["vbench"], entries, 42, 5)
     assert [r.file for r in plan[:2]] == ["videos/a cat-0.mp4", "videos/a cat-1.mp4"]
     assert [r.seed for r in plan[:5]] == [42, 43, 44, 45, 46] and len(plan) == 10
