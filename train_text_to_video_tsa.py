@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -51,9 +50,10 @@ from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
+    OutputDirLock,
     TrainingClips,
+    checkpoint_step,
     collate_examples,
-    resolve_checkpoint,
     save_checkpoint,
     save_model_card,
 )
@@ -183,10 +183,9 @@ def parse_args(input_args=None):
     # Other information
     parser.add_argument("--tracker_name", type=str, default=None, help="Project name in the tracker.")
     parser.add_argument("--push_to_hub", action="store_true", help="Push the final weights to the Hub.")
-    parser.add_argument(
-        "--hub_token", type=str, default=None,
-        help="Hub token (prefer `hf auth login`); it is never logged nor written anywhere.",
-    )
+    # A token on a command line reaches logs (accelerate prints a failed child's command line), shell history and
+    # process lists: it is refused, with what to do instead.
+    parser.add_argument("--hub_token", type=str, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hub_model_id", type=str, default=None, help="Hub repository (default: output_dir name).")
     parser.add_argument("--logging_dir", type=str, default="logs", help="Tracker logs, under --output_dir.")
     parser.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
@@ -197,6 +196,11 @@ def parse_args(input_args=None):
     args = parser.parse_args(input_args)
 
     # Checks of the script's own flags; the rest is checked against the configs by `cli.plan_training`.
+    if args.hub_token is not None:
+        raise cli.FlagError(
+            "--hub_token is not accepted: a token on a command line ends up in logs, shell history and process lists. "
+            "Run `hf auth login` once, or set the HF_TOKEN environment variable; --push_to_hub uses it."
+        )
     if args.dataset_name is None and args.instance_data_root is None:
         raise cli.FlagError("Pass --dataset_name or --instance_data_root.")
     if args.training_mode == "lora" and (args.rank < 1 or args.lora_alpha <= 0):
@@ -337,10 +341,11 @@ def main(args):
 
     repo_id = None
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+        # One run per output folder, for the whole run; a killed run's lock ends with its process.
+        output_lock = OutputDirLock(args.output_dir).acquire()
         if args.push_to_hub:
             repo_id = create_repo(
-                repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
+                repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True
             ).repo_id
 
     # Frozen weights go to half precision under mixed precision; trainable ones stay in fp32.
@@ -452,7 +457,7 @@ def main(args):
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
 
-    # Trackers get the configuration, without the Hub token.
+    # Trackers get the configuration (which holds no token: --hub_token is refused).
     config = {k: v for k, v in vars(args).items() if k != "hub_token"}
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_name or "text-to-video-tsa", config=config)
@@ -477,17 +482,15 @@ def main(args):
     first_epoch = 0
     resume_batches = 0
 
-    # Potentially load in the weights and states from a previous save
-    if args.resume_from_checkpoint:
-        path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
-        if path is None:
-            logger.info(f"No checkpoint in {args.output_dir} yet: starting a new training run.")
-        else:
-            logger.info(f"Resuming from checkpoint {path}")
-            accelerator.load_state(str(path))
-            global_step = int(path.name.split("-")[1])
-            first_epoch = global_step // num_update_steps_per_epoch
-            resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+    # Potentially load in the weights and states from a previous save (found and checked complete by the plan)
+    if plan.resume is not None:
+        logger.info(f"Resuming from checkpoint {plan.resume}")
+        accelerator.load_state(str(plan.resume))
+        global_step = checkpoint_step(plan.resume)
+        first_epoch = global_step // num_update_steps_per_epoch
+        resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+    elif args.resume_from_checkpoint:
+        logger.info(f"No checkpoint in {args.output_dir} yet: starting a new training run.")
 
     progress_bar = tqdm(
         range(0, args.max_train_steps), initial=global_step, desc="Steps",
@@ -614,10 +617,11 @@ def main(args):
         )
         if args.push_to_hub:
             upload_folder(
-                repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training", token=args.hub_token,
-                ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**"],
+                repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training",
+                ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**", ".*"],  # .*: the lock
             )
         logger.info(f"Final weights, model card and validation videos are in {args.output_dir}")
+        output_lock.release()
 
     accelerator.end_training()
 

@@ -13,6 +13,7 @@ import contextlib
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, TypeVar
 
 import datasets
@@ -23,7 +24,9 @@ from .data.video import RESHAPE_MODES
 from .errors import UsageError
 from .features import FEATURES_COLUMN, MASK_COLUMN, check_precomputed_settings
 from .teachers import TeacherInput, teacher_config, teacher_geometry
+from .projector import PROJECTOR_FILES
 from .training.alignment import ALIGNMENT_LOSSES, AlignmentConfig
+from .training.checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
 
 T = TypeVar("T")
 
@@ -60,6 +63,7 @@ FLAGS: dict[str, str] = {
     "projector_hidden_dim": "--projector_hidden_dim",
     "storage_dtype": "--storage_dtype",
     "resume_from_checkpoint": "--resume_from_checkpoint",
+    "output_dir": "--output_dir",
 }
 _ARGUMENT = re.compile(r"`([A-Za-z_][\w.]*)(=[^`]*)?`")
 
@@ -243,13 +247,14 @@ def alignment_config(
         )
     if column is None and FEATURES_COLUMN in table.column_names:
         column = FEATURES_COLUMN
-    teacher, config = None, None
+    teacher, config, drop_first_frame = None, None, True
     if args.teacher_model_name_or_path is not None:
         config = teacher_config(
             args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
             revision=args.teacher_revision, cache_dir=args.cache_dir,
         )
         teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip), config)
+        drop_first_frame = teacher.input.drop_first_frame
     if column is not None:
         if args.random_flip or args.video_reshape_mode == "random":
             raise FlagError(
@@ -281,7 +286,7 @@ def alignment_config(
         teacher_grid=tuple(grid), teacher_width=width, weight=args.alignment_weight,
         temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio,
         projector_hidden_dim=args.projector_hidden_dim,
-        teacher=teacher, teacher_config=config, features_column=column,
+        teacher=teacher, teacher_config=config, features_column=column, drop_first_frame=drop_first_frame,
     )
 
 
@@ -295,12 +300,14 @@ class TrainingPlan:
         clip (`ClipSpec`): how clips are read.
         table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
+        resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
     """
 
     spec: ModelSpec
     clip: ClipSpec
     table: datasets.Dataset
     alignment: AlignmentConfig | None
+    resume: Path | None = None
 
 
 def plan_training(args: argparse.Namespace) -> TrainingPlan:
@@ -320,4 +327,11 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg
         )
         table = load_dataset(args, cache_dir=args.cache_dir)
-        return TrainingPlan(spec, clip, table, alignment_config(args, spec, clip, table))
+        alignment = alignment_config(args, spec, clip, table)
+        resume = None
+        if args.resume_from_checkpoint:
+            resume = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        if resume is not None:  # every file the resumed run loads, present and not empty
+            projector = PROJECTOR_FILES if alignment is not None else ()
+            check_checkpoint(resume, [*spec.saved_files(args.training_mode), *projector, *ACCELERATE_FILES])
+        return TrainingPlan(spec, clip, table, alignment, resume)

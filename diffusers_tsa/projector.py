@@ -17,6 +17,8 @@ Grid = tuple[int, int, int]
 
 #: Folder of a training output (and of each checkpoint) that holds the projector, beside the transformer weights.
 PROJECTOR_SUBFOLDER = "alignment_projector"
+#: The files `save_pretrained` writes there.
+PROJECTOR_FILES = (f"{PROJECTOR_SUBFOLDER}/config.json", f"{PROJECTOR_SUBFOLDER}/diffusion_pytorch_model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class GridResampling:
     drop_first_frame: bool
     upsample: Grid
     downsample: Grid
+
+    @staticmethod
+    def pairs(student: int, teacher: int) -> bool:
+        """Whether one axis of `student` and `teacher` sizes has an integer up- or downsampling factor."""
+        return student >= 1 and (student % teacher == 0 or teacher % student == 0)
 
     @classmethod
     def between(cls, student_grid: Grid, teacher_grid: Grid, drop_first_frame: bool | None = None) -> "GridResampling":
@@ -53,7 +60,7 @@ class GridResampling:
         reasons = []
         for drop in choices:
             sizes = (f_s - drop, *student_grid[1:])
-            factors = [_integer_ratio(s, t) for s, t in zip(sizes, teacher_grid)]
+            factors = [cls.pairs(s, t) for s, t in zip(sizes, teacher_grid)]
             if sizes[0] >= 1 and all(factors):
                 up = tuple(max(1, t // s) for s, t in zip(sizes, teacher_grid))
                 down = tuple(max(1, s // t) for s, t in zip(sizes, teacher_grid))
@@ -69,8 +76,7 @@ class GridResampling:
         )
 
 
-def _integer_ratio(a: int, b: int) -> bool:
-    return a >= 1 and (a % b == 0 or b % a == 0)
+
 
 
 class AlignmentProjector(ModelMixin, ConfigMixin):

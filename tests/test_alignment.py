@@ -153,3 +153,18 @@ def test_each_alignment_loss_is_the_library_function():
     for name, value in expected.items():
         torch.testing.assert_close(alignment_loss(name, student, teacher, motion_mask=mask, tau=0.3), value)
     assert len({round(v.item(), 6) for v in expected.values()}) == 4  # the mask and the loss each matter here
+
+
+def test_latent_frame_0_is_dropped_exactly_when_the_teacher_skips_pixel_frame_0(tiny):
+    """9 frames: 3 latent frames, the first encoding pixel frame 0 alone. A teacher of 6 frames after frame 0 gives
+    3 tubelets, which counts alone would pair with all 3 latent frames, latent frame 0 included: refused."""
+    name = str(tiny / "teacher")
+    config_of = teacher_config(name)
+    skipping = teacher_geometry(name, TeacherInput(6, 32, 48, drop_first_frame=True), config_of)
+    with pytest.raises(GridError, match=r"2 latent frames after the first: `TeacherInput.num_frames` 4 or 8 pairs"):
+        AlignmentConfig(loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32, teacher_grid=skipping.grid,
+                        teacher_width=32, teacher=skipping)
+    seeing_all = teacher_geometry(name, TeacherInput(6, 32, 48, drop_first_frame=False), config_of)
+    config = AlignmentConfig(loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32,
+                             teacher_grid=seeing_all.grid, teacher_width=32, teacher=seeing_all, drop_first_frame=False)
+    assert config.teacher_grid == (3, 2, 3)

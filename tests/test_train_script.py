@@ -272,6 +272,7 @@ def parse_script_args(flags):
         (["--height", "100"], r"--height=100 must be a multiple of 16"),
         (["--teacher_features_column", "vmae"], r"--teacher_features_column 'vmae' is not a column"),
         (["--tsa_mask_ratio", "0"], r"--tsa_mask_ratio=0.0 must be in \(0, 1\]"),
+        (["--teacher_num_frames", "6"], r"2 latent frames after the first: --teacher_num_frames 4 or 8 pairs"),
     ],
 )
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
@@ -299,3 +300,61 @@ def test_a_bad_flag_exits_before_loading_any_weight(tiny, tmp_path):
     assert "Running training" not in log and "Loading" not in log
     code, log = run_script(tiny, tmp_path / "out", "--alignment_loss", "l2", expect_success=False)
     assert code != 0 and "--alignment_loss: invalid choice: 'l2'" in log
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """A 2-step LoRA run with a checkpoint at every step, copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    run_script(tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "1")
+    return out
+
+
+@pytest.mark.parametrize("damage", ["no LoRA file", "empty projector", "another run's LoRA"])
+def test_resume_refuses_an_incomplete_checkpoint(tiny, trained, tmp_path, damage):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    checkpoint = out / "checkpoint-2"
+    if damage == "no LoRA file":
+        (checkpoint / "pytorch_lora_weights.safetensors").unlink()
+        message = f"error: --resume_from_checkpoint='{checkpoint}' cannot resume this run: pytorch_lora_weights"
+    elif damage == "empty projector":
+        (checkpoint / PROJECTOR).write_bytes(b"")
+        message = f"cannot resume this run: {PROJECTOR} missing or empty"
+    else:
+        other_run = {"transformer.proj_out.lora_A.weight": torch.zeros(4, 4)}
+        save_file(other_run, checkpoint / "pytorch_lora_weights.safetensors")
+        message = "does not hold this run's LoRA"
+    code, log = run_script(
+        tiny, out, "--max_train_steps", "4", "--checkpointing_steps", "1", "--resume_from_checkpoint", "latest",
+        expect_success=False,
+    )
+    assert code == 1 and message in log
+    frames = [line for line in log.splitlines() if line.strip().startswith('File "')]
+    assert not [f for f in frames if "diffusers_tsa" in f or SCRIPT.name in f]  # only the launcher's traceback
+    assert not (out / "checkpoint-3").exists()  # nothing was trained on a fresh adapter
+
+
+def test_a_hub_token_on_the_command_line_is_refused(tiny, tmp_path):
+    with pytest.raises(FlagError, match=r"--hub_token is not accepted.*`hf auth login`.*HF_TOKEN") as err:
+        parse_script_args([*common_flags(tiny, tmp_path / "out"), "--hub_token", "hf_secret"])
+    assert "hf_secret" not in str(err.value)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tiny, tmp_path):
+    from diffusers_tsa.training import OutputDirLock
+
+    out = tmp_path / "out"
+    held = OutputDirLock(out).acquire()  # another run, here this process
+    try:
+        code, log = run_script(tiny, out, "--max_train_steps", "1", expect_success=False)
+    finally:
+        held.release()
+    assert code == 1
+    assert f"error: --output_dir='{out}' is in use by another training run (process {os.getpid()} on" in log
+    assert "Running training" not in log and not list(out.glob("checkpoint-*"))
+    run_script(tiny, out, "--max_train_steps", "1")  # free again once released

@@ -27,6 +27,9 @@ from ..hooks import BlockFeatureExtractor
 
 Grid = tuple[int, int, int]
 
+#: The LoRA file a training run writes (diffusers' `load_lora_weights` default).
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -111,6 +114,10 @@ class ModelSpec(abc.ABC):
         self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None
     ) -> None:
         """Raises `ModelLayoutError` for an option the family does not support (every one is supported here)."""
+
+    def saved_files(self, training_mode: str) -> tuple[str, ...]:
+        """The files a training run writes for `training_mode` (`"lora"` or `"full"`), and each checkpoint holds."""
+        return (LORA_WEIGHT_NAME,) if training_mode == "lora" else ("transformer/config.json",)
 
     # --- Stock pipeline ----------------------------------------------------------------------------------------
 
@@ -271,6 +278,25 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def load_lora_weights(self, input_dir: str | os.PathLike, transformer: nn.Module) -> None:
         """Loads what `save_lora_weights` wrote into the live adapter of `transformer` (resuming)."""
+
+    @staticmethod
+    def _set_lora_state(transformer: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+        """Loads PEFT-keyed LoRA weights into the live `default` adapter, refusing a file that lacks any of its
+        weights or holds others (a resumed run must continue from exactly what was saved)."""
+        from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+        from ..hooks import unwrap_model
+
+        model = unwrap_model(transformer)
+        expected = set(get_peft_model_state_dict(model))
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if missing or unexpected:
+            raise ModelLayoutError(
+                f"{source} does not hold this run's LoRA ({len(expected)} weights): {len(missing)} missing (e.g. "
+                f"{missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}). Resume from a checkpoint of a "
+                "run with the same model, rank and target modules."
+            )
+        set_peft_model_state_dict(model, state_dict, adapter_name="default")
 
     def save_transformer(self, output_dir: str | os.PathLike, transformer: nn.Module) -> None:
         """Writes the full transformer to `output_dir/transformer` (`from_pretrained(..., subfolder="transformer")`)."""

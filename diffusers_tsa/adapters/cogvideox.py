@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import GridError
-from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec
+from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec
 from .registry import register_adapter
 
 
@@ -211,14 +211,11 @@ class CogVideoXAdapter(ModelAdapter):
         )
 
     def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
-        from peft.utils import set_peft_model_state_dict
-
-        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir)
+        """Reads exactly `input_dir/pytorch_lora_weights.safetensors` (never another file of the folder)."""
+        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
         prefix = "transformer."
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        result = set_peft_model_state_dict(transformer, state_dict, adapter_name="default")
-        if getattr(result, "unexpected_keys", None):
-            raise RuntimeError(f"LoRA checkpoint in {input_dir} has unexpected keys: {result.unexpected_keys[:5]}")
+        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
 
     def pipeline(self, transformer: nn.Module):
         """A `CogVideoXPipeline` around the live `transformer`, sampling as the evaluation protocol does."""

@@ -1,17 +1,30 @@
 """Pieces of the training script that are worth testing on their own: the alignment term, checkpoints, data."""
 
 from .alignment import ALIGNMENT_LOSSES, AlignedTransformer, Alignment, AlignmentConfig, alignment_loss
-from .checkpoints import list_checkpoints, prune_checkpoints, resolve_checkpoint, save_checkpoint
+from .checkpoints import (
+    ACCELERATE_FILES,
+    check_checkpoint,
+    checkpoint_step,
+    list_checkpoints,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .data import TrainingClips, collate_examples
 from .model_card import save_model_card
+from .output_lock import OutputDirLock
 
 __all__ = [
+    "ACCELERATE_FILES",
     "ALIGNMENT_LOSSES",
     "AlignedTransformer",
     "Alignment",
     "AlignmentConfig",
+    "OutputDirLock",
     "TrainingClips",
     "alignment_loss",
+    "check_checkpoint",
+    "checkpoint_step",
     "collate_examples",
     "list_checkpoints",
     "prune_checkpoints",

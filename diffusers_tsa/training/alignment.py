@@ -82,6 +82,9 @@ class AlignmentConfig:
             (`teacher_features` and `motion_mask`, from the dataset's `features_column`).
         teacher_config (`transformers.PretrainedConfig`, *optional*): the teacher's config, already read.
         features_column (`str`, *optional*): the dataset column of precomputed features.
+        drop_first_frame (`bool`, defaults to `True`): whether the teacher skips pixel frame 0 (`TeacherInput`),
+            which a causal video VAE encodes alone into latent frame 0: the projector then drops latent frame 0,
+            exactly then.
 
     Raises:
         `UsageError`: for a value out of range, or (`GridError`) a teacher grid the projector cannot reach.
@@ -100,6 +103,7 @@ class AlignmentConfig:
     teacher: TeacherGeometry | None = None
     teacher_config: Any = field(default=None, compare=False, repr=False)
     features_column: str | None = None
+    drop_first_frame: bool = True
 
     def __post_init__(self):
         bad = []
@@ -116,9 +120,23 @@ class AlignmentConfig:
         if bad:
             raise UsageError("Invalid alignment settings: " + "; ".join(bad) + ".")
         try:
-            GridResampling.between(self.student_grid, self.teacher_grid)
+            GridResampling.between(self.student_grid, self.teacher_grid, drop_first_frame=self.drop_first_frame)
         except GridError as err:
-            raise GridError(f"The projector cannot reach the teacher grid: {err}") from None
+            raise GridError(f"The projector cannot reach the teacher grid: {err}{self._frames_hint()}") from None
+
+    def _frames_hint(self) -> str:
+        """The teacher frame counts nearest to the given one that pair with the student's latent frames."""
+        student = self.student_grid[0] - self.drop_first_frame
+        if self.teacher is None or student < 1 or GridResampling.pairs(student, self.teacher_grid[0]):
+            return ""
+        tubelet, given = self.teacher.tubelet_size, self.teacher.input.num_frames
+        grids = {student * k for k in (1, 2, 3, 4)} | {student // k for k in range(1, student + 1) if student % k == 0}
+        nearest = sorted(sorted(f * tubelet for f in grids), key=lambda n: abs(n - given))[:2]
+        skipped = " after the first" if self.drop_first_frame else ""
+        return (
+            f" The student has {student} latent frames{skipped}: `TeacherInput.num_frames` "
+            f"{' or '.join(map(str, sorted(nearest)))} pairs each teacher tubelet with them."
+        )
 
     @property
     def masked(self) -> bool:
@@ -182,6 +200,7 @@ class Alignment:
         projector = AlignmentProjector(
             config.student_width, config.teacher_width, student_grid=config.student_grid,
             teacher_grid=config.teacher_grid, hidden_dim=config.projector_hidden_dim,
+            drop_first_frame=config.drop_first_frame,
         ).to(device)
         return cls(config, projector, adapter.feature_extractor(adapter.transformer, config.depth), teacher)
 

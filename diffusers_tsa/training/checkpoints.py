@@ -1,8 +1,8 @@
 """Training-state checkpoints: `checkpoint-{step}` folders, rotated, written atomically, found for resuming.
 
-The semantics are those diffusers' example tests expect: with `checkpoints_total_limit = L`, saving prunes the
-oldest so that at most L - 1 remain before the new one. A folder is written under a temporary name and renamed
-when complete, so a run killed while saving never leaves a `checkpoint-*` that cannot load.
+The semantics are those diffusers' example tests expect: with `checkpoints_total_limit = L`, at most L checkpoints
+remain, the newest. A folder is written under a temporary name and renamed when complete, and the oldest are pruned
+only then, so a run killed while saving never leaves a `checkpoint-*` that cannot load, nor loses the last one.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..errors import UsageError
 
@@ -58,16 +58,26 @@ def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> P
     return path
 
 
+#: What `accelerator.save_state` writes besides the models (their weights are written by the training script).
+ACCELERATE_FILES = ("optimizer.bin", "scheduler.bin")
+
+
+def check_checkpoint(path: str | Path, required: Iterable[str]) -> None:
+    """Raises `UsageError` naming each `required` file (relative to the checkpoint) that is missing or empty."""
+    bad = [name for name in required if not (Path(path) / name).is_file() or (Path(path) / name).stat().st_size == 0]
+    if bad:
+        raise UsageError(
+            f"`resume_from_checkpoint={str(path)!r}` cannot resume this run: {', '.join(bad)} missing or empty. "
+            "Resume from another checkpoint, or start afresh in a new output folder."
+        )
+
+
 def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> None:
-    """Removes the oldest checkpoints so that at most `total_limit - 1` remain, making room for one more, and any
-    partial folder left by a run killed while saving."""
-    for partial in Path(output_dir).glob(f"checkpoint-*{_PARTIAL_SUFFIX}"):
-        shutil.rmtree(partial, ignore_errors=True)
+    """Removes the oldest complete checkpoints so that at most `total_limit` remain."""
     if total_limit is None:
         return
     checkpoints = list_checkpoints(output_dir)
-    excess = len(checkpoints) - (total_limit - 1)
-    for old in checkpoints[: max(0, excess)]:
+    for old in checkpoints[: max(0, len(checkpoints) - total_limit)]:
         logger.info("Removing %s (checkpoints_total_limit=%d)", old.name, total_limit)
         shutil.rmtree(old)
 
@@ -82,17 +92,22 @@ def save_checkpoint(
     wait_for_everyone: Callable[[], None],
 ) -> Path:
     """Writes `checkpoint-{step}` atomically with `save_state` (e.g. `accelerator.save_state`), called on every
-    process; the main process prunes before and renames after."""
+    process. The main process first removes partial folders of killed runs; once the new checkpoint is complete and
+    renamed into place, it prunes the oldest beyond `total_limit`."""
     final = Path(output_dir) / f"checkpoint-{step}"
     partial = final.with_name(final.name + _PARTIAL_SUFFIX)
     if is_main_process:
-        prune_checkpoints(output_dir, total_limit)
+        for stale in Path(output_dir).glob(f"checkpoint-*{_PARTIAL_SUFFIX}"):
+            shutil.rmtree(stale, ignore_errors=True)
     wait_for_everyone()
     save_state(str(partial))
     wait_for_everyone()
     if is_main_process:
-        if final.exists():  # a resumed run saving a step it had saved before
-            shutil.rmtree(final)
+        replaced = final.with_name(final.name + ".replaced")
+        if final.exists():  # a resumed run saving a step it had saved before: keep the old one until the swap
+            final.rename(replaced)
         partial.rename(final)
+        shutil.rmtree(replaced, ignore_errors=True)
+        prune_checkpoints(output_dir, total_limit)
     wait_for_everyone()
     return final

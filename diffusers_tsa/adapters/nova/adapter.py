@@ -16,7 +16,7 @@ from ...errors import ModelLayoutError
 from ...hooks import BlockFeatureExtractor, unwrap_model
 from ..base import ModelAdapter
 from ..registry import register_adapter
-from .lora import read_nova_lora, save_nova_lora
+from .lora import LORA_WEIGHT_NAME, read_nova_lora, save_nova_lora
 from .spec import NOVASpec
 
 
@@ -135,12 +135,8 @@ class NOVAAdapter(ModelAdapter):
         save_nova_lora(transformer, output_dir)
 
     def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
-        from peft.utils import set_peft_model_state_dict
-
         state_dict, _ = read_nova_lora(input_dir)
-        result = set_peft_model_state_dict(unwrap_model(transformer), state_dict, adapter_name="default")
-        if getattr(result, "unexpected_keys", None):
-            raise RuntimeError(f"LoRA checkpoint in {input_dir} has unexpected keys: {result.unexpected_keys[:5]}")
+        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
 
     # --- Validation -------------------------------------------------------------------------------------------
 

@@ -14,8 +14,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ...hooks import unwrap_model
-
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+from ..base import LORA_WEIGHT_NAME
 # The safetensors metadata key under which diffusers stores LoRA configs (rank, alpha, target modules).
 _METADATA_KEY = "lora_adapter_metadata"
 _PREFIX = "transformer."

@@ -1,0 +1,71 @@
+"""One training run per output folder: an exclusive lock held for the run's life.
+
+The lock is the operating system's (`flock`, or `msvcrt.locking` on Windows), so it ends with its process: the lock
+of a killed run is free again, and kill-and-resume works. The file also says who holds it, for the message a second
+run gets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+from ..errors import UsageError
+
+LOCK_FILE = ".training.lock"
+
+
+def _try_lock(file: IO) -> None:
+    """Locks `file` exclusively without waiting; raises `OSError` when another process holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+class OutputDirLock:
+    """An exclusive lock on `output_dir` (the file `.training.lock` in it), from `acquire` until `release` or the
+    end of the process.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the training run's output folder (created if needed).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.output_dir = Path(output_dir)
+        self._file: IO | None = None
+
+    def acquire(self) -> OutputDirLock:
+        """Takes the lock, or raises `UsageError` naming the folder and the process that holds it."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        file = open(self.output_dir / LOCK_FILE, "a+")  # not truncated: it names the holder
+        try:
+            _try_lock(file)
+        except OSError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            raise UsageError(
+                f"`output_dir={str(self.output_dir)!r}` is in use by another training run ({holder}): two runs in "
+                "one folder overwrite each other's checkpoints. Wait for it to end or stop it, or choose another "
+                "output folder."
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        file.flush()
+        self._file = file
+        return self
+
+    def release(self) -> None:
+        """Gives the lock back (the process ending does too)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
