@@ -321,6 +321,10 @@ def main(args):
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise cli.FlagError(
+            "--mixed_precision fp16 needs a GPU (CPU autocast computes in bfloat16): use --mixed_precision bf16 or no."
+        )
     if args.report_to == "wandb" and not is_wandb_available():
         raise ImportError("--report_to wandb needs `pip install wandb`.")
 
@@ -352,8 +356,10 @@ def main(args):
     weight_dtype = frozen_weight_dtype(accelerator)
 
     # Load the model's components (tokenizer, text encoder, VAE, transformer, scheduler).
+    # A full fine-tune trains in fp32 from the checkpoint's own precision, never from a half-precision copy.
     adapter = ADAPTERS[plan.spec.family].from_pretrained(
-        plan.spec, variant=args.variant, weight_dtype=weight_dtype, device=accelerator.device
+        plan.spec, variant=args.variant, weight_dtype=weight_dtype, device=accelerator.device,
+        transformer_dtype=torch.float32 if args.training_mode == "full" else weight_dtype,
     )
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
 
@@ -361,7 +367,6 @@ def main(args):
     if args.training_mode == "lora":
         adapter.add_lora(args.rank, args.lora_alpha)
     else:
-        adapter.transformer.to(dtype=torch.float32)
         adapter.enable_full_training()
     cast_training_params([adapter.transformer], dtype=torch.float32)
     if args.gradient_checkpointing:
@@ -371,7 +376,7 @@ def main(args):
     alignment = None
     if plan.alignment:
         alignment = Alignment.build(
-            plan.alignment, adapter, device=accelerator.device, teacher_dtype=weight_dtype,
+            plan.alignment, adapter, device=accelerator.device, teacher_dtype=getattr(torch, args.teacher_dtype),
             trust_remote_code=args.trust_remote_code, teacher_revision=args.teacher_revision, cache_dir=args.cache_dir,
         )
     model = AlignedTransformer(adapter, alignment)
@@ -470,7 +475,7 @@ def main(args):
     logger.info(f"  Alignment = {args.alignment_loss} at block {args.alignment_depth}, weight {args.alignment_weight}")
     if alignment:
         logger.info(f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
-                    f"({'online' if alignment.teacher else 'precomputed'} teacher)")
+                    f"({f'online teacher in {args.teacher_dtype}' if alignment.teacher else 'precomputed teacher'})")
     logger.info(f"  Num trainable parameters = {sum(p.numel() for g in params_to_optimize for p in g['params'])}")
     logger.info(f"  Num examples = {len(train_dataset)}")
     logger.info(f"  Num epochs = {args.num_train_epochs}")

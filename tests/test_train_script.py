@@ -358,3 +358,29 @@ def test_a_second_run_into_the_same_folder_is_refused(tiny, tmp_path):
     assert f"error: --output_dir='{out}' is in use by another training run (process {os.getpid()} on" in log
     assert "Running training" not in log and not list(out.glob("checkpoint-*"))
     run_script(tiny, out, "--max_train_steps", "1")  # free again once released
+
+
+def test_mixed_precision_keeps_the_teacher_and_a_full_fine_tune_in_fp32(tiny, tmp_path):
+    """bf16 autocast on the CPU: the teacher runs in fp32 (`--teacher_dtype` default), and a full fine-tune starts
+    from the checkpoint's own fp16 weights exactly, not from a bf16 copy of them (lr 0: checkpoint-1 holds them)."""
+    base = tmp_path / "fp16-base"
+    pipe = CogVideoXPipeline.from_pretrained(tiny / "base")
+    pipe.transformer.half()
+    pipe.save_pretrained(base)
+    out = tmp_path / "out"
+    _, log = run_script(
+        tiny, out, "--pretrained_model_name_or_path", str(base), "--mixed_precision", "bf16", "--training_mode",
+        "full", "--learning_rate", "0", "--adam_weight_decay", "0", "--max_train_steps", "1",
+        "--checkpointing_steps", "1",
+    )
+    assert "(online teacher in float32)" in log
+    trained = load_file(out / "checkpoint-1" / "transformer" / "diffusion_pytorch_model.safetensors")
+    original = load_file(base / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert all(trained[k].dtype == torch.float32 and torch.equal(trained[k], v.float()) for k, v in original.items())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is refused on the CPU only")
+def test_fp16_on_the_cpu_is_refused_before_loading(tiny, tmp_path):
+    code, log = run_script(tiny, tmp_path / "out", "--mixed_precision", "fp16", "--max_train_steps", "1",
+                           expect_success=False)
+    assert code == 1 and "error: --mixed_precision fp16 needs a GPU" in log and "Running training" not in log

@@ -220,10 +220,12 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def from_pretrained(
         cls, spec: ModelSpec, *, variant: str | None = None, weight_dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
+        transformer_dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
     ) -> ModelAdapter:
         """Loads every component of `spec`'s checkpoint: frozen ones in `weight_dtype` on `device`, the transformer
-        frozen as well (the caller then chooses what trains with `add_lora` or `enable_full_training`)."""
+        frozen as well, in `transformer_dtype` (default `weight_dtype`; float32 for a full fine-tune, read straight
+        from the checkpoint's own precision). The caller then chooses what trains (`add_lora`,
+        `enable_full_training`)."""
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 

@@ -128,7 +128,9 @@ class CogVideoXAdapter(ModelAdapter):
         self._alphas_cumprod = self.scheduler.alphas_cumprod
 
     @classmethod
-    def from_pretrained(cls, spec, *, variant=None, weight_dtype=torch.float32, device="cpu") -> CogVideoXAdapter:
+    def from_pretrained(
+        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu"
+    ) -> CogVideoXAdapter:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
         from transformers import AutoTokenizer, T5EncoderModel
 
@@ -139,7 +141,7 @@ class CogVideoXAdapter(ModelAdapter):
         text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
         vae = AutoencoderKLCogVideoX.from_pretrained(name, subfolder="vae", torch_dtype=weight_dtype, **weights)
         transformer = spec.transformer_class.from_pretrained(
-            name, subfolder="transformer", torch_dtype=weight_dtype, **weights
+            name, subfolder="transformer", torch_dtype=transformer_dtype or weight_dtype, **weights
         )
         scheduler = CogVideoXDPMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
         for module in (text_encoder, vae, transformer):

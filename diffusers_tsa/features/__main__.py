@@ -32,8 +32,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="datasets / Hub cache folder.")
     cli.add_clip_arguments(parser)
     cli.add_teacher_arguments(parser, required=True)
-    parser.add_argument("--teacher_dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                        help="Dtype the teacher runs in (float32; bfloat16 is about 2x faster on GPUs).")
     cli.add_mask_ratio_argument(parser)
     group = parser.add_argument_group("output")
     group.add_argument("--storage_dtype", default="float16", choices=sorted(STORAGE_DTYPES),

@@ -42,10 +42,16 @@ class NOVAAdapter(ModelAdapter):
         self._image_tokens_per_prefix_token = (video_patch // transformer.image_encoder.patch_embed.patch_size) ** 2
 
     @classmethod
-    def from_pretrained(cls, spec, *, variant=None, weight_dtype=torch.float32, device="cpu") -> NOVAAdapter:
+    def from_pretrained(
+        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu"
+    ) -> NOVAAdapter:
+        options = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
+        transformer = spec.transformer_class.from_pretrained(
+            spec.pretrained_model_name_or_path, subfolder="transformer", torch_dtype=transformer_dtype or weight_dtype,
+            **options,
+        )
         pipe = spec.pipeline_class.from_pretrained(
-            spec.pretrained_model_name_or_path, revision=spec.revision, variant=variant, cache_dir=spec.cache_dir,
-            torch_dtype=weight_dtype,
+            spec.pretrained_model_name_or_path, transformer=transformer, torch_dtype=weight_dtype, **options
         )
         for module in (pipe.text_encoder, pipe.vae, pipe.transformer):
             module.requires_grad_(False).to(device)
