@@ -596,8 +596,7 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         transformer = accelerator.unwrap_model(model).transformer
-        transformer.to(weight_dtype)
-        save_trained(transformer, args.output_dir)
+        save_trained(transformer, args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
         if skipped_clips:
             logger.warning(f"{skipped_clips} unreadable clip(s) were skipped during training.")
 

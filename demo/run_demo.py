@@ -89,7 +89,8 @@ def main() -> None:
     prompt = "a red ball is thrown hard, falls and bounces on the floor"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_text_to_video_tsa.py"),
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
+        str(REPO / "train_text_to_video_tsa.py"),
         "--pretrained_model_name_or_path", str(base),
         "--instance_data_root", str(data), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
         "--teacher_model_name_or_path", str(teacher),

@@ -109,3 +109,14 @@ def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):
     assert saved["teacher_valid"] == [True, False] and saved.features["teacher_features"].shape == (4, 2, 3, 32)
     settings = json.loads((tmp_path / "out" / "teacher_features.json").read_text())
     assert settings["grid"] == [4, 2, 3] and settings["storage_dtype"] == "float16" and len(settings["fingerprint"]) == 64
+
+
+def test_the_command_line_runs_as_a_module_without_warnings():
+    """`python -m diffusers_tsa.features`: the package is imported once, not again as `__main__` (runpy warns)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-W", "default", "-m", "diffusers_tsa.features", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--teacher_model_name_or_path" in result.stdout
+    assert "Warning" not in result.stderr, result.stderr

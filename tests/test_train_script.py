@@ -104,6 +104,8 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
         "--lr_scheduler", "linear", "--report_to", "tensorboard", "--alignment_weight", "0.7",
     )
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in log
+    for warning in ("FutureWarning", "DeprecationWarning", "RuntimeWarning", "should be kept in float32"):
+        assert warning not in log  # a clean run warns of nothing
     scalars = logged_scalars(out)
     for tag in ("loss/diffusion", "loss/alignment", "loss/total", "grad_norm", "step_time", "data/skipped_clips"):
         assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compat import dtype_argument
 from ..errors import ModelLayoutError
 from ..hooks import BlockFeatureExtractor
 
@@ -153,10 +154,10 @@ class ModelSpec(abc.ABC):
         """
         if lora is not None and transformer is not None:
             raise ModelLayoutError("Pass `lora` or `transformer`, not both: a LoRA goes on the base transformer.")
-        kwargs = {"revision": self.revision, "variant": variant, "cache_dir": self.cache_dir, "torch_dtype": dtype}
+        kwargs = {"revision": self.revision, "variant": variant, "cache_dir": self.cache_dir, dtype_argument(): dtype}
         if transformer is not None:
             kwargs["transformer"] = self.transformer_class.from_pretrained(
-                transformer, subfolder=transformer_subfolder, torch_dtype=dtype, cache_dir=self.cache_dir
+                transformer, subfolder=transformer_subfolder, cache_dir=self.cache_dir, **{dtype_argument(): dtype}
             )
         pipe = self.pipeline_class.from_pretrained(self.pretrained_model_name_or_path, **kwargs)
         if lora is not None:

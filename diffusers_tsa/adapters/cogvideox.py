@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..compat import dtype_argument
 from ..errors import GridError
 from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec
 from .registry import register_adapter
@@ -139,9 +140,10 @@ class CogVideoXAdapter(ModelAdapter):
         name = spec.pretrained_model_name_or_path
         tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
         text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
-        vae = AutoencoderKLCogVideoX.from_pretrained(name, subfolder="vae", torch_dtype=weight_dtype, **weights)
+        dtype = dtype_argument()
+        vae = AutoencoderKLCogVideoX.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
         transformer = spec.transformer_class.from_pretrained(
-            name, subfolder="transformer", torch_dtype=transformer_dtype or weight_dtype, **weights
+            name, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype}, **weights
         )
         scheduler = CogVideoXDPMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
         for module in (text_encoder, vae, transformer):

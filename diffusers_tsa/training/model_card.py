@@ -8,6 +8,8 @@ from pathlib import Path
 from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
 from huggingface_hub import ModelCard, ModelCardData
 
+from ..compat import dtype_argument
+
 
 def save_model_card(
     repo_id: str,
@@ -38,16 +40,17 @@ def save_model_card(
     method = hyperparameters.get("alignment_loss", "none")
     rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in hyperparameters.items())
     gallery = "\n".join(f"- *{prompt}*: [{video}]({video})" for prompt, video in zip(validation_prompts, videos))
+    dtype = dtype_argument()  # what the diffusers that trained this asks for
     if training_mode == "lora":
         load = (
-            f"pipe = {pipeline_class}.from_pretrained(\"{base_model}\", torch_dtype=torch.bfloat16)\n"
+            f"pipe = {pipeline_class}.from_pretrained(\"{base_model}\", {dtype}=torch.bfloat16)\n"
             f"pipe.load_lora_weights(\"{repo_id}\")  # rank and alpha come with the weights"
         )
     else:
         load = (
             f"transformer = {pipeline_class.replace('Pipeline', 'Transformer3DModel')}.from_pretrained(\"{repo_id}\", "
-            "subfolder=\"transformer\", torch_dtype=torch.bfloat16)\n"
-            f"pipe = {pipeline_class}.from_pretrained(\"{base_model}\", transformer=transformer, torch_dtype=torch.bfloat16)"
+            f"subfolder=\"transformer\", {dtype}=torch.bfloat16)\n"
+            f"pipe = {pipeline_class}.from_pretrained(\"{base_model}\", transformer=transformer, {dtype}=torch.bfloat16)"
         )
     base = base_model if os.path.exists(base_model) else f"[{base_model}](https://huggingface.co/{base_model})"
     description = f"""

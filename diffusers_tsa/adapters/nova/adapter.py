@@ -12,6 +12,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ...compat import dtype_argument
 from ...errors import ModelLayoutError
 from ...hooks import BlockFeatureExtractor, unwrap_model
 from ..base import ModelAdapter
@@ -46,12 +47,13 @@ class NOVAAdapter(ModelAdapter):
         cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu"
     ) -> NOVAAdapter:
         options = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
+        dtype = dtype_argument()
         transformer = spec.transformer_class.from_pretrained(
-            spec.pretrained_model_name_or_path, subfolder="transformer", torch_dtype=transformer_dtype or weight_dtype,
+            spec.pretrained_model_name_or_path, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype},
             **options,
         )
         pipe = spec.pipeline_class.from_pretrained(
-            spec.pretrained_model_name_or_path, transformer=transformer, torch_dtype=weight_dtype, **options
+            spec.pretrained_model_name_or_path, transformer=transformer, **{dtype: weight_dtype}, **options
         )
         for module in (pipe.text_encoder, pipe.vae, pipe.transformer):
             module.requires_grad_(False).to(device)
