@@ -143,20 +143,27 @@ def test_swapped_sa_and_pc_files_are_caught(eval_dir):
         videophy.read_output(eval_dir / videophy.FILES["sa"][1], read_index(eval_dir), "sa")
 
 
+def write_stand_in(repo: Path, *lines: str) -> Path:
+    """A stand-in for VideoCon-Physics' script in `repo`: its arguments, then `lines` (which see them as `a`), then
+    a score of 0.75 appended for every prepared row, as the real one appends."""
+    script = repo / videophy.SCRIPT
+    script.parent.mkdir(parents=True)
+    script.write_text("\n".join([
+        "import argparse, csv, os, sys",
+        "p = argparse.ArgumentParser()",
+        "[p.add_argument(a) for a in ('--input_csv', '--output_csv', '--checkpoint', '--batch_size')]",
+        "a = p.parse_args()",
+        *lines,
+        "rows = list(csv.DictReader(open(a.input_csv, newline='')))",
+        "with open(a.output_csv, 'a', newline='') as f:",
+        "    csv.writer(f).writerows([(r['videopath'], r['caption'], 0.75) for r in rows])",
+    ]) + "\n")
+    return script
+
+
 def test_run_calls_the_evaluator_script_from_its_folder(eval_dir, tmp_path):
     """A stand-in for VideoCon-Physics' script records its arguments and appends like the real one."""
-    script = tmp_path / "repo" / videophy.SCRIPT
-    script.parent.mkdir(parents=True)
-    script.write_text(
-        "import argparse, csv, os\n"
-        "p = argparse.ArgumentParser(); [p.add_argument(a) for a in ('--input_csv', '--output_csv', '--checkpoint',"
-        " '--batch_size')]\n"
-        "a = p.parse_args()\n"
-        "rows = list(csv.DictReader(open(a.input_csv, newline='')))\n"
-        "with open(a.output_csv, 'a', newline='') as f:\n"
-        "    csv.writer(f).writerows([(r['videopath'], r['caption'], 0.75) for r in rows])\n"
-        "open(os.path.join(os.getcwd(), 'calls.txt'), 'a').write(a.checkpoint + ' ' + a.batch_size + '\\n')\n"
-    )
+    script = write_stand_in(tmp_path / "repo", "open('calls.txt', 'a').write(a.checkpoint + ' ' + a.batch_size + '\\n')")
     stale = eval_dir / videophy.FILES["sa"][1]
     stale.write_text("stale,row,0.1\n")
     args = ["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
@@ -170,18 +177,10 @@ def test_run_calls_the_evaluator_script_from_its_folder(eval_dir, tmp_path):
 def test_relative_evaluator_paths_reach_the_evaluator_resolved(eval_dir, tmp_path, monkeypatch):
     """`run` starts the evaluator in its script folder: relative repo, python and checkpoint paths given from the
     working directory must reach it absolute, the python's symbolic link (a virtual environment's) kept."""
-    script = tmp_path / "repo" / videophy.SCRIPT
-    script.parent.mkdir(parents=True)
-    script.write_text(
-        "import argparse, csv, os, sys\n"
-        "p = argparse.ArgumentParser(); [p.add_argument(a) for a in ('--input_csv', '--output_csv', '--checkpoint',"
-        " '--batch_size')]\n"
-        "a = p.parse_args()\n"
-        "assert os.path.isdir(a.checkpoint), a.checkpoint  # found from the script's folder\n"
-        "rows = list(csv.DictReader(open(a.input_csv, newline='')))\n"
-        "with open(a.output_csv, 'a', newline='') as f:\n"
-        "    csv.writer(f).writerows([(r['videopath'], r['caption'], 0.75) for r in rows])\n"
-        "open('calls.txt', 'a').write(a.checkpoint + ' ' + sys.executable + '\\n')\n"
+    script = write_stand_in(
+        tmp_path / "repo",
+        "assert os.path.isdir(a.checkpoint), a.checkpoint  # found from the script's folder",
+        "open('calls.txt', 'a').write(a.checkpoint + ' ' + sys.executable + '\\n')",
     )
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "env" / "bin").mkdir(parents=True)
