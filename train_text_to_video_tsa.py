@@ -533,7 +533,7 @@ def main(args):
                 terms, student = model(latents, conditioning)
                 diffusion_loss = sum(terms.values())
                 align = alignment.loss(student, batch) if alignment else torch.zeros_like(diffusion_loss)
-                loss = diffusion_loss + args.alignment_weight * align  # Eq. 14
+                loss = diffusion_loss + (alignment.weight if alignment else 0.0) * align  # Eq. 14
 
                 # A non-finite loss on any process skips this batch everywhere instead of training through it.
                 values = torch.stack([diffusion_loss.detach(), align.detach(), loss.detach()]).float()

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..compat import dtype_argument
 from ..errors import ModelLayoutError
-from ..hooks import BlockFeatureExtractor
+from ..hooks import BlockFeatureExtractor, unwrap_model
 
 Grid = tuple[int, int, int]
 
@@ -287,8 +287,6 @@ class ModelAdapter(abc.ABC):
         """Loads PEFT-keyed LoRA weights into the live `default` adapter, refusing a file that lacks any of its
         weights or holds others (a resumed run must continue from exactly what was saved)."""
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-
-        from ..hooks import unwrap_model
 
         model = unwrap_model(transformer)
         expected = set(get_peft_model_state_dict(model))
