@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import math
+import random
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import torch
 import transformers
 from accelerate import Accelerator, DistributedType
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from huggingface_hub import create_repo, upload_folder
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -47,10 +48,13 @@ from diffusers.utils import export_to_video, is_wandb_available
 
 from diffusers_tsa import cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
+from diffusers_tsa.errors import NonFiniteLossError
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
+    DataOrder,
     OutputDirLock,
+    ShuffledOrder,
     TrainingClips,
     checkpoint_step,
     collate_examples,
@@ -177,6 +181,11 @@ def parse_args(input_args=None):
     parser.add_argument("--adam_weight_decay", type=float, default=1e-04, help="Weight decay (1e-4).")
     parser.add_argument("--adam_epsilon", type=float, default=1e-08, help="Epsilon of Adam and Prodigy.")
     parser.add_argument("--max_grad_norm", default=1.0, type=float, help="Max gradient norm (1.0).")
+    parser.add_argument(
+        "--max_nonfinite_steps", type=int, default=3,
+        help="A batch with a non-finite loss is skipped, not trained through; stop with an error after this many "
+        "in a row (3).",
+    )
     parser.add_argument("--prodigy_use_bias_correction", action="store_true", help="Adam's bias correction.")
     parser.add_argument("--prodigy_safeguard_warmup", action="store_true", help="Prodigy warm-up safeguard.")
 
@@ -205,7 +214,9 @@ def parse_args(input_args=None):
         raise cli.FlagError("Pass --dataset_name or --instance_data_root.")
     if args.training_mode == "lora" and (args.rank < 1 or args.lora_alpha <= 0):
         raise cli.FlagError(f"--rank must be >= 1 and --lora_alpha > 0, got {args.rank} and {args.lora_alpha}.")
-    for flag in ("checkpointing_steps", "validation_steps", "validation_epochs", "checkpoints_total_limit"):
+    for flag in (
+        "checkpointing_steps", "validation_steps", "validation_epochs", "checkpoints_total_limit", "max_nonfinite_steps"
+    ):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise cli.FlagError(f"--{flag} must be >= 1, got {getattr(args, flag)}.")
     return args
@@ -342,6 +353,8 @@ def main(args):
 
     if args.seed is not None:
         set_seed(args.seed)
+    # One seed orders the data on every process (the shuffle, crops, flips); a resumed run reads it from the checkpoint.
+    data_order = DataOrder(args.seed if args.seed is not None else broadcast_object_list([random.getrandbits(31)])[0])
 
     repo_id = None
     if accelerator.is_main_process:
@@ -397,6 +410,7 @@ def main(args):
                 save_trained(accelerator.unwrap_model(saved).transformer, output_dir)
                 if weights:
                     weights.pop()  # make sure the model is not saved again
+            data_order.save(output_dir)
 
     def load_model_hook(models, input_dir):
         while models:
@@ -408,6 +422,7 @@ def main(args):
             if alignment:
                 alignment.load_projector(input_dir)
             cast_training_params([transformer], dtype=torch.float32)
+        data_order.load(input_dir)
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
@@ -428,14 +443,16 @@ def main(args):
         params_to_optimize.append({"params": list(alignment.projector.parameters()), "lr": projector_lr})
     optimizer = get_optimizer(args, params_to_optimize)
 
-    # Dataset and DataLoader: clips are decoded in the workers; unreadable ones are skipped and counted.
+    # Dataset and DataLoader: clips are decoded in the workers; unreadable ones are skipped and counted. Their order,
+    # crops and flips come from `data_order` alone (no global RNG), so a resumed run sees what it would have seen.
     train_dataset = TrainingClips(
-        plan.table, plan.clip, id_token=args.id_token, random_flip=args.random_flip,
+        plan.table, plan.clip, order=data_order, id_token=args.id_token, random_flip=args.random_flip,
         features_column=plan.alignment.features_column if plan.alignment else None,
     )
     train_dataloader = DataLoader(
-        train_dataset, batch_size=args.train_batch_size, shuffle=True, collate_fn=collate_examples,
-        num_workers=args.dataloader_num_workers,
+        train_dataset, batch_size=args.train_batch_size, sampler=ShuffledOrder(len(train_dataset), data_order),
+        collate_fn=collate_examples, num_workers=args.dataloader_num_workers,
+        generator=torch.Generator(),  # workers' base seeds: not drawn from the RNG that draws the noise
     )
 
     # Scheduler and math around the number of training steps.
@@ -515,10 +532,12 @@ def main(args):
         log_validation(pipe, plan.spec, generation, args, accelerator, step)
         model.train()
 
-    skipped_clips = 0
+    unreadable = {}  # clip -> why it could not be read: each warned about and counted once
+    skipped_batches = nonfinite_in_a_row = 0
     validation = {"paths": [], "prompts": []}
     model.train()
     for epoch in range(first_epoch, args.num_train_epochs):
+        train_dataloader.set_epoch(epoch)
         epoch_loader = train_dataloader
         if epoch == first_epoch and resume_batches:
             epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
@@ -526,7 +545,10 @@ def main(args):
         step_start = time.perf_counter()
 
         for batch in epoch_loader:
-            skipped_clips += batch["skipped"]
+            for clip, reason in batch["skipped"]:
+                if clip not in unreadable:
+                    unreadable[clip] = reason
+                    logger.warning(f"Skipping unreadable clip {clip}: {reason}", main_process_only=False)
             with accelerator.accumulate(model):
                 latents = adapter.encode_videos(batch["videos"])
                 conditioning = adapter.encode_prompts(batch["captions"])
@@ -542,6 +564,17 @@ def main(args):
                     for key, value in zip(("diffusion", "alignment", "total"), values.tolist()):
                         running[key] += value
                     running["count"] += 1
+                    nonfinite_in_a_row = 0
+                else:
+                    skipped_batches += 1
+                    nonfinite_in_a_row += 1
+                    if nonfinite_in_a_row >= args.max_nonfinite_steps:
+                        raise NonFiniteLossError(
+                            f"{nonfinite_in_a_row} batches in a row had a non-finite loss (see the warnings): a "
+                            "teacher or a clip that gives NaN (run the teacher with --teacher_dtype float32), or a "
+                            "learning rate too high; the last checkpoint holds the training state before them. "
+                            "Raise --max_nonfinite_steps to skip more."
+                        )
 
                 grad_norm = None
                 if accelerator.sync_gradients:
@@ -554,15 +587,17 @@ def main(args):
             if accelerator.sync_gradients:
                 progress_bar.update(1)
                 global_step += 1
-                count = max(running.pop("count"), 1)
-                logs = {f"loss/{k}": v / count for k, v in running.items()}
+                count = running.pop("count")  # batches trained on; a step of skipped batches logs no loss
+                logs = {f"loss/{k}": v / count for k, v in running.items()} if count else {}
                 logs.update({
                     "lr": lr_scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                     "step_time": time.perf_counter() - step_start,
-                    "data/skipped_clips": skipped_clips,
+                    "data/skipped_clips": len(unreadable),
+                    "data/skipped_batches": skipped_batches,
                 })
-                progress_bar.set_postfix(loss=logs["loss/total"], lr=logs["lr"])
+                if count and grad_norm is not None:
+                    logs["grad_norm"] = float(grad_norm)
+                progress_bar.set_postfix(loss=logs.get("loss/total", "skipped"), lr=logs["lr"])
                 accelerator.log(logs, step=global_step)
                 running = {"diffusion": 0.0, "alignment": 0.0, "total": 0.0, "count": 0}
                 step_start = time.perf_counter()
@@ -597,8 +632,12 @@ def main(args):
     if accelerator.is_main_process:
         transformer = accelerator.unwrap_model(model).transformer
         save_trained(transformer, args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
-        if skipped_clips:
-            logger.warning(f"{skipped_clips} unreadable clip(s) were skipped during training.")
+        if unreadable:
+            names = sorted(unreadable)
+            logger.warning(f"{len(names)} unreadable clip(s) were skipped during training: {', '.join(names[:10])}"
+                           + (", ..." if len(names) > 10 else ""))
+        if skipped_batches:
+            logger.warning(f"{skipped_batches} batch(es) with a non-finite loss were skipped during training.")
 
         # Final validation with a stock pipeline loaded from what was just saved, as a user would load it.
         if args.validation_prompt and args.num_validation_videos > 0:
@@ -614,10 +653,9 @@ def main(args):
             )
         save_model_card(
             repo_id or args.hub_model_id or Path(args.output_dir).name, args.output_dir,
-            base_model=args.pretrained_model_name_or_path, training_mode=args.training_mode,
+            spec=plan.spec, weights=repo_id or args.output_dir, training_mode=args.training_mode,
             hyperparameters=card_hyperparameters(args), dataset=args.dataset_name or args.instance_data_root,
-            validation_prompts=validation["prompts"], videos=validation["paths"],
-            pipeline_class=plan.spec.pipeline_class_name,
+            validation_prompts=validation["prompts"], videos=validation["paths"], generation=generation,
         )
         if args.push_to_hub:
             upload_folder(

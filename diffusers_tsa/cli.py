@@ -22,11 +22,13 @@ from .adapters import ModelSpec, load_spec
 from .data import ClipSpec, load_video_dataset
 from .data.video import RESHAPE_MODES
 from .errors import UsageError
-from .features import FEATURES_COLUMN, MASK_COLUMN, check_precomputed_settings
+from .features import FEATURES_COLUMN, MASK_COLUMN
+from .features.precomputed import check_precomputed_settings, precomputed_settings, typed_precomputed_table
 from .teachers import TeacherInput, teacher_config, teacher_geometry
 from .projector import PROJECTOR_FILES
 from .training.alignment import ALIGNMENT_LOSSES, AlignmentConfig
 from .training.checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
+from .training.data import DataOrder
 
 T = TypeVar("T")
 
@@ -268,15 +270,20 @@ def alignment_config(
             )
         if args.alignment_loss == "m-tsa" and MASK_COLUMN not in table.column_names:
             raise FlagError(f"--alignment_loss m-tsa needs the '{MASK_COLUMN}' column next to '{column}'.")
-        *grid, width = table.features[column].shape
-        if teacher is not None and (teacher.grid, teacher.hidden_size) != (tuple(grid), width):
+        settings = precomputed_settings(table, column)
+        grid, width = tuple(settings["grid"]), settings["hidden_size"]
+        if teacher is not None and (teacher.grid, teacher.hidden_size) != (grid, width):
             raise FlagError(
-                f"--teacher_features_column holds features on a {tuple(grid)} grid of width {width}, but "
+                f"--teacher_features_column holds features on a {grid} grid of width {width}, but "
                 f"--teacher_model_name_or_path with these sizes gives {teacher.grid} of width {teacher.hidden_size}; "
                 "precompute again with the same teacher and --teacher_* flags."
             )
-        if args.dataset_name is not None:
-            check_precomputed_settings(args.dataset_name, clip=clip, mask_ratio=args.tsa_mask_ratio)
+        given = {key: getattr(args, f"teacher_{key}") for key in ("num_frames", "height", "width")}
+        check_precomputed_settings(
+            settings, clip=clip, mask_ratio=args.tsa_mask_ratio,
+            teacher_input={key: value for key, value in given.items() if value is not None},
+        )
+        drop_first_frame = settings["teacher_input"]["drop_first_frame"]
         teacher, config = None, None  # the targets come with each batch
     elif teacher is None:
         raise FlagError(
@@ -288,7 +295,7 @@ def alignment_config(
     return AlignmentConfig(
         loss=args.alignment_loss, depth=args.alignment_depth,
         student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width), student_width=spec.hidden_size,
-        teacher_grid=tuple(grid), teacher_width=width, weight=args.alignment_weight,
+        teacher_grid=grid, teacher_width=width, weight=args.alignment_weight,
         temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio,
         projector_hidden_dim=args.projector_hidden_dim,
         teacher=teacher, teacher_config=config, features_column=column, drop_first_frame=drop_first_frame,
@@ -333,10 +340,14 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         )
         table = load_dataset(args, cache_dir=args.cache_dir)
         alignment = alignment_config(args, spec, clip, table)
+        if alignment is not None and alignment.features_column is not None:
+            table = typed_precomputed_table(table, alignment.features_column)
         resume = None
         if args.resume_from_checkpoint:
             resume = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
         if resume is not None:  # every file the resumed run loads, present and not empty
             projector = PROJECTOR_FILES if alignment is not None else ()
-            check_checkpoint(resume, [*spec.saved_files(args.training_mode), *projector, *ACCELERATE_FILES])
+            check_checkpoint(
+                resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
+            )
         return TrainingPlan(spec, clip, table, alignment, resume)

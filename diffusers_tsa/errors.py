@@ -18,6 +18,11 @@ class ModelLayoutError(UsageError):
     family does not support."""
 
 
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be used: unreadable, of another architecture, or with weights its config does not
+    hold (they would be left at random)."""
+
+
 class DatasetError(UsageError):
     """A dataset, a column, or a caption/video list that cannot be used as given."""
 
@@ -32,3 +37,8 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"Cannot use video {source!r}: {reason}")
         self.source = source
         self.reason = reason
+
+
+class NonFiniteLossError(UsageError):
+    """Training stopped: too many batches in a row had a non-finite loss (a teacher or clip giving NaN, or a
+    learning rate too high); the message says what to check."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -21,6 +22,8 @@ MANIFEST_COLUMNS = ("prompt", "generation_prompt", "file", "seed", "category", "
 MANIFEST_SCHEDULER = "scheduler"
 # How many missing or unexpected names an error message lists before summarising the rest.
 _LISTED = 20
+#: Decimals of the scores that the commands print: the paper's tables give percentages with one decimal.
+DECIMALS = 1
 
 
 class EvalInputError(ValueError):
@@ -29,6 +32,10 @@ class EvalInputError(ValueError):
 
 class EvaluatorOutputError(ValueError):
     """An evaluator output file that is malformed or does not match the videos that were prepared."""
+
+
+class EvaluatorFailedError(RuntimeError):
+    """An evaluator that exited with an error status; its own messages, printed before, say why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +91,9 @@ def read_manifest(path: Path) -> list[VideoRecord]:
     """Read a `manifest.csv` written by `eval.generate`; raise naming the line of any malformed row."""
     if not path.is_file():
         raise EvalInputError(
-            f"No manifest at {path}: pass the folder written by `python -m eval.generate` (it holds manifest.csv "
-            "and videos/), or write one for existing videos with `python -m eval.generate ... --manifest_only`."
+            f"--generation_dir {path.parent} has no {path.name}: pass the --output_dir of `python -m eval.generate` "
+            "(it holds manifest.csv and videos/), or write one for existing videos with `python -m eval.generate "
+            "... --manifest_only`."
         )
     records = []
     for line, row in iter_csv_rows(path, header=MANIFEST_COLUMNS):
@@ -111,28 +119,31 @@ def iter_csv_rows(path: Path, header: Sequence[str] | None = None) -> Iterator[t
     """Yield `(line, row)` for each record of a CSV file with a header, `line` being where the record starts.
 
     Every record must have as many fields as the header; with `header` given, the file's header must contain
-    those columns (others are kept). Records may span lines (quoted newlines), so lines are counted exactly.
+    those columns (others are kept). Records may span lines (quoted newlines), so lines are counted exactly. A file
+    that is not UTF-8 CSV text is an `EvalInputError`.
     """
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
             columns = next(reader)
+            missing = [c for c in (header or ()) if c not in columns]
+            if missing:
+                raise EvalInputError(f"{path}, line 1: header {columns} lacks the column(s) {missing}.")
+            end = reader.line_num
+            for fields in reader:
+                start, end = end + 1, reader.line_num
+                if not fields:
+                    continue
+                if len(fields) != len(columns):
+                    raise EvaluatorOutputError(
+                        f"{path}, line {start}: expected {len(columns)} fields ({','.join(columns)}), "
+                        f"got {len(fields)}: {_clip(fields)}."
+                    )
+                yield start, dict(zip(columns, fields))
         except StopIteration:
             raise EvalInputError(f"{path} is empty; expected a CSV header.") from None
-        missing = [c for c in (header or ()) if c not in columns]
-        if missing:
-            raise EvalInputError(f"{path}, line 1: header {columns} lacks the column(s) {missing}.")
-        end = reader.line_num
-        for fields in reader:
-            start, end = end + 1, reader.line_num
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                raise EvaluatorOutputError(
-                    f"{path}, line {start}: expected {len(columns)} fields ({','.join(columns)}), "
-                    f"got {len(fields)}: {_clip(fields)}."
-                )
-            yield start, dict(zip(columns, fields))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise EvalInputError(f"{path}: not UTF-8 CSV text ({e}).") from None
 
 
 def iter_headerless_rows(path: Path, num_fields: int) -> Iterator[tuple[int, list[str]]]:
@@ -190,9 +201,30 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object
 
 
 def write_json(path: Path, obj: object) -> None:
-    """Write `obj` as indented JSON."""
+    """Write `obj` as indented JSON, at full precision (atomically, so that a concurrent reader never sees half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def rounded(obj: object, decimals: int = DECIMALS) -> object:
+    """`obj` (JSON-like: dicts, lists, numbers, strings) with every float rounded to `decimals`, for printing."""
+    if isinstance(obj, float):
+        return round(obj, decimals)
+    if isinstance(obj, dict):
+        return {k: rounded(v, decimals) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v, decimals) for v in obj]
+    return obj
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def percent(hits: int, total: int) -> float:
@@ -203,12 +235,12 @@ def percent(hits: int, total: int) -> float:
 
 
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub-flavoured Markdown table; floats are written with one decimal, `None` as `-`."""
+    """A GitHub-flavoured Markdown table; numbers are written with `DECIMALS` decimals, `None` as `-`."""
 
     def cell(v: object) -> str:
         if v is None:
             return "-"
-        return f"{v:.1f}" if isinstance(v, float) else str(v)
+        return f"{v:.{DECIMALS}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -232,7 +264,10 @@ def run_evaluator(python: str, script: Path, args: Sequence[str]) -> None:
     logger.info("running %s", " ".join(command))
     result = subprocess.run(command, cwd=script.parent)
     if result.returncode != 0:
-        raise RuntimeError(f"The evaluator exited with status {result.returncode}: {' '.join(command)}")
+        raise EvaluatorFailedError(
+            f"The evaluator exited with status {result.returncode} (its messages are above): {' '.join(command)}. "
+            "Check that --evaluator_python is the evaluator's environment and --checkpoint its checkpoint."
+        )
 
 
 def setup_logging() -> None:
@@ -246,5 +281,5 @@ def exit_on_user_error(main: Callable[[], None]) -> None:
 
     try:
         main()
-    except (EvalInputError, EvaluatorOutputError, UsageError) as e:
+    except (EvalInputError, EvaluatorOutputError, EvaluatorFailedError, UsageError) as e:
         sys.exit(f"error: {e}")

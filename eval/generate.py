@@ -1,9 +1,11 @@
 """Generate a benchmark's videos with any model family the training script trains, a LoRA or a fine-tuned transformer.
 
-Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol, and `OUTPUT_DIR/manifest.csv` (prompt,
-generation prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos
-are skipped (each is written to a temporary file and renamed when complete). Shardable: `--shard i/n`, or launch
-with `accelerate launch -m eval.generate ...` to split the prompts across processes.
+Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol (VideoPhy's videos that the protocol would give
+one name get a hash of their prompt, see `video_filenames`), and `OUTPUT_DIR/manifest.csv` (prompt, generation
+prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos are skipped
+(each is written to a temporary file and renamed when complete), provided the settings that shape the videos are
+those recorded in `OUTPUT_DIR/generation_settings.json` by the first run; other settings are refused. Shardable:
+`--shard i/n`, or launch with `accelerate launch -m eval.generate ...` to split the prompts across processes.
 
 Example (the paper's settings are the defaults):
 
@@ -15,8 +17,10 @@ Example (the paper's settings are the defaults):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 from .common import (
     MANIFEST_NAME,
@@ -26,30 +30,34 @@ from .common import (
     exit_on_user_error,
     is_complete_video,
     logger,
+    positive_int,
     setup_logging,
+    write_json,
     write_manifest,
 )
-from .prompts import BENCHMARKS, Benchmark, PromptEntry, load_prompts
+from .prompts import BENCHMARKS, Benchmark, PromptEntry, load_prompts, video_filenames
 
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+SETTINGS_NAME = "generation_settings.json"
 
 
 def plan_videos(
-    benchmark: Benchmark, entries: list[PromptEntry], seed: int, per_prompt: int, scheduler: str = ""
+    benchmark: Benchmark,
+    entries: list[PromptEntry],
+    seed: int,
+    per_prompt: int,
+    scheduler: str = "",
+    protocol_only: bool = False,
 ) -> list[VideoRecord]:
-    """Every video of the run: `per_prompt` per prompt, video `i` with seed `seed + i` (42 for the first)."""
+    """Every video of the run: `per_prompt` per prompt, video `i` with seed `seed + i` (42 for the first), each
+    with its own file (`video_filenames`; `protocol_only` refuses names the protocol would share)."""
+    names = video_filenames(benchmark, [e.prompt for e in entries], per_prompt, protocol_only)
     return [
         VideoRecord(
-            e.prompt,
-            e.generation_prompt,
-            f"{VIDEOS_SUBDIR}/{benchmark.filename(e.prompt, i)}",
-            seed + i,
-            e.category,
-            e.is_hard,
-            scheduler,
+            e.prompt, e.generation_prompt, f"{VIDEOS_SUBDIR}/{name}", seed + i, e.category, e.is_hard, scheduler
         )
-        for e in entries
-        for i in range(per_prompt)
+        for e, row in zip(entries, names)
+        for i, name in enumerate(row)
     ]
 
 
@@ -84,14 +92,31 @@ def generation_settings(args: argparse.Namespace):
     )
 
 
+def model_source(flag: str, value: str | None) -> str | None:
+    """`value` of a model flag as a Hub id or an absolute local path (`None` stays `None`); a value that looks like a
+    local path (`diffusers_tsa.paths`) and does not exist is refused before anything loads."""
+    from diffusers_tsa.paths import looks_like_local_path
+
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.exists():
+        return os.path.abspath(path)
+    if looks_like_local_path(value):
+        raise EvalInputError(f"{flag} {value!r}: no such folder, nor a Hub id (`owner/name`); check the path.")
+    return value
+
+
 def load_checked_spec(args: argparse.Namespace):
     """The base model's spec (its family's adapter, from its configs alone), checked against the generation flags,
     and the sampler the videos are generated with (`--scheduler`, by default the family's protocol)."""
     from diffusers_tsa.adapters import load_spec
     from diffusers_tsa.cli import flag_errors
 
+    for flag in ("--pretrained_model_name_or_path", "--lora", "--transformer"):
+        model_source(flag, getattr(args, flag[2:]))
     with flag_errors(FLAGS):
-        spec = load_spec(
+        spec = load_spec(  # a folder or Hub id without a model_index.json is refused naming the flag
             args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,
             cache_dir=args.cache_dir,
         )
@@ -130,20 +155,80 @@ def load_pipeline(spec, args: argparse.Namespace, scheduler: str):
     return pipe
 
 
+def recorded_settings(args: argparse.Namespace, spec, scheduler: str) -> dict:
+    """The settings that shape the videos, keyed by flag name (without `--`), as `generation_settings.json` records
+    them: model and weights (local paths made absolute), whether upsampled prompts are used, sampler, clip, seeds.
+    Settings that only split the work or save memory (`--shard`, `--device`, `--enable_*`) or choose which videos
+    to make (`--max_prompts`, `--num_videos_per_prompt`) are not recorded: they leave each video as it is."""
+    return {
+        "benchmark": args.benchmark,
+        "pretrained_model_name_or_path": model_source("--pretrained_model_name_or_path",
+                                                      args.pretrained_model_name_or_path),
+        "model_family": spec.family, "revision": args.revision, "variant": args.variant,
+        "lora": model_source("--lora", args.lora), "lora_weight_name": args.lora_weight_name,
+        "lora_scale": args.lora_scale, "transformer": model_source("--transformer", args.transformer),
+        "transformer_subfolder": args.transformer_subfolder, "dtype": args.dtype,
+        "no_upsampling": args.no_upsampling, "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale, "scheduler": scheduler, "use_dynamic_cfg": args.use_dynamic_cfg,
+        "num_frames": args.num_frames, "height": args.height, "width": args.width, "fps": args.fps,
+        "max_sequence_length": args.max_sequence_length, "seed": args.seed,
+    }
+
+
+def check_settings(out: Path, settings: dict, plan: Sequence[VideoRecord]) -> None:
+    """Record `settings` in `out/generation_settings.json`, or refuse when finished videos of `plan` there, which
+    this run would keep, were generated with the other settings recorded there. Called before any model loads.
+
+    Args:
+        out (`Path`): the output folder.
+        settings (`dict`): this run's `recorded_settings`.
+        plan (`Sequence[VideoRecord]`): every video of the run, all shards.
+    """
+    path = out / SETTINGS_NAME
+    recorded = _read_settings(path)
+    finished = sum(is_complete_video(out / r.file) for r in plan)
+    if recorded is None and finished:
+        logger.warning("%s has no %s (written elsewhere or by an older version): its %d finished videos are taken "
+                       "as generated with these settings", out, SETTINGS_NAME, finished)
+    differ = [f"--{k}: recorded {recorded.get(k)!r}, given {settings.get(k)!r}"
+              for k in sorted(set(recorded or {}) | set(settings)) if recorded and recorded.get(k) != settings.get(k)]
+    if differ and finished:
+        raise EvalInputError(
+            f"--output_dir {out} holds {finished} finished video(s) of this run generated with other settings "
+            f"({'; '.join(differ)}). Rerun with the recorded settings to resume, give another --output_dir, or "
+            f"delete {out} to start over."
+        )
+    if recorded != settings:  # a first run, or one that stopped before any video was finished
+        write_json(path, settings)
+
+
+def _read_settings(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvalInputError(f"--output_dir {path.parent}: {path.name} is unreadable ({e}); delete it if the videos "
+                             "there match these settings, or give another --output_dir.") from None
+
+
 def generate(args: argparse.Namespace) -> list[VideoRecord]:
     """Write the manifest and the videos of this process's shard that are not complete yet; return the plan."""
     benchmark = BENCHMARKS[args.benchmark]
+    index, count = _shard(args)
     entries = load_prompts(
         benchmark, args.prompts, args.upsampled_prompts, args.labels, args.split, not args.no_upsampling
     )
     if args.max_prompts is not None:
         entries = entries[: args.max_prompts]
     per_prompt = args.num_videos_per_prompt or benchmark.videos_per_prompt
-    # Videos generated elsewhere (--manifest_only) are listed without reading the model: their sampler is unknown.
+    # Videos generated elsewhere (--manifest_only) are listed without reading the model: their sampler is unknown,
+    # and their names are the protocol's.
     spec, scheduler = (None, args.scheduler or "") if args.manifest_only else load_checked_spec(args)
-    plan = plan_videos(benchmark, entries, args.seed, per_prompt, scheduler)
+    plan = plan_videos(benchmark, entries, args.seed, per_prompt, scheduler, protocol_only=args.manifest_only)
     out = Path(args.output_dir)
-    index, count = _shard(args)
+    if not args.manifest_only:
+        check_settings(out, recorded_settings(args, spec, scheduler), plan)
     # Every shard writes the same manifest (atomically), so any shard alone leaves a usable folder.
     write_manifest(plan, out / MANIFEST_NAME)
     if args.manifest_only:
@@ -216,7 +301,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default=None, help="Split of the Hub datasets when they have several.")
     parser.add_argument("--no_upsampling", action="store_true",
                         help="Generate from the prompts themselves instead of the upsampled ones.")
-    parser.add_argument("--max_prompts", type=int, default=None, help="Only the first N prompts (for a quick try).")
+    parser.add_argument("--max_prompts", type=positive_int, default=None,
+                        help="Only the first N prompts (for a quick try).")
     # Generation (defaults: the paper's and VideoREPA's evaluation settings).
     parser.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (default 50).")
     parser.add_argument("--guidance_scale", type=float, default=6.0, help="Classifier-free guidance (default 6).")
@@ -234,7 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Text tokens (default: the model's own, 226 for CogVideoX).")
     parser.add_argument("--seed", type=int, default=42,
                         help="Seed of each prompt's first video (default 42); video i uses seed + i.")
-    parser.add_argument("--num_videos_per_prompt", type=int, default=None,
+    parser.add_argument("--num_videos_per_prompt", type=positive_int, default=None,
                         help="Default: the benchmark's (1 for VideoPhy and VideoPhy2, 5 for VBench).")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="Weights dtype (default bf16).")
     parser.add_argument("--device", default=None, help="Default: this process's accelerate device.")

@@ -60,7 +60,10 @@ def read_index(eval_dir: Path) -> list[IndexedVideo]:
     """The videos written by `prepare_index`."""
     path = eval_dir / INDEX_NAME
     if not path.is_file():
-        raise EvalInputError(f"No {INDEX_NAME} in {eval_dir}: run `prepare` first.")
+        raise EvalInputError(
+            f"--eval_dir {eval_dir} has no {INDEX_NAME}: run `prepare` with this --eval_dir first, or give the "
+            "--eval_dir that `prepare` wrote."
+        )
     return [
         IndexedVideo(row["videopath"], row["prompt"], row["category"], parse_bool(row["is_hard"], f"{path}, line {n}"))
         for n, row in iter_csv_rows(path, header=_INDEX_COLUMNS)

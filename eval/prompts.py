@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from .common import EvalInputError, parse_bool
 
@@ -51,6 +53,8 @@ class Benchmark:
         default_labels (`str` or `None`): Hub dataset with labels keyed by caption (categories, hard subset).
         upsampled_source (`str`): where the paper's upsampled prompts come from, for messages.
         paper_prompts (`int`): distinct prompts of the paper's table; another count is warned about.
+        evaluator_names (`bool`): whether the evaluator finds the videos by their protocol names (VBench's
+            `{prompt}-{i}.mp4`), so that two videos sharing a name must be refused rather than renamed.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Benchmark:
     default_labels: str | None
     upsampled_source: str
     paper_prompts: int
+    evaluator_names: bool
 
     def filename(self, prompt: str, index: int) -> str:
         """The video's file name under the benchmark's protocol."""
@@ -69,15 +74,15 @@ class Benchmark:
 BENCHMARKS = {
     # Table 1: VideoREPA's 344 captions and their upsampled form (videophy.txt, videophy_detailed.txt).
     "videophy": Benchmark(
-        "videophy", 1, True, "videophysics/videophy_test_public", None, "videophy_detailed.txt", 344
+        "videophy", 1, True, "videophysics/videophy_test_public", None, "videophy_detailed.txt", 344, False
     ),
     # Table 2: VideoREPA's videophy2.csv, 590 prompts; the published prompt-upsampled-test.csv has one more.
     "videophy2": Benchmark(
         "videophy2", 1, True, "videophysics/videophy2_upsampled_prompts", "videophysics/videophy2_test",
-        "the upsampled_caption column of videophy2.csv", 590,
+        "the upsampled_caption column of videophy2.csv", 590, False,
     ),
     # Table 3: the 946 entries of VBench_full_info.json (944 prompts), generated from NOVA's dense prompts.
-    "vbench": Benchmark("vbench", 5, True, None, None, "NOVA's nova_dense_prompts.json", 944),
+    "vbench": Benchmark("vbench", 5, True, None, None, "NOVA's nova_dense_prompts.json", 944, True),
 }
 
 
@@ -115,25 +120,108 @@ def parse_vbench_filename(name: str) -> tuple[str, int]:
     return stem, int(index)
 
 
-def read_table(source: str, split: str | None = None) -> list[dict]:
-    """Rows of a local `.csv`, `.json` or `.jsonl` file, or of a Hub dataset id (one split)."""
+def video_filenames(
+    benchmark: Benchmark, prompts: Sequence[str], per_prompt: int, protocol_only: bool = False
+) -> list[list[str]]:
+    """The file name of every video, `names[p][i]` for video `i` of `prompts[p]`, unique within the run.
+
+    Videos are named by the benchmark's protocol (`Benchmark.filename`). Where that gives several videos one name
+    (VideoPhy's naming drops the trailing period and has no index, so `"a ball falls."` and `"a ball falls"` collide,
+    as do the videos of one prompt), each of them is named `{protocol stem}-{hash}.mp4` instead, the hash being the
+    first 8 hex digits of SHA-1 over the prompt and the index: the same names whatever the order of the prompts, and
+    distinct but for a 1 in 2**32 chance per pair.
+
+    Args:
+        benchmark (`Benchmark`): the benchmark whose protocol names the videos.
+        prompts (`Sequence[str]`): the distinct prompts, in file order.
+        per_prompt (`int`): videos per prompt.
+        protocol_only (`bool`, defaults to `False`): refuse colliding names instead of renaming them, as for
+            videos generated elsewhere under the protocol's names; the benchmarks whose evaluator finds videos by
+            name (`Benchmark.evaluator_names`) always refuse.
+
+    Returns:
+        `list[list[str]]`: `len(prompts)` lists of `per_prompt` names.
+    """
+    names = [[benchmark.filename(p, i) for i in range(per_prompt)] for p in prompts]
+    collisions = _collisions(prompts, names)
+    if not collisions:
+        return names
+    if protocol_only or benchmark.evaluator_names:
+        name, owners = collisions[0]
+        why = "its evaluator finds the videos by these names" if benchmark.evaluator_names else (
+            "--manifest_only lists videos generated elsewhere under these names"
+        )
+        raise EvalInputError(
+            f"--prompts: {len(collisions)} file name(s) would be shared by several videos under {benchmark.name}'s "
+            f"naming, which must be kept since {why}; first: {name!r} from {', '.join(map(repr, owners))}. "
+            "Remove or reword all but one of such prompts in the prompt file."
+        )
+    logger.warning(
+        "%d file names would be shared by several videos under %s's naming; those videos are named "
+        "`<name>-<hash of prompt and index>.mp4` instead:%s", len(collisions), benchmark.name,
+        "".join(f"\n  {name}: {', '.join(map(repr, owners))}" for name, owners in collisions),
+    )
+    shared = {name for name, _ in collisions}
+    return [
+        [_hashed_name(name, p, i) if name in shared else name for i, name in enumerate(row)]
+        for p, row in zip(prompts, names)
+    ]
+
+
+def _collisions(prompts: Sequence[str], names: Sequence[Sequence[str]]) -> list[tuple[str, list[str]]]:
+    """`(name, the distinct prompts of its videos)` for each name given to more than one video."""
+    owners: dict[str, list[str]] = {}
+    for prompt, row in zip(prompts, names):
+        for name in row:
+            owners.setdefault(name, []).append(prompt)
+    return [(name, list(dict.fromkeys(who))) for name, who in owners.items() if len(who) > 1]
+
+
+def _hashed_name(name: str, prompt: str, index: int) -> str:
+    digest = hashlib.sha1(f"{prompt}\0{index}".encode("utf-8")).hexdigest()[:8]
+    return _check_name(f"{name.removesuffix('.mp4')}-{digest}.mp4", prompt)
+
+
+def read_table(source: str, split: str | None = None, flag: str = "--prompts") -> list[dict]:
+    """Rows of a local `.csv`, `.json` or `.jsonl` file, or of a Hub dataset id (one split); errors name `flag`."""
     path = Path(source)
     if path.exists():
-        if path.suffix == ".csv":
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                return list(csv.DictReader(f))
-        if path.suffix == ".jsonl":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [json.loads(line) for line in lines if line.strip()]
-        if path.suffix == ".json":
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-                return rows
-            raise EvalInputError(f"{path} must hold a JSON list of objects.")
-        raise EvalInputError(f"{path}: unsupported prompt file type {path.suffix!r}; use .txt, .csv, .json or .jsonl.")
+        try:
+            return _read_local_table(path, flag)
+        except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
+            raise EvalInputError(f"{flag} {source}: not a readable UTF-8 {path.suffix} file ({e}).") from None
     if source.count("/") != 1 or source.startswith((".", "/")):
-        raise EvalInputError(f"{source!r} is neither an existing file nor a Hub dataset id (`owner/name`).")
+        raise EvalInputError(
+            f"{flag} {source!r} is neither an existing file nor a Hub dataset id (`owner/name`); give a .txt, "
+            ".csv, .json or .jsonl file or a Hub dataset."
+        )
     return _read_hub_table(source, split)
+
+
+def _read_local_table(path: Path, flag: str) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f))
+    if path.suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+            return rows
+        raise EvalInputError(f"{flag} {path} must hold a JSON list of objects.")
+    raise EvalInputError(f"{flag} {path}: unsupported file type {path.suffix!r}; use .txt, .csv, .json or .jsonl.")
+
+
+def _read_lines(source: str, flag: str) -> list[str]:
+    """The non-blank lines of a `.txt` file, stripped."""
+    path = Path(source)
+    if not path.is_file():
+        raise EvalInputError(f"{flag} {source!r}: no such file; give an existing .txt file, one prompt a line.")
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise EvalInputError(f"{flag} {source}: not UTF-8 text ({e}); save it as UTF-8.") from None
 
 
 def _read_hub_table(repo_id: str, split: str | None) -> list[dict]:
@@ -157,9 +245,8 @@ def _first(row: dict, keys: tuple[str, ...]) -> str | None:
 
 def _read_prompt_rows(source: str, split: str | None) -> list[dict]:
     if Path(source).suffix == ".txt" and Path(source).is_file():
-        lines = Path(source).read_text(encoding="utf-8").splitlines()
-        return [{"caption": line.strip()} for line in lines if line.strip()]
-    return read_table(source, split)
+        return [{"caption": line} for line in _read_lines(source, "--prompts")]
+    return read_table(source, split, "--prompts")
 
 
 def _merge(entries: dict[str, dict], prompt: str, field: str, value, where: str) -> None:
@@ -205,9 +292,9 @@ def load_prompts(
     for i, row in enumerate(_read_prompt_rows(source, split)):
         prompt = _first(row, _PROMPT_KEYS)
         if not prompt:
-            raise EvalInputError(f"{source}, row {i + 1}: no prompt column (one of {_PROMPT_KEYS}).")
+            raise EvalInputError(f"--prompts {source}, row {i + 1}: no prompt column (one of {_PROMPT_KEYS}).")
         entries.setdefault(prompt, {})
-        where = f"{source}, row {i + 1}"
+        where = f"--prompts {source}, row {i + 1}"
         _merge(entries, prompt, "upsampled", _first(row, _UPSAMPLED_KEYS), where)
         _merge(entries, prompt, "category", _first(row, ("states_of_matter",)), where)
         # VBench lists a prompt once per dimension group; a repeated prompt belongs to all its dimensions.
@@ -246,20 +333,23 @@ def load_prompts(
 
 def _attach_upsampled(entries: dict[str, dict], source: str, split: str | None) -> None:
     if Path(source).suffix == ".txt":
-        lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = _read_lines(source, "--upsampled_prompts")
         if len(lines) != len(entries):
             raise EvalInputError(
-                f"{source} has {len(lines)} upsampled prompts but there are {len(entries)} prompts: a .txt must "
-                "be line-aligned with the prompts (VideoPhy: videophy_detailed.txt with videophy.txt)."
+                f"--upsampled_prompts {source} has {len(lines)} upsampled prompts but there are {len(entries)} "
+                "prompts: a .txt must be line-aligned with the prompts (VideoPhy: videophy_detailed.txt with "
+                "videophy.txt)."
             )
         for entry, line in zip(entries.values(), lines):
             entry["upsampled"] = line
         return
     first_row: dict[str, int] = {}
-    for i, row in enumerate(read_table(source, split)):
+    for i, row in enumerate(read_table(source, split, "--upsampled_prompts")):
         prompt, text = _first(row, _PROMPT_KEYS), _first(row, _UPSAMPLED_KEYS)
         if not text:
-            raise EvalInputError(f"{source}, row {i + 1}: no upsampled prompt column (one of {_UPSAMPLED_KEYS}).")
+            raise EvalInputError(
+                f"--upsampled_prompts {source}, row {i + 1}: no upsampled prompt column (one of {_UPSAMPLED_KEYS})."
+            )
         if prompt not in entries:
             continue
         if prompt in first_row:  # NOVA's dense VBench prompts give two prompts twice, once per dimension
@@ -275,11 +365,11 @@ def _attach_upsampled(entries: dict[str, dict], source: str, split: str | None) 
 
 
 def _attach_labels(entries: dict[str, dict], source: str, split: str | None) -> None:
-    for i, row in enumerate(read_table(source, split)):
+    for i, row in enumerate(read_table(source, split, "--labels")):
         prompt = _first(row, _PROMPT_KEYS)
         if prompt not in entries:
             continue
-        where = f"{source}, row {i + 1}"
+        where = f"--labels {source}, row {i + 1}"
         _merge(entries, prompt, "category", _first(row, ("states_of_matter",)), where)
         if "is_hard" in row:
             _merge(entries, prompt, "is_hard", parse_bool(row["is_hard"], where), where)

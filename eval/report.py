@@ -103,16 +103,32 @@ def render_videophy2(runs: Runs) -> str:
 _FILES = {"videophy": "table1_videophy", "videophy2": "table2_videophy2", "vbench": "table3_vbench"}
 
 
+def _read_scores(label: str, path: Path) -> object:
+    """The parsed JSON of a `--run` file, or an `EvalInputError` naming the run and what to give."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problem = "no such file"
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"not JSON ({e})"
+    raise EvalInputError(
+        f"--run {label!r}: {path}: {problem}; give the scores.json written by `eval.videophy score`, "
+        "`eval.videophy2 score` or `eval.vbench run|aggregate --output_json`."
+    )
+
+
 def build_report(runs: Sequence[tuple[str, Sequence[Path]]], output_dir: Path | None = None) -> str:
     """Markdown of every table that some run has a result for; with `output_dir`, `.md` and `.csv` files too."""
     by_benchmark: dict[str, list[tuple[str, Mapping]]] = {b: [] for b in _FILES}
     for label, paths in runs:
         seen = set()
         for path in paths:
-            result = json.loads(Path(path).read_text(encoding="utf-8"))
+            result = _read_scores(label, Path(path))
             benchmark = result.get("benchmark") if isinstance(result, dict) else None
             if benchmark not in _FILES:
-                raise EvalInputError(f"{path}: not a scores JSON of eval.videophy, eval.videophy2 or eval.vbench.")
+                raise EvalInputError(
+                    f"--run {label!r}: {path} is not a scores JSON of eval.videophy, eval.videophy2 or eval.vbench."
+                )
             if benchmark in seen:
                 raise EvalInputError(f"--run {label!r} has two {benchmark} results; give one per benchmark.")
             seen.add(benchmark)

@@ -9,7 +9,8 @@
 mode="vbench_standard")`) through a subprocess with the given Python, on any device and any subset of dimensions,
 and aggregates its results file. `aggregate` reads one or more results files (`{dimension: [score, per_video]}`)
 and prints one JSON object: `total`, `quality` and `semantic` in percent as on the VBench leaderboard, each
-dimension's raw score (`dimensions`, percent, as in Table 3) and normalised score (`normalized`, percent).
+dimension's raw score (`dimensions`, percent, as in Table 3) and normalised score (`normalized`, percent), printed
+with one decimal as the tables give them (`scores.json` and `--output_json` keep full precision).
 
 The aggregation is VBench's (`scripts/constant.py` and `scripts/cal_final_score.py` in Vchitect/VBench, not
 shipped in the wheel): each dimension is normalised as (s - min) / (max - min) and weighted (dynamic degree 0.5,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +31,13 @@ from typing import Sequence
 
 from .common import (
     EvalInputError,
+    EvaluatorFailedError,
     EvaluatorOutputError,
     exit_on_user_error,
     listed,
     logger,
+    positive_int,
+    rounded,
     setup_logging,
     write_json,
 )
@@ -73,7 +78,12 @@ DRIVER = Path(__file__).with_name("_vbench_driver.py")
 def expected_videos(full_info: Sequence[dict], dimensions: Sequence[str], per_prompt: int = 5) -> list[str]:
     """File names VBench looks for: `{prompt}-{i}.mp4` for each prompt in any of `dimensions`, without repeats."""
     names = {}
-    for entry in full_info:
+    for i, entry in enumerate(full_info):
+        if not isinstance(entry.get("prompt_en"), str) or not isinstance(entry.get("dimension"), list):
+            raise EvalInputError(
+                f"--full_info entry {i + 1} ({str(entry)[:100]}) lacks `prompt_en` (text) or `dimension` (a list): "
+                "give VBench's VBench_full_info.json."
+            )
         if set(entry["dimension"]) & set(dimensions):
             for i in range(per_prompt):
                 names.setdefault(vbench_filename(entry["prompt_en"], i), None)
@@ -115,8 +125,10 @@ def load_results(paths: Sequence[Path]) -> dict[str, float]:
             if dim not in NORMALIZATION:
                 raise EvaluatorOutputError(f"{path}: unknown dimension {dim!r}; VBench's are {sorted(NORMALIZATION)}.")
             score = value[0] if isinstance(value, list) and value else value
-            if isinstance(score, bool) or not isinstance(score, (int, float)):
-                raise EvaluatorOutputError(f"{path}: {dim} should be [score, per_video], got {str(value)[:100]!r}.")
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                raise EvaluatorOutputError(
+                    f"{path}: {dim} should be [score, per_video] with a finite score, got {str(value)[:100]!r}."
+                )
             if dim in scores and scores[dim] != score:
                 raise EvaluatorOutputError(f"{dim} is {scores[dim]} in {origin[dim]} but {score} in {path}.")
             scores[dim], origin[dim] = float(score), path
@@ -147,7 +159,14 @@ def aggregate(scores: dict[str, float]) -> dict:
 def _default_full_info(python: str) -> str:
     """The `VBench_full_info.json` shipped inside the VBench package of the given environment."""
     code = "import os, vbench; print(os.path.join(os.path.dirname(vbench.__file__), 'VBench_full_info.json'))"
-    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if found.returncode != 0:
+        reason = (found.stderr.strip().splitlines() or ["no message"])[-1]
+        raise EvalInputError(
+            f"--vbench_python {python} cannot import vbench ({reason}): give the python of the environment where "
+            "vbench is installed, or pass --full_info VBench_full_info.json."
+        )
+    return found.stdout.strip()
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -157,7 +176,7 @@ def run(args: argparse.Namespace) -> dict:
             f"--vbench_python {args.vbench_python} does not exist: give the `python` of the VBench environment."
         )
     full_info_path = args.full_info or _default_full_info(args.vbench_python)
-    full_info = read_table(full_info_path)
+    full_info = read_table(full_info_path, flag="--full_info")
     unknown = sorted(set(args.dimensions) - set(NORMALIZATION))
     if unknown:
         raise EvalInputError(f"--dimensions {unknown} are not VBench dimensions; choose from {sorted(NORMALIZATION)}.")
@@ -168,8 +187,11 @@ def run(args: argparse.Namespace) -> dict:
         "--name", args.name, "--dimensions", *args.dimensions,
     ] + (["--device", args.device] if args.device else [])
     logger.info("running %s", " ".join(command))
-    if subprocess.run(command).returncode != 0:
-        raise RuntimeError("VBench failed; its messages are above.")
+    status = subprocess.run(command).returncode
+    if status != 0:
+        raise EvaluatorFailedError(
+            f"VBench exited with status {status} (its messages are above); check --vbench_python and --device."
+        )
     result = aggregate(load_results([args.output_dir / f"{args.name}_eval_results.json"]))
     write_json(args.output_dir / "scores.json", result)
     return result
@@ -187,7 +209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="VBench_full_info.json (default: the one inside the VBench package).")
     run_p.add_argument("--dimensions", nargs="+", default=list(NORMALIZATION),
                        help="Dimensions to evaluate (default: all 16).")
-    run_p.add_argument("--videos_per_prompt", type=int, default=5, help="Videos per prompt to expect (default 5).")
+    run_p.add_argument("--videos_per_prompt", type=positive_int, default=5,
+                       help="Videos per prompt to expect (default 5).")
     run_p.add_argument("--device", default=None, help="torch device for VBench (default: cuda if available).")
     run_p.add_argument("--name", default="results", help="VBench writes {name}_eval_results.json (default results).")
     agg = commands.add_parser("aggregate", help="Total, Quality and Semantic scores from VBench results files.")
@@ -205,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         result = aggregate(load_results(args.results))
         if args.output_json:
             write_json(args.output_json, result)
-    json.dump(result, sys.stdout, indent=2)
+    json.dump(rounded(result), sys.stdout, indent=2)
     print()
 
 

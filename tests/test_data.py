@@ -151,6 +151,62 @@ def test_saved_dataset_with_a_video_feature_is_read_without_torchcodec(tmp_path)
     assert read_video({"bytes": (tmp_path / "a.mp4").read_bytes(), "path": None}, SPEC).shape[0] == 9
 
 
+def test_a_clip_decord_cannot_read_falls_back_to_ffmpeg(tmp_path):
+    """decord fails on some narrow clips (48 px wide here, a stride mismatch); ffmpeg decodes the same frames."""
+    write_test_clip(tmp_path / "narrow.mp4", height=32, width=48, square=8, speed=4)
+    write_test_clip(tmp_path / "wide.mp4", height=32, width=64, square=8)
+    spec = ClipSpec(height=32, width=48, max_num_frames=9, reshape_mode="none")
+    narrow = read_video(tmp_path / "narrow.mp4", spec)
+    assert narrow.shape == (9, 3, 32, 48)
+    assert read_video((tmp_path / "narrow.mp4").read_bytes(), spec).equal(narrow)
+    # The square's left edge is where it was drawn in every frame: x = 4 + 4 t.
+    left_edges = (narrow.amax(dim=(1, 2)) > 0).float().argmax(dim=1)
+    assert (left_edges - torch.tensor([4 + 4 * t for t in range(9)])).abs().max() <= 1
+    # Where both decoders work they agree (up to the colour conversion's rounding).
+    from diffusers_tsa.data import video as video_module
+
+    wide = ClipSpec(height=32, width=64, max_num_frames=9, reshape_mode="none")
+    _, _, by_decord = video_module._decode_with_decord(tmp_path / "wide.mp4", wide)
+    _, _, by_ffmpeg = video_module._decode_with_ffmpeg(tmp_path / "wide.mp4", wide)
+    assert by_ffmpeg.shape == by_decord.shape
+    assert abs(by_ffmpeg.astype(int) - by_decord.astype(int)).max() <= 3
+
+
+def test_text_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    _write_clips(tmp_path / "clips", ["a.mp4", "b.mp4"])
+    (tmp_path / "prompts.txt").write_bytes("a ball falls\na ball bounces off a caf\u00e9 wall\n".encode("latin-1"))
+    (tmp_path / "videos.txt").write_text("clips/a.mp4\nclips/b.mp4\n")
+    with pytest.raises(ValueError, match=r"prompts.txt, line 2, is not UTF-8 text .* for `caption_column`"):
+        load_video_dataset(instance_data_root=tmp_path, caption_column="prompts.txt", video_column="videos.txt")
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_bytes("text,video\nok,clips/a.mp4\ncaf\u00e9,clips/b.mp4\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"metadata.csv, line 3, is not UTF-8 text .* for `dataset_name`"):
+        load_video_dataset(str(metadata))
+
+
+def test_empty_captions_load_as_empty_values(tmp_path):
+    _write_clips(tmp_path / "clips", ["a.mp4", "b.mp4"])
+    (tmp_path / "metadata.csv").write_text("text,video\n,clips/a.mp4\na ball,clips/b.mp4\n")
+    table = load_video_dataset(str(tmp_path / "metadata.csv"))
+    assert table["caption"] == [None, "a ball"]
+
+
+@pytest.mark.parametrize("value", ["./data/clips.csv", "data/clips.csv", "/no/such/folder", "a/b/c", "runs/x.pth"])
+def test_a_missing_local_path_is_refused_at_once(tmp_path, monkeypatch, value):
+    from diffusers_tsa.paths import check_local_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"`dataset_name='{value}'` looks like a local path, but nothing exists"):
+        load_video_dataset(value)
+    for hub_id in ("THUDM/CogVideoX-2b", "Lightricks/LTX-Video-0.9.5", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "x"):
+        check_local_path(hub_id, "dataset_name")  # Hub ids pass
+
+
+def test_an_instance_data_root_that_is_not_a_folder_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"`instance_data_root='.*no_such_dir'` is not a folder"):
+        load_video_dataset(instance_data_root=tmp_path / "no_such_dir", caption_column="p.txt", video_column="v.txt")
+
+
 REAL_CLIPS = sorted(REAL_VIDEOS.glob("*.mp4")) if REAL_VIDEOS.is_dir() else []
 
 

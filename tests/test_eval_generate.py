@@ -1,12 +1,14 @@
 """eval.generate end to end on a tiny offline CogVideoX pipeline with a LoRA: two prompts, then a resumed run."""
 
 import csv
+import json
+import re
 
 import numpy as np
 import pytest
 
 from eval import generate
-from eval.common import EvalInputError
+from eval.common import EvalInputError, exit_on_user_error
 
 TINY = ["--num_inference_steps", "2", "--num_frames", "9", "--height", "96", "--width", "144",
         "--max_sequence_length", "16", "--dtype", "fp32", "--device", "cpu"]
@@ -102,3 +104,81 @@ def test_shards_partition_the_videos_and_the_lora_changes_them(tiny_model, tmp_p
     base = iio.imread(tmp_path / "base" / "videos" / "A_cat_jumps.mp4")
     tuned = iio.imread(out / "videos" / "A_cat_jumps.mp4")
     assert base.shape == tuned.shape and np.abs(base.astype(int) - tuned.astype(int)).mean() > 1  # the LoRA acts
+
+
+class Loaded(Exception):
+    """Raised by a stand-in for `generate.load_pipeline`: the run got as far as loading the model."""
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    def load_pipeline(spec, args, scheduler):
+        raise Loaded
+
+    monkeypatch.setattr(generate, "load_pipeline", load_pipeline)
+
+
+def test_rerun_with_other_settings_is_refused_before_loading(tiny_model, tmp_path, no_loading):
+    out = tmp_path / "run"
+    base = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base"), "--prompts",
+            str(tiny_model / "prompts.csv"), "--labels", "none", "--output_dir", str(out), *TINY]
+    lora = ["--lora", str(tiny_model / "lora")]
+    with pytest.raises(Loaded):
+        generate.main([*base, *lora, "--num_inference_steps", "3"])  # records the settings, then loads the model
+    assert json.loads((out / "generation_settings.json").read_text())["num_inference_steps"] == 3
+    with pytest.raises(Loaded):  # no video was finished with them: the new settings replace them
+        generate.main([*base, *lora])
+    recorded = json.loads((out / "generation_settings.json").read_text())
+    assert recorded["lora"] == str(tiny_model / "lora") and recorded["scheduler"] == "dpm"
+    assert recorded["num_inference_steps"] == 2 and recorded["seed"] == 42
+    (out / "videos").mkdir()
+    (out / "videos" / "A_cat_jumps.mp4").write_bytes(b"video")  # a finished video
+    # How the work is split, memory savers and how many videos are made leave each video as it is: it resumes.
+    with pytest.raises(Loaded):
+        generate.main([*base, *lora, "--shard", "0/2", "--enable_slicing", "--max_prompts", "1",
+                       "--num_videos_per_prompt", "2", "--scheduler", "dpm"])
+    with pytest.raises(EvalInputError) as refused:
+        generate.main([*base, "--num_inference_steps", "3", "--seed", "7"])
+    message = str(refused.value)
+    assert "--num_inference_steps: recorded 2, given 3" in message and "--seed: recorded 42, given 7" in message
+    assert f"--lora: recorded {str(tiny_model / 'lora')!r}, given None" in message
+    assert "--guidance_scale" not in message and f"give another --output_dir, or delete {out}" in message
+    assert "holds 1 finished video(s)" in message
+
+
+def test_prompts_sharing_a_protocol_name_get_their_own_videos_or_are_refused(tiny_model, tmp_path, no_loading):
+    (tmp_path / "p.txt").write_text("a red ball falls.\na red ball falls\n")
+    argv = ["--benchmark", "videophy", "--prompts", str(tmp_path / "p.txt"), "--labels", "none", "--no_upsampling",
+            "--output_dir", str(tmp_path / "out"), *TINY]
+    # Videos listed from elsewhere (--manifest_only) carry the protocol's names, which cannot tell these two apart.
+    with pytest.raises(EvalInputError, match="'a_red_ball_falls.mp4' from 'a red ball falls.', 'a red ball falls'"):
+        generate.main([*argv, "--pretrained_model_name_or_path", "unused", "--manifest_only"])
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(Loaded):
+        generate.main([*argv, "--pretrained_model_name_or_path", str(tiny_model / "base")])
+    with (tmp_path / "out" / "manifest.csv").open(newline="") as f:
+        files = [row["file"] for row in csv.DictReader(f)]
+    assert len(files) == 2 and len(set(files)) == 2
+
+
+def test_user_mistakes_end_in_one_line_naming_the_flag(tiny_model, tmp_path):
+    rest = ["--benchmark", "videophy2", "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none",
+            "--output_dir", str(tmp_path / "out"), *TINY]
+    mistakes = [
+        (["--pretrained_model_name_or_path", str(tmp_path / "missing"), "--shard", "2/2"], "--shard '2/2'"),
+        (["--pretrained_model_name_or_path", str(tiny_model / "lora")], "--pretrained_model_name_or_path='"),
+        (["--pretrained_model_name_or_path", str(tiny_model / "base"), "--lora", str(tmp_path / "no" / "lora")],
+         "--lora '"),
+    ]
+    for argv, flag in mistakes:
+        with pytest.raises(SystemExit, match=rf"^error: [^\n]*{re.escape(flag)}[^\n]*$"):
+            exit_on_user_error(lambda: generate.main([*argv, *rest]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_counts_must_be_positive(capsys):
+    argv = ["--benchmark", "vbench", "--pretrained_model_name_or_path", "x", "--output_dir", "x"]
+    for flag in ("--num_videos_per_prompt", "--max_prompts"):
+        with pytest.raises(SystemExit):
+            generate.parse_args([*argv, flag, "0"])
+        assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err

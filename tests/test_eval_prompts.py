@@ -11,11 +11,13 @@ from eval.common import EvalInputError
 from eval.generate import plan_videos
 from eval.prompts import (
     BENCHMARKS,
+    PromptEntry,
     caption_from_videophy_filename,
     load_prompts,
     parse_vbench_filename,
     read_table,
     vbench_filename,
+    video_filenames,
     videophy_filename,
 )
 
@@ -150,6 +152,52 @@ def test_naming_and_inverse():
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(EvalInputError, match="neither an existing file nor a Hub dataset"):
         load_prompts(BENCHMARKS["vbench"], str(tmp_path / "missing.json"))
+
+
+def test_prompts_that_the_protocol_names_alike_get_files_of_their_own():
+    """VideoPhy's naming drops the trailing period and has no index: such videos are renamed, by their prompt alone."""
+    prompts = ["a red ball falls.", "a red ball falls", "..", ".", "...", "Water pours."]
+    names = [row[0] for row in video_filenames(BENCHMARKS["videophy"], prompts, 1)]
+    assert len(set(names)) == len(prompts)
+    assert names[5] == "Water_pours.mp4"  # a name no other video wants stays the protocol's
+    assert names[0].startswith("a_red_ball_falls-") and names[1].startswith("a_red_ball_falls-")
+    assert all(n.startswith("-") and n.endswith(".mp4") for n in names[2:5])
+    # The same prompt keeps its file whatever the order of the prompt file, so a resumed run finds it.
+    reordered = [row[0] for row in video_filenames(BENCHMARKS["videophy"], prompts[::-1], 1)]
+    assert dict(zip(prompts[::-1], reordered)) == dict(zip(prompts, names))
+    two = video_filenames(BENCHMARKS["videophy2"], ["A cat jumps."], 2)  # --num_videos_per_prompt 2
+    assert len(set(two[0])) == 2
+    plan = plan_videos(BENCHMARKS["videophy"], [PromptEntry(p, p) for p in prompts], 42, 1)
+    assert len({r.file for r in plan}) == len(prompts)
+
+
+def test_protocol_names_that_collide_are_refused_naming_the_prompts():
+    with pytest.raises(EvalInputError, match=r"--prompts: 1 file name.*'a_red_ball_falls.mp4' from "
+                                             r"'a red ball falls.', 'a red ball falls'"):
+        video_filenames(BENCHMARKS["videophy"], ["a red ball falls.", "a red ball falls", "x"], 1, protocol_only=True)
+    assert video_filenames(BENCHMARKS["vbench"], ["a cat-1", "a cat"], 2) == [["a cat-1-0.mp4", "a cat-1-1.mp4"],
+                                                                              ["a cat-0.mp4", "a cat-1.mp4"]]
+
+
+@pytest.mark.parametrize(
+    "argument, name, content, message",
+    [
+        ("prompts", "missing.json", None, r"--prompts '.*missing.json' is neither an existing file nor a Hub dataset"),
+        ("prompts", "p.json", b'[{"caption": ', r"--prompts .*p.json: not a readable UTF-8 .json file"),
+        ("prompts", "p.txt", b"caption\n\xff\xfe ball\n", r"--prompts .*p.txt: not UTF-8 text"),
+        ("upsampled", "missing.txt", None, r"--upsampled_prompts '.*missing.txt': no such file"),
+        ("labels", "missing.csv", None, r"--labels '.*missing.csv' is neither an existing file"),
+        ("labels", "p.csv", b"caption,is_hard\nA ball rolls down a ramp.,maybe\n", r"--labels .*p.csv, row 1: exp"),
+    ],
+)
+def test_a_bad_prompt_file_names_its_flag(videophy_files, tmp_path, argument, name, content, message):
+    short, long, labels = videophy_files
+    given = {"prompts": short, "upsampled": long, "labels": labels}
+    given[argument] = str(tmp_path / name)
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(EvalInputError, match=message):
+        load_prompts(BENCHMARKS["videophy"], given["prompts"], given["upsampled"], given["labels"])
 
 
 @needs_data

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from eval import report
-from eval.common import EvalInputError
+from eval.common import EvalInputError, exit_on_user_error
 
 
 def _dump(path, obj):
@@ -47,3 +47,19 @@ def test_rejects_foreign_json_and_duplicates(tmp_path):
     good = _dump(tmp_path / "y.json", {"benchmark": "videophy2", "subsets": {}})
     with pytest.raises(EvalInputError, match="two videophy2 results"):
         report.build_report([("a", [good, good])])
+
+
+def test_printed_scores_have_the_tables_precision_and_the_csv_keeps_all(tmp_path, capsys):
+    phy2 = {"benchmark": "videophy2", "subsets": {"all": {"joint": 0.1 + 0.2, "sa": 60, "pc": 200 / 3}}}
+    report.main(["--run", "a", _dump(tmp_path / "a.json", phy2), "--output_dir", str(tmp_path / "tables")])
+    assert "| a | 0.3 | 60.0 | 66.7 |" in capsys.readouterr().out
+    with (tmp_path / "tables" / "table2_videophy2.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert [float(v) for v in rows[1][1:]] == [0.1 + 0.2, 60, 200 / 3]
+
+
+def test_unreadable_scores_end_in_one_line_naming_the_run(tmp_path):
+    (tmp_path / "broken.json").write_text('{"benchmark": "videophy"')
+    for path, problem in ((tmp_path / "missing.json", "no such file"), (tmp_path / "broken.json", "not JSON")):
+        with pytest.raises(SystemExit, match=rf"^error: --run 'a': [^\n]*{problem}[^\n]*scores.json[^\n]*$"):
+            exit_on_user_error(lambda: report.main(["--run", "a", str(path)]))

@@ -3,13 +3,14 @@ VBench environment is named by VBENCH_PYTHON."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from eval import vbench
-from eval.common import EvalInputError, EvaluatorOutputError
+from eval.common import EvalInputError, EvaluatorOutputError, exit_on_user_error
 
 # Raw scores chosen so that each normalised score f = (s - min) / (max - min) is a round number.
 F = {"subject_consistency": 0.5, "background_consistency": 0.5, "temporal_flickering": 1.0, "motion_smoothness": 0.5,
@@ -59,6 +60,7 @@ def test_missing_dimension_counts_as_raw_zero_and_is_named(tmp_path, caplog):
         ('[1, 2]', "expected an object"),
         ('{"temporal_flicker": [0.9, []]}', "unknown dimension 'temporal_flicker'"),
         ('{"temporal_flickering": ["high", []]}', "should be \\[score, per_video\\]"),
+        ('{"temporal_flickering": [NaN, []]}', "with a finite score, got '\\[nan"),
     ],
 )
 def test_malformed_results(tmp_path, content, message):
@@ -96,6 +98,52 @@ def test_completeness_check(tmp_path):
         vbench.check_videos_dir(videos, names)
 
 
+def test_printed_scores_are_rounded_and_the_json_file_keeps_all(tmp_path, capsys):
+    results = _results(tmp_path / "r.json", {"color": 0.29, "scene": 0.8222 / 3})
+    vbench.main(["aggregate", str(results), "--output_json", str(tmp_path / "scores.json")])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dimensions"] == {"color": 29.0, "scene": 27.4} and printed["normalized"]["scene"] == 33.3
+    assert all(v == round(v, 1) for v in [printed["total"], *printed["normalized"].values()])
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["dimensions"] == {"color": 100 * 0.29, "scene": 100 * 0.8222 / 3}
+    assert saved["total"] == pytest.approx(printed["total"], abs=0.05) and saved["total"] != round(saved["total"], 1)
+
+
+def fake_python(path: Path) -> str:
+    """A stand-in for an environment's `python` that fails like one without VBench."""
+    path.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'vbench'\" >&2\nexit 1\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_run_mistakes_end_in_one_line_naming_the_flag(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(5):
+        (videos / f"a dog-{i}.mp4").write_bytes(b"v")
+    files = {"info.json": json.dumps(INFO), "broken.json": '[{"prompt_en": ', "nodim.json": '[{"prompt_en": "a dog"}]'}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    run = ["run", "--videos_dir", str(videos), "--vbench_python", fake_python(tmp_path / "python"), "--output_dir",
+           str(tmp_path / "out"), "--dimensions", "color"]
+    mistakes = [
+        ([], "--vbench_python "),  # no VBench there, and no --full_info
+        (["--full_info", str(tmp_path / "broken.json")], "--full_info "),
+        (["--full_info", str(tmp_path / "nodim.json")], "--full_info entry 1 "),
+        (["--full_info", str(tmp_path / "info.json")], "VBench exited with status 1"),  # the videos are all there
+    ]
+    for extra, start in mistakes:
+        with pytest.raises(SystemExit, match=rf"^error: {re.escape(start)}[^\n]*$"):
+            exit_on_user_error(lambda: vbench.main([*run, *extra]))
+
+
+def test_videos_per_prompt_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        vbench.parse_args(["run", "--videos_dir", "v", "--vbench_python", "p", "--output_dir", "o",
+                           "--videos_per_prompt", "0"])
+    assert "argument --videos_per_prompt: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_run_refuses_unknown_dimensions(tmp_path):
     (tmp_path / "info.json").write_text(json.dumps(INFO))
     with pytest.raises(EvalInputError, match="not VBench dimensions"):
@@ -126,7 +174,9 @@ def test_real_vbench_run_and_aggregate(tmp_path, capsys):
     raw = json.loads((out / "results_eval_results.json").read_text())
     assert len(raw["temporal_flickering"][1]) == 2
     printed = json.loads(capsys.readouterr().out)
-    assert printed["dimensions"]["temporal_flickering"] == pytest.approx(100 * raw["temporal_flickering"][0])
+    saved = json.loads((out / "scores.json").read_text())  # full precision; printed with one decimal
+    assert saved["dimensions"]["temporal_flickering"] == pytest.approx(100 * raw["temporal_flickering"][0])
+    assert printed["dimensions"]["temporal_flickering"] == round(saved["dimensions"]["temporal_flickering"], 1)
     assert 0 < raw["temporal_flickering"][0] <= 1
     vbench.main(["aggregate", str(out / "results_eval_results.json")])
     assert json.loads(capsys.readouterr().out) == printed

@@ -1,13 +1,14 @@
 """VideoPhy with VideoCon-Physics: inputs, the evaluator call, strict output parsing and Table 1 metrics."""
 
 import csv
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from eval import videophy
-from eval.common import EvalInputError, EvaluatorOutputError, VideoRecord, write_manifest
+from eval.common import EvalInputError, EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
 from eval.physics import prepare_index, read_index
 
 # (caption, category, SA score, PC score)
@@ -163,7 +164,8 @@ def write_stand_in(repo: Path, *lines: str) -> Path:
 
 def test_run_calls_the_evaluator_script_from_its_folder(eval_dir, tmp_path):
     """A stand-in for VideoCon-Physics' script records its arguments and appends like the real one."""
-    script = write_stand_in(tmp_path / "repo", "open('calls.txt', 'a').write(a.checkpoint + ' ' + a.batch_size + '\\n')")
+    script = write_stand_in(tmp_path / "repo",
+                            "open('calls.txt', 'a').write(a.checkpoint + ' ' + a.batch_size + '\\n')")
     stale = eval_dir / videophy.FILES["sa"][1]
     stale.write_text("stale,row,0.1\n")
     args = ["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
@@ -197,3 +199,22 @@ def test_run_without_the_evaluator_repo_is_a_clear_error(eval_dir, tmp_path):
     with pytest.raises(EvalInputError, match="clone of https://github.com/Hritikbansal/videophy"):
         videophy.main(["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
                        "--evaluator_repo", str(tmp_path), "--checkpoint", "x"])
+
+
+def test_user_mistakes_end_in_one_line_naming_the_flag(eval_dir, tmp_path):
+    (tmp_path / "no_manifest").mkdir()
+    utf16 = make_generation_dir(tmp_path / "utf16", VIDEOS)
+    (utf16 / "manifest.csv").write_bytes((utf16 / "manifest.csv").read_text().encode("utf-16"))
+    write_stand_in(tmp_path / "repo", "sys.exit('CUDA out of memory')")
+    run = ["run", "--evaluator_python", sys.executable, "--evaluator_repo", str(tmp_path / "repo"), "--checkpoint", "c"]
+    mistakes = [
+        (["prepare", "--generation_dir", str(tmp_path / "no_manifest"), "--eval_dir", str(tmp_path / "e")],
+         f"--generation_dir {tmp_path / 'no_manifest'} has no manifest.csv"),
+        (["prepare", "--generation_dir", str(utf16), "--eval_dir", str(tmp_path / "e")],
+         f"{utf16 / 'manifest.csv'}: not UTF-8 CSV text"),
+        (["score", "--eval_dir", str(tmp_path / "no_manifest")], f"--eval_dir {tmp_path / 'no_manifest'} has no"),
+        ([*run, "--eval_dir", str(eval_dir)], "The evaluator exited with status 1"),
+    ]
+    for argv, start in mistakes:
+        with pytest.raises(SystemExit, match=rf"^error: {re.escape(start)}[^\n]*$"):
+            exit_on_user_error(lambda: videophy.main(argv))

@@ -1,12 +1,13 @@
 """VideoPhy2 with VideoPhy2-AutoEval: input file, evaluator call, strict score parsing and Table 2 metrics."""
 
 import csv
+import re
 import sys
 
 import pytest
 
 from eval import videophy2
-from eval.common import EvaluatorOutputError, VideoRecord, write_manifest
+from eval.common import EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
 from eval.physics import read_index
 
 # (caption, is_hard, SA, PC)
@@ -118,3 +119,17 @@ def test_run_calls_both_tasks(eval_dir, tmp_path):
     assert (script.parent / "tasks.txt").read_text() == "sa 32\npc 32\n"
     result = videophy2.score(read_index(eval_dir), eval_dir)
     assert result["subsets"]["all"]["sa"] == 100.0 and result["subsets"]["all"]["joint"] == 0.0
+
+
+def test_user_mistakes_end_in_one_line_naming_the_flag(eval_dir, tmp_path):
+    script = tmp_path / "repo" / videophy2.SCRIPT
+    script.parent.mkdir(parents=True)
+    script.write_text("raise SystemExit(2)\n")  # as the evaluator does on a bad checkpoint
+    mistakes = [
+        (["score", "--eval_dir", str(tmp_path)], f"--eval_dir {tmp_path} has no videos.csv"),
+        (["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable, "--evaluator_repo",
+          str(tmp_path / "repo"), "--checkpoint", "c"], "The evaluator exited with status 2"),
+    ]
+    for argv, start in mistakes:
+        with pytest.raises(SystemExit, match=rf"^error: {re.escape(start)}[^\n]*$"):
+            exit_on_user_error(lambda: videophy2.main(argv))

@@ -37,7 +37,10 @@ def test_columns_dtypes_values_and_bad_rows(table_dir):
     table = datasets.load_from_disk(table_dir / "table")
     transform = TeacherFeatures(_teacher(), CLIP, teacher_batch_size=1)
     mapped = transform.map(table, batch_size=3)
-    assert mapped.column_names == ["caption", "video", "teacher_features", "motion_mask", "teacher_valid"]
+    assert mapped.column_names == [
+        "caption", "video", "teacher_features", "motion_mask", "teacher_valid", "teacher_settings"
+    ]
+    assert set(mapped["teacher_settings"]) == {json.dumps(transform.settings(), sort_keys=True)}
     assert mapped.features["teacher_features"] == datasets.Array4D((4, 2, 3, 32), "float16")
     assert mapped.features["motion_mask"] == datasets.Array3D((4, 2, 3), "bool")
     assert mapped["teacher_valid"] == [True, False, True] and transform.num_invalid == 1
@@ -54,14 +57,17 @@ def test_columns_dtypes_values_and_bad_rows(table_dir):
         assert np.array_equal(rows[row]["motion_mask"], mask.numpy())
 
 
-def test_cache_is_reused_only_when_nothing_changed(table_dir):
+def test_cache_is_reused_only_when_nothing_changed(table_dir, caplog):
     table = datasets.load_from_disk(table_dir / "table")
     first = TeacherFeatures(_teacher(), CLIP)
-    first.map(table)
-    same = TeacherFeatures(_teacher(), CLIP)
-    assert same.fingerprint == first.fingerprint
-    same.map(table)
+    with caplog.at_level("INFO", logger="diffusers_tsa.features"):
+        first.map(table, load_from_cache_file=False)  # computed (and cached) afresh
+        assert "Reusing the teacher features cached" not in caplog.text
+        same = TeacherFeatures(_teacher(), CLIP)
+        assert same.fingerprint == first.fingerprint
+        same.map(table)
     assert same.num_invalid == 0  # loaded from the cache: the corrupt clip was never read again
+    assert f"Reusing the teacher features cached in {table_dir / 'table'}" in caplog.text
     for changed in (
         TeacherFeatures(_teacher(), CLIP, mask_ratio=0.3),
         TeacherFeatures(_teacher(), CLIP, storage_dtype="bfloat16"),
@@ -107,8 +113,38 @@ def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):
     )  # fmt: skip
     saved = datasets.load_from_disk(tmp_path / "out")
     assert saved["teacher_valid"] == [True, False] and saved.features["teacher_features"].shape == (4, 2, 3, 32)
-    settings = json.loads((tmp_path / "out" / "teacher_features.json").read_text())
-    assert settings["grid"] == [4, 2, 3] and settings["storage_dtype"] == "float16" and len(settings["fingerprint"]) == 64
+    (settings,) = set(saved["teacher_settings"])
+    settings = json.loads(settings)
+    assert settings["grid"] == [4, 2, 3] and settings["storage_dtype"] == "float16" and settings["clip"]["height"] == 96
+
+
+def _nan_teacher():
+    backbone = tiny_videomae()
+    with torch.no_grad():
+        backbone.encoder.layer[0].attention.output.dense.weight.fill_(float("nan"))  # a broken teacher checkpoint
+    return VideoMAETeacher(backbone, name="nan", input=TeacherInput.for_clip(9, 96, 144))
+
+
+def test_non_finite_features_are_marked_invalid_and_counted(table_dir, caplog):
+    table = datasets.load_from_disk(table_dir / "table")
+    transform = TeacherFeatures(_nan_teacher(), CLIP)
+    mapped = transform.map(table, load_from_cache_file=False)
+    assert mapped["teacher_valid"] == [False, False, False]
+    assert transform.num_non_finite == 2 and transform.num_invalid == 3  # 2 NaN, 1 unreadable
+    assert f"the teacher's features of {table_dir / 'a.mp4'} are not finite in float16" in caplog.text
+
+
+def test_cli_fails_when_no_clip_gives_usable_features(table_dir, tmp_path):
+    from diffusers_tsa.errors import DatasetError
+
+    _nan_teacher().backbone.save_pretrained(tmp_path / "teacher")
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text(f"text,video\na,{table_dir / 'a.mp4'}\nbad,{table_dir / 'bad.mp4'}\n")
+    with pytest.raises(DatasetError, match="None of the 2 clips gave usable teacher features"):
+        main([
+            "--dataset_name", str(metadata), "--teacher_model_name_or_path", str(tmp_path / "teacher"),
+            "--height", "96", "--width", "144", "--max_num_frames", "9", "--output_dir", str(tmp_path / "out"),
+        ])  # fmt: skip
 
 
 def test_the_command_line_runs_as_a_module_without_warnings():

@@ -18,6 +18,7 @@ from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.adapters.nova import NOVAAdapter, NOVASpec, load_nova_lora
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_videomae, write_test_dataset
+from test_model_card import check_card_code, run_card_code
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = TESTS.parent / "train_text_to_video_tsa.py"
@@ -63,6 +64,20 @@ def nova(request, tmp_path_factory):
         finally:
             if site:
                 sys.path.remove(str(site))
+
+
+def launched_env(nova) -> dict:
+    """The environment of a process a test launches: offline, `nova_double` (and the double's `diffnext`) importable."""
+    paths = [nova["site"]] if nova["site"] else []
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(map(str, [*paths, TESTS, TESTS.parent]))}
+
+
+def launcher(nova) -> list[str]:
+    """What goes before a Python file run by a process a test launches (after `python` or `accelerate launch`): on
+    the real package, `-m nova_double.with_tiny_archs`, which registers the tiny archs first, as NOVA's configs
+    register its own."""
+    return ["-m", "nova_double.with_tiny_archs"] if nova["kind"] == "real" else []
 
 
 @pytest.fixture
@@ -253,19 +268,30 @@ def test_missing_diffnext_says_how_to_install_it(nova):
         NOVAAdapter.from_pretrained(spec)
 
 
+@pytest.mark.parametrize("training_mode", ["lora", "full"])
+def test_model_card_code_loads_the_run_on_the_output_folder_and_on_the_hub_repo(adapter, nova, tmp_path, training_mode):
+    """The card's code, as written: `diffnext`'s pipeline, `load_nova_lora` for a LoRA, NOVA's transformer class for a
+    full fine-tune; from the run's folder and from its Hub repository."""
+    output_dir = tmp_path / "out"
+    if training_mode == "lora":
+        adapter.add_lora(4, 4)
+        adapter.save_lora_weights(output_dir, adapter.transformer)
+    else:
+        adapter.save_transformer(output_dir, adapter.transformer)
+    settings = GenerationSettings(num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2)
+    check_card_code(adapter.spec, output_dir, training_mode, settings, tmp_path,
+                    python=(sys.executable, *launcher(nova)), env=launched_env(nova))
+
+
 @pytest.mark.slow
 def test_training_script_runs_end_to_end_on_nova(nova, tmp_path):
-    if nova["kind"] == "real":
-        pytest.skip("the script run on the real package needs the small archs registered in the launched process")
     data = tmp_path / "data"
     write_test_dataset(data, num_clips=2)
     tiny_videomae(image_size=(HEIGHT // 2, WIDTH // 2)).save_pretrained(tmp_path / "teacher")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(nova["site"]), str(TESTS), str(TESTS.parent)])}
     output_dir = tmp_path / "lora"  # full fine-tuning trains and saves in the tests above
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--model_family", "nova",
+        "--mixed_precision", "no", "--dynamo_backend", "no", *launcher(nova), str(SCRIPT), "--model_family", "nova",
         "--pretrained_model_name_or_path", str(nova["path"]), "--instance_data_root", str(data),
         "--caption_column", "prompts.txt", "--video_column", "videos.txt",
         "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--teacher_height", str(HEIGHT // 2),
@@ -277,11 +303,14 @@ def test_training_script_runs_end_to_end_on_nova(nova, tmp_path):
         "--max_train_steps", "2", "--checkpointing_steps", "100", "--validation_prompt", "a ball",
         "--num_validation_videos", "1", "--output_dir", str(output_dir),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=launched_env(nova), timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert (output_dir / "pytorch_lora_weights.safetensors").is_file()
     assert (output_dir / "alignment_projector" / "diffusion_pytorch_model.safetensors").is_file()
     assert (output_dir / "validation" / "final-0-0.mp4").is_file()
+    # The card the script wrote: its code loads the output folder as written.
+    run_card_code(output_dir / "README.md", tmp_path / "use_it", python=(sys.executable, *launcher(nova)),
+                  env=launched_env(nova))
 
 
 def test_eval_generate_runs_a_nova_lora(adapter, nova, tmp_path):

@@ -1,17 +1,22 @@
 """Video teachers: input rules, grids, features against stock transformers models, conversion, safe loading."""
 
 import argparse
-import pickle
+import io
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import VideoMAEModel
+from safetensors.torch import load_file, save_file
+from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
 
 from diffusers_tsa.data import ClipSpec, read_video
-from diffusers_tsa.errors import GridError
+from diffusers_tsa.errors import CheckpointError, GridError
 from diffusers_tsa.masking import motion_saliency_mask
 from diffusers_tsa.teachers import (
     IMAGENET_MEAN,
@@ -213,8 +218,141 @@ def test_raw_file_geometry_is_read_from_tensor_shapes_alone(tmp_path, suffix):
 def test_checkpoints_with_pickled_code_are_refused(tmp_path):
     path = tmp_path / "unsafe.pth"
     torch.save({"module": _videomaev2_state_dict(), "args": argparse.Namespace(lr=1e-3)}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match=r"cannot be read as a checkpoint \(it holds a pickled argparse\."):
         load_teacher(path, TINY_INPUT, num_attention_heads=2)
+
+
+def test_legacy_format_file_geometry_is_read(tmp_path):
+    # A file saved before PyTorch 1.6's zip format cannot be memory-mapped: its shapes are read from the whole file.
+    path = tmp_path / "legacy.pth"
+    torch.save({"module": _videomaev2_state_dict()}, path, _use_new_zipfile_serialization=False)
+    assert teacher_config(path, num_attention_heads=2).hidden_size == 32
+
+
+def _saved_bytes(content) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    return buffer.getvalue()
+
+
+def _without(*keys) -> dict:
+    return {k: v for k, v in _videomaev2_state_dict().items() if k not in keys}
+
+
+def _with(extra: dict) -> dict:
+    return {**_videomaev2_state_dict(), **extra}
+
+
+def _write(path: Path, content) -> None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif path.suffix == ".safetensors":
+        save_file(content, path)
+    else:
+        torch.save(content, path)
+
+
+HEADS = ["--num_attention_heads", "2"]
+FOLDER = object()
+# Converter mistakes: (checkpoint file name, what it holds, flags after SRC DST, the one `error:` line expected).
+CONVERTER_MISTAKES = {
+    "missing_file": ("absent.pth", None, [], r"src='\S+absent.pth' is not an existing file; give a VideoMAEv2"),
+    "folder": ("folder.pth", FOLDER, [], r"src='\S+folder.pth' is a folder; give a VideoMAEv2 checkpoint file"),
+    "truncated": (
+        "vit.pth",
+        _saved_bytes({"module": _videomaev2_state_dict()})[:-2000],
+        [],
+        r"src='\S+' cannot be read as a checkpoint \(RuntimeError: .*\): download it again if it is truncated",
+    ),
+    "empty": ("vit.pth", b"", [], r"src='\S+' cannot be read as a checkpoint \(EOFError\): download it again"),
+    "text": ("vit.pth", b"hello world\n", [], r"src='\S+' cannot be read as a checkpoint \(.*\): download it"),
+    "text_safetensors": ("vit.safetensors", b"hello world\n", [], r"cannot be read as a checkpoint \(Safetensor"),
+    "pickled_code": (
+        "vit.pth",
+        {"module": _videomaev2_state_dict(), "args": argparse.Namespace(lr=1e-3)},
+        [],
+        r"src='\S+' cannot be read .*pickled argparse.Namespace.* save its state dict alone",
+    ),
+    "not_a_dict": ("vit.pth", [torch.zeros(3)], [], r"src='\S+' holds a list, not a state dict; give a VideoMAEv2"),
+    "missing_patch_embedding": (
+        "vit.pth",
+        {"module": _without("patch_embed.proj.weight")},
+        [],
+        r"src='\S+' is not a VideoMAEv2 video ViT checkpoint: it has no 5-D patch_embed.proj.weight \(its keys",
+    ),
+    "other_architecture": (
+        "vit.safetensors",
+        {"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)},
+        [],
+        r"src='\S+' is not a VideoMAEv2 video ViT .* \(its keys: \['conv1.weight', 'fc.weight'\]\)\. Give one",
+    ),
+    "layer_scale": (
+        "vit.pth",
+        _with({"blocks.0.gamma_1": torch.ones(32)}),
+        [],
+        r"src='\S+' has keys with no transformers VideoMAE counterpart \(1\): \['blocks.0.gamma_1'\]",
+    ),
+    "incomplete_block": (
+        "vit.pth",
+        _without("blocks.1.norm2.weight"),
+        HEADS,
+        r"weights of src='\S+' do not fit .*: 1 missing \(encoder.layer.1.layernorm_after.weight\)\. Every block",
+    ),
+    "block_of_another_size": (
+        "vit.pth",
+        _with({"blocks.1.mlp.fc1.weight": torch.zeros(40, 32)}),
+        HEADS,
+        r"src='\S+' .*: 1 of another shape \(encoder.layer.1.intermediate.dense.weight\)",
+    ),
+    "default_heads_under_64_wide": (
+        "vit.pth",
+        _videomaev2_state_dict(),
+        [],
+        r"--num_attention_heads=None gives 0 heads \(hidden size // 64\), which do not divide .* a divisor of 32",
+    ),
+    "heads_not_dividing": ("vit.pth", _videomaev2_state_dict(), ["--num_attention_heads", "5"], r"=5 gives 5 heads"),
+    "image_size": (
+        "vit.pth",
+        _videomaev2_state_dict(),
+        [*HEADS, "--image_size", "10"],
+        r"--image_size=10 must be the checkpoint's training resolution, a multiple of its patch 16 \(use 16 or 32",
+    ),
+    "num_frames": (
+        "vit.pth", _videomaev2_state_dict(), [*HEADS, "--num_frames", "0"], r"--num_frames=0 must be .* \(use 2 or 4"
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", CONVERTER_MISTAKES)
+def test_converter_mistakes_end_with_one_error_line(tmp_path, mistake):
+    name, content, flags, expected = CONVERTER_MISTAKES[mistake]
+    src, dst = tmp_path / name, tmp_path / "out"
+    if content is FOLDER:
+        src.mkdir()
+    elif content is not None:
+        _write(src, content)
+    with pytest.raises(SystemExit) as stop:
+        convert_main([str(src), str(dst), *flags])
+    message = stop.value.code  # a string: printed to stderr, exit status 1
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message
+    assert re.search(expected, message), message
+    assert not dst.exists()  # refused before the output folder is made
+
+
+@pytest.mark.parametrize("dst", ["file", "file/out"])
+def test_converter_refuses_an_output_folder_it_cannot_make(tmp_path, dst):
+    torch.save({"module": _videomaev2_state_dict()}, tmp_path / "vit.pth")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit, match=r"^error: dst='\S+' cannot be the output folder \(.+\); give a folder"):
+        convert_main([str(tmp_path / "vit.pth"), str(tmp_path / dst), *HEADS])
+
+
+def test_converter_command_prints_one_error_line(tmp_path):
+    torch.save({"module": _without("patch_embed.proj.weight")}, tmp_path / "vit.pth")
+    command = [sys.executable, "-m", "diffusers_tsa.teachers.convert_videomaev2", str(tmp_path / "vit.pth"), "out"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: src='") and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_load_teacher_dispatches_on_model_type_and_passes_no_remote_code(tmp_path, monkeypatch):
@@ -224,15 +362,75 @@ def test_load_teacher_dispatches_on_model_type_and_passes_no_remote_code(tmp_pat
     assert isinstance(teacher, VJEPA2Teacher) and teacher.encode(_clip()).dtype == torch.bfloat16
     calls = []
     stock_load = VideoMAEModel.from_pretrained
-    monkeypatch.setattr(
-        VideoMAEModel, "from_pretrained", classmethod(lambda cls, name, **kw: calls.append(kw) or stock_load(name))
-    )
+    spy = classmethod(lambda cls, name, **kw: calls.append(kw) or stock_load(name, **kw))
+    monkeypatch.setattr(VideoMAEModel, "from_pretrained", spy)
     assert isinstance(load_teacher(str(tmp_path / "videomae"), TINY_INPUT), VideoMAETeacher)
     assert calls[0]["trust_remote_code"] is False
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="'bert' model; supported teachers are"):
         load_teacher(str(tmp_path / "other"), TINY_INPUT)
+
+
+def _edit_folder(folder: Path, *, config: dict | None = None, rename=None, drop: tuple[str, ...] = ()) -> None:
+    """Changes a saved checkpoint folder: config values, weight names, weights left out."""
+    if config:
+        path = folder / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+    weights = load_file(folder / "model.safetensors")
+    weights = {(rename or str)(k): v for k, v in weights.items() if not k.startswith(drop)}
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_checkpoint_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    tiny_videomae().save_pretrained(tmp_path / "renamed")
+    # Weight names of another transformers version: the q/k/v weights and biases would be left at random.
+    _edit_folder(tmp_path / "renamed", rename=lambda key: key.replace(".attention.attention.", ".attention.self."))
+    attention = [k for k in tiny_videomae().state_dict() if ".attention.attention." in k]
+    name = str(tmp_path / "renamed")
+    with pytest.raises(CheckpointError) as refused:
+        load_teacher(name, TINY_INPUT)
+    message = str(refused.value)
+    assert f"`name_or_path={name!r}`" in message and "save it again with this transformers" in message
+    assert f"{len(attention)} missing (encoder.layer.0.attention.attention" in message
+    assert f"{len(attention)} unexpected (encoder.layer.0.attention.self." in message
+    tiny_videomae().save_pretrained(tmp_path / "shallow")
+    _edit_folder(tmp_path / "shallow", config={"num_hidden_layers": 1})  # the second block would be ignored
+    with pytest.raises(CheckpointError, match=r"\d+ unexpected \(encoder.layer.1."):
+        load_teacher(str(tmp_path / "shallow"), TINY_INPUT)
+    tiny_videomae().save_pretrained(tmp_path / "wider")
+    _edit_folder(tmp_path / "wider", config={"intermediate_size": 40})
+    with pytest.raises(CheckpointError, match=r"6 of another shape \(encoder.layer.0.intermediate.dense.bias"):
+        load_teacher(str(tmp_path / "wider"), TINY_INPUT)
+    tiny_vjepa2().save_pretrained(tmp_path / "vjepa2")
+    _edit_folder(tmp_path / "vjepa2", drop=("encoder.layer.1.mlp.",))
+    with pytest.raises(CheckpointError, match=r"4 missing \(encoder.layer.1.mlp.fc1.bias"):
+        load_teacher(str(tmp_path / "vjepa2"), TINY_INPUT)
+
+
+def test_checkpoints_with_parts_teachers_do_not_use_load(tmp_path):
+    def assert_loads_encoder(folder, encoder):
+        teacher = load_teacher(str(folder), TINY_INPUT)
+        expected = type(teacher)(encoder, name="stock", input=TINY_INPUT).encode(_clip())
+        torch.testing.assert_close(teacher.encode(_clip()), expected)
+
+    # VideoMAE pretraining (decoder, no final norm) and classification (fc_norm, classifier) checkpoints.
+    config = tiny_videomae().config
+    config.use_mean_pooling = False
+    config.decoder_num_hidden_layers, config.decoder_num_attention_heads = 1, 2
+    config.decoder_hidden_size, config.decoder_intermediate_size = 16, 20
+    pretraining = VideoMAEForPreTraining(config).eval()
+    pretraining.save_pretrained(tmp_path / "pretraining")
+    _edit_folder(tmp_path / "pretraining", drop=("videomae.layernorm.",))
+    assert_loads_encoder(tmp_path / "pretraining", pretraining.videomae)
+    classification = VideoMAEForVideoClassification(tiny_videomae().config).eval()
+    classification.save_pretrained(tmp_path / "classification")
+    assert_loads_encoder(tmp_path / "classification", classification.videomae)
+    # A V-JEPA 2 encoder alone: no predictor, no final norm.
+    vjepa2 = tiny_vjepa2()
+    vjepa2.save_pretrained(tmp_path / "encoder")
+    _edit_folder(tmp_path / "encoder", drop=("predictor.", "encoder.layernorm."))
+    assert_loads_encoder(tmp_path / "encoder", vjepa2)
 
 
 def test_vjepa2_square_input_equals_the_stock_encoder():

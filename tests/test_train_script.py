@@ -212,16 +212,21 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
     assert (out / PROJECTOR).is_file()
 
 
-def test_a_corrupt_clip_is_skipped_and_counted(tiny, tmp_path):
+def test_a_corrupt_clip_is_skipped_and_counted_and_an_empty_caption_trains(tiny, tmp_path):
     data = tmp_path / "data"
     (data / "clips").mkdir(parents=True)
     write_test_clip(data / "clips" / "good.mp4")
     (data / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
-    (data / "prompts.txt").write_text(f"{PROMPT}\n{PROMPT}\n")
-    (data / "videos.txt").write_text("clips/broken.mp4\nclips/good.mp4\n")
+    (data / "metadata.csv").write_text(f"text,video\n{PROMPT},clips/broken.mp4\n,clips/good.mp4\n")
     out = tmp_path / "out"
-    _, log = run_script(tiny, out, "--instance_data_root", str(data), "--max_train_steps", "2")
-    assert "Skipping a clip" in log and "unreadable clip(s) were skipped during training" in log
+    _, log = run_script(
+        tiny, out, "--dataset_name", str(data / "metadata.csv"), "--instance_data_root", str(data),
+        "--caption_column", "text", "--video_column", "video", "--max_train_steps", "2",
+    )
+    assert '1 of 2 captions are empty: they train as ""' in log
+    broken = data / "clips" / "broken.mp4"
+    assert log.count(f"Skipping unreadable clip {broken}: decord cannot open it") == 1  # warned once, 2 epochs
+    assert f"1 unreadable clip(s) were skipped during training: {broken}" in log
     assert (out / "pytorch_lora_weights.safetensors").is_file()
 
 
@@ -275,6 +280,12 @@ def parse_script_args(flags):
         (["--teacher_features_column", "vmae"], r"--teacher_features_column 'vmae' is not a column"),
         (["--tsa_mask_ratio", "0"], r"--tsa_mask_ratio=0.0 must be in \(0, 1\]"),
         (["--teacher_num_frames", "6"], r"2 latent frames after the first: --teacher_num_frames 4 or 8 pairs"),
+        (["--pretrained_model_name_or_path", "./cogvideox-2b"],
+         r"--pretrained_model_name_or_path='./cogvideox-2b' looks like a local path, but nothing exists there"),
+        (["--teacher_model_name_or_path", "models/teachers/vmae2"],
+         r"--teacher_model_name_or_path='models/teachers/vmae2' looks like a local path, but nothing exists"),
+        (["--dataset_name", "clips.csv"], r"--dataset_name='clips.csv' looks like a local path, but nothing exists"),
+        (["--instance_data_root", "no_such_dir"], r"--instance_data_root='no_such_dir' is not a folder"),
     ],
 )
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
@@ -386,3 +397,139 @@ def test_fp16_on_the_cpu_is_refused_before_loading(tiny, tmp_path):
     code, log = run_script(tiny, tmp_path / "out", "--mixed_precision", "fp16", "--max_train_steps", "1",
                            expect_success=False)
     assert code == 1 and "error: --mixed_precision fp16 needs a GPU" in log and "Running training" not in log
+
+
+# --- Precomputed features: the settings travel with the data ------------------------------------------------------
+
+
+def plain_map(tiny, folder, *, clip=ClipSpec(height=96, width=144, max_num_frames=9), mask_ratio=0.2):
+    """Features made the plainest way: `dataset.map(TeacherFeatures(...), batched=True)` then `save_to_disk`."""
+    teacher = load_teacher(tiny / "teacher", TeacherInput.for_clip(clip.num_frames, clip.height, clip.width))
+    table = load_video_dataset(
+        instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
+    mapped = table.map(TeacherFeatures(teacher, clip, mask_ratio=mask_ratio), batched=True, batch_size=2)
+    mapped.save_to_disk(folder)
+    return mapped
+
+
+def precomputed_flags(tiny, folder, output_dir, *flags):
+    """The common flags on a precomputed dataset, with no teacher."""
+    common = common_flags(tiny, output_dir)
+    i = common.index("--teacher_model_name_or_path")
+    return [*common[:i], *common[i + 2 :], "--dataset_name", str(folder), *flags]
+
+
+def test_a_plain_dataset_map_of_teacher_features_trains_on_its_stored_values(tiny, tmp_path):
+    from diffusers_tsa.training import TrainingClips
+
+    mapped = plain_map(tiny, tmp_path / "pre")
+    plan = plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "pre", tmp_path / "out")))
+    assert plan.alignment.teacher_grid == (4, 2, 3) and plan.alignment.teacher_width == 32
+    example = TrainingClips(plan.table, plan.clip, features_column="teacher_features")[1]
+    stored = torch.tensor(mapped[1]["teacher_features"], dtype=torch.float16).float()
+    assert torch.equal(example["teacher_features"], stored)
+    assert torch.equal(example["motion_mask"], torch.tensor(mapped[1]["motion_mask"]))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max_num_frames", "17"], r"made with --max_num_frames=9, but training is given --max_num_frames=17"),
+        (["--tsa_mask_ratio", "0.3"], r"made with --tsa_mask_ratio=0.2, but training is given --tsa_mask_ratio=0.3"),
+        (["--teacher_num_frames", "4"], r"made with --teacher_num_frames=8, .* given --teacher_num_frames=4"),
+        (["--teacher_height", "64"], r"made with --teacher_height=32, .* given --teacher_height=64"),
+    ],
+)
+def test_precomputed_features_made_with_other_settings_are_refused(tiny, tmp_path, flags, message):
+    plain_map(tiny, tmp_path / "pre")
+    with pytest.raises(FlagError, match=message):
+        plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "pre", tmp_path / "out", *flags)))
+
+
+def test_precomputed_features_with_unknown_or_mixed_settings_are_refused(tiny, tmp_path):
+    import datasets
+
+    mapped = plain_map(tiny, tmp_path / "pre")
+    mapped.remove_columns("teacher_settings").save_to_disk(tmp_path / "unknown")
+    with pytest.raises(FlagError, match=r"no 'teacher_settings' column .* settings its features were made with are "
+                                        r"unknown; precompute them again"):
+        plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "unknown", tmp_path / "out")))
+    other = plain_map(tiny, tmp_path / "other", mask_ratio=0.5)
+    datasets.concatenate_datasets([mapped, other]).save_to_disk(tmp_path / "mixed")
+    with pytest.raises(FlagError, match=r"made with 2 different settings"):
+        plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "mixed", tmp_path / "out")))
+
+
+def test_precompute_then_train_with_the_precompute_column_flags_or_none(tiny, tmp_path):
+    """The README's recipe: the features CLI is given the training data flags; training reads its output with the
+    same --caption_column/--video_column, or with none."""
+    from diffusers_tsa.features.__main__ import main as precompute
+
+    precompute([
+        "--instance_data_root", str(tiny / "data"), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
+        "--teacher_model_name_or_path", str(tiny / "teacher"), "--height", "96", "--width", "144",
+        "--max_num_frames", "9", "--output_dir", str(tmp_path / "pre"),
+    ])  # fmt: skip
+    same = plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "pre", tmp_path / "out")))
+    flags = precomputed_flags(tiny, tmp_path / "pre", tmp_path / "out")
+    for flag in ("--instance_data_root", "--caption_column", "--video_column"):
+        i = flags.index(flag)
+        del flags[i : i + 2]
+    none = plan_training(parse_script_args(flags))
+    for plan in (same, none):
+        assert plan.table["caption"][0] == f"{PROMPT} at speed 3" and plan.alignment.features_column is not None
+        assert plan.table["video"][0] == str(tiny / "data" / "clips" / "3.mp4")
+
+
+# --- Non-finite losses, exact resume, unreadable clips, captions --------------------------------------------------
+
+
+def nan_teacher(folder):
+    teacher = tiny_videomae()
+    with torch.no_grad():
+        teacher.encoder.layer[0].attention.output.dense.weight.fill_(float("nan"))  # a broken teacher checkpoint
+    teacher.save_pretrained(folder)
+    return folder
+
+
+def test_consecutive_non_finite_steps_stop_the_run_and_are_never_logged_as_a_loss(tiny, tmp_path):
+    pytest.importorskip("tensorboard", reason="the logged scalars are read from tensorboard's event files")
+    out = tmp_path / "out"
+    code, log = run_script(
+        tiny, out, "--max_train_steps", "8", "--max_nonfinite_steps", "3", "--report_to", "tensorboard",
+        "--teacher_model_name_or_path", str(nan_teacher(tmp_path / "nan-teacher")), expect_success=False,
+    )
+    assert code == 1 and "error: 3 batches in a row had a non-finite loss" in log
+    assert "--max_nonfinite_steps" in log and not (out / "pytorch_lora_weights.safetensors").exists()
+    scalars = logged_scalars(out)
+    assert "loss/total" not in scalars and "loss/alignment" not in scalars  # skipped, never logged as 0
+    assert scalars["data/skipped_batches"] == [(1, 1.0), (2, 2.0)]
+
+
+def test_a_run_resumed_inside_an_epoch_ends_bit_identical_to_an_uninterrupted_one(tiny, tmp_path):
+    """4 clips, batch 1: 4 steps an epoch; the resumed run stops after step 3 and resumes inside epoch 0. Random
+    flips and crops are on, so the data order, the crops, the flips and the noise must all be reproduced."""
+    flags = ["--train_batch_size", "1", "--random_flip", "--video_reshape_mode", "random", "--checkpointing_steps", "3"]
+    run_script(tiny, tmp_path / "straight", *flags, "--max_train_steps", "6")
+    run_script(tiny, tmp_path / "resumed", *flags, "--max_train_steps", "3")
+    assert (tmp_path / "resumed" / "checkpoint-3" / "data_order.json").is_file()
+    run_script(tiny, tmp_path / "resumed", *flags, "--max_train_steps", "6", "--resume_from_checkpoint", "latest")
+    straight = load_file(tmp_path / "straight" / "pytorch_lora_weights.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "pytorch_lora_weights.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # 160 px clips cropped to 144: crops vary
+    assert any(not torch.equal(straight[k], torch.zeros_like(straight[k])) for k in straight if "lora_B" in k)
+
+
+def test_folders_without_a_model_or_teacher_config_are_refused_naming_the_flag(tiny, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for flag, message in (
+        ("--pretrained_model_name_or_path", "has no readable `model_index.json`"),
+        ("--teacher_model_name_or_path", "has no readable teacher config"),
+    ):
+        args = parse_script_args([*common_flags(tiny, tmp_path / "out"), flag, str(empty)])
+        with pytest.raises(FlagError, match=rf"^{flag}='{empty}' {message}: .*{empty}") as err:
+            plan_training(args)
+        assert "\n" not in str(err.value)

@@ -3,7 +3,8 @@
 A family is two classes in one module (or one folder) of this package, registered with `register_adapter`:
 
 - a `ModelSpec`: the checkpoint as read from its configs, with no weight loaded. It knows the family's shape rules
-  and refuses what the model cannot take, loads the stock pipeline with trained weights, and generates with it;
+  and refuses what the model cannot take, loads the stock pipeline with trained weights (and writes that code for the
+  model card), and generates with it;
 - a `ModelAdapter`: the training components (VAE, text encoder, scheduler, the trainable transformer), how a clip
   becomes latents and a caption conditioning, one training forward, and how trained weights are saved.
 
@@ -13,6 +14,7 @@ The training script and `eval/generate.py` only ever talk to these two interface
 from __future__ import annotations
 
 import abc
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,11 @@ Grid = tuple[int, int, int]
 
 #: The LoRA file a training run writes (diffusers' `load_lora_weights` default).
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def py_literal(value: Any) -> str:
+    """`value` as Python source, strings in double quotes."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,11 @@ class ModelSpec(abc.ABC):
     #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
     #: keeps the checkpoint's own scheduler.
     samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
+    #: The model card's code (`usage_code`): the modules it imports the pipeline and `export_to_video` from, the
+    #: dtype it generates in on a GPU and the frame rate of the video it writes.
+    usage_imports: ClassVar[tuple[str, str]] = ("diffusers", "diffusers.utils")
+    usage_dtype: ClassVar[str] = "bfloat16"
+    usage_fps: ClassVar[int] = 8
 
     pretrained_model_name_or_path: str
     num_blocks: int
@@ -169,6 +181,56 @@ class ModelSpec(abc.ABC):
         pipe.load_lora_weights(lora, weight_name=weight_name)
         if scale != 1.0:
             pipe.set_adapters(pipe.get_active_adapters(), [scale])
+
+    def usage_code(self, weights: str, training_mode: str, prompt: str, settings: GenerationSettings) -> str:
+        """The model card's "Use it": Python code that loads a training run's output into the stock pipeline as
+        `load_trained_pipeline` does, on a GPU if there is one, and generates `prompt` with the validation settings.
+
+        Args:
+            weights (`str`): the run's `output_dir`, or the Hub repository it was pushed to.
+            training_mode (`str`): `"lora"` or `"full"`.
+            prompt (`str`): the prompt of the example.
+            settings (`GenerationSettings`): how the validation videos were generated.
+        """
+        pipeline_module, export_module = self.usage_imports
+        pipeline, dtype = self.pipeline_class_name, dtype_argument()
+        base = py_literal(self.pretrained_model_name_or_path)
+        imports = [(pipeline_module, pipeline)]
+        if training_mode == "lora":
+            lora_imports, load_lora = self._usage_lora(weights)
+            imports += lora_imports
+            load = [f"pipe = {pipeline}.from_pretrained({base}, {dtype}=dtype)", load_lora]
+        else:
+            module, transformer = self._usage_transformer()
+            imports.append((module, transformer))
+            load = [
+                f"transformer = {transformer}.from_pretrained({py_literal(weights)}, "
+                f'subfolder="transformer", {dtype}=dtype)',
+                f"pipe = {pipeline}.from_pretrained({base}, transformer=transformer, {dtype}=dtype)",
+            ]
+        imports.append((export_module, "export_to_video"))
+        names = {}
+        for module, name in imports:
+            names.setdefault(module, []).append(name)
+        kwargs = self.pipeline_kwargs(settings)
+        arguments = [py_literal(prompt), *(f"{key}={py_literal(value)}" for key, value in kwargs.items())]
+        half = f"torch.{self.usage_dtype}"
+        return "\n".join([
+            "import torch", *(f"from {module} import {', '.join(found)}" for module, found in names.items()), "",
+            f'device, dtype = ("cuda", {half}) if torch.cuda.is_available() else ("cpu", torch.float32)',
+            *load, "pipe = pipe.to(device)",
+            "video = pipe(", *(f"    {argument}," for argument in arguments), ").frames[0]",
+            f'export_to_video(video, "output.mp4", fps={self.usage_fps})',
+        ])
+
+    def _usage_lora(self, weights: str) -> tuple[list[tuple[str, str]], str]:
+        """`usage_code`'s imports (module, name) and line that load the LoRA in `weights` on `pipe`: diffusers'
+        `load_lora_weights`, the file named (a Hub repository read offline from the cache needs it)."""
+        return [], f"pipe.load_lora_weights({py_literal(weights)}, weight_name={py_literal(LORA_WEIGHT_NAME)})"
+
+    def _usage_transformer(self) -> tuple[str, str]:
+        """The module `usage_code` imports `transformer_class` from, and its name."""
+        return "diffusers", self.transformer_class.__name__
 
     def sampler(self, name: str | None = None) -> str:
         """The sampler `name` checked against `samplers`; `None` is the family's protocol (the first)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ModelLayoutError
+from ..paths import check_local_path
 from .base import ModelAdapter, ModelSpec
 
 #: Family name (`ModelSpec.family`, the training script's `--model_family`) -> adapter class.
@@ -35,8 +36,15 @@ def load_spec(
     """
     from diffusers import DiffusionPipeline
 
+    check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
     name = os.fspath(pretrained_model_name_or_path)
-    model_index = DiffusionPipeline.load_config(name, revision=revision, cache_dir=cache_dir)
+    try:
+        model_index = DiffusionPipeline.load_config(name, revision=revision, cache_dir=cache_dir)
+    except OSError as err:  # not a pipeline folder, nor a Hub repository that can be reached
+        reason = " ".join(str(err).split())
+        raise ModelLayoutError(
+            f"`pretrained_model_name_or_path={name!r}` has no readable `model_index.json`: {reason}"
+        ) from None
     if family == "auto":
         class_name = model_index.get("_class_name")
         found = [a for a in ADAPTERS.values() if a.spec_class.pipeline_class_name == class_name]

@@ -1,6 +1,7 @@
 """Training clips: reading them (`read_video`) and finding them (`load_video_dataset`)."""
 
-from .sources import CAPTION, VIDEO, load_video_dataset
+from .columns import CAPTION, VIDEO
+from .sources import load_video_dataset
 from .video import ClipSpec, VideoSource, describe_source, read_video, select_frame_indices
 
 __all__ = [

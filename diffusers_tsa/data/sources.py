@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import datasets
 
 from ..errors import DatasetError
+from ..paths import check_local_path
+from .columns import CAPTION, FEATURES_COLUMN, VIDEO
 
-CAPTION = "caption"
-VIDEO = "video"
+logger = logging.getLogger(__name__)
 _METADATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -19,7 +21,20 @@ def _read_lines(path: Path, argument: str) -> list[str]:
         raise DatasetError(
             f"`{argument}={path.name!r}` names a file under `instance_data_root`, but {path} does not exist."
         )
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in _read_text(path, argument).splitlines() if line.strip()]
+
+
+def _read_text(path: Path, argument: str) -> str:
+    """The UTF-8 text of `path`, or a `DatasetError` naming the file and the line that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}, line {line}, is not UTF-8 text ({err.reason} at byte {err.start}); re-save the file as UTF-8 "
+            f"(e.g. `iconv -f latin1 -t utf-8`) for `{argument}`."
+        ) from None
 
 
 def _from_text_files(root: Path, caption_column: str, video_column: str) -> datasets.Dataset:
@@ -38,6 +53,7 @@ def _load_table(
 ) -> datasets.Dataset:
     suffix = Path(dataset_name).suffix.lower()
     if os.path.isfile(dataset_name) and suffix in _METADATA_BUILDERS:
+        _read_text(Path(dataset_name), "dataset_name")  # an encoding error names the line, not a pandas internal
         return datasets.load_dataset(
             _METADATA_BUILDERS[suffix], data_files=dataset_name, split="train", cache_dir=cache_dir
         )
@@ -51,10 +67,20 @@ def _load_table(
     )
 
 
+def _find_column(table: datasets.Dataset, argument: str, column: str, standard: str) -> str:
+    if column in table.column_names:
+        return column
+    if FEATURES_COLUMN in table.column_names and standard in table.column_names:
+        # Saved by `python -m diffusers_tsa.features`, whose output has the standard names: the flag that named the
+        # column for the precompute names the same column here.
+        logger.info("`%s=%r`: the precomputed dataset's column is %r.", argument, column, standard)
+        return standard
+    raise DatasetError(f"`{argument}={column!r}`, but the dataset has columns {table.column_names}.")
+
+
 def _standardise_columns(table: datasets.Dataset, caption_column: str, video_column: str) -> datasets.Dataset:
-    for argument, column in (("caption_column", caption_column), ("video_column", video_column)):
-        if column not in table.column_names:
-            raise DatasetError(f"`{argument}={column!r}`, but the dataset has columns {table.column_names}.")
+    caption_column = _find_column(table, "caption_column", caption_column, CAPTION)
+    video_column = _find_column(table, "video_column", video_column, VIDEO)
     renames = {caption_column: CAPTION, video_column: VIDEO}
     clashes = [c for c in (CAPTION, VIDEO) if c in table.column_names and c not in renames]
     table = table.remove_columns(clashes).rename_columns({k: v for k, v in renames.items() if k != v})
@@ -116,6 +142,9 @@ def load_video_dataset(
         raise DatasetError(
             "Pass `dataset_name` (Hub name, saved dataset, CSV/JSON file) or `instance_data_root` (a folder of clips)."
         )
+    if instance_data_root is not None and not Path(instance_data_root).is_dir():
+        raise DatasetError(f"`instance_data_root={os.fspath(instance_data_root)!r}` is not a folder.")
+    check_local_path(dataset_name, "dataset_name")
     if dataset_name is None:
         root = Path(instance_data_root)
         return _resolve_paths(_from_text_files(root, caption_column, video_column), root)

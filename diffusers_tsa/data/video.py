@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -87,6 +90,14 @@ def describe_source(source: VideoSource) -> str:
     return os.fspath(source)
 
 
+def _missing(source: VideoSource) -> bool:
+    """Whether `source` names a file that does not exist (no decoder can help)."""
+    if isinstance(source, bytes) or (isinstance(source, dict) and source.get("bytes")):
+        return False
+    path = source.get("path") if isinstance(source, dict) else source
+    return path is None or not os.path.isfile(path)
+
+
 def _open_reader(source: VideoSource):
     try:
         import decord
@@ -94,10 +105,10 @@ def _open_reader(source: VideoSource):
         raise ImportError("Reading videos needs `decord`: `pip install decord`.") from err
 
     name = describe_source(source)
+    if _missing(source):
+        raise VideoDecodeError(name, "the file does not exist.")
     data = source.get("bytes") if isinstance(source, dict) else source if isinstance(source, bytes) else None
     path = source.get("path") if isinstance(source, dict) else None if isinstance(source, bytes) else source
-    if data is None and (path is None or not os.path.isfile(path)):
-        raise VideoDecodeError(name, "the file does not exist.")
     try:
         return decord.VideoReader(io.BytesIO(data) if data is not None else os.fspath(path), num_threads=0)
     except (decord.DECORDError, RuntimeError) as err:  # what decord raises for anything it cannot parse
@@ -124,6 +135,43 @@ def _resize_and_crop(frames: torch.Tensor, spec: ClipSpec, generator: torch.Gene
     return frames[..., top : top + spec.height, left : left + spec.width]
 
 
+def _decode_with_decord(source: VideoSource, spec: ClipSpec) -> tuple[int, list[int], np.ndarray | None]:
+    """`(total frames, kept indices, kept frames (T, H, W, 3) uint8)` decoded by decord, or `VideoDecodeError`."""
+    reader = _open_reader(source)
+    import decord  # available: `_open_reader` imported it
+
+    total = len(reader)
+    indices = select_frame_indices(total, spec)
+    if len(indices) < spec.num_frames:
+        return total, indices, None
+    try:
+        return total, indices, reader.get_batch(indices).asnumpy()
+    except (decord.DECORDError, RuntimeError) as err:  # truncated streams fail here, after a successful open
+        raise VideoDecodeError(describe_source(source), f"decoding frames failed ({err}).") from err
+
+
+def _decode_with_ffmpeg(source: VideoSource, spec: ClipSpec) -> tuple[int, list[int], np.ndarray | None]:
+    """The same with imageio-ffmpeg, which decodes every frame: the fallback for clips decord cannot read (e.g. some
+    widths under 64 px) or platforms without decord."""
+    import imageio_ffmpeg
+
+    data = source.get("bytes") if isinstance(source, dict) else source if isinstance(source, bytes) else None
+    with tempfile.TemporaryDirectory() if data is not None else contextlib.nullcontext() as folder:
+        path = source.get("path") if isinstance(source, dict) else source
+        if data is not None:
+            path = os.path.join(folder, "clip")
+            with open(path, "wb") as file:
+                file.write(data)
+        try:
+            frames = imageio_ffmpeg.read_frames(os.fspath(path))
+            width, height = next(frames)["size"]
+            decoded = np.stack([np.frombuffer(frame, np.uint8).reshape(height, width, 3) for frame in frames])
+        except (RuntimeError, OSError, StopIteration, ValueError) as err:
+            raise VideoDecodeError(describe_source(source), f"ffmpeg cannot decode it ({err}).") from err
+    indices = select_frame_indices(len(decoded), spec)
+    return len(decoded), indices, decoded[indices] if len(indices) >= spec.num_frames else None
+
+
 def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Decodes one clip once and returns it ready for the VAE and the teacher.
 
@@ -141,23 +189,23 @@ def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generato
         `VideoDecodeError`: the clip is missing, unreadable, truncated, or gives fewer than `spec.num_frames`
         frames. Callers catch it to skip the clip and count it.
     """
-    reader = _open_reader(source)
-    import decord  # available: `_open_reader` imported it
-
-    total = len(reader)
-    indices = select_frame_indices(total, spec)
-    if len(indices) < spec.num_frames:
+    try:
+        total, indices, frames = _decode_with_decord(source, spec)
+    except (VideoDecodeError, ImportError) as err:
+        if _missing(source):
+            raise
+        try:
+            total, indices, frames = _decode_with_ffmpeg(source, spec)
+        except (VideoDecodeError, ImportError):
+            raise err from None  # decord's reason, the usual decoder's
+    if frames is None:
         raise VideoDecodeError(
             describe_source(source),
             f"it has {total} frames, which give {len(indices)} after skipping {spec.skip_frames_start} + "
             f"{spec.skip_frames_end} and trimming to 4k+1, fewer than the {spec.num_frames} required "
             "(lower `ClipSpec.max_num_frames` to keep shorter clips).",
         )
-    try:
-        frames = reader.get_batch(indices).asnumpy()
-    except (decord.DECORDError, RuntimeError) as err:  # truncated streams fail here, after a successful open
-        raise VideoDecodeError(describe_source(source), f"decoding frames failed ({err}).") from err
-    frames = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float()
+    frames = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> t c h w").float()
     frames = _resize_and_crop(frames, spec, generator).clamp_(0.0, 255.0)
     return frames.div_(127.5).sub_(1.0)
 

@@ -13,29 +13,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
 
-from ..data import ClipSpec, read_video
+from ..data import ClipSpec, describe_source, read_video
+from ..data.columns import FEATURES_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, VALID_COLUMN
 from ..errors import DatasetError, GridError, UsageError, VideoDecodeError
 from ..masking import motion_saliency_mask
 from ..teachers import VideoTeacher
 
 logger = logging.getLogger(__name__)
 
-FEATURES_COLUMN = "teacher_features"
-MASK_COLUMN = "motion_mask"
-VALID_COLUMN = "teacher_valid"
-#: The file beside a precomputed dataset that records the settings its columns were made with.
-SETTINGS_FILE = "teacher_features.json"
 #: Storage dtype -> Arrow dtype of the column: Arrow has no bfloat16, so its bits are stored as uint16.
 STORAGE_DTYPES = {"float16": "float16", "bfloat16": "uint16"}
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @torch.no_grad()
@@ -59,36 +56,6 @@ def teacher_targets(
     return teacher.encode_prepared(frames), mask
 
 
-def check_precomputed_settings(dataset_path: str | Path, *, clip: ClipSpec, mask_ratio: float) -> None:
-    """Compares the settings `python -m diffusers_tsa.features` recorded beside a dataset with the training ones.
-
-    Args:
-        dataset_path (`str` or `Path`): the saved dataset folder (nothing is checked when it has no `SETTINGS_FILE`).
-        clip (`ClipSpec`): how training reads clips.
-        mask_ratio (`float`): the M-TSA share `k` training uses.
-
-    Raises:
-        `UsageError`: naming each setting that differs, as recorded and as given.
-    """
-    settings_file = Path(dataset_path) / SETTINGS_FILE
-    if not settings_file.is_file():
-        return
-    settings = json.loads(settings_file.read_text())
-    recorded = {f"ClipSpec.{key}": value for key, value in settings.get("clip", {}).items()}
-    recorded["mask_ratio"] = settings.get("mask_ratio")
-    given = {f"ClipSpec.{key}": value for key, value in asdict(clip).items()}
-    given["mask_ratio"] = mask_ratio
-    differ = [name for name in given if recorded.get(name) != given[name]]
-    if differ:
-        raise UsageError(
-            "The precomputed teacher features were made with "
-            + ", ".join(f"`{name}={recorded.get(name)!r}`" for name in differ)
-            + ", but training is given "
-            + ", ".join(f"`{name}={given[name]!r}`" for name in differ)
-            + "; pass the same settings, or precompute again."
-        )
-
-
 def decode_teacher_features(value, stored_dtype: str) -> torch.Tensor:
     """Turns a stored `teacher_features` value back into float32 features.
 
@@ -109,11 +76,17 @@ class TeacherFeatures:
     """A `dataset.map(tf, batched=True)` transform adding teacher features and motion masks to a video table.
 
     Each clip is decoded once (`read_video`); the same teacher frames give the features (`VideoTeacher.encode`) and
-    the motion mask (`motion_saliency_mask` at the teacher's tubelet). Clips that cannot be used get
-    `teacher_valid = False` and empty columns, are logged and counted in `num_invalid`; nothing is raised.
+    the motion mask (`motion_saliency_mask` at the teacher's tubelet). Clips that cannot be used (unreadable, or
+    whose features are not finite in the storage dtype) get `teacher_valid = False` and empty columns, are logged by
+    name and counted in `num_invalid` (`num_non_finite` of them for non-finite features); nothing is raised.
 
     Added columns: `teacher_features` `(F, H, W, C)` (float16, or bfloat16 bits as uint16), `motion_mask`
-    `(F, H, W)` bool, `teacher_valid` bool.
+    `(F, H, W)` bool, `teacher_valid` bool, and `teacher_settings`, the JSON of `settings()` on every row, so that
+    the settings travel with the data however it is mapped, saved, sharded or concatenated (training refuses
+    features whose settings are missing or differ from its own).
+
+    The transform works with a plain `dataset.map(tf, batched=True)` too; `map` adds the column types and a cache
+    fingerprint that changes with every setting.
 
     Args:
         teacher (`VideoTeacher`): the teacher, already on its device and in its dtype.
@@ -146,15 +119,18 @@ class TeacherFeatures:
         self.teacher_batch_size = teacher_batch_size
         self.decode_workers = decode_workers
         self.num_invalid = 0
+        self.num_non_finite = 0
         grid = teacher.grid
         self.features = datasets.Features(
             {
                 FEATURES_COLUMN: datasets.Array4D((*grid, teacher.hidden_size), STORAGE_DTYPES[storage_dtype]),
                 MASK_COLUMN: datasets.Array3D(grid, "bool"),
                 VALID_COLUMN: datasets.Value("bool"),
+                SETTINGS_COLUMN: datasets.Value("string"),
             }
         )
-        self.fingerprint = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()
+        self.settings_json = json.dumps(self.settings(), sort_keys=True)
+        self.fingerprint = hashlib.sha256(self.settings_json.encode()).hexdigest()
 
     @staticmethod
     def check_settings(clip: ClipSpec, *, storage_dtype: str = "float16", mask_ratio: float = 0.2) -> None:
@@ -197,10 +173,14 @@ class TeacherFeatures:
             logger.warning("Skipping a clip: %s", err)
             return None
 
-    def _store(self, features: torch.Tensor) -> np.ndarray:
+    def _store(self, features: torch.Tensor) -> tuple[np.ndarray, list[bool]]:
+        """The stored values of `(B, F, H, W, C)` features and, per clip, whether they are all finite once stored
+        (a NaN teacher, or values beyond float16's range)."""
+        stored = features.to(getattr(torch, self.storage_dtype))
+        finite = stored.isfinite().flatten(1).all(dim=1).tolist()
         if self.storage_dtype == "bfloat16":
-            return features.to(torch.bfloat16).view(torch.int16).cpu().numpy().view(np.uint16)
-        return features.to(torch.float16).cpu().numpy()
+            return stored.view(torch.int16).cpu().numpy().view(np.uint16), finite
+        return stored.cpu().numpy(), finite
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         """Adds the three columns to a `map` batch (see the class docstring)."""
@@ -208,15 +188,26 @@ class TeacherFeatures:
         with ThreadPoolExecutor(max_workers=max(1, min(self.decode_workers, len(sources)))) as pool:
             clips = list(pool.map(self._decode, sources))
         features, masks = [None] * len(clips), [None] * len(clips)
-        valid = [i for i, clip in enumerate(clips) if clip is not None]
-        self.num_invalid += len(clips) - len(valid)
-        for start in range(0, len(valid), self.teacher_batch_size):
-            rows = valid[start : start + self.teacher_batch_size]
+        decoded = [i for i, clip in enumerate(clips) if clip is not None]
+        for start in range(0, len(decoded), self.teacher_batch_size):
+            rows = decoded[start : start + self.teacher_batch_size]
             encoded, mask = teacher_targets(self.teacher, torch.stack([clips[i] for i in rows]), self.mask_ratio)
-            encoded, mask = self._store(encoded), mask.cpu().numpy()
+            (encoded, finite), mask = self._store(encoded), mask.cpu().numpy()
             for j, row in enumerate(rows):
-                features[row], masks[row] = encoded[j], mask[j]
-        return {FEATURES_COLUMN: features, MASK_COLUMN: masks, VALID_COLUMN: [c is not None for c in clips]}
+                if finite[j]:
+                    features[row], masks[row] = encoded[j], mask[j]
+                else:
+                    self.num_non_finite += 1
+                    logger.warning(
+                        "Skipping a clip: the teacher's features of %s are not finite in %s.",
+                        describe_source(sources[row]), self.storage_dtype,
+                    )
+        valid = [f is not None for f in features]
+        self.num_invalid += len(valid) - sum(valid)
+        return {
+            FEATURES_COLUMN: features, MASK_COLUMN: masks, VALID_COLUMN: valid,
+            SETTINGS_COLUMN: [self.settings_json] * len(valid),
+        }
 
     def fingerprint_for(self, dataset: datasets.Dataset) -> str:
         """`new_fingerprint` for mapping `dataset`: this transform's fingerprint joined with the dataset's, so two
@@ -232,12 +223,14 @@ class TeacherFeatures:
             **map_kwargs: more `datasets.Dataset.map` arguments (`desc`, `load_from_cache_file`, ...).
 
         Returns:
-            `datasets.Dataset`: `dataset` with the three added columns; reuses the cache when nothing changed.
+            `datasets.Dataset`: `dataset` with the four added columns; reuses (and logs reusing) the cache when nothing
+            changed.
         """
         if self.video_column not in dataset.column_names:
             raise DatasetError(f"`video_column={self.video_column!r}`, but the dataset has {dataset.column_names}.")
         features = datasets.Features({**dataset.features, **self.features})
         map_kwargs.setdefault("desc", "Teacher features")
+        started = time.time()
         mapped = dataset.map(
             self,
             batched=True,
@@ -246,7 +239,12 @@ class TeacherFeatures:
             new_fingerprint=self.fingerprint_for(dataset),
             **map_kwargs,
         )
+        cached = [f["filename"] for f in mapped.cache_files if os.path.getmtime(f["filename"]) < started]
+        if cached and len(cached) == len(mapped.cache_files):
+            logger.info("Reusing the teacher features cached in %s (same table and settings).", cached[0])
         invalid = len(mapped) - sum(mapped[VALID_COLUMN])
         if invalid:
-            logger.warning("%d of %d clips could not be used and are marked `%s = False`.", invalid, len(mapped), VALID_COLUMN)
+            logger.warning(
+                "%d of %d clips could not be used and are marked `%s = False`.", invalid, len(mapped), VALID_COLUMN
+            )
         return mapped

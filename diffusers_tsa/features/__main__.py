@@ -7,7 +7,6 @@ process merges them into one dataset, saved with `save_to_disk` for the training
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,7 +16,8 @@ import torch
 
 from .. import cli
 from ..teachers import load_teacher, teacher_config, teacher_geometry
-from . import SETTINGS_FILE, STORAGE_DTYPES, VALID_COLUMN, TeacherFeatures
+from ..errors import DatasetError
+from . import STORAGE_DTYPES, VALID_COLUMN, TeacherFeatures
 
 logger = logging.getLogger("diffusers_tsa.features")
 
@@ -79,15 +79,19 @@ def main(argv: list[str] | None = None) -> None:
             parts = [datasets.load_from_disk(shard_dir / f"{rank:05d}") for rank in range(state.num_processes)]
             datasets.concatenate_datasets(parts).save_to_disk(output_dir)
             shutil.rmtree(shard_dir)
+    state.wait_for_everyone()
+    saved = datasets.load_from_disk(output_dir)
+    usable = sum(saved[VALID_COLUMN])
+    if usable == 0:
+        raise DatasetError(
+            f"None of the {len(saved)} clips gave usable teacher features (see the warnings above): check "
+            "`video_column` and the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
+        )
     if state.is_main_process:
-        settings = {**transform.settings(), "fingerprint": transform.fingerprint}
-        (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-        saved = datasets.load_from_disk(output_dir)
         logger.info(
             "Wrote %d clips (%d unusable) to %s; %d bytes of features and mask per clip.",
-            len(saved), len(saved) - sum(saved[VALID_COLUMN]), output_dir, transform.bytes_per_clip,
+            len(saved), len(saved) - usable, output_dir, transform.bytes_per_clip,
         )
-    state.wait_for_everyone()
 
 
 if __name__ == "__main__":

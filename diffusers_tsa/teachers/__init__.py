@@ -10,9 +10,9 @@ import os
 
 import torch
 
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
+from ..paths import check_local_path
 from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherGeometry, TeacherInput, VideoTeacher, patch_sizes
-from .convert_videomaev2 import convert_videomaev2, load_videomaev2_state_dict, videomaev2_config
 from .videomae import VideoMAETeacher, interpolate_position_table
 from .vjepa2 import VJEPA2Teacher
 
@@ -32,7 +32,7 @@ def teacher_config(
     """A teacher checkpoint's transformers config, read without its weights.
 
     A raw VideoMAEv2 file has no config: its `VideoMAEConfig` is derived from the checkpoint's tensor shapes, read
-    from the memory-mapped file (or the safetensors header) without reading any weight.
+    from the memory-mapped file (or the safetensors header) without reading any weight, and checked against them.
 
     Args:
         name_or_path (`str` or `os.PathLike`): see `load_teacher`.
@@ -42,17 +42,24 @@ def teacher_config(
         num_attention_heads (`int`, *optional*): heads of a raw VideoMAEv2 file (default: hidden size // 64).
 
     Raises:
-        `UsageError`: for a checkpoint of a family that is not a supported teacher.
+        `UsageError`: for a checkpoint of a family that is not a supported teacher; `CheckpointError` for a raw
+            VideoMAEv2 file that cannot be read or converted (`read_videomaev2`).
     """
     from transformers import AutoConfig
 
+    check_local_path(name_or_path, "name_or_path")
     name = os.fspath(name_or_path)
     if _is_raw_checkpoint(name):
-        shapes = load_videomaev2_state_dict(name, shapes_only=True)
-        return videomaev2_config(shapes, num_attention_heads=num_attention_heads)
-    config = AutoConfig.from_pretrained(
-        name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir
-    )
+        from .convert_videomaev2 import read_videomaev2  # not on import: `python -m` runs it as a script
+
+        return read_videomaev2(name, shapes_only=True, num_attention_heads=num_attention_heads)[1]
+    try:
+        config = AutoConfig.from_pretrained(
+            name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir
+        )
+    except (OSError, ValueError) as err:  # no config, an unknown one, or a Hub repository that cannot be reached
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"`name_or_path={name!r}` has no readable teacher config: {reason}") from None
     if config.model_type not in TEACHER_FAMILIES:
         raise UsageError(
             f"`name_or_path={name!r}` is a {config.model_type!r} model; supported teachers are "
@@ -108,9 +115,15 @@ def load_teacher(
     Returns:
         `VideoTeacher`: in eval mode, without gradients. Weights are read from safetensors, or with
         `torch.load(weights_only=True)`.
+
+    Raises:
+        `CheckpointError`: for a checkpoint that cannot be read, or whose weights do not fill the teacher's encoder
+            (missing, unexpected or of another shape) instead of leaving them at random.
     """
     name = os.fspath(name_or_path)
     if _is_raw_checkpoint(name):
+        from .convert_videomaev2 import convert_videomaev2
+
         model = convert_videomaev2(name, num_attention_heads=num_attention_heads)
         teacher = VideoMAETeacher(model, name=name, input=input)
     else:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..errors import GridError
+from ..errors import CheckpointError, GridError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,7 +62,8 @@ def patch_sizes(config) -> dict[str, int]:
     return {"patch_size": config.patch_size, "tubelet_size": config.tubelet_size, "hidden_size": config.hidden_size}
 
 
-def _multiples_near(value: int, step: int) -> str:
+def multiples_near(value: int, step: int) -> str:
+    """The multiples of `step` (at least `step`) nearest `value`, for messages: `"144 or 160"`."""
     low = max(step, value - value % step)
     return f"{low} or {low + step}" if low != value else str(value)
 
@@ -90,7 +92,7 @@ class TeacherGeometry:
     def __post_init__(self):
         bad = [
             f"`TeacherInput.{field}={value}` is not a multiple of the {kind} {step} "
-            f"(use {_multiples_near(value, step)})"
+            f"(use {multiples_near(value, step)})"
             for field, value, step, kind in (
                 ("num_frames", self.input.num_frames, self.tubelet_size, "tubelet"),
                 ("height", self.input.height, self.patch_size, "patch"),
@@ -116,6 +118,40 @@ class TeacherGeometry:
         )
 
 
+def check_weights(
+    name: str, loading_info: Mapping[str, Iterable], *, fix: str, reads: tuple[str, ...] = ("",)
+) -> None:
+    """Refuses a checkpoint whose weights do not fill its model, which would leave some of them at random.
+
+    Args:
+        name (`str`): the checkpoint, for the message.
+        loading_info (`Mapping`): `missing_keys`, `unexpected_keys` and `mismatched_keys`, as transformers'
+            `from_pretrained(..., output_loading_info=True)` gives them (a mismatched key is its name in
+            transformers 4, a `(name, checkpoint shape, model shape)` tuple in transformers 5).
+        fix (`str`): what would work, for the message.
+        reads (`tuple[str, ...]`, defaults to every key): key prefixes of the weights that are used; others (a
+            pretraining decoder, a classification head, a final norm that is removed) may be absent or extra.
+
+    Raises:
+        `CheckpointError`: naming the checkpoint, and how many keys of each kind, with the first few.
+    """
+    kinds = {
+        "missing": loading_info["missing_keys"],
+        "unexpected": loading_info["unexpected_keys"],
+        "of another shape": [key if isinstance(key, str) else key[0] for key in loading_info["mismatched_keys"]],
+    }
+    problems = []
+    for kind, keys in kinds.items():
+        keys = sorted(key for key in keys if key.startswith(reads))
+        if keys:
+            problems.append(f"{len(keys)} {kind} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+    if problems:
+        raise CheckpointError(
+            f"The weights of `name_or_path={name!r}` do not fit its config, which would leave some at random: "
+            f"{'; '.join(problems)}. {fix}"
+        )
+
+
 class VideoTeacher(torch.nn.Module):
     """A frozen video foundation model seen through one interface (paper Eq. 4: `E_vfm = g(V)`).
 
@@ -133,6 +169,9 @@ class VideoTeacher(torch.nn.Module):
         mean (`tuple[float, float, float]`, defaults to ImageNet's): per-channel mean of inputs in [0, 1].
         std (`tuple[float, float, float]`, defaults to ImageNet's): per-channel std of inputs in [0, 1].
     """
+
+    #: State-dict key prefixes of the weights `encode` reads, which a checkpoint must fill exactly.
+    weight_prefixes: tuple[str, ...] = ("",)
 
     def __init__(
         self,
@@ -231,6 +270,24 @@ class VideoTeacher(torch.nn.Module):
             `torch.Tensor`: features of shape `(B, F, H, W, C)`, `(F, H, W) = self.grid`, `C = self.hidden_size`.
         """
         return self.encode_prepared(self.prepare(video))
+
+    @classmethod
+    def _load_backbone(cls, model_class, name_or_path: str, **kwargs):
+        """`model_class.from_pretrained(name_or_path, **kwargs)`, refused (`check_weights`) when the checkpoint does
+        not fill `weight_prefixes` exactly, e.g. when it was written for another version of transformers."""
+        import transformers
+
+        model, loading_info = model_class.from_pretrained(
+            name_or_path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        check_weights(
+            name_or_path,
+            loading_info,
+            reads=cls.weight_prefixes,
+            fix=f"Convert or save it again with this transformers ({transformers.__version__}), or check that "
+            "`name_or_path` names the checkpoint you meant.",
+        )
+        return model
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Last-block tokens `(B, F * H * W, C)` in `(f, h, w)` order of normalised pixels `(B, T, C, H, W)`."""

@@ -47,6 +47,8 @@ class VideoMAETeacher(VideoTeacher):
         input (`TeacherInput`): frames and size the teacher sees.
     """
 
+    weight_prefixes = ("embeddings.", "encoder.")
+
     def __init__(self, model, *, name: str, input: TeacherInput):
         super().__init__(model, name=name, input=input, **patch_sizes(model.config))
         config = model.config
@@ -61,10 +63,14 @@ class VideoMAETeacher(VideoTeacher):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, input: TeacherInput, **kwargs) -> VideoMAETeacher:
-        """Loads a transformers VideoMAE checkpoint (classification checkpoints give their backbone)."""
+        """Loads a transformers VideoMAE checkpoint (pretraining and classification checkpoints give their encoder).
+
+        Raises:
+            `CheckpointError`: when the checkpoint's weights do not fill the encoder (`check_weights`).
+        """
         from transformers import VideoMAEModel
 
-        return cls(VideoMAEModel.from_pretrained(name_or_path, **kwargs), name=name_or_path, input=input)
+        return cls(cls._load_backbone(VideoMAEModel, name_or_path, **kwargs), name=name_or_path, input=input)
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values=pixels).last_hidden_state

@@ -10,7 +10,7 @@ from .checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .data import TrainingClips, collate_examples
+from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
 
@@ -20,7 +20,9 @@ __all__ = [
     "AlignedTransformer",
     "Alignment",
     "AlignmentConfig",
+    "DataOrder",
     "OutputDirLock",
+    "ShuffledOrder",
     "TrainingClips",
     "alignment_loss",
     "check_checkpoint",

@@ -22,11 +22,15 @@ It is simpler where the adapter does not look: uniform instead of truncated-norm
 few Euler steps for generation, a plain MLP diffusion head.
 
 - `model.py`: the double of `NOVATransformer3DModel`;
-- `pipeline.py`: the double of `NOVAPipeline`;
+- `pipeline.py`: the doubles of `NOVAPipeline` and `diffnext.utils.export_to_video`;
 - `builders.py`: tiny checkpoints of the double (`save_tiny_nova_pipeline`) or of the real package
-  (`save_tiny_real_nova_pipeline`), and `install_diffnext_double(directory)`, which writes a tiny `diffnext` package
-  there whose `diffnext.pipelines.NOVAPipeline` is the double, so the adapter's lazy `import diffnext` finds it (in
-  this process or, through `PYTHONPATH`, in an `accelerate launch` subprocess).
+  (`save_tiny_real_nova_pipeline`, whose small archs `register_tiny_nova_archs` registers), and
+  `install_diffnext_double(directory)`, which writes a tiny `diffnext` package there whose `diffnext.pipelines` and
+  `diffnext.utils` hold the doubles, so the adapter's lazy `import diffnext` finds it (in this process or, through
+  `PYTHONPATH`, in an `accelerate launch` subprocess);
+- `with_tiny_archs.py`: `python -m nova_double.with_tiny_archs FILE ARGS...` runs FILE with the small archs
+  registered on the real package, so that a launched process (the training script, a model card's code) can build the
+  tiny real checkpoint.
 """
 
 from .builders import (
@@ -37,9 +41,9 @@ from .builders import (
     tiny_nova_components,
 )
 from .model import NOVATransformer3DModel
-from .pipeline import NOVAPipeline
+from .pipeline import NOVAPipeline, export_to_video
 
 __all__ = [
-    "NOVAPipeline", "NOVATransformer3DModel", "install_diffnext_double", "register_tiny_nova_archs",
+    "NOVAPipeline", "NOVATransformer3DModel", "export_to_video", "install_diffnext_double", "register_tiny_nova_archs",
     "save_tiny_nova_pipeline", "save_tiny_real_nova_pipeline", "tiny_nova_components",
 ]

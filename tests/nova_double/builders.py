@@ -92,7 +92,8 @@ def save_tiny_real_nova_pipeline(directory: str | Path, seed: int = 0) -> Path:
 
 
 def install_diffnext_double(directory: str | Path) -> Path:
-    """Writes a `diffnext` package into `directory` whose `diffnext.pipelines.NOVAPipeline` is this module's double.
+    """Writes a `diffnext` package into `directory` whose `diffnext.pipelines.NOVAPipeline` and
+    `diffnext.utils.export_to_video` are this package's doubles.
 
     Put `directory` (and `tests/`) on `sys.path` / `PYTHONPATH` to make `import diffnext` find it.
     """
@@ -100,4 +101,5 @@ def install_diffnext_double(directory: str | Path) -> Path:
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text('"""Test double of NOVA\'s diffnext (tests/nova_double.py)."""\n')
     (package / "pipelines.py").write_text("from nova_double import NOVAPipeline  # noqa: F401\n")
+    (package / "utils.py").write_text("from nova_double import export_to_video  # noqa: F401\n")
     return Path(directory)

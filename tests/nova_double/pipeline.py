@@ -1,4 +1,5 @@
-"""Test double of NOVA's `NOVAPipeline`: same constructor, `frames` as uint8 `(B, T, H, W, 3)`."""
+"""Test double of NOVA's `NOVAPipeline` (same constructor, `frames` as uint8 `(B, T, H, W, 3)`) and of
+`diffnext.utils.export_to_video`."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ class NOVAPipeline(DiffusionPipeline):
         pixels = self.vae.decode(latents).sample
         frames = rearrange(pixels, "b c t h w -> b t h w c").mul(127.5).add(127.5).clamp(0, 255)
         return NOVAPipelineOutput(frames=frames.byte().cpu().numpy())
+
+
+def export_to_video(video_frames, output_video_path: str, fps: int = 12) -> str:
+    """Test double of `diffnext.utils.export_to_video`: writes uint8 frames `(H, W, 3)` with imageio, as NOVA's does."""
+    import imageio
+
+    with imageio.get_writer(output_video_path, fps=fps) as writer:
+        for frame in video_frames:
+            writer.append_data(frame)
+    return output_video_path

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ...errors import GridError, ModelLayoutError
-from ..base import GenerationSettings, Grid, ModelSpec
+from ..base import GenerationSettings, Grid, ModelSpec, py_literal
 
 DIFFNEXT_INSTALL = (
     "NOVA models need NOVA's `diffnext` package, which is not on PyPI. Install it from NOVA's public repository:\n"
@@ -51,6 +51,9 @@ class NOVASpec(ModelSpec):
 
     family = "nova"
     pipeline_class_name = "NOVAPipeline"
+    usage_imports = ("diffnext.pipelines", "diffnext.utils")
+    usage_dtype = "float16"  # as NOVA's own examples load it
+    usage_fps = 12
 
     image_size: tuple[int, int] = (480, 768)
     vae_scale: int = 8
@@ -154,6 +157,15 @@ class NOVASpec(ModelSpec):
         from .lora import LORA_WEIGHT_NAME, load_nova_lora
 
         load_nova_lora(pipe.transformer, lora, weight_name=weight_name or LORA_WEIGHT_NAME, scale=scale)
+
+    def _usage_lora(self, weights: str) -> tuple[list[tuple[str, str]], str]:
+        """`load_nova_lora` (`NOVAPipeline` has no `load_lora_weights`), which reads a folder or a Hub repository."""
+        load = f"load_nova_lora(pipe.transformer, {py_literal(weights)})"
+        return [("diffusers_tsa.adapters.nova", "load_nova_lora")], load
+
+    def _usage_transformer(self) -> tuple[str, str]:
+        """The `transformer` entry of the checkpoint's `model_index.json` (no `diffnext` import needed)."""
+        return self.transformer_module
 
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """NOVA generates at its configured size: only the number of latent frames is chosen."""
