@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from diffusers import CogVideoXPipeline
 
-from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, ModelSpec, load_spec
+from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.testing import tiny_cogvideox_components
 from diffusers_tsa.training import save_model_card
 
@@ -54,11 +54,18 @@ def run_card_code(
 
 
 def check_card_code(
-    spec: ModelSpec, output_dir: Path, training_mode: str, settings: GenerationSettings, tmp_path: Path, *,
+    adapter, training_mode: str, settings: GenerationSettings, tmp_path: Path, *,
     python: tuple[str, ...] = (sys.executable,), env: dict | None = None,
 ) -> None:
-    """Writes the card of a run whose weights are in `output_dir`, once for the folder and once for the Hub
-    repository `REPO_ID` (then laid out in a Hub cache), and runs each card's code as written (`run_card_code`)."""
+    """Saves `adapter`'s transformer (a new LoRA, or every weight) as a run would, writes the run's card once for its
+    folder and once for the Hub repository `REPO_ID` (then laid out in a Hub cache), and runs each card's code as
+    written (`run_card_code`)."""
+    spec, output_dir = adapter.spec, tmp_path / "out"
+    if training_mode == "lora":
+        adapter.add_lora(4, 4)
+        adapter.save_lora_weights(output_dir, adapter.transformer)
+    else:
+        adapter.save_transformer(output_dir, adapter.transformer)
     for weights in (str(output_dir), REPO_ID):
         readme = save_model_card(
             "tiny-tsa", output_dir, spec=spec, weights=weights, training_mode=training_mode,
@@ -83,12 +90,5 @@ def base(tmp_path_factory):
 @pytest.mark.parametrize("training_mode", ["lora", "full"])
 def test_cogvideox_card_code_runs_on_the_output_folder_and_on_the_hub_repo(base, tmp_path, training_mode):
     spec = load_spec(base)
-    adapter = ADAPTERS[spec.family].from_pretrained(spec)
-    output_dir = tmp_path / "out"
-    if training_mode == "lora":
-        adapter.add_lora(4, 4)
-        adapter.save_lora_weights(output_dir, adapter.transformer)
-    else:
-        adapter.save_transformer(output_dir, adapter.transformer)
     settings = GenerationSettings(num_frames=9, height=96, width=144, num_inference_steps=2)
-    check_card_code(spec, output_dir, training_mode, settings, tmp_path)
+    check_card_code(ADAPTERS[spec.family].from_pretrained(spec), training_mode, settings, tmp_path)

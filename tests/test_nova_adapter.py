@@ -272,15 +272,9 @@ def test_missing_diffnext_says_how_to_install_it(nova):
 def test_model_card_code_loads_the_run_on_the_output_folder_and_on_the_hub_repo(adapter, nova, tmp_path, training_mode):
     """The card's code, as written: `diffnext`'s pipeline, `load_nova_lora` for a LoRA, NOVA's transformer class for a
     full fine-tune; from the run's folder and from its Hub repository."""
-    output_dir = tmp_path / "out"
-    if training_mode == "lora":
-        adapter.add_lora(4, 4)
-        adapter.save_lora_weights(output_dir, adapter.transformer)
-    else:
-        adapter.save_transformer(output_dir, adapter.transformer)
     settings = GenerationSettings(num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2)
-    check_card_code(adapter.spec, output_dir, training_mode, settings, tmp_path,
-                    python=(sys.executable, *launcher(nova)), env=launched_env(nova))
+    check_card_code(adapter, training_mode, settings, tmp_path, python=(sys.executable, *launcher(nova)),
+                    env=launched_env(nova))
 
 
 @pytest.mark.slow
