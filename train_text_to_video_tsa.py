@@ -81,6 +81,8 @@ def parse_args(input_args=None):
         help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
     )
 
+    cli.add_model_training_arguments(parser)
+
     # Dataset information
     cli.add_dataset_arguments(parser)
     parser.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, if given.")
@@ -323,6 +325,8 @@ def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False
 def main(args):
     # Read every config (student, teacher, dataset) once and check the flags against them before any weight loads.
     plan = cli.plan_training(args)
+    if plan.alignment:
+        args.alignment_depth = plan.alignment.depth  # the family's default when not given
 
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
@@ -372,7 +376,7 @@ def main(args):
     # A full fine-tune trains in fp32 from the checkpoint's own precision, never from a half-precision copy.
     adapter = ADAPTERS[plan.spec.family].from_pretrained(
         plan.spec, variant=args.variant, weight_dtype=weight_dtype, device=accelerator.device,
-        transformer_dtype=torch.float32 if args.training_mode == "full" else weight_dtype,
+        transformer_dtype=torch.float32 if args.training_mode == "full" else weight_dtype, options=plan.options,
     )
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
 
@@ -523,7 +527,7 @@ def main(args):
     generation = GenerationSettings(
         num_frames=plan.clip.num_frames, height=plan.clip.height, width=plan.clip.width,
         num_inference_steps=args.validation_num_inference_steps, guidance_scale=args.guidance_scale,
-        use_dynamic_cfg=args.use_dynamic_cfg,
+        use_dynamic_cfg=args.use_dynamic_cfg, max_sequence_length=args.max_sequence_length,
     )
 
     def validate(step):

@@ -19,6 +19,8 @@ from typing import Callable, Iterator, Mapping, TypeVar
 import datasets
 
 from .adapters import ModelSpec, load_spec
+from .adapters.base import TrainingOptions
+from .adapters.flow_matching import WEIGHTING_SCHEMES, FlowMatching
 from .data import ClipSpec, load_video_dataset
 from .data.video import RESHAPE_MODES
 from .errors import UsageError
@@ -64,6 +66,12 @@ FLAGS: dict[str, str] = {
     "mask_ratio": "--tsa_mask_ratio",
     "projector_hidden_dim": "--projector_hidden_dim",
     "storage_dtype": "--storage_dtype",
+    "max_sequence_length": "--max_sequence_length",
+    "flow_matching": "--flow_*",
+    "weighting_scheme": "--flow_weighting_scheme",
+    "logit_std": "--flow_logit_std",
+    "shift": "--flow_shift",
+    "expert": "--expert",
     "resume_from_checkpoint": "--resume_from_checkpoint",
     "output_dir": "--output_dir",
 }
@@ -105,6 +113,31 @@ def run(main: Callable[[], T], flags: Mapping[str, str] = FLAGS) -> T:
 
 
 # --- Flag groups ---------------------------------------------------------------------------------------------------
+
+
+def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The family's training options (`TrainingOptions`): text length, flow matching (Wan, LTX-Video; finetrainers'
+    flag names and defaults) and the expert of a two-expert checkpoint."""
+    group = parser.add_argument_group("model training options")
+    group.add_argument(
+        "--max_sequence_length", type=int, default=None,
+        help="Text tokens per prompt (default: the family's pipeline default: 226 CogVideoX, 512 Wan, 128 LTX).",
+    )
+    group.add_argument(
+        "--flow_weighting_scheme", type=str, default="logit_normal", choices=WEIGHTING_SCHEMES,
+        help="Flow-matching families: how noise levels are drawn or the loss weighted (logit_normal).",
+    )
+    group.add_argument("--flow_logit_mean", type=float, default=0.0, help="Mean of the logit-normal draw (0.0).")
+    group.add_argument("--flow_logit_std", type=float, default=1.0, help="Std of the logit-normal draw (1.0).")
+    group.add_argument("--flow_mode_scale", type=float, default=1.29, help="Scale of the 'mode' draw (1.29).")
+    group.add_argument(
+        "--flow_shift", type=float, default=1.0, help="Shift of the noise levels; above 1 favours noisier ones (1.0)."
+    )
+    group.add_argument(
+        "--expert", type=str, default=None,
+        help="Two-expert checkpoints (Wan 2.2 A14B): the expert that trains, 'high_noise' (transformer) or "
+        "'low_noise' (transformer_2), each on its own noise levels; the other stays as it is.",
+    )
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,8 +220,9 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         "'repa', or 'none' (plain fine-tuning).",
     )
     group.add_argument(
-        "--alignment_depth", type=int, default=18,
-        help="Align the output of this transformer block, counted from 1 (18, the paper's best for CogVideoX-2B).",
+        "--alignment_depth", type=int, default=None,
+        help="Align the output of this transformer block, counted from 1 (default: the family's, e.g. 18 of 30 for "
+        "CogVideoX-2B, the paper's best).",
     )
     group.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
     group.add_argument(
@@ -238,6 +272,15 @@ def load_dataset(args: argparse.Namespace, **kwargs) -> datasets.Dataset:
     )
 
 
+def training_options(args: argparse.Namespace) -> TrainingOptions:
+    """The `TrainingOptions` of the model flags (`--max_sequence_length`, `--flow_*`, `--expert`)."""
+    flow = FlowMatching(
+        weighting_scheme=args.flow_weighting_scheme, logit_mean=args.flow_logit_mean, logit_std=args.flow_logit_std,
+        mode_scale=args.flow_mode_scale, shift=args.flow_shift,
+    )
+    return TrainingOptions(max_sequence_length=args.max_sequence_length, flow_matching=flow, expert=args.expert)
+
+
 def alignment_config(
     args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
 ) -> AlignmentConfig | None:
@@ -245,7 +288,8 @@ def alignment_config(
     (`None` for `--alignment_loss none`); reads the teacher's config once, and no weight."""
     if args.alignment_loss == "none":
         return None
-    spec.check_depth(args.alignment_depth)
+    depth = spec.default_depth if args.alignment_depth is None else args.alignment_depth
+    spec.check_depth(depth)
     column = args.teacher_features_column
     if column is not None and column not in table.column_names:
         raise FlagError(
@@ -293,7 +337,7 @@ def alignment_config(
     else:
         grid, width = teacher.grid, teacher.hidden_size
     return AlignmentConfig(
-        loss=args.alignment_loss, depth=args.alignment_depth,
+        loss=args.alignment_loss, depth=depth,
         student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width), student_width=spec.hidden_size,
         teacher_grid=grid, teacher_width=width, weight=args.alignment_weight,
         temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio,
@@ -312,6 +356,7 @@ class TrainingPlan:
         clip (`ClipSpec`): how clips are read.
         table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
+        options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
     """
 
@@ -319,6 +364,7 @@ class TrainingPlan:
     clip: ClipSpec
     table: datasets.Dataset
     alignment: AlignmentConfig | None
+    options: TrainingOptions
     resume: Path | None = None
 
 
@@ -335,8 +381,10 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         )
         clip = clip_spec(args)
         spec.check_clip(clip.num_frames, clip.height, clip.width)
+        options = training_options(args)
         spec.check_options(
-            vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg
+            vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg,
+            training=options,
         )
         table = load_dataset(args, cache_dir=args.cache_dir)
         alignment = alignment_config(args, spec, clip, table)
@@ -350,4 +398,4 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             check_checkpoint(
                 resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
             )
-        return TrainingPlan(spec, clip, table, alignment, resume)
+        return TrainingPlan(spec, clip, table, alignment, options, resume)

@@ -27,6 +27,7 @@ from torch import nn
 from ..compat import dtype_argument
 from ..errors import ModelLayoutError
 from ..hooks import BlockFeatureExtractor, unwrap_model
+from .flow_matching import FlowMatching
 
 Grid = tuple[int, int, int]
 
@@ -37,6 +38,21 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 def py_literal(value: Any) -> str:
     """`value` as Python source, strings in double quotes."""
     return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """A family's training choices beyond the loop's (`ModelSpec.check_options` refuses those it has not).
+
+    Args:
+        max_sequence_length (`int`, *optional*): text tokens per prompt; `None` is the family's pipeline default.
+        flow_matching (`FlowMatching`): how flow-matching families (Wan, LTX-Video) draw and weight noise levels.
+        expert (`str`, *optional*): the expert that trains in a two-expert checkpoint (Wan 2.2 A14B).
+    """
+
+    max_sequence_length: int | None = None
+    flow_matching: FlowMatching = FlowMatching()
+    expert: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +130,12 @@ class ModelSpec(abc.ABC):
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
         """Raises `GridError`, naming the sizes that work, for a clip size the model cannot take."""
 
+    @property
+    def default_depth(self) -> int:
+        """The block aligned by default: the paper's share of the blocks (18 of CogVideoX-2B's 30, its best in the
+        depth ablation), within [min_depth, num_blocks]. Families may state another with their reason."""
+        return min(max(round(0.6 * self.num_blocks), self.min_depth), self.num_blocks)
+
     def check_depth(self, depth: int) -> None:
         """Raises `ModelLayoutError` for an alignment `depth` outside [min_depth, num_blocks]."""
         if not self.min_depth <= depth <= self.num_blocks:
@@ -123,10 +145,24 @@ class ModelSpec(abc.ABC):
                 "uses 18 for CogVideoX-2B)."
             )
 
+    #: Whether the family trains with `FlowMatching` (its options are refused otherwise).
+    uses_flow_matching: ClassVar[bool] = False
+
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        training: TrainingOptions = TrainingOptions(),
     ) -> None:
-        """Raises `ModelLayoutError` for an option the family does not support (every one is supported here)."""
+        """Raises `ModelLayoutError` for an option the family does not support: here, flow-matching options for a
+        family that does not train with flow matching, and an expert for a single-transformer checkpoint."""
+        if not self.uses_flow_matching and training.flow_matching != FlowMatching():
+            raise ModelLayoutError(
+                f"{self.family} does not train with flow matching: drop the `flow_matching` options."
+            )
+        if training.expert is not None:
+            raise ModelLayoutError(
+                f"`expert={training.expert!r}`: this {self.family} checkpoint has one transformer; experts are for "
+                "two-expert checkpoints (Wan 2.2 A14B)."
+            )
 
     def saved_files(self, training_mode: str) -> tuple[str, ...]:
         """The files a training run writes for `training_mode` (`"lora"` or `"full"`), and each checkpoint holds."""
@@ -274,8 +310,11 @@ class ModelAdapter(abc.ABC):
     #: Module names LoRA adapts (PEFT `target_modules`).
     lora_target_modules: ClassVar[list[str]]
 
-    def __init__(self, spec: ModelSpec, *, tokenizer, text_encoder, vae, transformer: nn.Module, scheduler):
-        self.spec = spec
+    def __init__(
+        self, spec: ModelSpec, *, tokenizer, text_encoder, vae, transformer: nn.Module, scheduler,
+        options: TrainingOptions = TrainingOptions(),
+    ):
+        self.spec, self.options = spec, options
         self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
         self.transformer, self.scheduler = transformer, scheduler
 
@@ -284,11 +323,12 @@ class ModelAdapter(abc.ABC):
     def from_pretrained(
         cls, spec: ModelSpec, *, variant: str | None = None, weight_dtype: torch.dtype = torch.float32,
         transformer_dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
+        options: TrainingOptions = TrainingOptions(),
     ) -> ModelAdapter:
         """Loads every component of `spec`'s checkpoint: frozen ones in `weight_dtype` on `device`, the transformer
         frozen as well, in `transformer_dtype` (default `weight_dtype`; float32 for a full fine-tune, read straight
-        from the checkpoint's own precision). The caller then chooses what trains (`add_lora`,
-        `enable_full_training`)."""
+        from the checkpoint's own precision), to train with `options` (checked by `spec.check_options`). The caller
+        then chooses what trains (`add_lora`, `enable_full_training`)."""
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 

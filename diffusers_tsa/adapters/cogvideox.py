@@ -17,8 +17,8 @@ from einops import rearrange
 from torch import nn
 
 from ..compat import dtype_argument
-from ..errors import GridError
-from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec
+from ..errors import GridError, ModelLayoutError
+from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
 from .registry import register_adapter
 
 
@@ -84,6 +84,18 @@ class CogVideoXSpec(ModelSpec):
         if bad:
             raise GridError("CogVideoX cannot take this clip size: " + "; ".join(bad) + ".")
 
+    def check_options(
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        training: TrainingOptions = TrainingOptions(),
+    ) -> None:
+        """CogVideoX's text positions are fixed by its config (`max_text_seq_length`): prompts have that length."""
+        super().check_options(training=training)
+        if training.max_sequence_length not in (None, self.max_text_seq_length):
+            raise ModelLayoutError(
+                f"`max_sequence_length={training.max_sequence_length}`: CogVideoX's prompts have "
+                f"{self.max_text_seq_length} tokens (its `max_text_seq_length`); drop it."
+            )
+
     @property
     def pipeline_class(self) -> type:
         from diffusers import CogVideoXPipeline
@@ -130,7 +142,8 @@ class CogVideoXAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu"
+        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
+        options=TrainingOptions(),
     ) -> CogVideoXAdapter:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
         from transformers import AutoTokenizer, T5EncoderModel
@@ -149,7 +162,8 @@ class CogVideoXAdapter(ModelAdapter):
         for module in (text_encoder, vae, transformer):
             module.requires_grad_(False).to(device)
         return cls(
-            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
+            options=options,
         )
 
     @torch.no_grad()

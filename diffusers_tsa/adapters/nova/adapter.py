@@ -15,7 +15,7 @@ from torch import nn
 from ...compat import dtype_argument
 from ...errors import ModelLayoutError
 from ...hooks import BlockFeatureExtractor, unwrap_model
-from ..base import ModelAdapter
+from ..base import ModelAdapter, TrainingOptions
 from ..registry import register_adapter
 from .lora import LORA_WEIGHT_NAME, read_nova_lora, save_nova_lora
 from .spec import NOVASpec
@@ -44,7 +44,8 @@ class NOVAAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu"
+        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
+        options=TrainingOptions(),
     ) -> NOVAAdapter:
         options = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
         dtype = dtype_argument()
@@ -59,7 +60,7 @@ class NOVAAdapter(ModelAdapter):
             module.requires_grad_(False).to(device)
         return cls(
             spec, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, transformer=pipe.transformer,
-            scheduler=pipe.scheduler,
+            scheduler=pipe.scheduler, options=options,
         )
 
     @torch.no_grad()

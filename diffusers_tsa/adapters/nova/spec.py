@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ...errors import GridError, ModelLayoutError
-from ..base import GenerationSettings, Grid, ModelSpec, py_literal
+from ..base import GenerationSettings, Grid, ModelSpec, TrainingOptions, py_literal
 
 DIFFNEXT_INSTALL = (
     "NOVA models need NOVA's `diffnext` package, which is not on PyPI. Install it from NOVA's public repository:\n"
@@ -130,17 +130,21 @@ class NOVASpec(ModelSpec):
             )
 
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        training: TrainingOptions = TrainingOptions(),
     ) -> None:
         """NOVA's VAE always encodes long clips in tiles of frames and has no slicing switch; its pipeline has no
-        dynamic guidance."""
+        dynamic guidance, and its prompts have the length its text encoder was trained with."""
+        super().check_options(training=training)
         bad = [f"`{name}=True`" for name, value in (("vae_slicing", vae_slicing), ("vae_tiling", vae_tiling)) if value]
         if use_dynamic_cfg:
             bad.append("`use_dynamic_cfg=True`")
+        if training.max_sequence_length is not None:
+            bad.append(f"`max_sequence_length={training.max_sequence_length}`")
         if bad:
             raise ModelLayoutError(
                 f"{', '.join(bad)}: not supported by NOVA (its VAE has no slicing or tiling switch, its pipeline no "
-                "dynamic guidance); drop it."
+                "dynamic guidance, its prompts a fixed length); drop it."
             )
 
     @property

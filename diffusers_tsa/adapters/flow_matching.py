@@ -1,0 +1,73 @@
+"""The flow-matching objective of Wan and LTX-Video training, as finetrainers and diffusers' SD3 examples train it.
+
+A sample's noise level sigma in (0, 1) is drawn with a weighting scheme (`compute_density_for_timestep_sampling`),
+then shifted; `x_t = (1 - sigma) x_0 + sigma * noise`, the transformer sees `t = 1000 sigma` and predicts the
+velocity `noise - x_0`; the loss is its MSE, weighted per sample by the scheme (`compute_loss_weighting_for_sd3`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UsageError
+
+#: `--flow_weighting_scheme` values: how sigma is drawn (`logit_normal`, `mode`) or the loss weighted
+#: (`sigma_sqrt`, `cosmap`); `none` draws sigma uniformly with unit weights.
+WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
+
+
+@dataclass(frozen=True)
+class FlowMatching:
+    """How a flow-matching family draws and weights a training sample's noise level (finetrainers' flag names).
+
+    Args:
+        weighting_scheme (`str`, defaults to `"logit_normal"`): one of `WEIGHTING_SCHEMES`.
+        logit_mean (`float`, defaults to 0.0): mean of the logit-normal draw.
+        logit_std (`float`, defaults to 1.0): its standard deviation.
+        mode_scale (`float`, defaults to 1.29): scale of the `mode` draw.
+        shift (`float`, defaults to 1.0): `sigma <- shift sigma / (1 + (shift - 1) sigma)`; above 1 favours noise.
+    """
+
+    weighting_scheme: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    shift: float = 1.0
+
+    def __post_init__(self):
+        if self.weighting_scheme not in WEIGHTING_SCHEMES:
+            raise UsageError(f"`weighting_scheme={self.weighting_scheme!r}` must be one of {WEIGHTING_SCHEMES}.")
+        if self.shift <= 0 or self.logit_std <= 0:
+            raise UsageError(f"`shift={self.shift}` and `logit_std={self.logit_std}` must be positive.")
+
+    def sample_sigmas(
+        self, batch_size: int, device: torch.device | str, sigma_range: tuple[float, float] = (0.0, 1.0)
+    ) -> torch.Tensor:
+        """Noise levels `(B,)` in `sigma_range` (one expert's share of the noise levels, e.g. Wan 2.2 A14B's)."""
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        u = compute_density_for_timestep_sampling(
+            self.weighting_scheme, batch_size, logit_mean=self.logit_mean, logit_std=self.logit_std,
+            mode_scale=self.mode_scale, device=device,
+        )
+        sigmas = self.shift * u / (1 + (self.shift - 1) * u)
+        low, high = sigma_range
+        return (low + (high - low) * sigmas).clamp(1e-5, 1.0)
+
+    @staticmethod
+    def noisy(latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """`x_t = (1 - sigma) x_0 + sigma * noise`, for latents of any layout with the batch first."""
+        sigmas = sigmas.view(-1, *[1] * (latents.dim() - 1)).to(latents.dtype)
+        return (1 - sigmas) * latents + sigmas * noise
+
+    def loss(
+        self, prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+    ) -> torch.Tensor:
+        """The weighted MSE of the predicted velocity against `noise - x_0`, averaged per sample then over the batch."""
+        from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+        weights = compute_loss_weighting_for_sd3(self.weighting_scheme, sigmas.float())
+        squared_error = (prediction.float() - (noise - latents).float()).pow(2).flatten(1).mean(1)
+        return (weights * squared_error).mean()
