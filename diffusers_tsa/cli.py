@@ -27,6 +27,7 @@ from .errors import UsageError
 from .features import FEATURES_COLUMN, MASK_COLUMN
 from .features.precomputed import check_precomputed_settings, precomputed_settings, typed_precomputed_table
 from .teachers import TeacherInput, teacher_config, teacher_geometry
+from .teachers.base import patch_sizes
 from .projector import PROJECTOR_FILES
 from .training.alignment import ALIGNMENT_LOSSES, AlignmentConfig
 from .training.checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
@@ -256,11 +257,14 @@ def clip_spec(args: argparse.Namespace) -> ClipSpec:
     )
 
 
-def teacher_input(args: argparse.Namespace, clip: ClipSpec) -> TeacherInput:
-    """The `TeacherInput` of the teacher flags for clips read as `clip` (the paper's rule for what is not given)."""
+def teacher_input(args: argparse.Namespace, clip: ClipSpec, config) -> TeacherInput:
+    """The `TeacherInput` of the teacher flags for clips read as `clip` (the paper's rule, on the patch grid of the
+    teacher whose `config` is given, for what is not given)."""
+    sizes = patch_sizes(config)
     return TeacherInput.for_clip(
         clip.num_frames, clip.height, clip.width, teacher_num_frames=args.teacher_num_frames,
-        teacher_height=args.teacher_height, teacher_width=args.teacher_width,
+        teacher_height=args.teacher_height, teacher_width=args.teacher_width, patch_size=sizes["patch_size"],
+        tubelet_size=sizes["tubelet_size"],
     )
 
 
@@ -304,7 +308,7 @@ def alignment_config(
             args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
             revision=args.teacher_revision, cache_dir=args.cache_dir,
         )
-        teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip), config)
+        teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
         drop_first_frame = teacher.input.drop_first_frame
     if column is not None:
         if args.random_flip or args.video_reshape_mode == "random":

@@ -30,11 +30,22 @@ class GridResampling:
     upsampled by an integer factor (trilinear interpolation) or downsampled by an integer factor (a strided
     convolution whose kernel equals its stride). For CogVideoX with the paper's teacher, 13 x 30 x 45 ->
     24 x 10 x 15: drop frame 0, x2 in time, /3 in space, as VideoREPA does.
+
+    The general path, for spatial sizes with no integer ratio (Wan at 480x832 has 52 tokens across; a teacher at
+    272 px has 17): each such axis of `s` student tokens and `t` teacher tokens is first resized by linear interpolation to the
+    nearest multiple of `t`, `m = k t` with `k = max(1, round(s / t))` (52 -> 51, always within half a teacher token
+    of `s`), then the strided convolution downsamples it by `k` (51 -> 17). A convolution window thus still covers
+    about `s / t` student tokens, as on the integer path, and its weights stay learned; axes with an integer ratio
+    are resized by the same factors as on the integer path. When every axis has an integer ratio, the integer path
+    is used unchanged (`resize is None`). Time has no general path: a latent frame and a teacher tubelet cover exact
+    spans of pixel frames, and any teacher frame count can be chosen to pair them, so frames must pair exactly.
     """
 
     drop_first_frame: bool
     upsample: Grid
     downsample: Grid
+    #: The size the MLP output is linearly resized to when some axis has no integer ratio (the general path).
+    resize: Grid | None = None
 
     @staticmethod
     def pairs(student: int, teacher: int) -> bool:
@@ -55,28 +66,34 @@ class GridResampling:
             raise GridError(
                 f"Grids must be three positive sizes (F, H, W); got student {student_grid}, teacher {teacher_grid}."
             )
-        f_s = student_grid[0]
         choices = [drop_first_frame] if drop_first_frame is not None else [False, True]
-        reasons = []
-        for drop in choices:
-            sizes = (f_s - drop, *student_grid[1:])
-            factors = [cls.pairs(s, t) for s, t in zip(sizes, teacher_grid)]
-            if sizes[0] >= 1 and all(factors):
+        usable = [drop for drop in choices if student_grid[0] - drop >= 1]
+        if not usable:
+            raise GridError(
+                f"The student grid {tuple(student_grid)} has one frame: dropping it (`drop_first_frame=True`) leaves "
+                "none to align; use a longer clip."
+            )
+        in_time = [drop for drop in usable if cls.pairs(student_grid[0] - drop, teacher_grid[0])]
+        for drop in in_time:
+            sizes = (student_grid[0] - drop, *student_grid[1:])
+            if all(cls.pairs(s, t) for s, t in zip(sizes, teacher_grid)):
                 up = tuple(max(1, t // s) for s, t in zip(sizes, teacher_grid))
                 down = tuple(max(1, s // t) for s, t in zip(sizes, teacher_grid))
                 return cls(drop, up, down)
-            bad = ", ".join(axis for axis, ok in zip("FHW", factors) if not ok)
-            kept = "dropping" if drop else "keeping"
-            reasons.append(f"{kept} the first frame leaves {sizes}, with no integer ratio to the teacher on {bad}")
+        if in_time:  # the general path, in space only
+            sizes = (student_grid[0] - in_time[0], *student_grid[1:])
+            down = tuple(max(1, round(s / t)) for s, t in zip(sizes, teacher_grid))
+            return cls(in_time[0], (1, 1, 1), down, tuple(k * t for k, t in zip(down, teacher_grid)))
+        reasons = [
+            f"{'dropping' if drop else 'keeping'} the first frame leaves {student_grid[0] - drop} frames"
+            for drop in usable
+        ]
         raise GridError(
             f"Cannot resample the student grid {tuple(student_grid)} to the teacher grid {tuple(teacher_grid)}: "
             + "; ".join(reasons)
-            + ". Each axis needs an integer up- or downsampling factor: change the teacher input size "
-            "(`TeacherInput.num_frames`, `TeacherInput.height`, `TeacherInput.width`) or the clip size."
+            + f", with no integer ratio to the teacher's {teacher_grid[0]} on F. Frames must pair exactly (each "
+            "teacher tubelet with whole latent frames, or the reverse): change `TeacherInput.num_frames` or the clip."
         )
-
-
-
 
 
 class AlignmentProjector(ModelMixin, ConfigMixin):
@@ -139,7 +156,9 @@ class AlignmentProjector(ModelMixin, ConfigMixin):
         if self.resampling.drop_first_frame:
             x = x[:, 1:]
         x = rearrange(self.mlp(x), "b f h w c -> b c f h w")
-        if self.resampling.upsample != (1, 1, 1):
+        if self.resampling.resize is not None:  # the general path
+            x = F.interpolate(x, size=self.resampling.resize, mode="trilinear", align_corners=False)
+        elif self.resampling.upsample != (1, 1, 1):
             x = F.interpolate(x, scale_factor=self.resampling.upsample, mode="trilinear", align_corners=False)
         x = self.resample(x)
         return rearrange(x, "b c f h w -> b f h w c")

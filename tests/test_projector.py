@@ -77,12 +77,41 @@ def test_paper_path_values_follow_videorepa():
 
 
 def test_unsupported_pairs_are_refused_with_the_reason():
-    with pytest.raises(GridError, match=r"no integer ratio to the teacher on F.*`TeacherInput.num_frames`"):
+    with pytest.raises(GridError, match=r"no integer ratio to the teacher's 10 on F.*`TeacherInput.num_frames`"):
         AlignmentProjector(8, 4, student_grid=(13, 30, 45), teacher_grid=(10, 10, 15))
-    with pytest.raises(GridError, match="on H, W"):
-        GridResampling.between((13, 30, 45), (24, 7, 14))
-    with pytest.raises(GridError, match="on F"):
+    with pytest.raises(GridError, match=r"keeping the first frame leaves 13 frames, with no integer ratio .* on F"):
         GridResampling.between((13, 30, 45), (24, 10, 15), drop_first_frame=False)
+    with pytest.raises(GridError, match=r"has one frame: dropping it .* leaves none"):
+        GridResampling.between((1, 30, 45), (1, 10, 15), drop_first_frame=True)
+
+
+@pytest.mark.parametrize(
+    "student, teacher, down, resize",
+    [
+        ((21, 30, 52), (40, 10, 17), (1, 3, 3), (40, 30, 51)),  # Wan 81x480x832, teacher 80 frames at 160x272
+        ((13, 30, 45), (24, 7, 14), (1, 4, 3), (24, 28, 42)),  # 30/7 -> 4 (28), 45/14 -> 3 (42)
+        ((5, 6, 9), (8, 4, 7), (1, 2, 1), (8, 8, 7)),  # 6/4 -> 2 (8); 9/7 -> 1 (7): a window of one token
+    ],
+)
+def test_the_general_path_resizes_space_to_a_multiple_of_the_teacher_grid(student, teacher, down, resize):
+    resampling = GridResampling.between(student, teacher)
+    assert resampling == GridResampling(True, (1, 1, 1), down, resize)
+    projector = AlignmentProjector(8, 4, student_grid=student, teacher_grid=teacher, hidden_dim=8)
+    assert projector(torch.randn(1, student[0] * student[1] * student[2], 8)).shape == (1, *teacher, 4)
+
+
+def test_general_path_values_are_a_linear_resize_then_the_strided_convolution():
+    """Computed independently: per frame, bilinear resize (half-pixel centres) of the MLP output from 6 x 9 to the
+    multiple 8 x 7 of the teacher's 4 x 7, then a 2 x 1 convolution of stride (2, 1); frame 0 dropped, time x2."""
+    torch.manual_seed(0)
+    projector = AlignmentProjector(8, 4, student_grid=(5, 6, 9), teacher_grid=(8, 4, 7), hidden_dim=16)
+    tokens = torch.randn(1, 5 * 6 * 9, 8)
+    x = projector.mlp(tokens.view(1, 5, 6, 9, 8)[:, 1:])  # (1, 4, 6, 9, C)
+    frames = torch.nn.functional.interpolate(x.permute(0, 4, 1, 2, 3), size=(8, 6, 9), mode="trilinear")
+    space = torch.nn.functional.interpolate(frames[0].transpose(0, 1), size=(8, 7), mode="bilinear")  # (F, C, 8, 7)
+    expected = torch.nn.functional.conv2d(space, projector.resample.weight[:, :, 0], projector.resample.bias,
+                                          stride=(2, 1))
+    torch.testing.assert_close(projector(tokens)[0], expected.permute(0, 2, 3, 1), atol=1e-5, rtol=1e-5)
 
 
 def test_wrong_token_count_is_refused():

@@ -468,3 +468,18 @@ def test_real_clip_grid_and_motion_mask_on_the_subject():
     dark = (frames[0].mean(1) < 0).float()  # (48, 160, 240): the subject
     dark_share = F.avg_pool3d(dark[None, None], (2, 16, 16))[0, 0]  # per token
     assert dark_share[mask].mean() > 2 * dark_share[~mask].mean()
+
+
+@pytest.mark.parametrize(
+    "clip, expected",
+    [
+        ((49, 480, 720), (48, 160, 240)),  # the paper's: a third, exactly
+        ((81, 480, 832), (80, 160, 272)),  # Wan 480p: 277.3 px -> the nearest multiple of the patch, 272
+        ((121, 512, 768), (120, 176, 256)),  # LTX-Video: 170.7 -> 176
+        ((50, 96, 144), (48, 32, 48)),  # 49 frames after the first -> 48, a whole number of tubelets
+    ],
+)
+def test_the_default_teacher_input_is_on_the_teachers_patch_grid(clip, expected):
+    given = TeacherInput.for_clip(*clip, patch_size=16, tubelet_size=2)
+    assert (given.num_frames, given.height, given.width) == expected
+    assert TeacherInput.for_clip(*clip, teacher_width=64).width == 64

@@ -274,7 +274,6 @@ def parse_script_args(flags):
     "flags, message",
     [
         (["--alignment_depth", "3"], r"--alignment_depth=3 is out of range .* \[1, 2\]"),
-        (["--teacher_width", "32"], r"projector cannot reach the teacher grid: .*no integer ratio to the teacher on W"),
         (["--teacher_height", "40"], r"--teacher_height=40 is not a multiple of the patch 16 \(use 32 or 48\)"),
         (["--height", "100"], r"--height=100 must be a multiple of 16"),
         (["--teacher_features_column", "vmae"], r"--teacher_features_column 'vmae' is not a column"),
@@ -292,6 +291,15 @@ def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
     args = parse_script_args([*common_flags(tiny, tmp_path / "out"), *flags])
     with pytest.raises(FlagError, match=message):
         plan_training(args)
+
+
+def test_a_teacher_size_with_no_integer_ratio_takes_the_projectors_general_path(tiny, tmp_path):
+    from diffusers_tsa import GridResampling
+
+    plan = plan_training(parse_script_args([*common_flags(tiny, tmp_path / "out"), "--teacher_width", "32"]))
+    config = plan.alignment
+    assert (config.student_grid, config.teacher_grid) == ((3, 6, 9), (4, 2, 2))  # 9 tokens across, 2 in the teacher
+    assert GridResampling.between(config.student_grid, config.teacher_grid, config.drop_first_frame).resize == (4, 6, 8)
 
 
 def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):

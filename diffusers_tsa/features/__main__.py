@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         options = {"trust_remote_code": args.trust_remote_code, "revision": args.teacher_revision,
                    "cache_dir": args.cache_dir}
         config = teacher_config(args.teacher_model_name_or_path, **options)
-        geometry = teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip), config)
+        geometry = teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config)
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = cli.load_dataset(args, split=args.split, cache_dir=args.cache_dir)

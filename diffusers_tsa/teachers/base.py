@@ -46,15 +46,27 @@ class TeacherInput:
         teacher_height: int | None = None,
         teacher_width: int | None = None,
         drop_first_frame: bool = True,
+        patch_size: int = 1,
+        tubelet_size: int = 1,
     ) -> TeacherInput:
         """The paper's rule for a clip of `num_frames x height x width`: every frame but the first, at one third of
-        the height and width; each `teacher_*` argument that is given overrides its default."""
+        the height and width, each rounded to the nearest multiple of the teacher's `patch_size` (and the frames
+        down to a multiple of its `tubelet_size`): 49 x 480x720 -> 48 x 160x240 exactly, 81 x 480x832 -> 80 x 160x272.
+        Each `teacher_*` argument that is given overrides its default."""
         return cls(
-            num_frames=teacher_num_frames or num_frames - int(drop_first_frame),
-            height=teacher_height or round(height / 3),
-            width=teacher_width or round(width / 3),
+            num_frames=teacher_num_frames or _multiple_below(num_frames - int(drop_first_frame), tubelet_size),
+            height=teacher_height or _nearest_multiple(height / 3, patch_size),
+            width=teacher_width or _nearest_multiple(width / 3, patch_size),
             drop_first_frame=drop_first_frame,
         )
+
+
+def _nearest_multiple(value: float, step: int) -> int:
+    return max(step, step * round(value / step))
+
+
+def _multiple_below(value: int, step: int) -> int:
+    return max(step, value - value % step)
 
 
 def patch_sizes(config) -> dict[str, int]:
