@@ -276,16 +276,20 @@ def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
     return False
 
 
-def card_hyperparameters(args) -> dict:
-    """The settings the model card lists: alignment, optimisation and data."""
+def card_hyperparameters(args, spec) -> dict:
+    """The settings the model card lists: alignment, optimisation, the family's training options and data."""
     keys = [
         "training_mode", "alignment_loss", "alignment_depth", "alignment_weight", "tsa_temperature", "tsa_mask_ratio",
         "teacher_model_name_or_path", "projector_hidden_dim", "learning_rate", "projector_learning_rate",
         "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "mixed_precision", "height", "width",
-        "max_num_frames", "seed",
+        "max_num_frames", "max_sequence_length", "seed",
     ]
     if args.training_mode == "lora":
         keys += ["rank", "lora_alpha"]
+    if spec.uses_flow_matching:
+        keys += ["flow_weighting_scheme", "flow_logit_mean", "flow_logit_std", "flow_mode_scale", "flow_shift"]
+    if args.expert is not None:
+        keys.append("expert")
     return {key: getattr(args, key) for key in keys}
 
 
@@ -658,7 +662,8 @@ def main(args):
         save_model_card(
             repo_id or args.hub_model_id or Path(args.output_dir).name, args.output_dir,
             spec=plan.spec, weights=repo_id or args.output_dir, training_mode=args.training_mode,
-            hyperparameters=card_hyperparameters(args), dataset=args.dataset_name or args.instance_data_root,
+            hyperparameters=card_hyperparameters(args, plan.spec),
+            dataset=args.dataset_name or args.instance_data_root,
             validation_prompts=validation["prompts"], videos=validation["paths"], generation=generation,
         )
         if args.push_to_hub:

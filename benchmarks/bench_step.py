@@ -1,5 +1,6 @@
 """Cost of the TSA machinery in one optimizer step: measured on a CogVideoX-shaped model, and counted analytically
-for CogVideoX-2B at 49 x 480 x 720.
+for every family at its default size (CogVideoX-2B, CogVideoX 1.5-5B, Wan 2.1 1.3B and 14B, Wan 2.2 TI2V-5B,
+LTX-Video 0.9).
 
 Measured (each configuration in a fresh subprocess, for honest peak memory): one optimizer step of the training
 module the script builds (`AlignedTransformer`: transformer forward + backward, projector, alignment loss, AdamW) with
@@ -28,39 +29,67 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = ("none", "m-tsa precomputed", "m-tsa online")
 
-# CogVideoX-2B (THUDM/CogVideoX-2b transformer config) and the paper's teacher and projector.
-COGVIDEOX_2B = {"layers": 30, "width": 1920, "text_tokens": 226, "ff_mult": 4}
-VIT_B = {"layers": 12, "width": 768, "ff_mult": 4}
+VIT_B = {"layers": 12, "width": 768, "ff_dim": 3072}
 PROJECTOR_HIDDEN = 2048
+#: Each family's transformer (public configs) at its default training size, its token grid there, and the teacher
+#: grid of the default teacher input (`TeacherInput.for_clip` with a ViT-B/16, tubelet 2). `joint_text`: the text
+#: tokens join the video tokens in self-attention (CogVideoX) rather than being attended to (Wan, LTX-Video).
+FAMILIES = {
+    "CogVideoX-2B": {"size": "49 x 480 x 720", "layers": 30, "width": 1920, "ff_dim": 7680, "text_tokens": 226,
+                     "joint_text": True, "student_grid": (13, 30, 45), "teacher_grid": (24, 10, 15)},
+    "CogVideoX1.5-5B": {"size": "81 x 768 x 1360", "layers": 42, "width": 3072, "ff_dim": 12288, "text_tokens": 226,
+                        "joint_text": True, "student_grid": (11, 48, 85), "teacher_grid": (40, 16, 28)},
+    "Wan2.1-T2V-1.3B": {"size": "81 x 480 x 832", "layers": 30, "width": 1536, "ff_dim": 8960, "text_tokens": 512,
+                        "joint_text": False, "student_grid": (21, 30, 52), "teacher_grid": (40, 10, 17)},
+    "Wan2.1-T2V-14B": {"size": "81 x 720 x 1280", "layers": 40, "width": 5120, "ff_dim": 13824, "text_tokens": 512,
+                       "joint_text": False, "student_grid": (21, 45, 80), "teacher_grid": (40, 15, 27)},
+    "Wan2.2-TI2V-5B": {"size": "121 x 704 x 1280", "layers": 30, "width": 3072, "ff_dim": 14336, "text_tokens": 512,
+                       "joint_text": False, "student_grid": (31, 22, 40), "teacher_grid": (60, 15, 27)},
+    "LTX-Video-0.9": {"size": "161 x 512 x 704", "layers": 28, "width": 2048, "ff_dim": 8192, "text_tokens": 128,
+                      "joint_text": False, "student_grid": (21, 16, 22), "teacher_grid": (80, 11, 15)},
+}
 
 
-def transformer_flops(tokens: int, width: int, layers: int, ff_mult: int) -> float:
-    """Forward FLOPs of a pre-norm transformer: 2 x (4 d^2 attention + 2 ff_mult d^2 MLP) per token and block,
-    plus 4 N^2 d for the attention scores and their weighted sum."""
-    dense = 2 * (4 + 2 * ff_mult) * width**2 * tokens
+def transformer_flops(tokens: int, width: int, layers: int, ff_dim: int, context: int = 0) -> float:
+    """Forward FLOPs of a pre-norm transformer: 2 x (4 d^2 attention + 2 d ff_dim MLP) per token and block, plus
+    4 N^2 d for the attention scores and their weighted sum; with `context` text tokens attended to (cross-attention),
+    2 x 2 d^2 per token for its query and output, 2 x 2 d^2 per text token for its keys and values, and 4 N T d."""
+    dense = 2 * (4 * width**2 + 2 * width * ff_dim) * tokens
     attention = 4 * tokens**2 * width
-    return layers * (dense + attention)
+    cross = (4 * width**2 * tokens + 4 * width**2 * context + 4 * tokens * context * width) if context else 0
+    return layers * (dense + attention + cross)
 
 
-def analytic_share() -> dict:
-    """FLOPs of one training sample of CogVideoX-2B at 49 x 480 x 720 and of each part of the TSA machinery."""
-    student_grid, teacher_grid = (13, 30, 45), (24, 10, 15)
+def analytic_share(name: str, family: dict) -> dict:
+    """FLOPs of one training sample of `family` at its default size and of each part of the TSA machinery."""
+    from diffusers_tsa import GridResampling
+
+    student_grid, teacher_grid = family["student_grid"], family["teacher_grid"]
     video_tokens = student_grid[0] * student_grid[1] * student_grid[2]
     teacher_tokens = teacher_grid[0] * teacher_grid[1] * teacher_grid[2]
-    d, c, h = COGVIDEOX_2B["width"], VIT_B["width"], PROJECTOR_HIDDEN
+    d, c, h = family["width"], VIT_B["width"], PROJECTOR_HIDDEN
     queries = round(0.2 * teacher_grid[1] * teacher_grid[2]) * teacher_grid[0]
-    forward = transformer_flops(video_tokens + COGVIDEOX_2B["text_tokens"], d, COGVIDEOX_2B["layers"], COGVIDEOX_2B["ff_mult"])
+    text = family["text_tokens"]
+    if family["joint_text"]:
+        forward = transformer_flops(video_tokens + text, d, family["layers"], family["ff_dim"])
+    else:
+        forward = transformer_flops(video_tokens, d, family["layers"], family["ff_dim"], context=text)
     step = 3 * forward  # forward + backward (2x); gradient checkpointing adds one more forward
+    resampling = GridResampling.between(student_grid, teacher_grid, drop_first_frame=True)
     projected = (student_grid[0] - 1) * student_grid[1] * student_grid[2]  # frame 0 is dropped first
-    projector = 3 * (2 * (d * h + h * h + h * c) * projected + 2 * c * c * 9 * teacher_tokens)
+    kernel = resampling.downsample[0] * resampling.downsample[1] * resampling.downsample[2]
+    projector = 3 * (2 * (d * h + h * h + h * c) * projected + 2 * c * c * kernel * teacher_tokens)
     loss = 8 * queries * teacher_tokens * c  # relations of both models + the fused gradient (Eq. 10)
-    teacher = transformer_flops(teacher_tokens, c, VIT_B["layers"], VIT_B["ff_mult"])  # no backward
-    parts = {"projector": projector, "m_tsa_loss": loss, "teacher_online": teacher}
+    teacher = transformer_flops(teacher_tokens, c, VIT_B["layers"], VIT_B["ff_dim"])  # no backward
     return {
-        "setting": "CogVideoX-2B, 49 x 480 x 720, VideoMAEv2 ViT-B teacher 24 x 10 x 15, 20 % queries, per sample",
-        "cogvideox_step_flops": step,
-        "cogvideox_step_flops_with_checkpointing": 4 * forward,
-        **{f"{k}_flops": v for k, v in parts.items()},
+        "family": name,
+        "setting": f"{family['size']}: student grid {student_grid} -> teacher grid {teacher_grid} "
+        f"({'general path' if resampling.resize else 'integer ratios'}), ViT-B teacher, 20 % queries, per sample",
+        "step_flops": step,
+        "step_flops_with_checkpointing": 4 * forward,
+        "projector_flops": projector,
+        "m_tsa_loss_flops": loss,
+        "teacher_online_flops": teacher,
         "share_precomputed": (projector + loss) / step,
         "share_online": (projector + loss + teacher) / step,
     }
@@ -177,7 +206,7 @@ def main():
     for row in rows:
         row["time_vs_none"] = row["seconds"] / base["seconds"]
         row["extra_memory_mib"] = row["peak_mib"] - base["peak_mib"]
-    analytic = analytic_share()
+    analytic = [analytic_share(name, family) for name, family in FAMILIES.items()]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     setting = {k: getattr(args, k) for k in ("layers", "frames", "height", "width", "batch_size", "repeats")}
     RESULTS.mkdir(exist_ok=True)
@@ -193,10 +222,14 @@ def main():
         *(f"| {r['config']} | {r['seconds']:.2f} | {r['time_vs_none']:.3f} | {r['peak_mib']:.0f} | "
           f"{r['extra_memory_mib']:.0f} |" for r in rows),
         "",
-        f"Analytic, {analytic['setting']}: a CogVideoX-2B training step is {analytic['cogvideox_step_flops']:.2e} FLOPs; "
-        f"projector {analytic['projector_flops']:.2e}, M-TSA loss {analytic['m_tsa_loss_flops']:.2e}, online teacher "
-        f"{analytic['teacher_online_flops']:.2e}: TSA machinery {100 * analytic['share_precomputed']:.2f} % of the step "
-        f"with precomputed features, {100 * analytic['share_online']:.2f} % with the teacher online.",
+        "Analytic, per training sample at each family's default size (ViT-B teacher, 20 % M-TSA queries):",
+        "",
+        "| family | setting | step FLOPs | projector | M-TSA loss | online teacher | share, precomputed "
+        "| share, online |",
+        "|---|---|---|---|---|---|---|---|",
+        *(f"| {a['family']} | {a['setting'].split(', ViT-B')[0]} | {a['step_flops']:.2e} | {a['projector_flops']:.2e} "
+          f"| {a['m_tsa_loss_flops']:.2e} | {a['teacher_online_flops']:.2e} | {100 * a['share_precomputed']:.2f} % "
+          f"| {100 * a['share_online']:.2f} % |" for a in analytic),
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

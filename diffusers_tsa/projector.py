@@ -32,13 +32,14 @@ class GridResampling:
     24 x 10 x 15: drop frame 0, x2 in time, /3 in space, as VideoREPA does.
 
     The general path, for spatial sizes with no integer ratio (Wan at 480x832 has 52 tokens across; a teacher at
-    272 px has 17): each such axis of `s` student tokens and `t` teacher tokens is first resized by linear interpolation to the
-    nearest multiple of `t`, `m = k t` with `k = max(1, round(s / t))` (52 -> 51, always within half a teacher token
-    of `s`), then the strided convolution downsamples it by `k` (51 -> 17). A convolution window thus still covers
-    about `s / t` student tokens, as on the integer path, and its weights stay learned; axes with an integer ratio
-    are resized by the same factors as on the integer path. When every axis has an integer ratio, the integer path
-    is used unchanged (`resize is None`). Time has no general path: a latent frame and a teacher tubelet cover exact
-    spans of pixel frames, and any teacher frame count can be chosen to pair them, so frames must pair exactly.
+    272 px has 17): each such axis of `s` student tokens and `t` teacher tokens is first resized by linear
+    interpolation to the nearest multiple of `t`, `m = k t` with `k = max(1, round(s / t))` (52 -> 51, always
+    within half a teacher token of `s`), then the strided convolution downsamples it by `k` (51 -> 17). A
+    convolution window thus still covers about `s / t` student tokens, as on the integer path, and its weights stay
+    learned; axes with an integer ratio are resized by the same factors as on the integer path. When every axis has
+    an integer ratio, the integer path is used unchanged (`resize is None`). Time has no general path: a latent
+    frame and a teacher tubelet cover exact spans of pixel frames, and any teacher frame count can be chosen to pair
+    them, so frames must pair exactly.
     """
 
     drop_first_frame: bool
