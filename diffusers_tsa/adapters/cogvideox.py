@@ -1,10 +1,23 @@
-"""CogVideoX (2B and 5B, diffusers' `CogVideoXPipeline`) behind the `ModelSpec` / `ModelAdapter` interface.
+"""CogVideoX (1.0: 2B and 5B; 1.5: 5B; diffusers' `CogVideoXPipeline`), behind the `ModelSpec` / `ModelAdapter`
+interface.
 
 The training objective is that of diffusers' `examples/cogvideo/train_cogvideox_lora.py`: latents are the VAE's
 sample times its scaling factor, `(B, F, C, H, W)`; t ~ U{0..999}; the transformer's v-prediction is mapped to x0
 by `scheduler.get_velocity`; the target is the clean latent and each sample's MSE is weighted by
 1 / (1 - alphas_cumprod[t]). The 5B model's 3D RoPE is built for the training size; the snr shift lives in the
 scheduler's `alphas_cumprod`.
+
+CogVideoX 1.5 (`patch_size_t = 2` in the transformer config) patches latent frames in pairs. For an odd number of
+latent frames, `CogVideoXPipeline` samples `patch_size_t - F % patch_size_t` extra latent frames and drops the first
+ones after denoising (`latents[:, additional_frames:]`): the padding comes before the video. Training uses that
+layout, filled as CogVideo's own fine-tuning fills it (`finetune/models/cogvideox_t2v/lora_trainer.py`): copies of
+latent frame 0 go first. The loss covers every frame the transformer sees, the padding copies included, as that
+trainer and finetrainers compute it (the pipeline discards those frames, so they only add latent frame 0 once more).
+The RoPE is the pipeline's 1.5 one (`grid_type="slice"`, positions counted in patches, `max_size` the config's
+sample size); the text-to-video pipeline passes no `ofs`, so a transformer with `ofs_embed_dim` (image-to-video) is
+refused. With 8k+1 frames (81 at 768x1360 by default) token frame 0 holds pixel frame 0 alone (the padding copy and
+latent frame 0) and each later token frame 8 pixel frames: dropping token frame 0 (`drop_first_frame`) leaves the
+frames a teacher sees, every frame after the first.
 """
 
 from __future__ import annotations
@@ -22,11 +35,31 @@ from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, Mode
 from .registry import register_adapter
 
 
+def check_transformer_config(name: str, config: dict) -> None:
+    """Refuses a CogVideoX transformer config that `CogVideoXPipeline` cannot run: an image-to-video one
+    (`ofs_embed_dim`, an `ofs` the text-to-video pipeline never passes), or temporal patches without RoPE (the
+    sincos table counts latent frames, not token frames)."""
+    if config.get("ofs_embed_dim"):
+        raise ModelLayoutError(
+            f"`pretrained_model_name_or_path={name!r}` has an image-to-video transformer (`ofs_embed_dim="
+            f"{config['ofs_embed_dim']}`), which `CogVideoXPipeline` cannot run: use a text-to-video checkpoint "
+            "such as THUDM/CogVideoX1.5-5B."
+        )
+    if config.get("patch_size_t") and not config.get("use_rotary_positional_embeddings"):
+        raise ModelLayoutError(
+            f"`pretrained_model_name_or_path={name!r}` has temporal patches (`patch_size_t="
+            f"{config['patch_size_t']}`) without RoPE, which `CogVideoXPipeline` cannot run: CogVideoX 1.5 needs "
+            "`use_rotary_positional_embeddings=True`."
+        )
+
+
 @dataclass(frozen=True)
 class CogVideoXSpec(ModelSpec):
     """CogVideoX's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent
     frame), `vae_scale` pixels per latent pixel, `patch_size` latent pixels per token, and prompts of
-    `max_text_seq_length` T5 tokens."""
+    `max_text_seq_length` T5 tokens. CogVideoX 1.5 also patches `patch_size_t` latent frames per token frame (1 for
+    1.0), its latent frames padded at the start to a multiple of it, and its RoPE covers at most `max_height` x
+    `max_width` pixels (its config's sample size; `None` for 1.0)."""
 
     family = "cogvideox"
     pipeline_class_name = "CogVideoXPipeline"
@@ -37,6 +70,9 @@ class CogVideoXSpec(ModelSpec):
     vae_scale: int = 8
     patch_size: int = 2
     max_text_seq_length: int = 226
+    patch_size_t: int = 1
+    max_height: int | None = None
+    max_width: int | None = None
 
     @classmethod
     def from_configs(
@@ -48,11 +84,12 @@ class CogVideoXSpec(ModelSpec):
         name = pretrained_model_name_or_path
         config = CogVideoXTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
         vae = AutoencoderKLCogVideoX.load_config(name, subfolder="vae", **kwargs)
-        if config.get("patch_size_t"):
-            raise GridError(
-                f"`pretrained_model_name_or_path={name!r}` is a CogVideoX 1.5 model (temporal patch size "
-                f"{config['patch_size_t']}); this adapter supports CogVideoX 1.0 (2B and 5B)."
-            )
+        check_transformer_config(name, config)
+        patch_size_t = config.get("patch_size_t") or 1
+        vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        max_height = max_width = None
+        if patch_size_t > 1:  # 1.5's RoPE table (`grid_type="slice"`) ends at the config's sample size
+            max_height, max_width = config["sample_height"] * vae_scale, config["sample_width"] * vae_scale
         return cls(
             pretrained_model_name_or_path=name,
             num_blocks=config["num_layers"],
@@ -61,28 +98,56 @@ class CogVideoXSpec(ModelSpec):
             revision=revision,
             cache_dir=cache_dir,
             temporal_compression=vae.get("temporal_compression_ratio", 4),
-            vae_scale=2 ** (len(vae["block_out_channels"]) - 1),
+            vae_scale=vae_scale,
             patch_size=config["patch_size"],
             max_text_seq_length=config["max_text_seq_length"],
+            patch_size_t=patch_size_t,
+            max_height=max_height,
+            max_width=max_width,
         )
 
+    @property
+    def usage_fps(self) -> int:
+        """Frame rate of the model card's video: 16 for CogVideoX 1.5 (its 81 frames are 5 s), 8 for 1.0."""
+        return 16 if self.patch_size_t > 1 else 8
+
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
+        """Token frames are the latent frames, padded to a multiple of `patch_size_t`, over `patch_size_t`."""
         pixels = self.vae_scale * self.patch_size
-        return ((num_frames - 1) // self.temporal_compression + 1, height // pixels, width // pixels)
+        latent_frames = (num_frames - 1) // self.temporal_compression + 1
+        return (-(-latent_frames // self.patch_size_t), height // pixels, width // pixels)
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
+        """CogVideoX 1.0 takes 4k+1 frames; 1.5 takes 8k+1 frames (81 or 161 as it was trained: an odd number of
+        latent frames, so that token frame 0 is pixel frame 0 alone, as the teacher pairing needs) of at most
+        `max_height` x `max_width` pixels. Both take sides that are multiples of `vae_scale * patch_size` (16)."""
         pixels = self.vae_scale * self.patch_size
+        step = self.temporal_compression * self.patch_size_t
         bad = []
-        if (num_frames - 1) % self.temporal_compression:
-            k = (num_frames - 1) // self.temporal_compression
-            bad.append(f"`num_frames={num_frames}` must be {self.temporal_compression}k+1 "
-                       f"(e.g. {self.temporal_compression * k + 1} or {self.temporal_compression * (k + 1) + 1})")
-        for name, value in (("height", height), ("width", width)):
+        if (num_frames - 1) % step:
+            k = (num_frames - 1) // step
+            bad.append(f"`num_frames={num_frames}` must be {step}k+1 (e.g. {step * k + 1} or {step * (k + 1) + 1})"
+                       + self._frames_reason())
+        for name, value, limit in (("height", height, self.max_height), ("width", width, self.max_width)):
             if value % pixels or value < pixels:
                 bad.append(f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch "
                            f"{self.patch_size})")
+            if limit is not None and value > limit:
+                bad.append(f"`{name}={value}` must be at most {limit} (the sample size of this transformer's RoPE)")
         if bad:
-            raise GridError("CogVideoX cannot take this clip size: " + "; ".join(bad) + ".")
+            raise GridError(f"{self._version_name} cannot take this clip size: " + "; ".join(bad) + ".")
+
+    @property
+    def _version_name(self) -> str:
+        """`"CogVideoX 1.5"` for a transformer with temporal patches, else `"CogVideoX"`."""
+        return "CogVideoX 1.5" if self.patch_size_t > 1 else "CogVideoX"
+
+    def _frames_reason(self) -> str:
+        """Why CogVideoX 1.5 needs its frame count (empty for 1.0)."""
+        if self.patch_size_t == 1:
+            return ""
+        return (f": {self.patch_size_t} latent frames of {self.temporal_compression} pixel frames make a token "
+                "frame, and latent frame 0 (pixel frame 0 alone) gets its own, padded as the pipeline pads it")
 
     def check_options(
         self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
@@ -131,7 +196,7 @@ class CogVideoXSpec(ModelSpec):
 
 @register_adapter
 class CogVideoXAdapter(ModelAdapter):
-    """`CogVideoXPipeline` checkpoints (e.g. `THUDM/CogVideoX-2b`, `THUDM/CogVideoX-5b`)."""
+    """`CogVideoXPipeline` checkpoints (e.g. `THUDM/CogVideoX-2b`, `THUDM/CogVideoX-5b`, `THUDM/CogVideoX1.5-5B`)."""
 
     spec_class = CogVideoXSpec
     lora_target_modules = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -182,7 +247,19 @@ class CogVideoXAdapter(ModelAdapter):
         )
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
 
+    def pad_latent_frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """`(B, F, C, H, W)` -> `(B, F', C, H, W)`, F' the multiple of CogVideoX 1.5's `patch_size_t` at or above F:
+        the padding goes first, where `CogVideoXPipeline` samples and then drops it, and copies latent frame 0.
+        CogVideoX 1.0 latents come back unchanged."""
+        missing = -latents.shape[1] % (self.transformer.config.patch_size_t or 1)
+        if not missing:
+            return latents
+        return torch.cat([latents[:, :1].expand(-1, missing, -1, -1, -1), latents], dim=1)
+
     def diffusion_loss(self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor):
+        """The weighted x0 error on `latents` `(B, F, C, H, W)`, padded first for CogVideoX 1.5 (the padding copies
+        count in the loss, see the module docstring); `conditioning` `(B, L, D)` T5 embeddings."""
+        latents = self.pad_latent_frames(latents)
         batch, num_frames, _, height, width = latents.shape
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), device=latents.device)
@@ -201,7 +278,9 @@ class CogVideoXAdapter(ModelAdapter):
         return {"diffusion": per_sample.mean()}
 
     def _rotary_embeddings(self, num_frames: int, height: int, width: int, device: torch.device):
-        """3D RoPE for a latent grid, as `CogVideoXPipeline` builds it (5B only; None for the 2B model)."""
+        """3D RoPE (cos, sin), each `(F_tokens * H_tokens * W_tokens, attention_head_dim)`, for a latent grid of
+        `num_frames` (padded) x `height` x `width`, as `CogVideoXPipeline` builds it (5B only; None for the 2B
+        model)."""
         config = self.transformer.config
         if not config.use_rotary_positional_embeddings:
             return None
@@ -210,6 +289,16 @@ class CogVideoXAdapter(ModelAdapter):
 
         grid = (height // config.patch_size, width // config.patch_size)
         base_width, base_height = config.sample_width // config.patch_size, config.sample_height // config.patch_size
+        if config.patch_size_t is not None:  # CogVideoX 1.5: positions in patches, up to the sample size
+            return get_3d_rotary_pos_embed(
+                embed_dim=config.attention_head_dim,
+                crops_coords=None,
+                grid_size=grid,
+                temporal_size=num_frames // config.patch_size_t,
+                grid_type="slice",
+                max_size=(base_height, base_width),
+                device=device,
+            )
         return get_3d_rotary_pos_embed(
             embed_dim=config.attention_head_dim,
             crops_coords=get_resize_crop_region_for_grid(grid, base_width, base_height),

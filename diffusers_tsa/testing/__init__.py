@@ -37,12 +37,15 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
 
 
-def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2) -> dict:
+def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2, patch_size_t: int | None = None) -> dict:
     """Components of a tiny `CogVideoXPipeline` (about 0.5 MB), deterministic for a given seed.
 
     Args:
         seed (`int`, defaults to 0): seed of the random initialisation.
         num_layers (`int`, defaults to 2): transformer blocks.
+        patch_size_t (`int`, *optional*): latent frames per token frame; set, the transformer is a CogVideoX 1.5 one
+            (3D RoPE up to the tiny sample size, its width kept at 32 as 2 heads of 16, the smallest head the RoPE
+            splits evenly); `None` is CogVideoX 1.0 (as the 2B: sincos positions; 4 heads of 8).
 
     Returns:
         `dict`: `tokenizer`, `text_encoder`, `vae`, `transformer` and `scheduler`, ready for
@@ -52,10 +55,15 @@ def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2) -> dict:
     from transformers import T5Config, T5EncoderModel
 
     tokenizer = tiny_tokenizer()
+    version = {"num_attention_heads": 4, "attention_head_dim": 8}  # CogVideoX 1.0
+    if patch_size_t is not None:  # CogVideoX 1.5
+        version = {
+            "num_attention_heads": 2, "attention_head_dim": 16, "patch_size_t": patch_size_t,
+            "use_rotary_positional_embeddings": True,
+        }
     torch.manual_seed(seed)
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=4,
-        attention_head_dim=8,
+        **version,
         in_channels=4,
         out_channels=4,
         time_embed_dim=2,

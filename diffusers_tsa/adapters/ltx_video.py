@@ -1,0 +1,278 @@
+"""LTX-Video 0.9.x (diffusers' `LTXPipeline`) behind the `ModelSpec` / `ModelAdapter` interface.
+
+The training objective is finetrainers' for LTX-Video: latents are the VAE's sample normalised per channel as
+`LTXPipeline._normalize_latents` does, `(x - latents_mean) * scaling_factor / latents_std`, `(B, C, F, H, W)`; the
+transformer takes them packed into `(B, F*H*W, C)` tokens (patch 1, frame-major, as `LTXPipeline._pack_latents`),
+the latent sizes and the RoPE scale of the frame rate, and is trained with flow matching (`FlowMatching`: sigma per
+sample, `x_t = (1 - sigma) x_0 + sigma * noise`, timestep `1000 sigma`, target `noise - x_0`). The prompt is T5
+embeddings with their attention mask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..compat import dtype_argument
+from ..errors import GridError, ModelLayoutError
+from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
+from .registry import register_adapter
+
+
+class LTXPromptEmbeds(NamedTuple):
+    """A batch of encoded prompts, what `LTXVideoAdapter.diffusion_loss` takes as its conditioning.
+
+    Attributes:
+        embeds (`torch.Tensor`): T5 embeddings `(B, L, D)`, padded to `L` tokens.
+        attention_mask (`torch.Tensor`): bool `(B, L)`, `True` on the prompt's tokens, `False` on the padding.
+    """
+
+    embeds: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """Latents `(B, C, F, H, W)` -> transformer tokens `(B, F*H*W, C)`, frame-major (patch 1)."""
+    return rearrange(latents, "b c f h w -> b (f h w) c")
+
+
+@dataclass(frozen=True)
+class LTXVideoSpec(ModelSpec):
+    """LTX-Video's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent
+    frame) that compresses `spatial_compression` pixels into one latent pixel, a transformer with patch 1 (one token
+    per latent pixel), and prompts of `max_sequence_length` T5 tokens by default."""
+
+    family = "ltx_video"
+    pipeline_class_name = "LTXPipeline"
+    samplers = ("pipeline",)
+    uses_flow_matching = True
+    #: The frame rate LTX-Video is conditioned on (`LTXPipeline`'s default, through the RoPE time scale): training
+    #: and generation use the same, and the model card writes its video at it.
+    frame_rate: ClassVar[int] = 25
+    usage_fps = frame_rate
+
+    temporal_compression: int = 8
+    spatial_compression: int = 32
+    max_sequence_length: int = 128
+
+    @classmethod
+    def from_configs(
+        cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None
+    ) -> LTXVideoSpec:
+        """Reads the transformer's and the VAE's configs; the compression ratios are the VAE's own, as it derives
+        them from its config (built on the meta device: no memory, no weights)."""
+        from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+
+        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        name = pretrained_model_name_or_path
+        config = LTXVideoTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
+        patches = (config.get("patch_size", 1), config.get("patch_size_t", 1))
+        if patches != (1, 1):
+            raise GridError(
+                f"`pretrained_model_name_or_path={name!r}` has transformer patches (spatial, temporal) {patches}; "
+                "this adapter supports LTX-Video 0.9.x, whose patches are (1, 1)."
+            )
+        vae_config = AutoencoderKLLTXVideo.load_config(name, subfolder="vae", **kwargs)
+        with torch.device("meta"):
+            vae = AutoencoderKLLTXVideo.from_config(vae_config)
+        return cls(
+            pretrained_model_name_or_path=name,
+            num_blocks=config["num_layers"],
+            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
+            min_depth=1,
+            revision=revision,
+            cache_dir=cache_dir,
+            temporal_compression=vae.temporal_compression_ratio,
+            spatial_compression=vae.spatial_compression_ratio,
+        )
+
+    @property
+    def size_multiple(self) -> int:
+        """What height and width must be multiples of: 32 (`LTXPipeline.check_inputs`) and the VAE's compression."""
+        return math.lcm(32, self.spatial_compression)
+
+    def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
+        return (
+            (num_frames - 1) // self.temporal_compression + 1,
+            height // self.spatial_compression,
+            width // self.spatial_compression,
+        )
+
+    def rope_interpolation_scale(self) -> tuple[float, float, float]:
+        """The transformer's RoPE scale (frame, row, column) at `frame_rate`, as `LTXPipeline` computes it."""
+        return (self.temporal_compression / self.frame_rate, self.spatial_compression, self.spatial_compression)
+
+    def check_clip(self, num_frames: int, height: int, width: int) -> None:
+        t, step = self.temporal_compression, self.size_multiple
+        bad = []
+        if (num_frames - 1) % t or num_frames < 1:
+            k = max(0, (num_frames - 1) // t)
+            bad.append(f"`num_frames={num_frames}` must be {t}k+1 (e.g. {t * k + 1} or {t * (k + 1) + 1})")
+        for name, value in (("height", height), ("width", width)):
+            if value % step or value < step:
+                low = max(step, value - value % step)
+                bad.append(f"`{name}={value}` must be a multiple of {step} (VAE x{self.spatial_compression}, "
+                           f"LTXPipeline's 32; e.g. {low} or {low + step})")
+        if bad:
+            raise GridError("LTX-Video cannot take this clip size: " + "; ".join(bad) + ".")
+
+    def check_options(
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        training: TrainingOptions = TrainingOptions(),
+    ) -> None:
+        """`LTXPipeline` has no dynamic guidance; prompts need at least one token."""
+        super().check_options(training=training)
+        if use_dynamic_cfg:
+            raise ModelLayoutError("`use_dynamic_cfg=True`: not supported by LTX-Video (LTXPipeline has no dynamic "
+                                   "guidance); drop it.")
+        if training.max_sequence_length is not None and training.max_sequence_length < 1:
+            raise ModelLayoutError(
+                f"`max_sequence_length={training.max_sequence_length}` must be positive (LTX-Video's pipeline uses "
+                f"{self.max_sequence_length})."
+            )
+
+    @property
+    def default_depth(self) -> int:
+        """The paper's share of the blocks, 60 % (18 of CogVideoX-2B's 30, its best in the depth ablation): 17 of
+        LTX-Video 2B's 28 blocks, 29 of the 13B's 48. LTX-Video has no published alignment depth, and like
+        CogVideoX every block carries video tokens at one resolution (patch 1 after a 32x VAE), so the relative
+        depth that the paper found best is the one to start from."""
+        return super().default_depth
+
+    @property
+    def pipeline_class(self) -> type:
+        from diffusers import LTXPipeline
+
+        return LTXPipeline
+
+    @property
+    def transformer_class(self) -> type:
+        from diffusers import LTXVideoTransformer3DModel
+
+        return LTXVideoTransformer3DModel
+
+    def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        """`LTXPipeline` arguments, at the frame rate the model was trained for (`frame_rate`)."""
+        return {
+            "num_frames": settings.num_frames, "height": settings.height, "width": settings.width,
+            "frame_rate": self.frame_rate, "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
+            "max_sequence_length": settings.max_sequence_length or self.max_sequence_length,
+        }
+
+
+@register_adapter
+class LTXVideoAdapter(ModelAdapter):
+    """`LTXPipeline` checkpoints (e.g. `Lightricks/LTX-Video`, `Lightricks/LTX-Video-0.9.1`)."""
+
+    spec_class = LTXVideoSpec
+    #: The attention projections, as diffusers' `LTXVideoLoraLoaderMixin` loads them.
+    lora_target_modules = ["to_q", "to_k", "to_v", "to_out.0"]
+
+    @classmethod
+    def from_pretrained(
+        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
+        options=TrainingOptions(),
+    ) -> LTXVideoAdapter:
+        from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        spec.check_options(training=options)
+        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
+        weights = {"variant": variant, **kwargs}
+        name = spec.pretrained_model_name_or_path
+        tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
+        text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
+        dtype = dtype_argument()
+        vae = AutoencoderKLLTXVideo.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
+        transformer = spec.transformer_class.from_pretrained(
+            name, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype}, **weights
+        )
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
+        for module in (text_encoder, vae, transformer):
+            module.requires_grad_(False).to(device)
+        return cls(
+            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
+            options=options,
+        )
+
+    @torch.no_grad()
+    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
+        """`(B, T, C, H, W)` in [-1, 1] -> normalised latents `(B, C', F, H', W')`, as `_normalize_latents`."""
+        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample()
+        mean, std = (rearrange(s, "c -> c 1 1 1").to(latents) for s in (self.vae.latents_mean, self.vae.latents_std))
+        return (latents - mean) * self.vae.config.scaling_factor / std
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> LTXPromptEmbeds:
+        """Captions -> T5 embeddings `(B, L, D)` and their attention mask `(B, L)`, padded as `LTXPipeline` pads
+        them to `L = max_sequence_length` tokens (the training option, or the pipeline's 128)."""
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.options.max_sequence_length or self.spec.max_sequence_length,
+            truncation=True, add_special_tokens=True, return_tensors="pt",
+        )
+        device = self.text_encoder.device
+        embeds = self.text_encoder(tokens.input_ids.to(device))[0]
+        return LTXPromptEmbeds(embeds, tokens.attention_mask.bool().to(device))
+
+    def diffusion_loss(
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: LTXPromptEmbeds
+    ) -> dict[str, torch.Tensor]:
+        """Flow matching (`options.flow_matching`): one sigma per sample is drawn, then the noise `(B, C, F, H, W)`;
+        the transformer sees the noisy latents packed into `(B, F*H*W, C)` tokens at timestep `1000 sigma` and its
+        prediction is compared with the packed `noise - latents`.
+
+        Args:
+            transformer (`nn.Module`): the (possibly wrapped) `LTXVideoTransformer3DModel`.
+            latents (`torch.Tensor`): normalised latents `(B, C, F, H, W)` (`encode_videos`).
+            conditioning (`LTXPromptEmbeds`): the prompts (`encode_prompts`).
+
+        Returns:
+            `dict[str, torch.Tensor]`: `{"diffusion": loss}`, a scalar.
+        """
+        batch, _, num_frames, height, width = latents.shape
+        flow = self.options.flow_matching
+        sigmas = flow.sample_sigmas(batch, latents.device)
+        noise = torch.randn_like(latents)
+        prediction = transformer(
+            hidden_states=pack_latents(flow.noisy(latents, noise, sigmas)),
+            encoder_hidden_states=conditioning.embeds,
+            timestep=sigmas * self.scheduler.config.num_train_timesteps,
+            encoder_attention_mask=conditioning.attention_mask,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            rope_interpolation_scale=self.spec.rope_interpolation_scale(),
+            return_dict=False,
+        )[0]
+        return {"diffusion": flow.loss(prediction, pack_latents(latents), pack_latents(noise), sigmas)}
+
+    def save_lora_weights(self, output_dir, transformer: nn.Module) -> None:
+        from diffusers.training_utils import _collate_lora_metadata
+        from peft.utils import get_peft_model_state_dict
+
+        self.spec.pipeline_class.save_lora_weights(
+            output_dir,
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            **_collate_lora_metadata({"transformer": transformer}),
+        )
+
+    def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
+        """Reads exactly `input_dir/pytorch_lora_weights.safetensors` (never another file of the folder)."""
+        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
+        prefix = "transformer."
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
+
+    def pipeline(self, transformer: nn.Module):
+        """An `LTXPipeline` around the live `transformer`, with the checkpoint's own scheduler."""
+        return self.spec.pipeline_class(
+            scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            transformer=transformer,
+        )
