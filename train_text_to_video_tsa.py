@@ -127,7 +127,10 @@ def parse_args(input_args=None):
         "--output_dir", type=str, default="cogvideox-tsa", help="Where checkpoints and final weights are written."
     )
     cli.add_clip_arguments(parser)
-    parser.add_argument("--fps", type=int, default=8, help="Frame rate of the validation videos (8).")
+    parser.add_argument(
+        "--fps", type=int, default=None,
+        help="Frame rate of the validation videos (the family's: 8 CogVideoX, 16 CogVideoX 1.5 and Wan, 25 LTX-Video).",
+    )
     parser.add_argument("--random_flip", action="store_true", help="Flip clips horizontally with probability 1/2.")
     parser.add_argument("--train_batch_size", type=int, default=4, help="Batch size per device (4).")
     parser.add_argument("--num_train_epochs", type=int, default=1)
@@ -331,6 +334,7 @@ def main(args):
     plan = cli.plan_training(args)
     if plan.alignment:
         args.alignment_depth = plan.alignment.depth  # the family's default when not given
+    args.fps = args.fps or plan.spec.usage_fps
 
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(

@@ -225,6 +225,8 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     # Videos generated elsewhere (--manifest_only) are listed without reading the model: their sampler is unknown,
     # and their names are the protocol's.
     spec, scheduler = (None, args.scheduler or "") if args.manifest_only else load_checked_spec(args)
+    if spec is not None and args.fps is None:
+        args.fps = spec.usage_fps  # the family's frame rate
     plan = plan_videos(benchmark, entries, args.seed, per_prompt, scheduler, protocol_only=args.manifest_only)
     out = Path(args.output_dir)
     if not args.manifest_only:
@@ -315,7 +317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_frames", type=int, default=49, help="Frames per video (default 49).")
     parser.add_argument("--height", type=int, default=480, help="Height in pixels (default 480).")
     parser.add_argument("--width", type=int, default=720, help="Width in pixels (default 720).")
-    parser.add_argument("--fps", type=int, default=8, help="Frame rate of the written mp4 (default 8).")
+    parser.add_argument("--fps", type=int, default=None,
+                        help="Frame rate of the written mp4 (default: the family's; 8 for CogVideoX, as the paper).")
     parser.add_argument("--max_sequence_length", type=int, default=None,
                         help="Text tokens (default: the model's own, 226 for CogVideoX).")
     parser.add_argument("--seed", type=int, default=42,

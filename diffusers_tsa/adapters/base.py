@@ -99,8 +99,9 @@ class ModelSpec(abc.ABC):
     #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
     #: keeps the checkpoint's own scheduler.
     samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
-    #: The model card's code (`usage_code`): the modules it imports the pipeline and `export_to_video` from, the
-    #: dtype it generates in on a GPU and the frame rate of the video it writes.
+    #: The model card's code (`usage_code`): the modules it imports the pipeline and `export_to_video` from and the
+    #: dtype it generates in on a GPU; `usage_fps` is the family's frame rate, of the card's, validation and
+    #: evaluation videos alike.
     usage_imports: ClassVar[tuple[str, str]] = ("diffusers", "diffusers.utils")
     usage_dtype: ClassVar[str] = "bfloat16"
     usage_fps: ClassVar[int] = 8
@@ -337,14 +338,15 @@ class ModelAdapter(abc.ABC):
         """Clips `(B, T, C, H, W)` in [-1, 1] -> scaled latents in the layout `diffusion_loss` takes."""
 
     @abc.abstractmethod
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Captions -> the text conditioning `diffusion_loss` takes."""
+    def encode_prompts(self, prompts: list[str]) -> Any:
+        """Captions -> the text conditioning `diffusion_loss` takes (a tensor, or a tuple of tensors such as
+        embeddings and their attention mask; the loop never looks inside)."""
 
     # --- Training forward -------------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: Any
     ) -> dict[str, torch.Tensor]:
         """One training forward of `transformer` (possibly wrapped); returns the model's loss terms, whose sum is
         its diffusion loss (one term for CogVideoX, NOVA's `loss_t2i` and `loss_i2i`)."""

@@ -1,0 +1,445 @@
+"""Wan 2.1 and 2.2 (diffusers' `WanPipeline`) behind the `ModelSpec` / `ModelAdapter` interface.
+
+The training objective is flow matching as finetrainers trains Wan (`FlowMatching`): latents are the VAE's sample
+normalised per channel with the VAE config's statistics, `(z - latents_mean) / latents_std`, in Wan's own layout
+`(B, C, F, H, W)`; sigma is drawn per sample, `x_t = (1 - sigma) x_0 + sigma * noise`, the transformer sees
+`t = 1000 sigma` and predicts `noise - x_0`. Prompts are UMT5 embeddings encoded as `WanPipeline` encodes them.
+
+Three kinds of checkpoint share the pipeline:
+
+- Wan 2.1 (1.3B, 14B): one transformer, VAE x8 in space and x4 in time, patch 1 x 2 x 2;
+- Wan 2.2 TI2V-5B: one transformer, a residual VAE that patchifies its input (x16 in space, 48 channels) and
+  per-token timesteps (`expand_timesteps`), all equal for text-to-video as the pipeline sets them;
+- Wan 2.2 A14B: two experts, `transformer` for the noise levels at or above `boundary_ratio` and `transformer_2` for
+  those below. A run trains one (`TrainingOptions.expert`), only on its own noise levels; the other is not loaded
+  for training, and is read from the checkpoint for validation videos. Where the trained expert goes is recorded in
+  what is saved: a full fine-tune of the low-noise expert in `transformer_2/`, a LoRA's expert in its file's header
+  (`EXPERT_METADATA_KEY`), so that `load_trained_pipeline` (the training script's final videos, `eval/generate.py`)
+  puts it in its slot with no flag.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from ..compat import dtype_argument
+from ..errors import CheckpointError, GridError, ModelLayoutError
+from ..hooks import unwrap_model
+from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions, py_literal
+from .flow_matching import FlowMatching
+from .registry import register_adapter
+
+#: The experts of a two-expert checkpoint (Wan 2.2 A14B) -> the pipeline component each one is.
+EXPERTS = {"high_noise": "transformer", "low_noise": "transformer_2"}
+#: Key of the safetensors header entry naming the expert a LoRA file trained (two-expert checkpoints only).
+EXPERT_METADATA_KEY = "diffusers_tsa.wan_expert"
+#: `WanPipeline`'s default text length.
+DEFAULT_MAX_SEQUENCE_LENGTH = 512
+
+
+def lora_expert(path: str | os.PathLike) -> str | None:
+    """The expert a LoRA file was trained for, from its header; `None` for a file without one (a one-transformer
+    run, or a LoRA made elsewhere: diffusers loads those into `transformer`)."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as f:
+        return (f.metadata() or {}).get(EXPERT_METADATA_KEY)
+
+
+@dataclass(frozen=True)
+class WanSpec(ModelSpec):
+    """Wan's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent frame),
+    `vae_scale` pixels per latent pixel, `patch_size` (frames, rows, columns) latents per token; and what the
+    pipeline's config says: the experts' `boundary_ratio` (`None` for one transformer), `expand_timesteps` and the
+    scheduler's class."""
+
+    family = "wan"
+    pipeline_class_name = "WanPipeline"
+    uses_flow_matching = True
+
+    temporal_compression: int = 4
+    vae_scale: int = 8
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    boundary_ratio: float | None = None
+    expand_timesteps: bool = False
+    scheduler_class_name: str = "UniPCMultistepScheduler"
+
+    @classmethod
+    def from_configs(cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None) -> WanSpec:
+        """Reads the transformer's and the VAE's configs; the VAE's compression comes from its architecture
+        (`dim_mult`, `temperal_downsample`, the 2.2 VAE's input `patch_size`), which holds for configs written before
+        diffusers recorded `scale_factor_spatial`."""
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        name = pretrained_model_name_or_path
+        config = WanTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
+        vae = AutoencoderKLWan.load_config(name, subfolder="vae", **kwargs)
+        two_experts = (model_index.get("transformer_2") or [None])[0] is not None
+        return cls(
+            pretrained_model_name_or_path=name,
+            num_blocks=config["num_layers"],
+            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
+            min_depth=1,
+            revision=revision,
+            cache_dir=cache_dir,
+            temporal_compression=2 ** sum(vae["temperal_downsample"]),
+            vae_scale=2 ** (len(vae["dim_mult"]) - 1) * (vae.get("patch_size") or 1),
+            patch_size=tuple(config["patch_size"]),
+            boundary_ratio=model_index.get("boundary_ratio") if two_experts else None,
+            expand_timesteps=bool(model_index.get("expand_timesteps", False)),
+            scheduler_class_name=model_index["scheduler"][1],
+        )
+
+    @property
+    def usage_fps(self) -> int:
+        """The frame rate of the videos: 16 for Wan 2.1 and 2.2 A14B, 24 for Wan 2.2 TI2V-5B (`expand_timesteps`)."""
+        return 24 if self.expand_timesteps else 16
+
+    @property
+    def two_experts(self) -> bool:
+        """Whether the checkpoint has a high-noise and a low-noise expert (Wan 2.2 A14B)."""
+        return self.boundary_ratio is not None
+
+    def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
+        latent_frames = (num_frames - 1) // self.temporal_compression + 1
+        frames, rows, columns = self.patch_size
+        return (latent_frames // frames, height // (self.vae_scale * rows), width // (self.vae_scale * columns))
+
+    def check_clip(self, num_frames: int, height: int, width: int) -> None:
+        tc, bad = self.temporal_compression, []
+        if (num_frames - 1) % tc:
+            k = (num_frames - 1) // tc
+            bad.append(f"`num_frames={num_frames}` must be {tc}k+1 (e.g. {tc * k + 1} or {tc * (k + 1) + 1})")
+        for name, value, patch in (("height", height, self.patch_size[1]), ("width", width, self.patch_size[2])):
+            pixels = self.vae_scale * patch
+            if value % pixels or value < pixels:
+                low = max(pixels, value - value % pixels)
+                bad.append(f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch {patch}; "
+                           f"e.g. {low} or {low + pixels})")
+        if bad:
+            raise GridError("Wan cannot take this clip size: " + "; ".join(bad) + ".")
+
+    @property
+    def default_depth(self) -> int:
+        """The paper's share of the blocks, 0.6 (18 of CogVideoX-2B's 30, its best in the depth ablation): 18 of the
+        30 blocks of Wan 2.1 1.3B and Wan 2.2 TI2V-5B, 24 of the 40 of the 14B models. Wan's blocks, like
+        CogVideoX's, all see every video token with full 3D attention, so the same relative depth is where the
+        correspondences the paper aligns form; no Wan depth ablation says otherwise."""
+        return super().default_depth
+
+    def check_options(
+        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        training: TrainingOptions = TrainingOptions(),
+    ) -> None:
+        """`WanPipeline` has no dynamic guidance; prompts need at least one token; a two-expert checkpoint trains
+        exactly one of its experts, named by `expert`, and a one-transformer checkpoint none."""
+        super().check_options(training=replace(training, expert=None) if self.two_experts else training)
+        if use_dynamic_cfg:
+            raise ModelLayoutError("`use_dynamic_cfg=True`: WanPipeline has no dynamic guidance; drop it.")
+        if training.max_sequence_length is not None and training.max_sequence_length < 1:
+            raise ModelLayoutError(
+                f"`max_sequence_length={training.max_sequence_length}` must be positive (Wan's default is "
+                f"{DEFAULT_MAX_SEQUENCE_LENGTH})."
+            )
+        if self.two_experts and training.expert not in EXPERTS:
+            choices = " or ".join(f"`expert={name!r}` ({slot})" for name, slot in EXPERTS.items())
+            problem = "is not an expert of" if training.expert is not None else "names no expert of"
+            raise ModelLayoutError(
+                f"`expert={training.expert!r}` {problem} this two-expert Wan checkpoint (split at boundary_ratio "
+                f"{self.boundary_ratio}); a run trains one of them: {choices}."
+            )
+
+    def saved_files(self, training_mode: str) -> tuple[str, ...]:
+        """As the base; for a full fine-tune of a two-expert checkpoint, the folder depends on the expert, which the
+        spec is not told (`WanAdapter.load_transformer` names a missing one when resuming)."""
+        if training_mode == "full" and self.two_experts:
+            return ()
+        return super().saved_files(training_mode)
+
+    @property
+    def pipeline_class(self) -> type:
+        from diffusers import WanPipeline
+
+        return WanPipeline
+
+    @property
+    def transformer_class(self) -> type:
+        from diffusers import WanTransformer3DModel
+
+        return WanTransformer3DModel
+
+    def load_trained_pipeline(
+        self, *, lora=None, transformer=None, transformer_subfolder="transformer", lora_weight_name=None,
+        lora_scale=1.0, variant=None, dtype=torch.float32, device="cpu",
+    ) -> Any:
+        """As the base, with the trained expert of a two-expert checkpoint in its slot: a full fine-tune saved in
+        `transformer_2/` (the low-noise expert) becomes the pipeline's `transformer_2`; a LoRA goes where its file
+        says (`_load_lora`)."""
+        if lora is None and transformer is not None:
+            transformer_subfolder = self._trained_subfolder(transformer, transformer_subfolder)
+        if lora is not None or transformer is None or transformer_subfolder != EXPERTS["low_noise"]:
+            return super().load_trained_pipeline(
+                lora=lora, transformer=transformer, transformer_subfolder=transformer_subfolder,
+                lora_weight_name=lora_weight_name, lora_scale=lora_scale, variant=variant, dtype=dtype, device=device,
+            )
+        expert = self.transformer_class.from_pretrained(
+            transformer, subfolder=transformer_subfolder, cache_dir=self.cache_dir, **{dtype_argument(): dtype}
+        )
+        pipe = self.pipeline_class.from_pretrained(
+            self.pretrained_model_name_or_path, transformer_2=expert, revision=self.revision, variant=variant,
+            cache_dir=self.cache_dir, **{dtype_argument(): dtype},
+        )
+        return pipe if device is None else pipe.to(device)
+
+    def _trained_subfolder(self, transformer: str | os.PathLike, subfolder: str | None) -> str | None:
+        """`subfolder`, or `transformer_2` for a two-expert checkpoint's training output that holds only that one
+        (a full fine-tune of the low-noise expert)."""
+        if not self.two_experts or subfolder not in (None, "transformer"):
+            return subfolder
+        held = {name for name in EXPERTS.values() if self._holds_transformer(transformer, name)}
+        return EXPERTS["low_noise"] if held == {EXPERTS["low_noise"]} else subfolder
+
+    def _holds_transformer(self, folder: str | os.PathLike, subfolder: str) -> bool:
+        """Whether `folder` (local or on the Hub) has a transformer config in `subfolder`."""
+        try:
+            self.transformer_class.load_config(folder, subfolder=subfolder, cache_dir=self.cache_dir)
+        except OSError:
+            return False
+        return True
+
+    def _load_lora(self, pipe, lora, *, weight_name, scale) -> None:
+        """diffusers' `load_lora_weights`, into `transformer_2` for a LoRA of the low-noise expert."""
+        low_noise = self.two_experts and lora_expert(self._lora_file(lora, weight_name)) == "low_noise"
+        pipe.load_lora_weights(lora, weight_name=weight_name, load_into_transformer_2=low_noise)
+        if scale != 1.0:
+            pipe.set_adapters(pipe.get_active_adapters(), [scale])
+
+    def _lora_file(self, lora: str | os.PathLike, weight_name: str | None) -> str:
+        """The local path of the LoRA file `load_lora_weights` reads (downloaded from the Hub if needed)."""
+        name = weight_name or LORA_WEIGHT_NAME
+        if Path(lora).is_file():
+            return os.fspath(lora)
+        if Path(lora).is_dir():
+            return os.fspath(Path(lora) / name)
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(os.fspath(lora), name, cache_dir=self.cache_dir)
+
+    def usage_code(self, weights: str, training_mode: str, prompt: str, settings: GenerationSettings) -> str:
+        """As the base (stock `WanPipeline` code) for one transformer. For a two-expert checkpoint, which expert was
+        trained is known from the saved files only (this spec is not told), so the code loads them with
+        `load_trained_pipeline`, which puts the expert in its slot."""
+        code = super().usage_code(weights, training_mode, prompt, settings)
+        if not self.two_experts:
+            return code
+        lines = code.splitlines()
+        device = next(line for line in lines if line.startswith("device, dtype = "))
+        source = f"transformer={py_literal(weights)}"
+        if training_mode == "lora":  # the file named, as the base does: a Hub repository read offline needs it
+            source = f"lora={py_literal(weights)}, lora_weight_name={py_literal(LORA_WEIGHT_NAME)}"
+        load = [f"pipe = load_spec({py_literal(self.pretrained_model_name_or_path)}).load_trained_pipeline(",
+                f"    {source}, dtype=dtype, device=device,", ")"]
+        imports = ["import torch", "from diffusers.utils import export_to_video",
+                   "from diffusers_tsa.adapters import load_spec"]
+        return "\n".join([*imports, "", device, *load, *lines[lines.index("pipe = pipe.to(device)") + 1:]])
+
+    def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        """`WanPipeline` arguments (no dynamic guidance; text length the pipeline's 512 unless given)."""
+        return {
+            "num_frames": settings.num_frames, "height": settings.height, "width": settings.width,
+            "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+            "max_sequence_length": settings.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH,
+        }
+
+
+@register_adapter
+class WanAdapter(ModelAdapter):
+    """`WanPipeline` checkpoints (e.g. `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`, `Wan-AI/Wan2.2-TI2V-5B-Diffusers`,
+    `Wan-AI/Wan2.2-T2V-A14B-Diffusers` with `options.expert`). `transformer` is the trained expert."""
+
+    spec_class = WanSpec
+    lora_target_modules = ["to_q", "to_k", "to_v", "to_out.0"]
+
+    @classmethod
+    def from_pretrained(
+        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
+        options=TrainingOptions(),
+    ) -> WanAdapter:
+        """Loads the components; of a two-expert checkpoint only the expert `options.expert` names."""
+        from diffusers import AutoencoderKLWan
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        spec.check_options(training=options)
+        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
+        weights = {"variant": variant, **kwargs}
+        name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
+        tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
+        text_encoder = UMT5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
+        vae = AutoencoderKLWan.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
+        transformer = spec.transformer_class.from_pretrained(
+            name, subfolder=EXPERTS.get(options.expert, "transformer"), **{dtype: transformer_dtype or weight_dtype},
+            **weights,
+        )
+        for module in (text_encoder, vae, transformer):
+            module.requires_grad_(False).to(device)
+        return cls(
+            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+            scheduler=cls._pipeline_scheduler(spec), options=options,
+        )
+
+    @staticmethod
+    def _pipeline_scheduler(spec: WanSpec):
+        """The checkpoint's own scheduler, for validation videos (training needs none)."""
+        import diffusers
+
+        return getattr(diffusers, spec.scheduler_class_name).from_pretrained(
+            spec.pretrained_model_name_or_path, subfolder="scheduler", revision=spec.revision, cache_dir=spec.cache_dir
+        )
+
+    @property
+    def slot(self) -> str:
+        """The pipeline component that trains: `transformer`, or `transformer_2` for the low-noise expert."""
+        return EXPERTS.get(self.options.expert, "transformer")
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """The noise levels the trained transformer denoises: all, or its expert's side of `boundary_ratio` (the
+        pipeline gives t >= boundary to `transformer`)."""
+        boundary = self.spec.boundary_ratio
+        if self.options.expert is None:
+            return (0.0, 1.0)
+        return (boundary, 1.0) if self.options.expert == "high_noise" else (0.0, boundary)
+
+    # --- Data -> model inputs ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
+        """`(B, T, C, H, W)` in [-1, 1] -> normalised latents `(B, C', F, H', W')`: a VAE sample z, then
+        `(z - latents_mean) / latents_std` per channel."""
+        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample()
+        mean, std = (
+            rearrange(torch.tensor(self.vae.config[key]), "c -> 1 c 1 1 1").to(latents)
+            for key in ("latents_mean", "latents_std")
+        )
+        return (latents - mean) / std
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Captions -> UMT5 embeddings `(B, L, D)`, L = `options.max_sequence_length` or 512, as `WanPipeline`
+        encodes them: cleaned, padded to L, the encoder masked and the padding positions zeroed."""
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        length = self.options.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
+        tokens = self.tokenizer(
+            [prompt_clean(prompt) for prompt in prompts], padding="max_length", max_length=length, truncation=True,
+            add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+        )
+        device = self.text_encoder.device
+        mask = tokens.attention_mask.to(device)
+        embeddings = self.text_encoder(tokens.input_ids.to(device), mask).last_hidden_state
+        return embeddings * rearrange(mask, "b l -> b l 1").to(embeddings.dtype)
+
+    # --- Training forward -------------------------------------------------------------------------------------
+
+    def diffusion_loss(self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor):
+        """Flow matching on `latents` `(B, C, F, H, W)`, at noise levels in `sigma_range`."""
+        flow: FlowMatching = self.options.flow_matching
+        noise = torch.randn_like(latents)
+        sigmas = flow.sample_sigmas(latents.shape[0], latents.device, self.sigma_range)
+        prediction = transformer(
+            hidden_states=FlowMatching.noisy(latents, noise, sigmas),
+            timestep=self._timesteps(sigmas, latents),
+            encoder_hidden_states=conditioning,
+            return_dict=False,
+        )[0]
+        return {"diffusion": flow.loss(prediction, latents, noise, sigmas)}
+
+    def _timesteps(self, sigmas: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """`t = sigma * num_train_timesteps`, `(B,)`; with `expand_timesteps` (TI2V-5B) one per token `(B, N)`, all
+        equal, as the pipeline sets them for text-to-video."""
+        timesteps = sigmas * self.scheduler.config.num_train_timesteps
+        if not self.spec.expand_timesteps:
+            return timesteps
+        _, _, frames, height, width = latents.shape
+        pt, ph, pw = self.spec.patch_size
+        return repeat(timesteps, "b -> b n", n=(frames // pt) * (height // ph) * (width // pw))
+
+    # --- What trains and what is saved ------------------------------------------------------------------------
+
+    def save_lora_weights(self, output_dir, transformer: nn.Module) -> None:
+        """diffusers' Wan LoRA file (keys `transformer.*`, rank/alpha metadata); a trained expert is named in its
+        header, so that it loads with `load_into_transformer_2=True` when it is the low-noise one."""
+        from diffusers.training_utils import _collate_lora_metadata
+        from peft.utils import get_peft_model_state_dict
+
+        self.spec.pipeline_class.save_lora_weights(
+            output_dir,
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            **_collate_lora_metadata({"transformer": unwrap_model(transformer)}),
+        )
+        if self.options.expert is not None:
+            self._name_expert(Path(output_dir) / LORA_WEIGHT_NAME)
+
+    def _name_expert(self, path: Path) -> None:
+        """Adds `EXPERT_METADATA_KEY` to the header of the LoRA file `path` (diffusers ignores unknown entries)."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata, tensors = f.metadata() or {}, {key: f.get_tensor(key) for key in f.keys()}
+        save_file(tensors, os.fspath(path), metadata={**metadata, EXPERT_METADATA_KEY: self.options.expert})
+
+    def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
+        """Reads exactly `input_dir/pytorch_lora_weights.safetensors`, refusing another expert's LoRA."""
+        path = Path(input_dir) / LORA_WEIGHT_NAME
+        if path.is_file() and lora_expert(path) != self.options.expert:
+            raise CheckpointError(
+                f"{path} is a LoRA of the {lora_expert(path) or 'only'} transformer, not of `expert="
+                f"{self.options.expert!r}`: resume with the expert that run trained."
+            )
+        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
+        prefix = "transformer."
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
+
+    def save_transformer(self, output_dir, transformer: nn.Module) -> None:
+        """Writes the trained transformer to `output_dir/<slot>` (`transformer_2/` for the low-noise expert)."""
+        transformer.save_pretrained(Path(output_dir) / self.slot)
+
+    def load_transformer(self, input_dir, transformer: nn.Module) -> None:
+        if not (Path(input_dir) / self.slot / "config.json").is_file():
+            raise CheckpointError(
+                f"{input_dir} has no `{self.slot}/` folder: it is not a full fine-tune of this run's transformer "
+                f"(`expert={self.options.expert!r}`); resume from a checkpoint of a run with the same expert."
+            )
+        saved = type(transformer).from_pretrained(input_dir, subfolder=self.slot)
+        transformer.load_state_dict(saved.state_dict())
+
+    # --- Validation -------------------------------------------------------------------------------------------
+
+    def pipeline(self, transformer: nn.Module):
+        """A `WanPipeline` around the live `transformer` in its slot; the other expert of a two-expert checkpoint is
+        read from the checkpoint (in the frozen weights' dtype, on the live transformer's device) for this
+        pipeline only."""
+        components = {
+            "tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
+            "scheduler": self.scheduler, "transformer": None, "transformer_2": None,
+            "boundary_ratio": self.spec.boundary_ratio, "expand_timesteps": self.spec.expand_timesteps,
+        }
+        components[self.slot] = transformer
+        if self.spec.two_experts:
+            other = next(slot for slot in EXPERTS.values() if slot != self.slot)
+            components[other] = self.spec.transformer_class.from_pretrained(
+                self.spec.pretrained_model_name_or_path, subfolder=other, revision=self.spec.revision,
+                cache_dir=self.spec.cache_dir, **{dtype_argument(): self.vae.dtype},
+            ).to(unwrap_model(transformer).device)
+        return self.spec.pipeline_class(**components)
