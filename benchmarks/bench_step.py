@@ -3,14 +3,14 @@ for every family at its default size (CogVideoX-2B, CogVideoX 1.5-5B, Wan 2.1 1.
 LTX-Video 0.9).
 
 Measured (each configuration in a fresh subprocess, for honest peak memory): one optimizer step of the training
-module the script builds (`AlignedTransformer`: transformer forward + backward, projector, alignment loss, AdamW) with
-`--alignment_loss none`, `m-tsa` on precomputed teacher features, and `m-tsa` with the teacher run online (a
-ViT-B-sized VideoMAE with random weights, plus the motion mask). The transformer has CogVideoX-2B's width (30 heads
-of 64), fewer blocks, and clips of 9 x 240 x 384 so that it fits a laptop CPU; the VAE and the text encoder, which
-cost the same in every configuration, are left out (latents and text embeddings are given).
+module the script builds (`AlignedTransformer`: the family adapter's forward + backward, projector, alignment loss,
+AdamW) with `--alignment_loss none`, `m-tsa` on precomputed teacher features, and `m-tsa` with the teacher run online
+(a ViT-B-sized VideoMAE with random weights, plus the motion mask). Each family's transformer has its real width
+(CogVideoX-2B, Wan 2.1 1.3B, LTX-Video 0.9) with fewer blocks, on clips small enough for a laptop CPU; the VAE and
+the text encoder, which cost the same in every configuration, are left out (latents and text embeddings are given).
 
-    python benchmarks/bench_step.py                 # CPU
-    python benchmarks/bench_step.py --device cuda --layers 30 --frames 49 --height 480 --width 720
+    python benchmarks/bench_step.py                 # CPU, every family
+    python benchmarks/bench_step.py --device cuda --families cogvideox --layers 30 --frames 49 --height 480 --width 720
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ import torch
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = ("none", "m-tsa precomputed", "m-tsa online")
+#: The measured families: a clip each takes at the default sizes (9 x 240 x 384 for CogVideoX and Wan: 8k+1 frames
+#: and multiples of 32 suit LTX-Video too).
+MEASURED = ("cogvideox", "wan", "ltx_video")
 
 VIT_B = {"layers": 12, "width": 768, "ff_dim": 3072}
 PROJECTOR_HIDDEN = 2048
@@ -45,8 +48,8 @@ FAMILIES = {
                        "joint_text": False, "student_grid": (21, 45, 80), "teacher_grid": (40, 15, 27)},
     "Wan2.2-TI2V-5B": {"size": "121 x 704 x 1280", "layers": 30, "width": 3072, "ff_dim": 14336, "text_tokens": 512,
                        "joint_text": False, "student_grid": (31, 22, 40), "teacher_grid": (60, 15, 27)},
-    "LTX-Video-0.9": {"size": "161 x 512 x 704", "layers": 28, "width": 2048, "ff_dim": 8192, "text_tokens": 128,
-                      "joint_text": False, "student_grid": (21, 16, 22), "teacher_grid": (80, 11, 15)},
+    "LTX-Video-0.9": {"size": "121 x 512 x 768", "layers": 28, "width": 2048, "ff_dim": 8192, "text_tokens": 128,
+                      "joint_text": False, "student_grid": (16, 16, 24), "teacher_grid": (60, 11, 16)},
 }
 
 
@@ -95,31 +98,80 @@ def analytic_share(name: str, family: dict) -> dict:
     }
 
 
-def worker(config: str, args) -> None:
-    """One configuration in this process: builds the modules, times optimizer steps, prints a JSON line."""
-    from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+def family_adapter(family: str, args, device: torch.device, batch: int):
+    """`family`'s adapter around a transformer of its real width with `args.layers` blocks, with the latents and
+    text conditioning of a batch (the VAE, tokenizer and text encoder are left out: their inputs are given)."""
+    from diffusers import CogVideoXDDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-    from diffusers_tsa import AlignmentProjector, teacher_targets
-    from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
+    frames, height, width, layers = args.frames, args.height, args.width, args.layers
+    components = {"tokenizer": None, "text_encoder": None, "vae": None}
+    if family == "cogvideox":
+        from diffusers import CogVideoXTransformer3DModel
+
+        from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
+
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=4096,
+            time_embed_dim=512, num_layers=layers, sample_height=height // 8, sample_width=width // 8,
+            sample_frames=frames, max_text_seq_length=226,
+        )
+        spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=layers, hidden_size=1920, min_depth=1)
+        adapter = CogVideoXAdapter(spec, transformer=transformer, scheduler=CogVideoXDDIMScheduler(), **components)
+        latents = torch.randn(batch, (frames - 1) // 4 + 1, 16, height // 8, width // 8)
+        conditioning = torch.randn(batch, 226, 4096)
+    elif family == "wan":  # Wan 2.1 T2V 1.3B: 12 heads of 128, FFN 8960, UMT5 width 4096
+        from diffusers import WanTransformer3DModel
+
+        from diffusers_tsa.adapters.wan import WanAdapter, WanSpec
+
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+            text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=layers, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6,
+        )
+        spec = WanSpec(pretrained_model_name_or_path="", num_blocks=layers, hidden_size=1536, min_depth=1)
+        adapter = WanAdapter(spec, transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), **components)
+        latents = torch.randn(batch, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+        conditioning = torch.randn(batch, 512, 4096)
+    else:  # LTX-Video 0.9: 32 heads of 64, 128 latent channels, T5 width 4096
+        from diffusers import LTXVideoTransformer3DModel
+
+        from diffusers_tsa.adapters.ltx_video import LTXPromptEmbeds, LTXVideoAdapter, LTXVideoSpec
+
+        transformer = LTXVideoTransformer3DModel(
+            in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32,
+            attention_head_dim=64, cross_attention_dim=2048, num_layers=layers, caption_channels=4096,
+        )
+        spec = LTXVideoSpec(pretrained_model_name_or_path="", num_blocks=layers, hidden_size=2048, min_depth=1)
+        adapter = LTXVideoAdapter(
+            spec, transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), **components
+        )
+        latents = torch.randn(batch, 128, (frames - 1) // 8 + 1, height // 32, width // 32)
+        conditioning = LTXPromptEmbeds(torch.randn(batch, 128, 4096), torch.ones(batch, 128, dtype=torch.bool))
+    transformer.to(device)
+    if isinstance(conditioning, tuple):
+        conditioning = type(conditioning)(*(t.to(device) for t in conditioning))
+    else:
+        conditioning = conditioning.to(device)
+    return adapter, latents.to(device), conditioning
+
+
+def worker(family: str, config: str, args) -> None:
+    """One configuration of one family in this process: builds the modules, times optimizer steps, prints a JSON
+    line."""
     from transformers import VideoMAEConfig, VideoMAEModel
 
+    from diffusers_tsa import AlignmentProjector, teacher_targets
     from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
     from diffusers_tsa.training import AlignedTransformer, Alignment, AlignmentConfig
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=4096,
-        time_embed_dim=512, num_layers=args.layers, sample_height=args.height // 8, sample_width=args.width // 8,
-        sample_frames=args.frames, max_text_seq_length=226,
-    ).to(device)
-    spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=args.layers, hidden_size=1920, min_depth=1)
-    # The transformer alone: latents and text embeddings are given, so no VAE, tokenizer or text encoder.
-    adapter = CogVideoXAdapter(
-        spec, tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=CogVideoXDDIMScheduler()
-    )
+    batch = args.batch_size
+    adapter, latents, text = family_adapter(family, args, device, batch)
+    spec, transformer = adapter.spec, adapter.transformer
     student_grid = spec.token_grid(args.frames, args.height, args.width)
-    teacher_input = TeacherInput.for_clip(args.frames, args.height, args.width)
+    teacher_input = TeacherInput.for_clip(args.frames, args.height, args.width, patch_size=16, tubelet_size=2)
     vit_b = VideoMAEConfig(
         image_size=[teacher_input.height, teacher_input.width], num_frames=teacher_input.num_frames, patch_size=16,
         tubelet_size=2, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -127,10 +179,6 @@ def worker(config: str, args) -> None:
     )
     teacher = VideoMAETeacher(VideoMAEModel(vit_b), name="vit-b-random", input=teacher_input).to(device)
 
-    batch = args.batch_size
-    latent_frames = student_grid[0]
-    latents = torch.randn(batch, latent_frames, 16, args.height // 8, args.width // 8, device=device)
-    text = torch.randn(batch, 226, 4096, device=device)
     clips = torch.rand(batch, args.frames, 3, args.height, args.width, device=device) * 2 - 1
     data = {"videos": clips}
     alignment = None
@@ -139,12 +187,12 @@ def worker(config: str, args) -> None:
         if not online:
             data["teacher_features"], data["motion_mask"] = teacher_targets(teacher, clips, mask_ratio=0.2)
         settings = AlignmentConfig(
-            loss="m-tsa", depth=min(18, args.layers), student_grid=student_grid, student_width=1920,
+            loss="m-tsa", depth=spec.default_depth, student_grid=student_grid, student_width=spec.hidden_size,
             teacher_grid=teacher.grid, teacher_width=768, projector_hidden_dim=PROJECTOR_HIDDEN,
             teacher=teacher.geometry if online else None,
         )
         projector = AlignmentProjector(
-            1920, 768, student_grid=student_grid, teacher_grid=teacher.grid, hidden_dim=PROJECTOR_HIDDEN
+            spec.hidden_size, 768, student_grid=student_grid, teacher_grid=teacher.grid, hidden_dim=PROJECTOR_HIDDEN
         ).to(device)
         extractor = adapter.feature_extractor(transformer, settings.depth)
         alignment = Alignment(settings, projector, extractor, teacher if online else None)
@@ -177,35 +225,39 @@ def worker(config: str, args) -> None:
         torch.cuda.max_memory_allocated() if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
-    print(json.dumps({"config": config, "seconds": statistics.median(times[1:]), "peak_mib": peak / 2**20}))
+    print(json.dumps({"family": family, "config": config, "seconds": statistics.median(times[1:]),
+                      "peak_mib": peak / 2**20}))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--families", nargs="+", default=list(MEASURED), choices=MEASURED, help="Families to measure.")
     parser.add_argument("--layers", type=int, default=4, help="Transformer blocks (CogVideoX-2B has 30).")
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args)
+        return worker(*args.worker, args)
 
     rows = []
-    for config in CONFIGS:
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", config]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{config} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
-    base = rows[0]
-    for row in rows:
-        row["time_vs_none"] = row["seconds"] / base["seconds"]
-        row["extra_memory_mib"] = row["peak_mib"] - base["peak_mib"]
+    for family in args.families:
+        base = None
+        for config in CONFIGS:
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", family, config]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{family}, {config} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            base = base or row
+            row["time_vs_none"] = row["seconds"] / base["seconds"]
+            row["extra_memory_mib"] = row["peak_mib"] - base["peak_mib"]
+            rows.append(row)
+            print(row, flush=True)
     analytic = [analytic_share(name, family) for name, family in FAMILIES.items()]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     setting = {k: getattr(args, k) for k in ("layers", "frames", "height", "width", "batch_size", "repeats")}
@@ -214,12 +266,12 @@ def main():
     out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "measured_setting": setting,
                                "measured": rows, "analytic": analytic}, indent=2))
     lines = [
-        f"One optimizer step on {device_name}, torch {torch.__version__}: CogVideoX-2B width, {args.layers} blocks, "
-        f"{args.frames} x {args.height} x {args.width}, batch {args.batch_size}.",
+        f"One optimizer step on {device_name}, torch {torch.__version__}: each family's real width, {args.layers} "
+        f"blocks, {args.frames} x {args.height} x {args.width}, batch {args.batch_size}.",
         "",
-        "| alignment | time (s) | time / none | peak memory (MiB) | extra memory (MiB) |",
-        "|---|---|---|---|---|",
-        *(f"| {r['config']} | {r['seconds']:.2f} | {r['time_vs_none']:.3f} | {r['peak_mib']:.0f} | "
+        "| family | alignment | time (s) | time / none | peak memory (MiB) | extra memory (MiB) |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['family']} | {r['config']} | {r['seconds']:.2f} | {r['time_vs_none']:.3f} | {r['peak_mib']:.0f} | "
           f"{r['extra_memory_mib']:.0f} |" for r in rows),
         "",
         "Analytic, per training sample at each family's default size (ViT-B teacher, 20 % M-TSA queries):",

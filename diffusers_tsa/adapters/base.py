@@ -378,13 +378,25 @@ class ModelAdapter(abc.ABC):
         """Recomputes the transformer's activations in backward."""
         self.transformer.enable_gradient_checkpointing()
 
-    @abc.abstractmethod
     def save_lora_weights(self, output_dir: str | os.PathLike, transformer: nn.Module) -> None:
-        """Writes the LoRA weights (with rank/alpha metadata) where the spec's `load_trained_pipeline` reads them."""
+        """Writes the LoRA weights where the spec's `load_trained_pipeline` reads them: here, the diffusers pipeline's
+        own LoRA file (keys `transformer.*`, with the rank/alpha metadata `load_lora_weights` restores)."""
+        from diffusers.training_utils import _collate_lora_metadata
+        from peft.utils import get_peft_model_state_dict
 
-    @abc.abstractmethod
+        self.spec.pipeline_class.save_lora_weights(
+            output_dir,
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            **_collate_lora_metadata({"transformer": unwrap_model(transformer)}),
+        )
+
     def load_lora_weights(self, input_dir: str | os.PathLike, transformer: nn.Module) -> None:
-        """Loads what `save_lora_weights` wrote into the live adapter of `transformer` (resuming)."""
+        """Loads what `save_lora_weights` wrote into the live adapter of `transformer` (resuming): exactly
+        `input_dir/pytorch_lora_weights.safetensors`, never another file of the folder."""
+        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
+        prefix = "transformer."
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
 
     @staticmethod
     def _set_lora_state(transformer: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

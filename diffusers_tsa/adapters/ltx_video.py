@@ -20,7 +20,7 @@ from torch import nn
 
 from ..compat import dtype_argument
 from ..errors import GridError, ModelLayoutError
-from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
+from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
 from .registry import register_adapter
 
 
@@ -252,23 +252,6 @@ class LTXVideoAdapter(ModelAdapter):
             return_dict=False,
         )[0]
         return {"diffusion": flow.loss(prediction, pack_latents(latents), pack_latents(noise), sigmas)}
-
-    def save_lora_weights(self, output_dir, transformer: nn.Module) -> None:
-        from diffusers.training_utils import _collate_lora_metadata
-        from peft.utils import get_peft_model_state_dict
-
-        self.spec.pipeline_class.save_lora_weights(
-            output_dir,
-            transformer_lora_layers=get_peft_model_state_dict(transformer),
-            **_collate_lora_metadata({"transformer": transformer}),
-        )
-
-    def load_lora_weights(self, input_dir, transformer: nn.Module) -> None:
-        """Reads exactly `input_dir/pytorch_lora_weights.safetensors` (never another file of the folder)."""
-        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
-        prefix = "transformer."
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
 
     def pipeline(self, transformer: nn.Module):
         """An `LTXPipeline` around the live `transformer`, with the checkpoint's own scheduler."""

@@ -378,14 +378,7 @@ class WanAdapter(ModelAdapter):
     def save_lora_weights(self, output_dir, transformer: nn.Module) -> None:
         """diffusers' Wan LoRA file (keys `transformer.*`, rank/alpha metadata); a trained expert is named in its
         header, so that it loads with `load_into_transformer_2=True` when it is the low-noise one."""
-        from diffusers.training_utils import _collate_lora_metadata
-        from peft.utils import get_peft_model_state_dict
-
-        self.spec.pipeline_class.save_lora_weights(
-            output_dir,
-            transformer_lora_layers=get_peft_model_state_dict(transformer),
-            **_collate_lora_metadata({"transformer": unwrap_model(transformer)}),
-        )
+        super().save_lora_weights(output_dir, transformer)
         if self.options.expert is not None:
             self._name_expert(Path(output_dir) / LORA_WEIGHT_NAME)
 
@@ -406,10 +399,7 @@ class WanAdapter(ModelAdapter):
                 f"{path} is a LoRA of the {lora_expert(path) or 'only'} transformer, not of `expert="
                 f"{self.options.expert!r}`: resume with the expert that run trained."
             )
-        state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
-        prefix = "transformer."
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
+        super().load_lora_weights(input_dir, transformer)
 
     def save_transformer(self, output_dir, transformer: nn.Module) -> None:
         """Writes the trained transformer to `output_dir/<slot>` (`transformer_2/` for the low-noise expert)."""
