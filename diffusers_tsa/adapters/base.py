@@ -96,6 +96,8 @@ class ModelSpec(abc.ABC):
     family: ClassVar[str]
     #: `_class_name` of this family's `model_index.json`.
     pipeline_class_name: ClassVar[str]
+    #: The transformer's class (in diffusers, for the families whose `transformer_class` does not override it).
+    transformer_class_name: ClassVar[str] = ""
     #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
     #: keeps the checkpoint's own scheduler.
     samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
@@ -172,14 +174,19 @@ class ModelSpec(abc.ABC):
     # --- Stock pipeline ----------------------------------------------------------------------------------------
 
     @property
-    @abc.abstractmethod
     def pipeline_class(self) -> type:
-        """The stock pipeline class that loads this checkpoint and what training writes."""
+        """The stock pipeline class that loads this checkpoint and what training writes (diffusers'
+        `pipeline_class_name`; families outside diffusers override it)."""
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class_name)
 
     @property
-    @abc.abstractmethod
     def transformer_class(self) -> type:
-        """The transformer class (`from_pretrained` of a full fine-tune)."""
+        """The transformer class (`from_pretrained` of a full fine-tune): diffusers' `transformer_class_name`."""
+        import diffusers
+
+        return getattr(diffusers, self.transformer_class_name)
 
     def load_trained_pipeline(
         self, *, lora: str | os.PathLike | None = None, transformer: str | os.PathLike | None = None,
@@ -330,6 +337,38 @@ class ModelAdapter(abc.ABC):
         frozen as well, in `transformer_dtype` (default `weight_dtype`; float32 for a full fine-tune, read straight
         from the checkpoint's own precision), to train with `options` (checked by `spec.check_options`). The caller
         then chooses what trains (`add_lora`, `enable_full_training`)."""
+
+    @staticmethod
+    def load_components(
+        spec: ModelSpec, *, text_encoder_class: type, vae_class: type, scheduler: Any,
+        transformer_subfolder: str = "transformer", variant: str | None = None,
+        weight_dtype: torch.dtype = torch.float32, transformer_dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+    ) -> dict[str, Any]:
+        """A diffusers checkpoint's components for `__init__`, each read once and frozen: the tokenizer, the text
+        encoder and the VAE in `weight_dtype`, the transformer of `transformer_subfolder` in `transformer_dtype`
+        (default `weight_dtype`), all on `device`. `scheduler` is a scheduler class (read from the checkpoint's
+        `scheduler/`) or an instance."""
+        from transformers import AutoTokenizer
+
+        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
+        weights = {"variant": variant, **kwargs}
+        name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
+        components = {
+            "tokenizer": AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs),
+            "text_encoder": text_encoder_class.from_pretrained(
+                name, subfolder="text_encoder", dtype=weight_dtype, **weights
+            ),
+            "vae": vae_class.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights),
+            "transformer": spec.transformer_class.from_pretrained(
+                name, subfolder=transformer_subfolder, **{dtype: transformer_dtype or weight_dtype}, **weights
+            ),
+            "scheduler": scheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
+            if isinstance(scheduler, type) else scheduler,
+        }
+        for key in ("text_encoder", "vae", "transformer"):
+            components[key].requires_grad_(False).to(device)
+        return components
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 

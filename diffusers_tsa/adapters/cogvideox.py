@@ -29,7 +29,6 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..compat import dtype_argument
 from ..errors import GridError, ModelLayoutError
 from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
 from .registry import register_adapter
@@ -63,6 +62,7 @@ class CogVideoXSpec(ModelSpec):
 
     family = "cogvideox"
     pipeline_class_name = "CogVideoXPipeline"
+    transformer_class_name = "CogVideoXTransformer3DModel"
     #: VideoREPA's sampling, which the paper follows: DPM-Solver with trailing timesteps; or DDIM, trailing too.
     samplers = ("dpm", "ddim", "pipeline")
 
@@ -161,18 +161,6 @@ class CogVideoXSpec(ModelSpec):
                 f"{self.max_text_seq_length} tokens (its `max_text_seq_length`); drop it."
             )
 
-    @property
-    def pipeline_class(self) -> type:
-        from diffusers import CogVideoXPipeline
-
-        return CogVideoXPipeline
-
-    @property
-    def transformer_class(self) -> type:
-        from diffusers import CogVideoXTransformer3DModel
-
-        return CogVideoXTransformer3DModel
-
     def use_sampler(self, pipe, name: str | None = None) -> str:
         """`"dpm"` (the default): `CogVideoXDPMScheduler` with `timestep_spacing="trailing"`, as VideoREPA's
         `inference/generate.py` samples for the paper's tables; `"ddim"`: `CogVideoXDDIMScheduler`, trailing too."""
@@ -211,25 +199,13 @@ class CogVideoXAdapter(ModelAdapter):
         options=TrainingOptions(),
     ) -> CogVideoXAdapter:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import T5EncoderModel
 
-        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
-        weights = {"variant": variant, **kwargs}
-        name = spec.pretrained_model_name_or_path
-        tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
-        text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
-        dtype = dtype_argument()
-        vae = AutoencoderKLCogVideoX.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
-        transformer = spec.transformer_class.from_pretrained(
-            name, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype}, **weights
+        components = cls.load_components(
+            spec, text_encoder_class=T5EncoderModel, vae_class=AutoencoderKLCogVideoX, scheduler=CogVideoXDPMScheduler,
+            variant=variant, weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device,
         )
-        scheduler = CogVideoXDPMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
-        for module in (text_encoder, vae, transformer):
-            module.requires_grad_(False).to(device)
-        return cls(
-            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
-            options=options,
-        )
+        return cls(spec, **components, options=options)
 
     @torch.no_grad()
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..compat import dtype_argument
 from ..errors import GridError, ModelLayoutError
 from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
 from .registry import register_adapter
@@ -49,6 +48,7 @@ class LTXVideoSpec(ModelSpec):
 
     family = "ltx_video"
     pipeline_class_name = "LTXPipeline"
+    transformer_class_name = "LTXVideoTransformer3DModel"
     samplers = ("pipeline",)
     uses_flow_matching = True
     #: The frame rate LTX-Video is conditioned on (`LTXPipeline`'s default, through the RoPE time scale): training
@@ -144,18 +144,6 @@ class LTXVideoSpec(ModelSpec):
         depth that the paper found best is the one to start from."""
         return super().default_depth
 
-    @property
-    def pipeline_class(self) -> type:
-        from diffusers import LTXPipeline
-
-        return LTXPipeline
-
-    @property
-    def transformer_class(self) -> type:
-        from diffusers import LTXVideoTransformer3DModel
-
-        return LTXVideoTransformer3DModel
-
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`LTXPipeline` arguments, at the frame rate the model was trained for (`frame_rate`)."""
         return {
@@ -180,26 +168,15 @@ class LTXVideoAdapter(ModelAdapter):
         options=TrainingOptions(),
     ) -> LTXVideoAdapter:
         from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import T5EncoderModel
 
         spec.check_options(training=options)
-        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
-        weights = {"variant": variant, **kwargs}
-        name = spec.pretrained_model_name_or_path
-        tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
-        text_encoder = T5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
-        dtype = dtype_argument()
-        vae = AutoencoderKLLTXVideo.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
-        transformer = spec.transformer_class.from_pretrained(
-            name, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype}, **weights
+        components = cls.load_components(
+            spec, text_encoder_class=T5EncoderModel, vae_class=AutoencoderKLLTXVideo,
+            scheduler=FlowMatchEulerDiscreteScheduler, variant=variant, weight_dtype=weight_dtype,
+            transformer_dtype=transformer_dtype, device=device,
         )
-        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
-        for module in (text_encoder, vae, transformer):
-            module.requires_grad_(False).to(device)
-        return cls(
-            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
-            options=options,
-        )
+        return cls(spec, **components, options=options)
 
     @torch.no_grad()
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:

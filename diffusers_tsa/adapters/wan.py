@@ -62,6 +62,7 @@ class WanSpec(ModelSpec):
 
     family = "wan"
     pipeline_class_name = "WanPipeline"
+    transformer_class_name = "WanTransformer3DModel"
     uses_flow_matching = True
 
     temporal_compression: int = 4
@@ -164,18 +165,6 @@ class WanSpec(ModelSpec):
             return ()
         return super().saved_files(training_mode)
 
-    @property
-    def pipeline_class(self) -> type:
-        from diffusers import WanPipeline
-
-        return WanPipeline
-
-    @property
-    def transformer_class(self) -> type:
-        from diffusers import WanTransformer3DModel
-
-        return WanTransformer3DModel
-
     def load_trained_pipeline(
         self, *, lora=None, transformer=None, transformer_subfolder="transformer", lora_weight_name=None,
         lora_scale=1.0, variant=None, dtype=torch.float32, device="cpu",
@@ -274,35 +263,17 @@ class WanAdapter(ModelAdapter):
         options=TrainingOptions(),
     ) -> WanAdapter:
         """Loads the components; of a two-expert checkpoint only the expert `options.expert` names."""
-        from diffusers import AutoencoderKLWan
-        from transformers import AutoTokenizer, UMT5EncoderModel
+        import diffusers
+        from transformers import UMT5EncoderModel
 
         spec.check_options(training=options)
-        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
-        weights = {"variant": variant, **kwargs}
-        name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
-        tokenizer = AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
-        text_encoder = UMT5EncoderModel.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
-        vae = AutoencoderKLWan.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
-        transformer = spec.transformer_class.from_pretrained(
-            name, subfolder=EXPERTS.get(options.expert, "transformer"), **{dtype: transformer_dtype or weight_dtype},
-            **weights,
+        components = cls.load_components(
+            spec, text_encoder_class=UMT5EncoderModel, vae_class=diffusers.AutoencoderKLWan,
+            scheduler=getattr(diffusers, spec.scheduler_class_name),  # the checkpoint's own, for validation videos
+            transformer_subfolder=EXPERTS.get(options.expert, "transformer"), variant=variant,
+            weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device,
         )
-        for module in (text_encoder, vae, transformer):
-            module.requires_grad_(False).to(device)
-        return cls(
-            spec, tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-            scheduler=cls._pipeline_scheduler(spec), options=options,
-        )
-
-    @staticmethod
-    def _pipeline_scheduler(spec: WanSpec):
-        """The checkpoint's own scheduler, for validation videos (training needs none)."""
-        import diffusers
-
-        return getattr(diffusers, spec.scheduler_class_name).from_pretrained(
-            spec.pretrained_model_name_or_path, subfolder="scheduler", revision=spec.revision, cache_dir=spec.cache_dir
-        )
+        return cls(spec, **components, options=options)
 
     @property
     def slot(self) -> str:

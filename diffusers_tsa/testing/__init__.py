@@ -52,7 +52,6 @@ def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2, patch_size_
         `CogVideoXPipeline(**components)`.
     """
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
 
     tokenizer = tiny_tokenizer()
     version = {"num_attention_heads": 4, "attention_head_dim": 8}  # CogVideoX 1.0
@@ -88,25 +87,27 @@ def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2, patch_size_
         norm_num_groups=2,
         temporal_compression_ratio=4,
     )
-    torch.manual_seed(seed)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=TINY_TEXT_EMBED_DIM,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
     return {
         "tokenizer": tokenizer,
-        "text_encoder": text_encoder,
+        "text_encoder": tiny_text_encoder(tokenizer, seed=seed),
         "vae": vae,
         "transformer": transformer,
         "scheduler": CogVideoXDDIMScheduler(),
     }
+
+
+def tiny_text_encoder(tokenizer, *, seed: int = 0, width: int = TINY_TEXT_EMBED_DIM, umt5: bool = False):
+    """A tiny T5 encoder (UMT5 for Wan) over `tokenizer`'s vocabulary: 2 layers of 4 heads, `width` wide."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    config_class, model_class = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    torch.manual_seed(seed)
+    return model_class(
+        config_class(
+            vocab_size=len(tokenizer), d_model=width, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
 
 
 def tiny_videomae(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import TINY_TEXT_EMBED_DIM, tiny_tokenizer
+from . import TINY_TEXT_EMBED_DIM, tiny_text_encoder, tiny_tokenizer
 
 TINY_LTX_NUM_FRAMES = 9
 TINY_LTX_HEIGHT = 64
@@ -33,7 +33,6 @@ def tiny_ltx_video_components(seed: int = 0, *, num_layers: int = 2) -> dict:
         `LTXPipeline(**components)`.
     """
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
 
     latent_channels = 8
     tokenizer = tiny_tokenizer()
@@ -67,18 +66,7 @@ def tiny_ltx_video_components(seed: int = 0, *, num_layers: int = 2) -> dict:
     generator = torch.Generator().manual_seed(seed)
     vae.latents_mean.copy_(torch.rand(latent_channels, generator=generator) - 0.5)
     vae.latents_std.copy_(torch.rand(latent_channels, generator=generator) + 0.5)
-    torch.manual_seed(seed)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=TINY_TEXT_EMBED_DIM,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    text_encoder = tiny_text_encoder(tokenizer, seed=seed)
     # LTX-Video's own scheduler settings (resolution-dependent shift of the sampling sigmas).
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024, max_image_seq_len=4096,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import tiny_tokenizer
+from . import tiny_text_encoder, tiny_tokenizer
 
 TINY_WAN_NUM_FRAMES = 9
 TINY_WAN_HEIGHT = 64
@@ -68,19 +68,10 @@ def tiny_wan_components(seed: int = 0, *, two_experts: bool = False, ti2v: bool 
         and `expand_timesteps`, ready for `WanPipeline(**components)`.
     """
     from diffusers import UniPCMultistepScheduler
-    from transformers import UMT5Config, UMT5EncoderModel
-
     tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer), d_model=TINY_WAN_TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
     return {
         "tokenizer": tokenizer,
-        "text_encoder": text_encoder,
+        "text_encoder": tiny_text_encoder(tokenizer, seed=seed, width=TINY_WAN_TEXT_DIM, umt5=True),
         "vae": tiny_wan_vae(seed, ti2v=ti2v),
         "transformer": tiny_wan_transformer(seed),
         "transformer_2": tiny_wan_transformer(seed + 1) if two_experts else None,
