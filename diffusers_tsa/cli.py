@@ -390,6 +390,7 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg,
             training=options,
         )
+        spec = spec.for_training(options)
         table = load_dataset(args, cache_dir=args.cache_dir)
         alignment = alignment_config(args, spec, clip, table)
         if alignment is not None and alignment.features_column is not None:

@@ -389,10 +389,21 @@ def test_eval_generate_makes_videos_with_a_wan_lora(tiny, lora_run, tmp_path, mo
 
 @pytest.mark.parametrize("name, expert", [("base", None), ("experts", "low_noise")])
 def test_the_model_card_code_runs_for_a_wan_lora(tiny, tmp_path, name, expert):
-    """One transformer: stock `WanPipeline` code; two experts: `load_trained_pipeline`, which reads the expert from
-    the LoRA file (on the output folder and on the Hub repository alike)."""
+    """Stock `WanPipeline` code, on the output folder and on the Hub repository alike; the training run's spec knows
+    its expert (`for_training`), so a low-noise LoRA goes into `transformer_2`."""
     settings = GenerationSettings(FRAMES, HEIGHT, WIDTH, num_inference_steps=2, max_sequence_length=16)
-    check_card_code(adapter(tiny, name, expert=expert), "lora", settings, tmp_path)
+    wan = adapter(tiny, name, expert=expert)
+    wan.spec = wan.spec.for_training(wan.options)  # as `plan_training` gives the script its spec
+    check_card_code(wan, "lora", settings, tmp_path)
     code = card_code(tmp_path / "out" / "README.md")
-    stock = "pipe.load_lora_weights(" in code and "load_spec" not in code
-    assert stock == (expert is None) and "max_sequence_length=16" in code
+    assert "pipe.load_lora_weights(" in code and "load_spec" not in code and "max_sequence_length=16" in code
+    assert ("load_into_transformer_2=True" in code) == (expert == "low_noise")
+
+
+def test_a_two_expert_card_without_the_expert_loads_through_the_spec(tiny):
+    code = load_spec(tiny / "experts").usage_code("out", "full", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
+    assert "load_spec(" in code and ".load_trained_pipeline(" in code and "transformer=" in code
+    known = load_spec(tiny / "experts").for_training(TrainingOptions(expert="low_noise"))
+    code = known.usage_code("out", "full", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
+    assert 'subfolder="transformer_2"' in code and "transformer_2=transformer" in code
+    assert known.saved_files("full") == ("transformer_2/config.json",)

@@ -167,6 +167,11 @@ class ModelSpec(abc.ABC):
                 "two-expert checkpoints (Wan 2.2 A14B)."
             )
 
+    def for_training(self, options: TrainingOptions) -> ModelSpec:
+        """The spec as a run with `options` trains it (checked by `check_options`): here `self`; a family whose saved
+        files or loading code depend on an option (Wan 2.2 A14B's expert) returns a copy that knows it."""
+        return self
+
     def saved_files(self, training_mode: str) -> tuple[str, ...]:
         """The files a training run writes for `training_mode` (`"lora"` or `"full"`), and each checkpoint holds."""
         return (LORA_WEIGHT_NAME,) if training_mode == "lora" else ("transformer/config.json",)
@@ -247,10 +252,11 @@ class ModelSpec(abc.ABC):
         else:
             module, transformer = self._usage_transformer()
             imports.append((module, transformer))
+            slot = self._usage_slot()
             load = [
                 f"transformer = {transformer}.from_pretrained({py_literal(weights)}, "
-                f'subfolder="transformer", {dtype}=dtype)',
-                f"pipe = {pipeline}.from_pretrained({base}, transformer=transformer, {dtype}=dtype)",
+                f"subfolder={py_literal(slot)}, {dtype}=dtype)",
+                f"pipe = {pipeline}.from_pretrained({base}, {slot}=transformer, {dtype}=dtype)",
             ]
         imports.append((export_module, "export_to_video"))
         names = {}
@@ -271,6 +277,10 @@ class ModelSpec(abc.ABC):
         """`usage_code`'s imports (module, name) and line that load the LoRA in `weights` on `pipe`: diffusers'
         `load_lora_weights`, the file named (a Hub repository read offline from the cache needs it)."""
         return [], f"pipe.load_lora_weights({py_literal(weights)}, weight_name={py_literal(LORA_WEIGHT_NAME)})"
+
+    def _usage_slot(self) -> str:
+        """The pipeline component, and the training output's subfolder, of the trained transformer."""
+        return "transformer"
 
     def _usage_transformer(self) -> tuple[str, str]:
         """The module `usage_code` imports `transformer_class` from, and its name."""

@@ -71,6 +71,8 @@ class WanSpec(ModelSpec):
     boundary_ratio: float | None = None
     expand_timesteps: bool = False
     scheduler_class_name: str = "UniPCMultistepScheduler"
+    #: The expert a training run trains (`for_training`); `None` when unknown (a spec read for evaluation).
+    expert: str | None = None
 
     @classmethod
     def from_configs(cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None) -> WanSpec:
@@ -158,11 +160,14 @@ class WanSpec(ModelSpec):
                 f"{self.boundary_ratio}); a run trains one of them: {choices}."
             )
 
+    def for_training(self, options: TrainingOptions) -> WanSpec:
+        """A copy that knows the expert the run trains, for its saved files and the model card's code."""
+        return replace(self, expert=options.expert)
+
     def saved_files(self, training_mode: str) -> tuple[str, ...]:
-        """As the base; for a full fine-tune of a two-expert checkpoint, the folder depends on the expert, which the
-        spec is not told (`WanAdapter.load_transformer` names a missing one when resuming)."""
+        """As the base; a full fine-tune of a two-expert checkpoint is saved in its expert's folder."""
         if training_mode == "full" and self.two_experts:
-            return ()
+            return (f"{EXPERTS[self.expert]}/config.json",) if self.expert else ()
         return super().saved_files(training_mode)
 
     def load_trained_pipeline(
@@ -211,6 +216,16 @@ class WanSpec(ModelSpec):
         if scale != 1.0:
             pipe.set_adapters(pipe.get_active_adapters(), [scale])
 
+    def _usage_lora(self, weights: str) -> tuple[list[tuple[str, str]], str]:
+        """As the base; a low-noise expert's LoRA goes into `transformer_2`."""
+        imports, load = super()._usage_lora(weights)
+        if self.expert == "low_noise":
+            load = load.removesuffix(")") + ", load_into_transformer_2=True)"
+        return imports, load
+
+    def _usage_slot(self) -> str:
+        return EXPERTS[self.expert] if self.two_experts and self.expert else "transformer"
+
     def _lora_file(self, lora: str | os.PathLike, weight_name: str | None) -> str:
         """The local path of the LoRA file `load_lora_weights` reads (downloaded from the Hub if needed)."""
         name = weight_name or LORA_WEIGHT_NAME
@@ -223,11 +238,11 @@ class WanSpec(ModelSpec):
         return hf_hub_download(os.fspath(lora), name, cache_dir=self.cache_dir)
 
     def usage_code(self, weights: str, training_mode: str, prompt: str, settings: GenerationSettings) -> str:
-        """As the base (stock `WanPipeline` code) for one transformer. For a two-expert checkpoint, which expert was
-        trained is known from the saved files only (this spec is not told), so the code loads them with
-        `load_trained_pipeline`, which puts the expert in its slot."""
+        """As the base: stock `WanPipeline` code, with the trained expert of a two-expert checkpoint in its slot
+        (`load_into_transformer_2=True`, `transformer_2=`). When the expert is not known (a spec not made
+        `for_training`), the code loads the output with `load_trained_pipeline`, which reads it from the files."""
         code = super().usage_code(weights, training_mode, prompt, settings)
-        if not self.two_experts:
+        if not self.two_experts or self.expert is not None:
             return code
         lines = code.splitlines()
         device = next(line for line in lines if line.startswith("device, dtype = "))
