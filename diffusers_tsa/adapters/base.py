@@ -325,8 +325,9 @@ class ModelAdapter(abc.ABC):
 
     #: The family's `ModelSpec` subclass.
     spec_class: ClassVar[type[ModelSpec]]
-    #: Module names LoRA adapts (PEFT `target_modules`).
-    lora_target_modules: ClassVar[list[str]]
+    #: Module names LoRA adapts (PEFT `target_modules`): the attention projections, as diffusers' LoRA loaders and
+    #: training examples adapt them.
+    lora_target_modules: ClassVar[list[str]] = ["to_q", "to_k", "to_v", "to_out.0"]
 
     def __init__(
         self, spec: ModelSpec, *, tokenizer, text_encoder, vae, transformer: nn.Module, scheduler,

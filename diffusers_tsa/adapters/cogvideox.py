@@ -187,7 +187,6 @@ class CogVideoXAdapter(ModelAdapter):
     """`CogVideoXPipeline` checkpoints (e.g. `THUDM/CogVideoX-2b`, `THUDM/CogVideoX-5b`, `THUDM/CogVideoX1.5-5B`)."""
 
     spec_class = CogVideoXSpec
-    lora_target_modules = ["to_k", "to_q", "to_v", "to_out.0"]
 
     def __init__(self, spec: CogVideoXSpec, **components):
         super().__init__(spec, **components)

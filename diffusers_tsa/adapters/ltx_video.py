@@ -159,8 +159,6 @@ class LTXVideoAdapter(ModelAdapter):
     """`LTXPipeline` checkpoints (e.g. `Lightricks/LTX-Video`, `Lightricks/LTX-Video-0.9.1`)."""
 
     spec_class = LTXVideoSpec
-    #: The attention projections, as diffusers' `LTXVideoLoraLoaderMixin` loads them.
-    lora_target_modules = ["to_q", "to_k", "to_v", "to_out.0"]
 
     @classmethod
     def from_pretrained(

@@ -270,7 +270,6 @@ class WanAdapter(ModelAdapter):
     `Wan-AI/Wan2.2-T2V-A14B-Diffusers` with `options.expert`). `transformer` is the trained expert."""
 
     spec_class = WanSpec
-    lora_target_modules = ["to_q", "to_k", "to_v", "to_out.0"]
 
     @classmethod
     def from_pretrained(
