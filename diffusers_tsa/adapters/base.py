@@ -123,6 +123,19 @@ class ModelSpec(abc.ABC):
     ) -> ModelSpec:
         """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read."""
 
+    @staticmethod
+    def transformer_fields(name: str, config: dict, *, revision: str | None, cache_dir: str | None) -> dict[str, Any]:
+        """The fields every spec reads the same way from a diffusers transformer config (`num_layers` blocks,
+        `num_attention_heads * attention_head_dim` wide, each block alignable), for `from_configs`."""
+        return {
+            "pretrained_model_name_or_path": name,
+            "num_blocks": config["num_layers"],
+            "hidden_size": config["num_attention_heads"] * config["attention_head_dim"],
+            "min_depth": 1,
+            "revision": revision,
+            "cache_dir": cache_dir,
+        }
+
     # --- Shape rules and checks ---------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -91,12 +91,7 @@ class CogVideoXSpec(ModelSpec):
         if patch_size_t > 1:  # 1.5's RoPE table (`grid_type="slice"`) ends at the config's sample size
             max_height, max_width = config["sample_height"] * vae_scale, config["sample_width"] * vae_scale
         return cls(
-            pretrained_model_name_or_path=name,
-            num_blocks=config["num_layers"],
-            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
-            min_depth=1,
-            revision=revision,
-            cache_dir=cache_dir,
+            **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
             temporal_compression=vae.get("temporal_compression_ratio", 4),
             vae_scale=vae_scale,
             patch_size=config["patch_size"],

@@ -81,12 +81,7 @@ class LTXVideoSpec(ModelSpec):
         with torch.device("meta"):
             vae = AutoencoderKLLTXVideo.from_config(vae_config)
         return cls(
-            pretrained_model_name_or_path=name,
-            num_blocks=config["num_layers"],
-            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
-            min_depth=1,
-            revision=revision,
-            cache_dir=cache_dir,
+            **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
             temporal_compression=vae.temporal_compression_ratio,
             spatial_compression=vae.spatial_compression_ratio,
         )

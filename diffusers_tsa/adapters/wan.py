@@ -87,12 +87,7 @@ class WanSpec(ModelSpec):
         vae = AutoencoderKLWan.load_config(name, subfolder="vae", **kwargs)
         two_experts = (model_index.get("transformer_2") or [None])[0] is not None
         return cls(
-            pretrained_model_name_or_path=name,
-            num_blocks=config["num_layers"],
-            hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
-            min_depth=1,
-            revision=revision,
-            cache_dir=cache_dir,
+            **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
             temporal_compression=2 ** sum(vae["temperal_downsample"]),
             vae_scale=2 ** (len(vae["dim_mult"]) - 1) * (vae.get("patch_size") or 1),
             patch_size=tuple(config["patch_size"]),
