@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from diffusers import CogVideoXPipeline
 
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
@@ -51,6 +52,16 @@ def run_card_code(
     )
     assert result.returncode == 0, f"{card_code(readme)}\n{result.stderr[-3000:]}"
     assert (run / "output.mp4").stat().st_size > 0
+
+
+def check_stock_lora_reload(pipe, lora_dir: Path, generate) -> None:
+    """A stock pipeline's `load_lora_weights(lora_dir)` restores the run's rank and alpha (4, 4) from the file's
+    metadata, with no `set_adapters`, and changes what `generate(pipe)` makes."""
+    before = generate(pipe)
+    pipe.load_lora_weights(lora_dir)
+    config = pipe.transformer.peft_config["default_0"]
+    assert (config.r, config.lora_alpha) == (4, 4)
+    assert not torch.allclose(generate(pipe), before, atol=1e-4)
 
 
 def check_card_code(

@@ -16,6 +16,7 @@ from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
 from diffusers_tsa.cli import FlagError, plan_training
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
+from test_model_card import check_stock_lora_reload
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
 PROJECTOR = Path("alignment_projector") / "diffusion_pytorch_model.safetensors"
@@ -120,12 +121,7 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
     assert not any(k.startswith("transformer") for k in load_file(out / PROJECTOR))
     assert not any("mlp" in k or "resample" in k for k in load_file(out / "pytorch_lora_weights.safetensors"))
 
-    pipe = CogVideoXPipeline.from_pretrained(tiny / "base")
-    before = generate(pipe)
-    pipe.load_lora_weights(out)  # no set_adapters: rank and alpha come from the file's metadata
-    config = pipe.transformer.peft_config["default_0"]
-    assert (config.r, config.lora_alpha) == (4, 4)
-    assert not torch.allclose(generate(pipe), before, atol=1e-4)
+    check_stock_lora_reload(CogVideoXPipeline.from_pretrained(tiny / "base"), out, generate)
 
     card = (out / "README.md").read_text()
     for expected in ("- cogvideox", "- lora", "- tsa", "- text-to-video", "`tsa_temperature` | `0.1`", "load_lora_weights"):
