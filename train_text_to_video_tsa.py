@@ -287,6 +287,8 @@ def card_hyperparameters(args, spec) -> dict:
         "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "mixed_precision", "height", "width",
         "max_num_frames", "max_sequence_length", "seed",
     ]
+    if args.alignment_loss == "crepa":
+        keys += ["crepa_adjacent_distance", "crepa_temporal_decay", "crepa_cumulative_neighbors"]
     if args.training_mode == "lora":
         keys += ["rank", "lora_alpha"]
     if spec.uses_flow_matching:

@@ -1,4 +1,5 @@
-"""Time and peak memory of the alignment losses, forward + backward: naive M-TSA vs `tsa_loss` vs `trd_loss`.
+"""Time and peak memory of the alignment losses, forward + backward: naive M-TSA vs `tsa_loss`, and the baselines
+`trd_loss`, `repa_loss` and `crepa_loss` (D = 1, tau = 1).
 
 Each (configuration, method) runs in a fresh subprocess so that its peak memory is its own: on CPU the growth of
 the peak resident set size over the inputs' (`ru_maxrss`), on CUDA `torch.cuda.max_memory_allocated` over the
@@ -27,10 +28,12 @@ RESULTS = Path(__file__).parent / "results"
 CONFIGS = {
     # The paper's teacher grid (VideoMAEv2 ViT-B on 48 frames at 160x240), batch 4, 20 % queries.
     "paper": {"batch": 4, "grid": (24, 10, 15), "channels": 768, "ratio": 0.2, "repeats": 5},
+    # An image teacher (DINOv2 ViT-B/14, frame by frame on the same 48 frames at 154x238), batch 4, 20 % queries.
+    "image": {"batch": 4, "grid": (48, 11, 17), "channels": 768, "ratio": 0.2, "repeats": 5},
     # A teacher at full 480x720 resolution: 32 400 tokens.
     "high-res": {"batch": 1, "grid": (24, 30, 45), "channels": 768, "ratio": 0.2, "repeats": 1},
 }
-METHODS = ("naive", "tsa", "trd")
+METHODS = ("naive", "tsa", "trd", "repa", "crepa")
 
 
 def naive_mtsa(student, teacher, query_mask, tau=0.1):
@@ -63,12 +66,14 @@ def make_inputs(config, device):
 
 
 def loss_fn(method):
-    from diffusers_tsa import trd_loss, tsa_loss
+    from diffusers_tsa import crepa_loss, repa_loss, trd_loss, tsa_loss
 
     return {
         "naive": lambda s, t, m: naive_mtsa(s, t, m),
         "tsa": lambda s, t, m: tsa_loss(s, t, query_mask=m),
         "trd": lambda s, t, m: trd_loss(s, t),
+        "repa": lambda s, t, m: repa_loss(s, t),
+        "crepa": lambda s, t, m: crepa_loss(s, t),
     }[method]
 
 
@@ -102,7 +107,8 @@ def worker(config_name, method, device):
         "method": method,
         "seconds": statistics.median(times[1:]),
         "peak_mib": peak / 2**20,
-        "queries": student[..., 0].numel() if method == "trd" else int(mask.sum()),  # TRD: every token
+        # TRD: every token a query; REPA and CREPA compare tokens at the same position, no relations
+        "queries": {"trd": student[..., 0].numel(), "naive": int(mask.sum()), "tsa": int(mask.sum())}.get(method),
     }))
 
 
@@ -151,7 +157,7 @@ def main():
             continue
         ratios = [f"{r[k]:.2f}" if k in r else "" for k in ("time_vs_naive", "memory_vs_naive")]
         lines.append(
-            f"| {r['config']} | {r['method']} | {r['queries']} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | "
+            f"| {r['config']} | {r['method']} | {r['queries'] or ''} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | "
             + " | ".join(ratios) + " |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

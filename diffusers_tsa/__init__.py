@@ -4,7 +4,7 @@ from .data import ClipSpec, load_video_dataset, read_video
 from .errors import DatasetError, GridError, ModelLayoutError, UsageError, VideoDecodeError
 from .features import TeacherFeatures, decode_teacher_features, teacher_targets
 from .hooks import BlockFeatureExtractor, CapturedFeatures
-from .losses import repa_loss, trd_loss, tsa_loss
+from .losses import crepa_loss, repa_loss, trd_loss, tsa_loss
 from .masking import motion_saliency_mask
 from .projector import AlignmentProjector, GridResampling
 from .teachers import TeacherInput, VideoTeacher, load_teacher
@@ -25,6 +25,7 @@ __all__ = [
     "UsageError",
     "VideoDecodeError",
     "VideoTeacher",
+    "crepa_loss",
     "decode_teacher_features",
     "load_teacher",
     "load_video_dataset",

@@ -66,6 +66,8 @@ FLAGS: dict[str, str] = {
     "temperature": "--tsa_temperature",
     "mask_ratio": "--tsa_mask_ratio",
     "projector_hidden_dim": "--projector_hidden_dim",
+    "crepa_adjacent_distance": "--crepa_adjacent_distance",
+    "crepa_temporal_decay": "--crepa_temporal_decay",
     "storage_dtype": "--storage_dtype",
     "max_sequence_length": "--max_sequence_length",
     "flow_matching": "--flow_*",
@@ -187,7 +189,8 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
     group = parser.add_argument_group("teacher")
     group.add_argument(
         "--teacher_model_name_or_path", "--teacher", type=str, default=None, required=required,
-        help="Video teacher: a VideoMAE/VideoMAEv2 folder or Hub id, a raw VideoMAEv2 .pth, or V-JEPA 2."
+        help="Teacher: a VideoMAE/VideoMAEv2 folder or Hub id, a raw VideoMAEv2 .pth, V-JEPA 2, or an image model run "
+        "frame by frame (DINOv2, DINOv2 with registers, DINOv3)."
         + ("" if required else " Needed to run the teacher online; optional with precomputed features."),
     )
     group.add_argument("--teacher_revision", type=str, default=None, help="Hub revision of the teacher.")
@@ -217,8 +220,8 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("alignment (TSA)")
     group.add_argument(
         "--alignment_loss", type=str, default="m-tsa", choices=[*ALIGNMENT_LOSSES, "none"],
-        help="'m-tsa' (default, the paper), 'tsa' (every token a query), the baselines 'trd' (VideoREPA) and "
-        "'repa', or 'none' (plain fine-tuning).",
+        help="'m-tsa' (default, the paper), 'tsa' (every token a query), the baselines 'trd' (VideoREPA), 'repa' "
+        "and 'crepa' (cross-frame REPA), or 'none' (plain fine-tuning).",
     )
     group.add_argument(
         "--alignment_depth", type=int, default=None,
@@ -231,6 +234,18 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         help="Softmax temperature tau (0.1); lower sharpens correspondences, the paper found 0.1 best.",
     )
     add_mask_ratio_argument(group)
+    group.add_argument(
+        "--crepa_adjacent_distance", type=int, default=1,
+        help="CREPA: align each frame with the teacher's frames at this distance too (1; 0 is per-frame REPA).",
+    )
+    group.add_argument(
+        "--crepa_temporal_decay", type=float, default=1.0,
+        help="CREPA: a neighbour at distance d weighs exp(-d / this) (1.0).",
+    )
+    group.add_argument(
+        "--crepa_cumulative_neighbors", action="store_true",
+        help="CREPA: use every distance 1..--crepa_adjacent_distance, not that distance alone.",
+    )
     group.add_argument(
         "--teacher_features_column", type=str, default=None,
         help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
@@ -345,7 +360,8 @@ def alignment_config(
         student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width), student_width=spec.hidden_size,
         teacher_grid=grid, teacher_width=width, weight=args.alignment_weight,
         temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio,
-        projector_hidden_dim=args.projector_hidden_dim,
+        projector_hidden_dim=args.projector_hidden_dim, crepa_adjacent_distance=args.crepa_adjacent_distance,
+        crepa_temporal_decay=args.crepa_temporal_decay, crepa_cumulative_neighbors=args.crepa_cumulative_neighbors,
         teacher=teacher, teacher_config=config, features_column=column, drop_first_frame=drop_first_frame,
     )
 

@@ -3,8 +3,9 @@
 - `tsa_loss`: Tempered Self-Similarity Alignment and its motion-focused variant M-TSA (paper Eq. 6-9, 13).
 - `trd_loss`: VideoREPA's token relation distillation, a baseline.
 - `repa_loss`: REPA's token-wise negative cosine similarity (Eq. 2), a baseline.
+- `crepa_loss`: CREPA's cross-frame REPA (arXiv 2506.09229), a baseline: REPA with the neighbouring frames too.
 
-Both relation losses are streamed: the ``(queries x N)`` relation matrices are never held for a whole sample.
+The two relation losses are streamed: the ``(queries x N)`` relation matrices are never held for a whole sample.
 They are computed tile by tile (a chunk of queries against a chunk of key frames) by one `torch.autograd.Function`.
 The gradient of a scalar loss with respect to the features is no larger than the features, and its value on
 each tile has a closed form (Eq. 10 for TSA), so the same pass over the tiles also accumulates the gradient:
@@ -230,6 +231,78 @@ def repa_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """
     s, t = _token_rows(student, teacher)
     return -F.cosine_similarity(s.float(), t.float(), dim=-1, eps=_EPS).mean()
+
+
+def crepa_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    adjacent_distance: int = 1,
+    temporal_decay: float = 1.0,
+    cumulative_neighbors: bool = False,
+) -> torch.Tensor:
+    """Cross-frame REPA (CREPA, arXiv 2506.09229): each frame's tokens aligned with the teacher tokens of the same
+    frame and of its neighbours, a neighbour at distance d weighted by e^(-d / tau).
+
+    With Ē, Ŷ the L2-normalised student and teacher tokens and s(f, g) = (1 / HW) sum_n <Ē_{f,n}, Ŷ_{g,n}> the mean
+    cosine similarity of frame f's student tokens with frame g's teacher tokens at the same positions:
+
+        L = -(1 / B) sum_b (1 / F) sum_f [ s(f, f) + sum_{d in K} e^(-d / tau) (s(f, f + d) + s(f, f - d)) ]
+
+    where a neighbour outside the clip adds no term, and K = {D} (the exact distance, the paper's K = {f - D, f + D})
+    or, with `cumulative_neighbors`, K = {1, ..., D}. D is capped at F - 1; D = 0 is per-frame REPA (`repa_loss`).
+    These are SimpleTuner's conventions (`crepa_adjacent_distance`, `crepa_adjacent_tau`,
+    `crepa_cumulative_neighbors`), including its frame matching: when the student and the teacher have different
+    frame counts, the longer side is subsampled to the shorter at frames `linspace(0, T - 1, F)`, rounded down.
+
+    Memory: one feature-sized product per distance, never a relation matrix.
+
+    Args:
+        student (`torch.Tensor`): projected diffusion features, shape `(B, F_s, H, W, C)`.
+        teacher (`torch.Tensor`): teacher features on the same spatial grid, shape `(B, F_t, H, W, C)`.
+        adjacent_distance (`int`, defaults to 1): D, the neighbour distance; `0` aligns each frame with itself only.
+        temporal_decay (`float`, defaults to 1.0): tau; a neighbour at distance d weighs e^(-d / tau).
+        cumulative_neighbors (`bool`, defaults to `False`): use every distance 1..D instead of D alone.
+
+    Returns:
+        `torch.Tensor`: the scalar loss (fp32).
+    """
+    if adjacent_distance < 0:
+        raise ValueError(f"`adjacent_distance` must be >= 0, got {adjacent_distance}.")
+    if temporal_decay <= 0:
+        raise ValueError(f"`temporal_decay` must be positive, got {temporal_decay}.")
+    if student.ndim != 5 or student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:]:
+        raise GridError(
+            "`student` and `teacher` must be token grids (B, F, H, W, C) with the same B, H, W and C (F may differ), "
+            f"got {tuple(student.shape)} and {tuple(teacher.shape)}; project the student onto the teacher's grid first "
+            "(see `AlignmentProjector`)."
+        )
+    student, teacher = _matched_frames(student, teacher.detach())
+    with torch.autocast(student.device.type, enabled=False):  # fp32 similarities inside a mixed-precision region
+        s, t = (
+            F.normalize(rearrange(e.float(), "b f h w c -> b f (h w) c"), dim=-1, eps=_EPS) for e in (student, teacher)
+        )
+
+        def similarity(f: slice, g: slice) -> torch.Tensor:  # s(f, g) over frame ranges of one length: (B, len)
+            return torch.einsum("bfnc,bfnc->bf", s[:, f], t[:, g]) / s.shape[2]
+
+        total = similarity(slice(None), slice(None))
+        distance = min(adjacent_distance, s.shape[1] - 1)
+        for d in range(1 if cumulative_neighbors else max(distance, 1), distance + 1):
+            weight = math.exp(-d / temporal_decay)
+            total = total + F.pad(weight * similarity(slice(None, -d), slice(d, None)), (0, d))  # f -> f + d
+            total = total + F.pad(weight * similarity(slice(d, None), slice(None, -d)), (d, 0))  # f -> f - d
+        return -total.mean()
+
+
+def _matched_frames(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Subsamples the side with more frames, T, to the other's count F at `linspace(0, T - 1, F)` rounded down
+    (computed in integers, so that an index that is a whole number is never rounded to the one below)."""
+    count = min(student.shape[1], teacher.shape[1])
+    return tuple(
+        e if e.shape[1] == count else e[:, torch.arange(count, device=e.device) * (e.shape[1] - 1) // max(count - 1, 1)]
+        for e in (student, teacher)
+    )
 
 
 def _query_indices(

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import CogVideoXPipeline
 
-from diffusers_tsa import GridError, UsageError, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
+from diffusers_tsa import GridError, UsageError, crepa_loss, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
 from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.cli import translate
 from diffusers_tsa.data import ClipSpec, load_video_dataset
@@ -104,6 +104,10 @@ def test_unmasked_losses_get_no_mask_and_the_temperature_is_used(tiny, adapter):
     features, mask = tsa.targets(batch)
     assert mask is None
     torch.testing.assert_close(tsa.loss(student, batch), tsa_loss(student, features, tau=0.5))
+    settings = {"crepa_adjacent_distance": 2, "crepa_temporal_decay": 0.5, "crepa_cumulative_neighbors": True}
+    crepa = Alignment.build(config(tiny, loss="crepa", **settings), adapter)
+    expected = crepa_loss(student, features, adjacent_distance=2, temporal_decay=0.5, cumulative_neighbors=True)
+    torch.testing.assert_close(crepa.loss(student, batch), expected)
 
 
 def test_projector_saves_and_loads_beside_the_weights_and_refuses_another_shape(tiny, adapter, tmp_path):
@@ -124,6 +128,8 @@ def test_projector_saves_and_loads_beside_the_weights_and_refuses_another_shape(
 def test_bad_settings_are_refused_naming_the_argument(tiny):
     with pytest.raises(UsageError, match=r"`temperature=-1` must be positive; `mask_ratio=0` must be in \(0, 1\]"):
         config(tiny, mask_ratio=0, temperature=-1)
+    with pytest.raises(UsageError, match=r"`crepa_adjacent_distance=-1` must be >= 0; `crepa_temporal_decay=0` must"):
+        config(tiny, loss="crepa", crepa_adjacent_distance=-1, crepa_temporal_decay=0)
     with pytest.raises(GridError, match="projector cannot reach the teacher grid: .* on F"):
         AlignmentConfig(loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32, teacher_grid=(3, 4, 3),
                         teacher_width=32)
@@ -149,10 +155,12 @@ def test_each_alignment_loss_is_the_library_function():
         "tsa": tsa_loss(student, teacher, tau=0.3),
         "trd": trd_loss(student, teacher),
         "repa": repa_loss(student, teacher),
+        "crepa": crepa_loss(student, teacher, adjacent_distance=2, temporal_decay=0.5),
     }
     for name, value in expected.items():
-        torch.testing.assert_close(alignment_loss(name, student, teacher, motion_mask=mask, tau=0.3), value)
-    assert len({round(v.item(), 6) for v in expected.values()}) == 4  # the mask and the loss each matter here
+        crepa = {"adjacent_distance": 2, "temporal_decay": 0.5}
+        torch.testing.assert_close(alignment_loss(name, student, teacher, motion_mask=mask, tau=0.3, **crepa), value)
+    assert len({round(v.item(), 6) for v in expected.values()}) == 5  # the mask and the loss each matter here
 
 
 def test_latent_frame_0_is_dropped_exactly_when_the_teacher_skips_pixel_frame_0(tiny):

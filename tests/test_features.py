@@ -11,8 +11,8 @@ from diffusers_tsa.data import ClipSpec, read_video
 from diffusers_tsa.features import TeacherFeatures, decode_teacher_features
 from diffusers_tsa.features.__main__ import main
 from diffusers_tsa.masking import motion_saliency_mask
-from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
-from diffusers_tsa.testing import tiny_videomae, write_test_clip
+from diffusers_tsa.teachers import ImageTeacher, TeacherInput, VideoMAETeacher
+from diffusers_tsa.testing import tiny_dinov2, tiny_videomae, write_test_clip
 
 CLIP = ClipSpec(height=96, width=144, max_num_frames=9)
 
@@ -33,27 +33,37 @@ def _teacher():
     return VideoMAETeacher(tiny_videomae(), name="tiny", input=TeacherInput.for_clip(9, 96, 144))
 
 
-def test_columns_dtypes_values_and_bad_rows(table_dir):
+def _image_teacher():
+    input = TeacherInput.for_clip(9, 96, 144, patch_size=14, tubelet_size=1)  # 8 frames at 28x42
+    return ImageTeacher(tiny_dinov2(num_register_tokens=2), name="tiny-dinov2", input=input)
+
+
+@pytest.mark.parametrize(
+    "make_teacher, grid, tubelet",
+    [(_teacher, (4, 2, 3), (2, 16, 16)), (_image_teacher, (8, 2, 3), (1, 14, 14))],
+    ids=["video-teacher", "image-teacher"],
+)
+def test_columns_dtypes_values_and_bad_rows(table_dir, make_teacher, grid, tubelet):
     table = datasets.load_from_disk(table_dir / "table")
-    transform = TeacherFeatures(_teacher(), CLIP, teacher_batch_size=1)
+    transform = TeacherFeatures(make_teacher(), CLIP, teacher_batch_size=1)
     mapped = transform.map(table, batch_size=3)
     assert mapped.column_names == [
         "caption", "video", "teacher_features", "motion_mask", "teacher_valid", "teacher_settings"
     ]
     assert set(mapped["teacher_settings"]) == {json.dumps(transform.settings(), sort_keys=True)}
-    assert mapped.features["teacher_features"] == datasets.Array4D((4, 2, 3, 32), "float16")
-    assert mapped.features["motion_mask"] == datasets.Array3D((4, 2, 3), "bool")
+    assert mapped.features["teacher_features"] == datasets.Array4D((*grid, 32), "float16")
+    assert mapped.features["motion_mask"] == datasets.Array3D(grid, "bool")
     assert mapped["teacher_valid"] == [True, False, True] and transform.num_invalid == 1
     assert mapped[1]["teacher_features"] is None and mapped[1]["motion_mask"] is None
     assert str(mapped.data.column("teacher_features").type.value_type) == "float16"  # stored bytes, 2 per value
-    teacher = _teacher()
+    teacher = make_teacher()
     rows = mapped.with_format("numpy")
     for row in (0, 2):
         frames = teacher.prepare(read_video(table[row]["video"], CLIP)[None])
         expected = teacher.encode_prepared(frames)[0]
         stored = rows[row]["teacher_features"]
         torch.testing.assert_close(torch.from_numpy(stored).float(), expected, atol=2e-3, rtol=2e-3)
-        mask = motion_saliency_mask(frames, tubelet=(2, 16, 16), ratio=0.2)[0]
+        mask = motion_saliency_mask(frames, tubelet=tubelet, ratio=0.2)[0]
         assert np.array_equal(rows[row]["motion_mask"], mask.numpy())
 
 

@@ -1,4 +1,4 @@
-"""tsa_loss, trd_loss and repa_loss against naive implementations written straight from the equations."""
+"""tsa_loss, trd_loss, repa_loss and crepa_loss against naive implementations written straight from the equations."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusers_tsa import GridError, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
+from diffusers_tsa import GridError, crepa_loss, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
 
 
 def naive_tsa(student, teacher, tau=0.1, query_mask=None):
@@ -31,6 +31,38 @@ def naive_trd(student, teacher, margin=0.1):
     e_t = F.normalize(teacher.detach().reshape(batch, -1, channels).double(), dim=-1)
     diff = (e_s @ e_s.transpose(1, 2) - e_t @ e_t.transpose(1, 2)).abs()
     return F.relu(diff - margin).mean()
+
+
+def naive_crepa(student, teacher, distance=1, tau=1.0, cumulative=False):
+    """CREPA (arXiv 2506.09229) frame by frame and token by token in float64, with SimpleTuner's frame matching:
+    the longer side keeps frames floor(i (T - 1) / (F - 1)), i = 0..F-1."""
+    frames = min(student.shape[1], teacher.shape[1])
+
+    def subsample(e):
+        t = e.shape[1]
+        return e[:, [i * (t - 1) // max(frames - 1, 1) for i in range(frames)]]
+
+    student, teacher = subsample(student), subsample(teacher.detach())
+    batch, _, height, width, _ = student.shape
+
+    def s(b, f, g):  # mean over positions of cos(student frame f, teacher frame g)
+        cosines = [
+            F.cosine_similarity(student[b, f, y, x].double(), teacher[b, g, y, x].double(), dim=0)
+            for y in range(height) for x in range(width)
+        ]
+        return sum(cosines) / len(cosines)
+
+    d_max = min(distance, frames - 1)
+    offsets = range(1, d_max + 1) if cumulative else ([d_max] if d_max > 0 else [])
+    total = 0
+    for b in range(batch):
+        per_frame = 0
+        for f in range(frames):
+            per_frame = per_frame + s(b, f, f)
+            for d in offsets:
+                per_frame = per_frame + sum(math.exp(-d / tau) * s(b, f, g) for g in (f - d, f + d) if 0 <= g < frames)
+        total = total + per_frame / frames
+    return -total / batch
 
 
 def value_and_grad(loss_fn, student, teacher, **kwargs):
@@ -224,6 +256,37 @@ def test_repa_is_negative_mean_cosine():
     assert repa_loss(teacher, 5 * teacher).item() == pytest.approx(-1.0, rel=1e-6)  # scale-free
 
 
+@pytest.mark.parametrize(
+    "student_frames, teacher_frames, distance, tau, cumulative",
+    [(5, 5, 1, 1.0, False), (5, 5, 2, 0.5, False), (5, 5, 3, 2.0, True), (4, 4, 0, 1.0, False),
+     (3, 3, 5, 1.0, True), (4, 11, 1, 1.0, False), (7, 4, 2, 1.5, True), (6, 16, 1, 0.7, False)],
+)
+def test_crepa_matches_naive_formula(student_frames, teacher_frames, distance, tau, cumulative):
+    g = torch.Generator().manual_seed(student_frames * 100 + teacher_frames)
+    student = torch.randn(2, student_frames, 2, 3, 8, generator=g)
+    teacher = torch.randn(2, teacher_frames, 2, 3, 8, generator=g)
+    kwargs = {"adjacent_distance": distance, "temporal_decay": tau, "cumulative_neighbors": cumulative}
+    loss, grad = value_and_grad(crepa_loss, student, teacher, **kwargs)
+    naive_kwargs = {"distance": distance, "tau": tau, "cumulative": cumulative}
+    expected, expected_grad = value_and_grad(naive_crepa, student.double(), teacher, **naive_kwargs)
+    assert loss.dtype == torch.float32
+    assert_rel_close(loss, expected, 1e-5)
+    assert_rel_close(grad, expected_grad, 1e-5)
+
+
+def test_crepa_by_hand_and_as_per_frame_repa():
+    """Two frames of one token: s(f, g) = cos(student_f, teacher_g); with D = 1, tau = 1 each frame adds its one
+    neighbour at e^-1."""
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 1, 2)
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(1, 2, 1, 1, 2)
+    c = 1 / math.sqrt(2)  # cos([1, 0], [1, 1]) = cos([0, 1], [1, 1])
+    # frame 0: s(0, 0) = 1, s(0, 1) = c; frame 1: s(1, 1) = c, s(1, 0) = 0
+    expected = -((1 + math.exp(-1) * c) + (c + math.exp(-1) * 0.0)) / 2
+    assert crepa_loss(student, teacher).item() == pytest.approx(expected, rel=1e-6)
+    features = torch.randn(2, 4, 3, 3, 8), torch.randn(2, 4, 3, 3, 8)
+    assert crepa_loss(*features, adjacent_distance=0).item() == pytest.approx(repa_loss(*features).item(), rel=1e-5)
+
+
 def test_bad_inputs_are_refused_with_the_fix():
     student = torch.randn(1, 2, 2, 2, 8)
     with pytest.raises(GridError, match="same shape"):
@@ -234,3 +297,8 @@ def test_bad_inputs_are_refused_with_the_fix():
         tsa_loss(student, student, query_mask=torch.zeros(1, 2, 2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="tau"):
         tsa_loss(student, student, tau=0.0)
+    with pytest.raises(GridError, match="F may differ"):
+        crepa_loss(student, torch.randn(1, 3, 2, 3, 8))
+    for bad, name in (({"adjacent_distance": -1}, "adjacent_distance"), ({"temporal_decay": 0.0}, "temporal_decay")):
+        with pytest.raises(ValueError, match=name):
+            crepa_loss(student, student, **bad)

@@ -1,4 +1,4 @@
-"""Video teachers: input rules, grids, features against stock transformers models, conversion, safe loading."""
+"""Teachers: input rules, grids, features against stock transformers models, conversion, safe loading."""
 
 import argparse
 import io
@@ -21,6 +21,7 @@ from diffusers_tsa.masking import motion_saliency_mask
 from diffusers_tsa.teachers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ImageTeacher,
     TeacherInput,
     VideoMAETeacher,
     VJEPA2Teacher,
@@ -36,7 +37,7 @@ from diffusers_tsa.teachers.convert_videomaev2 import (
     videomaev2_config,
     videomaev2_to_transformers,
 )
-from diffusers_tsa.testing import tiny_videomae, tiny_vjepa2
+from diffusers_tsa.testing import tiny_dinov2, tiny_videomae, tiny_vjepa2
 
 REAL_VIDEOS = Path(__file__).parents[2] / "shared" / "data" / "videos"
 TINY_INPUT = TeacherInput.for_clip(9, 96, 144)  # 8 frames at 32x48
@@ -483,3 +484,45 @@ def test_the_default_teacher_input_is_on_the_teachers_patch_grid(clip, expected)
     given = TeacherInput.for_clip(*clip, patch_size=16, tubelet_size=2)
     assert (given.num_frames, given.height, given.width) == expected
     assert TeacherInput.for_clip(*clip, teacher_width=64).width == 64
+
+
+def _tiny_dinov3():
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    config = DINOv3ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
+        image_size=56, num_register_tokens=4,
+    )
+    return DINOv3ViTModel(config).eval()
+
+
+@pytest.mark.parametrize(
+    "build, prefix_tokens",
+    [(tiny_dinov2, 1), (lambda: tiny_dinov2(num_register_tokens=2), 3), (_tiny_dinov3, 5)],
+    ids=["dinov2", "dinov2-with-registers", "dinov3"],
+)
+def test_image_teachers_encode_each_frame_on_the_documented_grid(tmp_path, build, prefix_tokens):
+    stock = build()
+    stock.save_pretrained(tmp_path / "image")
+    name = str(tmp_path / "image")
+    config = teacher_config(name)
+    # The paper's rule on a 14 px patch: 8 frames after the first, 96 / 3 -> 28, 144 / 3 -> 42.
+    geometry = teacher_geometry(name, TeacherInput.for_clip(9, 96, 144, patch_size=14, tubelet_size=1), config)
+    assert (geometry.input.num_frames, geometry.input.height, geometry.input.width) == (8, 28, 42)
+    assert geometry.grid == (8, 2, 3) and geometry.tubelet == (1, 14, 14)
+    teacher = load_teacher(name, geometry.input)
+    assert isinstance(teacher, ImageTeacher) and teacher.grid == geometry.grid
+    video = _clip()
+    features = teacher.encode(video)
+    assert features.shape == (2, 8, 2, 3, 32)
+    # Frame by frame, the stock model's last (normed) hidden state without the class and register tokens.
+    pixels = _reference_pixels(video, (28, 42))
+    for t in (0, 5):
+        with torch.no_grad():
+            tokens = stock(pixel_values=pixels[:, t]).last_hidden_state
+        assert tokens.shape[1] == prefix_tokens + 6
+        torch.testing.assert_close(features[:, t].flatten(1, 2), tokens[:, prefix_tokens:], atol=1e-5, rtol=1e-5)
+    # The motion mask takes the teacher's tubelet: one frame deep.
+    mask = motion_saliency_mask(teacher.prepare(video), tubelet=teacher.tubelet, ratio=0.5)
+    assert mask.shape == (2, 8, 2, 3) and mask.sum().item() == 2 * 8 * 3

@@ -15,7 +15,13 @@ from safetensors.torch import load_file
 from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
 from diffusers_tsa.cli import FlagError, plan_training
 from diffusers_tsa.data import ClipSpec, load_video_dataset
-from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
+from diffusers_tsa.testing import (
+    tiny_cogvideox_components,
+    tiny_dinov2,
+    tiny_videomae,
+    write_test_clip,
+    write_test_dataset,
+)
 from test_model_card import check_stock_lora_reload
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
@@ -27,10 +33,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny CogVideoX pipeline, a tiny VideoMAE teacher and four 12-frame clips, saved to disk."""
+    """A tiny CogVideoX pipeline, a tiny VideoMAE teacher, a tiny DINOv2 (image) teacher and four 12-frame clips,
+    saved to disk."""
     root = tmp_path_factory.mktemp("tiny")
     CogVideoXPipeline(**tiny_cogvideox_components()).save_pretrained(root / "base")
     tiny_videomae().save_pretrained(root / "teacher")
+    tiny_dinov2(num_register_tokens=2).save_pretrained(root / "image_teacher")
     write_test_dataset(root / "data", num_clips=4, caption=PROMPT)
     return root
 
@@ -143,16 +151,29 @@ def test_full_fine_tune_saves_a_stock_transformer(tiny, tmp_path):
     assert "- full" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("loss", ["m-tsa", "tsa", "trd", "repa", "none"])
-def test_every_alignment_loss_trains(tiny, tmp_path, loss):
+@pytest.mark.parametrize(
+    "loss, teacher",
+    [("m-tsa", "image_teacher"), ("tsa", "image_teacher"), ("trd", "image_teacher"), ("repa", "image_teacher"),
+     ("crepa", "image_teacher"), ("crepa", "teacher"), ("none", "teacher")],
+)
+def test_every_alignment_loss_trains(tiny, tmp_path, loss, teacher):
+    """Every loss with the image teacher (DINOv2 frame by frame: 8 frames at 28x42, a 8 x 2 x 3 grid, to which the
+    projector brings the student's 2 latent frames after the first, 6 x 9 tokens each); CREPA with the video teacher
+    too (the other losses train with it everywhere else)."""
     out = tmp_path / "out"
-    _, log = run_script(tiny, out, "--alignment_loss", loss, "--max_train_steps", "2", "--checkpointing_steps", "1")
+    _, log = run_script(
+        tiny, out, "--alignment_loss", loss, "--teacher_model_name_or_path", str(tiny / teacher),
+        "--max_train_steps", "2", "--checkpointing_steps", "1", "--crepa_adjacent_distance", "2",
+    )
     assert f"Alignment = {loss}" in log
     if loss == "none":
         assert not (out / PROJECTOR).exists()
         return
     first, second = (load_file(out / f"checkpoint-{s}" / PROJECTOR) for s in (1, 2))
     assert any(not torch.equal(first[k], second[k]) for k in first)  # the alignment loss trains the projector
+    grid = "(8, 2, 3)" if teacher == "image_teacher" else "(4, 2, 3)"
+    assert f"-> teacher grid {grid}" in log
+    assert ("`crepa_adjacent_distance` | `2`" in (out / "README.md").read_text()) == (loss == "crepa")
 
 
 def test_checkpoint_limit_and_resume_follow_diffusers_semantics(tiny, tmp_path):
@@ -189,8 +210,10 @@ def test_sigkill_then_resume_from_latest(tiny, tmp_path):
 
 
 def test_precomputed_teacher_features_train(tiny, tmp_path):
+    """Image-teacher features (DINOv2, tubelet 1 x 14 x 14) precomputed, then trained on with no teacher loaded."""
     clip = ClipSpec(height=96, width=144, max_num_frames=9)
-    teacher = load_teacher(tiny / "teacher", TeacherInput.for_clip(clip.num_frames, clip.height, clip.width))
+    input = TeacherInput.for_clip(clip.num_frames, clip.height, clip.width, patch_size=14, tubelet_size=1)
+    teacher = load_teacher(tiny / "image_teacher", input)
     table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
     TeacherFeatures(teacher, clip).map(table, batch_size=2).save_to_disk(tmp_path / "precomputed")
 
@@ -204,7 +227,7 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
         capture_output=True, text=True, env=offline_env(), timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "(precomputed teacher)" in result.stderr
+    assert "-> teacher grid (8, 2, 3) (precomputed teacher)" in result.stderr
     assert (out / PROJECTOR).is_file()
 
 
@@ -281,9 +304,14 @@ def parse_script_args(flags):
          r"--teacher_model_name_or_path='models/teachers/vmae2' looks like a local path, but nothing exists"),
         (["--dataset_name", "clips.csv"], r"--dataset_name='clips.csv' looks like a local path, but nothing exists"),
         (["--instance_data_root", "no_such_dir"], r"--instance_data_root='no_such_dir' is not a folder"),
+        (["--alignment_loss", "crepa", "--crepa_adjacent_distance", "-1"],
+         r"--crepa_adjacent_distance=-1 must be >= 0"),
+        (["--teacher_model_name_or_path", "image_teacher", "--teacher_height", "30"],
+         r"--teacher_height=30 is not a multiple of the patch 14 \(use 28 or 42\)"),
     ],
 )
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
+    flags = [str(tiny / flag) if flag == "image_teacher" else flag for flag in flags]
     args = parse_script_args([*common_flags(tiny, tmp_path / "out"), *flags])
     with pytest.raises(FlagError, match=message):
         plan_training(args)

@@ -1,5 +1,6 @@
-"""Video teachers: frozen foundation models that give TSA its target correspondences (paper Eq. 4).
+"""Teachers: frozen foundation models that give TSA its target correspondences (paper Eq. 4).
 
+Video models (VideoMAE, VideoMAEv2, V-JEPA 2), or image models (DINOv2, DINOv3) run frame by frame.
 `load_teacher` finds the family of a checkpoint from its config (`model_type`) in `TEACHER_FAMILIES`, one module per
 family, or reads a raw VideoMAEv2 checkpoint file; every teacher answers the `VideoTeacher` interface.
 """
@@ -13,11 +14,18 @@ import torch
 from ..errors import CheckpointError, UsageError
 from ..paths import check_local_path
 from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherGeometry, TeacherInput, VideoTeacher, patch_sizes
+from .image import ImageTeacher
 from .videomae import VideoMAETeacher, interpolate_position_table
 from .vjepa2 import VJEPA2Teacher
 
 #: transformers `model_type` -> teacher class with a `from_pretrained(name_or_path, input, **kwargs)`.
-TEACHER_FAMILIES: dict[str, type[VideoTeacher]] = {"videomae": VideoMAETeacher, "vjepa2": VJEPA2Teacher}
+TEACHER_FAMILIES: dict[str, type[VideoTeacher]] = {
+    "videomae": VideoMAETeacher,
+    "vjepa2": VJEPA2Teacher,
+    "dinov2": ImageTeacher,
+    "dinov2_with_registers": ImageTeacher,
+    "dinov3_vit": ImageTeacher,
+}
 _RAW_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
@@ -95,12 +103,13 @@ def load_teacher(
     cache_dir: str | None = None,
     num_attention_heads: int | None = None,
 ) -> VideoTeacher:
-    """Loads a frozen video teacher set up for `input`.
+    """Loads a frozen teacher set up for `input`.
 
     Args:
         name_or_path (`str` or `os.PathLike`): a transformers VideoMAE or V-JEPA 2 checkpoint (Hub name or folder,
-            e.g. `MCG-NJU/videomae-base`, the output of `convert_videomaev2`, `facebook/vjepa2-vitl-fpc64-256`), or a
-            raw VideoMAEv2 checkpoint file (e.g. `vit_b_k710_dl_from_giant.pth`), converted on the fly.
+            e.g. `MCG-NJU/videomae-base`, the output of `convert_videomaev2`, `facebook/vjepa2-vitl-fpc64-256`), a
+            raw VideoMAEv2 checkpoint file (e.g. `vit_b_k710_dl_from_giant.pth`), converted on the fly, or an image
+            backbone run frame by frame (`facebook/dinov2-base`, `facebook/dinov2-with-registers-base`, DINOv3 ViTs).
         input (`TeacherInput`): frames and size the teacher sees, e.g. `TeacherInput.for_clip(49, 480, 720)`.
         config (`transformers.PretrainedConfig`, *optional*): the checkpoint's `teacher_config`, when it was already
             read (it is then not read again).
@@ -137,6 +146,7 @@ def load_teacher(
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ImageTeacher",
     "TEACHER_FAMILIES",
     "TeacherGeometry",
     "TeacherInput",

@@ -70,8 +70,13 @@ def _multiple_below(value: int, step: int) -> int:
 
 
 def patch_sizes(config) -> dict[str, int]:
-    """`patch_size`, `tubelet_size` and `hidden_size` of a transformers video ViT config (VideoMAE, V-JEPA 2)."""
-    return {"patch_size": config.patch_size, "tubelet_size": config.tubelet_size, "hidden_size": config.hidden_size}
+    """`patch_size`, `tubelet_size` and `hidden_size` of a transformers ViT config: a video ViT's (VideoMAE,
+    V-JEPA 2), or an image ViT's (DINOv2), which sees one frame at a time: tubelet 1."""
+    return {
+        "patch_size": config.patch_size,
+        "tubelet_size": getattr(config, "tubelet_size", 1),
+        "hidden_size": config.hidden_size,
+    }
 
 
 def multiples_near(value: int, step: int) -> str:

@@ -140,6 +140,24 @@ def tiny_videomae(
     return VideoMAEModel(config).eval()
 
 
+def tiny_dinov2(*, num_register_tokens: int = 0, patch_size: int = 14, hidden_size: int = 32, seed: int = 0):
+    """A tiny `transformers.Dinov2Model` image teacher (`Dinov2WithRegistersModel` with `num_register_tokens`):
+    2 blocks of 2 heads, native size 56x56. Run frame by frame on the tiny clip, it sees 8 frames at 28x42, a
+    8 x 2 x 3 grid (tubelet 1 x 14 x 14), as DINOv2 sees a 49-frame 480x720 clip as 48 x 11 x 17."""
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    config = {
+        "hidden_size": hidden_size, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
+        "patch_size": patch_size, "image_size": 4 * patch_size,
+    }
+    torch.manual_seed(seed)
+    if num_register_tokens:
+        return Dinov2WithRegistersModel(
+            Dinov2WithRegistersConfig(num_register_tokens=num_register_tokens, **config)
+        ).eval()
+    return Dinov2Model(Dinov2Config(**config)).eval()
+
+
 def tiny_vjepa2(
     *,
     crop_size: int = TINY_HEIGHT // 3,

@@ -23,14 +23,14 @@ from ..adapters.base import ModelAdapter
 from ..errors import GridError, UsageError
 from ..features import teacher_targets
 from ..hooks import BlockFeatureExtractor
-from ..losses import repa_loss, trd_loss, tsa_loss
+from ..losses import crepa_loss, repa_loss, trd_loss, tsa_loss
 from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector, GridResampling
 from ..teachers import TeacherGeometry, VideoTeacher, load_teacher
 
 Grid = tuple[int, int, int]
 
-#: The alignment losses: the paper's method, its unmasked form, and the two baselines.
-ALIGNMENT_LOSSES = ("m-tsa", "tsa", "trd", "repa")
+#: The alignment losses: the paper's method, its unmasked form, and the baselines (VideoREPA, REPA, CREPA).
+ALIGNMENT_LOSSES = ("m-tsa", "tsa", "trd", "repa", "crepa")
 
 
 def alignment_loss(
@@ -40,6 +40,9 @@ def alignment_loss(
     *,
     motion_mask: torch.Tensor | None = None,
     tau: float = 0.1,
+    adjacent_distance: int = 1,
+    temporal_decay: float = 1.0,
+    cumulative_neighbors: bool = False,
 ) -> torch.Tensor:
     """The alignment loss `name` between projected student features and teacher features.
 
@@ -49,6 +52,7 @@ def alignment_loss(
         teacher (`torch.Tensor`): `(B, F, H, W, C)` teacher features.
         motion_mask (`torch.Tensor`, *optional*): `(B, F, H, W)` bool queries, required for `"m-tsa"`.
         tau (`float`, defaults to 0.1): TSA temperature.
+        adjacent_distance, temporal_decay, cumulative_neighbors: CREPA's neighbours (`crepa_loss`).
     """
     if name == "m-tsa":
         if motion_mask is None:
@@ -60,6 +64,11 @@ def alignment_loss(
         return trd_loss(student, teacher)
     if name == "repa":
         return repa_loss(student, teacher)
+    if name == "crepa":
+        return crepa_loss(
+            student, teacher, adjacent_distance=adjacent_distance, temporal_decay=temporal_decay,
+            cumulative_neighbors=cumulative_neighbors,
+        )
     raise UsageError(f"`loss={name!r}` is not an alignment loss; choose one of {ALIGNMENT_LOSSES}.")
 
 
@@ -78,6 +87,9 @@ class AlignmentConfig:
         temperature (`float`, defaults to 0.1): tau of Eq. 8.
         mask_ratio (`float`, defaults to 0.2): share `k` of M-TSA queries per frame (Eq. 12).
         projector_hidden_dim (`int`, defaults to 2048): the projector's MLP width.
+        crepa_adjacent_distance (`int`, defaults to 1): CREPA's neighbour distance D (`crepa_loss`).
+        crepa_temporal_decay (`float`, defaults to 1.0): CREPA's tau; a neighbour at distance d weighs e^(-d / tau).
+        crepa_cumulative_neighbors (`bool`, defaults to `False`): CREPA with every distance 1..D.
         teacher (`TeacherGeometry`, *optional*): the teacher to run online; `None` takes the targets from each batch
             (`teacher_features` and `motion_mask`, from the dataset's `features_column`).
         teacher_config (`transformers.PretrainedConfig`, *optional*): the teacher's config, already read.
@@ -100,6 +112,9 @@ class AlignmentConfig:
     temperature: float = 0.1
     mask_ratio: float = 0.2
     projector_hidden_dim: int = 2048
+    crepa_adjacent_distance: int = 1
+    crepa_temporal_decay: float = 1.0
+    crepa_cumulative_neighbors: bool = False
     teacher: TeacherGeometry | None = None
     teacher_config: Any = field(default=None, compare=False, repr=False)
     features_column: str | None = None
@@ -117,6 +132,10 @@ class AlignmentConfig:
             bad.append(f"`weight={self.weight}` must be >= 0")
         if self.projector_hidden_dim < 1:
             bad.append(f"`projector_hidden_dim={self.projector_hidden_dim}` must be >= 1")
+        if self.crepa_adjacent_distance < 0:
+            bad.append(f"`crepa_adjacent_distance={self.crepa_adjacent_distance}` must be >= 0")
+        if self.crepa_temporal_decay <= 0:
+            bad.append(f"`crepa_temporal_decay={self.crepa_temporal_decay}` must be positive")
         if bad:
             raise UsageError("Invalid alignment settings: " + "; ".join(bad) + ".")
         try:
@@ -222,7 +241,12 @@ class Alignment:
             features, mask = self.targets(batch)
         features = features.to(student.device)
         mask = None if mask is None else mask.to(student.device)
-        return alignment_loss(self.config.loss, student, features, motion_mask=mask, tau=self.config.temperature)
+        config = self.config
+        return alignment_loss(
+            config.loss, student, features, motion_mask=mask, tau=config.temperature,
+            adjacent_distance=config.crepa_adjacent_distance, temporal_decay=config.crepa_temporal_decay,
+            cumulative_neighbors=config.crepa_cumulative_neighbors,
+        )
 
     def save_projector(self, output_dir: str | os.PathLike) -> None:
         """Writes the projector to `output_dir/alignment_projector` (beside, never inside, the transformer weights)."""
