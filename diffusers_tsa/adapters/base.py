@@ -409,10 +409,15 @@ class ModelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: Any
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: Any, *,
+        timesteps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One training forward of `transformer` (possibly wrapped); returns the model's loss terms, whose sum is
-        its diffusion loss (one term for CogVideoX, NOVA's `loss_t2i` and `loss_i2i`)."""
+        its diffusion loss (one term for CogVideoX, NOVA's `loss_t2i` and `loss_i2i`).
+
+        `timesteps` `(B,)` in [0, num_train_timesteps) fixes each sample's noise level instead of drawing it (to
+        look at the hooked features at a chosen noise level: `python -m diffusers_tsa.visualize`); `None` draws it
+        as training does. Flow-matching families use `sigma = timesteps / num_train_timesteps`."""
 
     def feature_extractor(self, transformer: nn.Module, depth: int) -> BlockFeatureExtractor:
         """Hooks the block whose output `alignment_tokens` turns into video tokens."""

@@ -226,13 +226,19 @@ class CogVideoXAdapter(ModelAdapter):
             return latents
         return torch.cat([latents[:, :1].expand(-1, missing, -1, -1, -1), latents], dim=1)
 
-    def diffusion_loss(self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor):
+    def diffusion_loss(
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
+        timesteps: torch.Tensor | None = None,
+    ):
         """The weighted x0 error on `latents` `(B, F, C, H, W)`, padded first for CogVideoX 1.5 (the padding copies
-        count in the loss, see the module docstring); `conditioning` `(B, L, D)` T5 embeddings."""
+        count in the loss, see the module docstring); `conditioning` `(B, L, D)` T5 embeddings; `timesteps` `(B,)`
+        integer timesteps, drawn from U{0..999} when `None`."""
         latents = self.pad_latent_frames(latents)
         batch, num_frames, _, height, width = latents.shape
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), device=latents.device)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), device=latents.device)
+        timesteps = timesteps.to(latents.device, torch.long)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         model_output = transformer(
             hidden_states=noisy,

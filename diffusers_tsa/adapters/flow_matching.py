@@ -56,6 +56,16 @@ class FlowMatching:
         low, high = sigma_range
         return (low + (high - low) * sigmas).clamp(1e-5, 1.0)
 
+    def sigmas(
+        self, batch_size: int, device: torch.device | str, sigma_range: tuple[float, float] = (0.0, 1.0), *,
+        timesteps: torch.Tensor | None = None, num_train_timesteps: int = 1000,
+    ) -> torch.Tensor:
+        """A training step's noise levels `(B,)`: drawn by `sample_sigmas`, or `timesteps / num_train_timesteps` (the
+        transformer then sees exactly `timesteps`) when `timesteps` `(B,)` are given."""
+        if timesteps is None:
+            return self.sample_sigmas(batch_size, device, sigma_range)
+        return (timesteps.to(device, torch.float32) / num_train_timesteps).expand(batch_size).clamp(1e-5, 1.0)
+
     @staticmethod
     def noisy(latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         """`x_t = (1 - sigma) x_0 + sigma * noise`, for latents of any layout with the batch first."""

@@ -192,7 +192,8 @@ class LTXVideoAdapter(ModelAdapter):
         return LTXPromptEmbeds(embeds, tokens.attention_mask.bool().to(device))
 
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: LTXPromptEmbeds
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: LTXPromptEmbeds, *,
+        timesteps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow matching (`options.flow_matching`): one sigma per sample is drawn, then the noise `(B, C, F, H, W)`;
         the transformer sees the noisy latents packed into `(B, F*H*W, C)` tokens at timestep `1000 sigma` and its
@@ -202,13 +203,17 @@ class LTXVideoAdapter(ModelAdapter):
             transformer (`nn.Module`): the (possibly wrapped) `LTXVideoTransformer3DModel`.
             latents (`torch.Tensor`): normalised latents `(B, C, F, H, W)` (`encode_videos`).
             conditioning (`LTXPromptEmbeds`): the prompts (`encode_prompts`).
+            timesteps (`torch.Tensor`, *optional*): `(B,)` timesteps fixing `sigma = timesteps / num_train_timesteps`
+                instead of drawing it.
 
         Returns:
             `dict[str, torch.Tensor]`: `{"diffusion": loss}`, a scalar.
         """
         batch, _, num_frames, height, width = latents.shape
         flow = self.options.flow_matching
-        sigmas = flow.sample_sigmas(batch, latents.device)
+        sigmas = flow.sigmas(
+            batch, latents.device, timesteps=timesteps, num_train_timesteps=self.scheduler.config.num_train_timesteps
+        )
         noise = torch.randn_like(latents)
         prediction = transformer(
             hidden_states=pack_latents(flow.noisy(latents, noise, sigmas)),

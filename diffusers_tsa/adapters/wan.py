@@ -330,11 +330,18 @@ class WanAdapter(ModelAdapter):
 
     # --- Training forward -------------------------------------------------------------------------------------
 
-    def diffusion_loss(self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor):
-        """Flow matching on `latents` `(B, C, F, H, W)`, at noise levels in `sigma_range`."""
+    def diffusion_loss(
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
+        timesteps: torch.Tensor | None = None,
+    ):
+        """Flow matching on `latents` `(B, C, F, H, W)`, at noise levels drawn in `sigma_range`, or at
+        `timesteps / num_train_timesteps` when `timesteps` `(B,)` are given."""
         flow: FlowMatching = self.options.flow_matching
         noise = torch.randn_like(latents)
-        sigmas = flow.sample_sigmas(latents.shape[0], latents.device, self.sigma_range)
+        sigmas = flow.sigmas(
+            latents.shape[0], latents.device, self.sigma_range, timesteps=timesteps,
+            num_train_timesteps=self.scheduler.config.num_train_timesteps,
+        )
         prediction = transformer(
             hidden_states=FlowMatching.noisy(latents, noise, sigmas),
             timestep=self._timesteps(sigmas, latents),

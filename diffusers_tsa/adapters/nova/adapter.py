@@ -86,10 +86,16 @@ class NOVAAdapter(ModelAdapter):
         has_token = torch.arange(text_embed.num_tokens, device=null.device)[None] < lengths[:, None]
         return torch.where(has_token[..., None], states.to(null), null)
 
-    def diffusion_loss(self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor):
+    def diffusion_loss(
+        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
+        timesteps: torch.Tensor | None = None,
+    ):
         """NOVA's training forward (the transformer in train mode) on latents `(B, C, F, H, W)` and text states
         `(B, L, D_text)`; returns its loss terms (`loss_t2i`, `loss_i2i`), every output whose key contains "loss",
-        as NOVA's trainer sums them."""
+        as NOVA's trainer sums them.
+
+        `timesteps` changes nothing: NOVA's encoders (the blocks alignment hooks) see clean latents, and its
+        per-token diffusion head draws its own noise levels inside NOVA's forward."""
         inputs = {"x": latents, "prompt": list(conditioning)}  # as a list, NOVA drops 10 % of the captions
         motion_embed = unwrap_model(transformer).motion_embed
         if motion_embed is not None:
