@@ -15,8 +15,10 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH)
 	$(BIN)/python -m pip install -e ".[test]"
 
+# Two workers by default (the suite's end-to-end runs are subprocesses); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS)
 
 # The main job on an embedded default: tiny offline models, synthetic clips, a real training run and a stock reload.
 demo: install

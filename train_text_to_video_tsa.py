@@ -52,14 +52,17 @@ from diffusers_tsa.errors import NonFiniteLossError
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
+    AlignmentProbe,
     DataOrder,
     OutputDirLock,
     ShuffledOrder,
     TrainingClips,
     checkpoint_step,
     collate_examples,
+    model_inputs,
     save_checkpoint,
     save_model_card,
+    write_probe,
 )
 
 logger = get_logger(__name__)
@@ -102,6 +105,11 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--validation_steps", type=int, default=None,
         help="Validate every X optimizer steps (off); validation also runs once at the end when prompts are given.",
+    )
+    parser.add_argument(
+        "--validation_video", type=str, default=None,
+        help="A held-out clip on which each validation measures and draws the alignment (default: the dataset's "
+        "first clip); needs the teacher online.",
     )
     parser.add_argument("--guidance_scale", type=float, default=6, help="Guidance scale of validation (6).")
     parser.add_argument("--use_dynamic_cfg", action="store_true", help="Cosine dynamic guidance in validation.")
@@ -331,6 +339,25 @@ def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False
     return paths, [prompt for prompt, _ in videos_for_tracker]
 
 
+def log_probe(probe, args, accelerator, step):
+    """The alignment probe at `step`: its agreement to the log and the trackers, its pictures to the trackers and to
+    output_dir/validation/ (with the agreement, in agreement.jsonl)."""
+    with accelerator.autocast():
+        result = probe(step)
+    logger.info(f"Alignment probe at step {step}: top-1 agreement {result.agreement.top1:.3f}, tempered KL "
+                f"{result.agreement.kl:.4f} ({result.agreement.num_pairs} query-frame pairs)")
+    write_probe(result, args.output_dir)
+    accelerator.log(result.logs(), step=step)
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            import wandb
+
+            tracker.log({f"alignment/{name}": wandb.Image(p) for name, p in result.pictures.items()}, step=step)
+        elif tracker.name == "tensorboard":
+            for name, picture in result.pictures.items():
+                tracker.writer.add_image(f"alignment/{name}", picture, step, dataformats="HWC")
+
+
 def main(args):
     # Read every config (student, teacher, dataset) once and check the flags against them before any weight loads.
     plan = cli.plan_training(args)
@@ -382,11 +409,13 @@ def main(args):
     # Frozen weights go to half precision under mixed precision; trainable ones stay in fp32.
     weight_dtype = frozen_weight_dtype(accelerator)
 
-    # Load the model's components (tokenizer, text encoder, VAE, transformer, scheduler).
+    # Load the model's components (tokenizer, text encoder, VAE, transformer, scheduler); on precomputed latents and
+    # prompt embeddings, neither the VAE nor the text encoder (validation loads them for the time it runs).
     # A full fine-tune trains in fp32 from the checkpoint's own precision, never from a half-precision copy.
     adapter = ADAPTERS[plan.spec.family].from_pretrained(
         plan.spec, variant=args.variant, weight_dtype=weight_dtype, device=accelerator.device,
         transformer_dtype=torch.float32 if args.training_mode == "full" else weight_dtype, options=plan.options,
+        encoders=plan.inputs is None,
     )
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
 
@@ -407,6 +436,15 @@ def main(args):
             trust_remote_code=args.trust_remote_code, teacher_revision=args.teacher_revision, cache_dir=args.cache_dir,
         )
     model = AlignedTransformer(adapter, alignment)
+
+    # The alignment probe: at each validation, how well the student's correspondences follow the teacher's on one
+    # fixed clip, with pictures of them.
+    probe = None
+    if alignment and (args.validation_steps or args.validation_epochs) and accelerator.is_main_process:
+        probe = AlignmentProbe.build(
+            alignment, adapter, plan.table, plan.clip, video=args.validation_video, inputs_columns=plan.inputs_columns,
+            device=accelerator.device, dtype=weight_dtype, seed=data_order.seed,
+        )
 
     def save_trained(transformer, output_dir) -> None:
         """The LoRA or the full transformer in its stock format, and the projector beside it."""
@@ -457,15 +495,18 @@ def main(args):
         params_to_optimize.append({"params": list(alignment.projector.parameters()), "lr": projector_lr})
     optimizer = get_optimizer(args, params_to_optimize)
 
-    # Dataset and DataLoader: clips are decoded in the workers; unreadable ones are skipped and counted. Their order,
-    # crops and flips come from `data_order` alone (no global RNG), so a resumed run sees what it would have seen.
+    # Dataset and DataLoader: clips are decoded in the workers (not at all when every frozen model's output is
+    # precomputed); unreadable ones are skipped and counted. Their order, crops and flips come from `data_order` alone
+    # (no global RNG), so a resumed run sees what it would have seen.
     train_dataset = TrainingClips(
         plan.table, plan.clip, order=data_order, id_token=args.id_token, random_flip=args.random_flip,
         features_column=plan.alignment.features_column if plan.alignment else None,
+        inputs_columns=plan.inputs_columns, decode_videos=plan.needs_videos,
     )
     train_dataloader = DataLoader(
         train_dataset, batch_size=args.train_batch_size, sampler=ShuffledOrder(len(train_dataset), data_order),
         collate_fn=collate_examples, num_workers=args.dataloader_num_workers,
+        pin_memory=accelerator.device.type == "cuda",  # workers prefetch; pinned batches copy to the GPU async
         generator=torch.Generator(),  # workers' base seeds: not drawn from the RNG that draws the noise
     )
 
@@ -507,6 +548,8 @@ def main(args):
     if alignment:
         logger.info(f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
                     f"({f'online teacher in {args.teacher_dtype}' if alignment.teacher else 'precomputed teacher'})")
+    logger.info("  Inputs = " + ("precomputed latents and prompt embeddings (no VAE encoder, no text encoder)"
+                                 if plan.inputs else "encoded by the VAE and the text encoder at each step"))
     logger.info(f"  Num trainable parameters = {sum(p.numel() for g in params_to_optimize for p in g['params'])}")
     logger.info(f"  Num examples = {len(train_dataset)}")
     logger.info(f"  Num epochs = {args.num_train_epochs}")
@@ -542,9 +585,19 @@ def main(args):
 
     def validate(step):
         model.eval()
-        pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
-        log_validation(pipe, plan.spec, generation, args, accelerator, step)
+        if probe:
+            log_probe(probe, args, accelerator, step)
+        if args.validation_prompt:
+            with adapter.encoders_loaded():
+                pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
+                log_validation(pipe, plan.spec, generation, args, accelerator, step)
+                del pipe
         model.train()
+
+    validating = accelerator.is_main_process and (args.validation_prompt or probe)
+    validating = validating and accelerator.distributed_type != DistributedType.DEEPSPEED
+    if probe and global_step == 0:
+        log_probe(probe, args, accelerator, 0)  # where the alignment starts
 
     unreadable = {}  # clip -> why it could not be read: each warned about and counted once
     skipped_batches = nonfinite_in_a_row = 0
@@ -564,8 +617,7 @@ def main(args):
                     unreadable[clip] = reason
                     logger.warning(f"Skipping unreadable clip {clip}: {reason}", main_process_only=False)
             with accelerator.accumulate(model):
-                latents = adapter.encode_videos(batch["videos"])
-                conditioning = adapter.encode_prompts(batch["captions"])
+                latents, conditioning = model_inputs(adapter, batch, dtype=weight_dtype)
                 terms, student = model(latents, conditioning)
                 diffusion_loss = sum(terms.values())
                 align = alignment.loss(student, batch) if alignment else torch.zeros_like(diffusion_loss)
@@ -624,22 +676,17 @@ def main(args):
                     )
                     logger.info(f"Saved state to {saved}")
 
-                if (
-                    accelerator.is_main_process and args.validation_prompt and args.validation_steps
-                    and global_step % args.validation_steps == 0
-                    and accelerator.distributed_type != DistributedType.DEEPSPEED
-                ):
+                if validating and args.validation_steps and global_step % args.validation_steps == 0:
                     validate(global_step)
 
             if global_step >= args.max_train_steps:
                 break
 
-        if (
-            accelerator.is_main_process and args.validation_prompt and args.validation_epochs
-            and (epoch + 1) % args.validation_epochs == 0
-            and accelerator.distributed_type != DistributedType.DEEPSPEED
-        ):
+        if validating and args.validation_epochs and (epoch + 1) % args.validation_epochs == 0:
             validate(global_step)
+
+    if probe and probe.last_step != global_step:
+        log_probe(probe, args, accelerator, global_step)  # where the alignment ends
 
     # Save the final weights (the LoRA or the transformer, and the projector beside them).
     accelerator.wait_for_everyone()

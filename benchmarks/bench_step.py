@@ -10,6 +10,12 @@ AdamW) with `--alignment_loss none`, `m-tsa` on precomputed teacher features, an
 the text encoder, which cost the same in every configuration, are left out (latents and text embeddings are given).
 
     python benchmarks/bench_step.py                 # CPU, every family
+    python benchmarks/bench_step.py --inputs        # the frozen encoders at each step vs precomputed inputs
+
+`--inputs` measures one LoRA step of a CogVideoX-shaped pipeline at reduced width with the VAE and T5 encoding each
+batch against one on the stored posterior and prompt embeddings (`ModelInputs`, float16), and counts the FLOPs of the
+full-size VAE encoder and text encoder at CogVideoX-2B's and Wan 2.1's default sizes against their transformer's
+forward and backward, with the bytes stored per clip.
     python benchmarks/bench_step.py --device cuda --families cogvideox --layers 30 --frames 49 --height 480 --width 720
 """
 
@@ -21,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,6 +163,151 @@ def family_adapter(family: str, args, device: torch.device, batch: int):
     return adapter, latents.to(device), conditioning
 
 
+#: `--inputs`: the frozen encoders at each step against the precomputed inputs (`ModelInputs`).
+INPUT_CONFIGS = ("encoders online", "precomputed inputs")
+#: The families whose encoders `--inputs` counts at their default size: clip, VAE class (diffusers' default config
+#: is the family's), text encoder (T5-XXL / UMT5-XXL: 24 layers of 4096, gated FFN 10240, 64 heads) and text length.
+ENCODED = {
+    "CogVideoX-2B": {"clip": (49, 480, 720), "vae": "AutoencoderKLCogVideoX", "vocab": 32128, "text_tokens": 226},
+    "Wan2.1-T2V-1.3B": {"clip": (81, 480, 832), "vae": "AutoencoderKLWan", "vocab": 256384, "text_tokens": 512},
+}
+
+
+def counted_flops(module_fn) -> float:
+    """FLOPs `torch.utils.flop_counter` counts for `module_fn()` run on the meta device (no weights, no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        module_fn()
+    return float(counter.get_total_flops())
+
+
+def encoder_share(name: str) -> dict:
+    """The FLOPs of one sample's VAE encoding and prompt encoding at `name`'s default size (counted on the meta
+    device, full-size architectures), against its transformer's forward and backward (`analytic_share`), and the
+    bytes `ModelInputs` stores per clip in float16 (the posterior's mean and log-variance, the prompt embeddings)."""
+    import diffusers
+    from transformers import T5Config, T5EncoderModel
+
+    encoded = ENCODED[name]
+    frames, height, width = encoded["clip"]
+    text = T5Config(vocab_size=encoded["vocab"], d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                    feed_forward_proj="gated-gelu")
+
+    def vae():
+        latents = getattr(diffusers, encoded["vae"])().encode(torch.empty(1, 3, frames, height, width)).latent_dist
+        shapes["moments"] = (2 * latents.mean.shape[1], *latents.mean.shape[2:])
+
+    shapes = {}
+    vae_flops = counted_flops(vae)
+    text_flops = counted_flops(lambda: T5EncoderModel(text)(torch.zeros(1, encoded["text_tokens"], dtype=torch.long)))
+    step = analytic_share(name, FAMILIES[name])["step_flops"]
+    moments = 1
+    for size in shapes["moments"]:
+        moments *= size
+    return {
+        "family": name, "clip": f"{frames} x {height} x {width}", "step_flops": step, "vae_encoder_flops": vae_flops,
+        "text_encoder_flops": text_flops, "share_removed": (vae_flops + text_flops) / (step + vae_flops + text_flops),
+        "moments_shape": list(shapes["moments"]), "bytes_per_clip": 2 * (moments + encoded["text_tokens"] * 4096),
+    }
+
+
+def reduced_cogvideox(args, *, encoders: bool) -> tuple:
+    """`--inputs`' CogVideoX-shaped adapter at reduced width (random weights): a transformer `args.inputs_width` wide
+    with `args.layers` blocks, and with `encoders` a T5 as wide (12 layers) and a VAE of widths (64, 128, 128, 256);
+    and a batch of clips and captions."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
+    from diffusers_tsa.testing import tiny_tokenizer
+
+    torch.manual_seed(0)
+    width, tokens, frames, height, pixels = args.inputs_width, 226, args.frames, args.height, args.width
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=width // 64, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=width,
+        time_embed_dim=512, num_layers=args.layers, sample_height=height // 8, sample_width=pixels // 8,
+        sample_frames=frames, max_text_seq_length=tokens,
+    )
+    components = {"tokenizer": None, "text_encoder": None, "vae": None}
+    if encoders:
+        text = T5Config(vocab_size=1000, d_model=width, d_kv=64, d_ff=width * 5 // 2, num_layers=12,
+                        num_heads=width // 64, feed_forward_proj="gated-gelu")
+        components = {"tokenizer": tiny_tokenizer(), "text_encoder": T5EncoderModel(text).requires_grad_(False),
+                      "vae": AutoencoderKLCogVideoX(block_out_channels=(64, 128, 128, 256)).requires_grad_(False)}
+    spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=args.layers, hidden_size=width, min_depth=1,
+                         max_text_seq_length=tokens)
+    adapter = CogVideoXAdapter(spec, transformer=transformer.requires_grad_(False), scheduler=CogVideoXDDIMScheduler(),
+                               **components)
+    clips = torch.rand(args.batch_size, frames, 3, height, pixels) * 2 - 1
+    captions = ["a red ball is thrown hard, falls and bounces on the floor"] * args.batch_size
+    return adapter, {"videos": clips, "captions": captions}
+
+
+def inputs_worker(config: str, args) -> None:
+    """One `--inputs` configuration: one LoRA step of `reduced_cogvideox` on a clip and caption encoded at each step
+    (`encoders online`: VAE and T5 in memory) or on the precomputed posterior and embeddings in float16 that
+    `args.inputs_cache` holds (`precomputed inputs`: neither encoder is ever built in the process); prints a JSON
+    line."""
+    from safetensors.torch import load_file
+
+    from diffusers_tsa.training import AlignedTransformer, model_inputs
+
+    device, online = torch.device(args.device), config == "encoders online"
+    adapter, batch = reduced_cogvideox(args, encoders=online)
+    if not online:  # as `TrainingClips` hands a `ModelInputs` row: float16, not a float32 copy
+        stored = load_file(args.inputs_cache)
+        batch = {"latent_moments": stored["latent_moments"], "text": {"prompt_embeds": stored["prompt_embeds"]}}
+    for module in (adapter.text_encoder, adapter.vae, adapter.transformer):
+        if module is not None:
+            module.to(device)
+    adapter.add_lora(64, 64)
+    model = AlignedTransformer(adapter, None).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def step():
+        latents, conditioning = model_inputs(adapter, batch, dtype=torch.float32)
+        terms, _ = model(latents, conditioning)
+        sum(terms.values()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    print(json.dumps({"config": config, **measure(step, device, args.repeats)}))
+
+
+def precompute_inputs(args, path: Path) -> None:
+    """What `ModelInputs` stores for `reduced_cogvideox`'s batch, in float16, saved to `path` (safetensors)."""
+    from safetensors.torch import save_file
+
+    adapter, batch = reduced_cogvideox(args, encoders=True)
+    save_file({"latent_moments": adapter.latent_moments(batch["videos"]).half().contiguous(),
+               "prompt_embeds": adapter.text_encoder_outputs(batch["captions"])["prompt_embeds"].half().contiguous()},
+              str(path))
+
+
+def measure(step, device: torch.device, repeats: int) -> dict:
+    """The median time of `repeats` calls of `step` after a warm-up one, and the process's peak memory."""
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(1 + repeats):  # the first step allocates the optimizer state and warms up
+        synchronize()
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (
+        torch.cuda.max_memory_allocated() if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {"seconds": statistics.median(times[1:]), "peak_mib": peak / 2**20}
+
+
 def worker(family: str, config: str, args) -> None:
     """One configuration of one family in this process: builds the modules, times optimizer steps, prints a JSON
     line."""
@@ -208,25 +360,7 @@ def worker(family: str, config: str, args) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def synchronize():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(1 + args.repeats):  # the first step allocates the optimizer state and warms up
-        synchronize()
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    peak = (
-        torch.cuda.max_memory_allocated() if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-    print(json.dumps({"family": family, "config": config, "seconds": statistics.median(times[1:]),
-                      "peak_mib": peak / 2**20}))
+    print(json.dumps({"family": family, "config": config, **measure(step, device, args.repeats)}))
 
 
 def main():
@@ -239,20 +373,25 @@ def main():
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--inputs", action="store_true",
+        help="Measure the frozen encoders at each step against precomputed inputs instead (reduced width), and count "
+        "the share of a step they take at CogVideoX-2B's and Wan 2.1's default sizes.",
+    )
+    parser.add_argument("--inputs_width", type=int, default=1024, help="--inputs: transformer and T5 width (1024).")
+    parser.add_argument("--inputs_cache", help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(*args.worker, args)
+        return inputs_worker(args.worker[1], args) if args.inputs else worker(*args.worker, args)
+    if args.inputs:
+        return inputs_main(args)
 
     rows = []
     for family in args.families:
         base = None
         for config in CONFIGS:
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", family, config]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{family}, {config} failed:\n{proc.stderr[-3000:]}")
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = run_worker(family, config)
             base = base or row
             row["time_vs_none"] = row["seconds"] / base["seconds"]
             row["extra_memory_mib"] = row["peak_mib"] - base["peak_mib"]
@@ -282,6 +421,55 @@ def main():
         *(f"| {a['family']} | {a['setting'].split(', ViT-B')[0]} | {a['step_flops']:.2e} | {a['projector_flops']:.2e} "
           f"| {a['m_tsa_loss_flops']:.2e} | {a['teacher_online_flops']:.2e} | {100 * a['share_precomputed']:.2f} % "
           f"| {100 * a['share_online']:.2f} % |" for a in analytic),
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"Wrote {out} and {out.with_suffix('.md')}")
+
+
+def run_worker(family: str, config: str, *flags: str) -> dict:
+    """`--worker family config` in a fresh process (for honest peak memory): its JSON line."""
+    command = [sys.executable, __file__, *sys.argv[1:], *flags, "--worker", family, config]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{family}, {config} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def inputs_main(args) -> None:
+    """`--inputs`: both configurations measured, the encoders' share counted; written to `inputs_<device>`."""
+    with tempfile.TemporaryDirectory() as folder:
+        cache = Path(folder) / "inputs.safetensors"
+        precompute_inputs(args, cache)
+        rows = [run_worker("cogvideox", config, "--inputs_cache", str(cache)) for config in INPUT_CONFIGS]
+    for row in rows:
+        row["time_vs_online"] = row["seconds"] / rows[0]["seconds"]
+        print(row, flush=True)
+    counted = [encoder_share(name) for name in ENCODED]
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    setting = {k: getattr(args, k) for k in ("inputs_width", "layers", "frames", "height", "width", "batch_size",
+                                             "repeats")}
+    out = RESULTS / f"inputs_{args.device}.json"
+    RESULTS.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "measured_setting": setting,
+                               "measured": rows, "counted": counted}, indent=2))
+    lines = [
+        f"One LoRA step on {device_name}, torch {torch.__version__}: a CogVideoX-shaped pipeline at reduced width "
+        f"(transformer and T5 {args.inputs_width} wide, {args.layers} blocks; 12 T5 layers; VAE (64, 128, 128, 256)), "
+        f"{args.frames} x {args.height} x {args.width}, batch {args.batch_size}, 226 text tokens.",
+        "",
+        "| inputs | time (s) | time / online | peak memory (MiB) |",
+        "|---|---|---|---|",
+        *(f"| {r['config']} | {r['seconds']:.2f} | {r['time_vs_online']:.3f} | {r['peak_mib']:.0f} |" for r in rows),
+        "",
+        "Counted (FLOPs of the full-size architectures on the meta device), per training sample at the default size:",
+        "",
+        "| family | clip | transformer fwd + bwd | VAE encoder | text encoder | share of the step removed | stored per "
+        "clip (float16) |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {c['family']} | {c['clip']} | {c['step_flops']:.2e} | {c['vae_encoder_flops']:.2e} | "
+          f"{c['text_encoder_flops']:.2e} | {100 * c['share_removed']:.1f} % | {c['bytes_per_clip'] / 2**20:.1f} MiB "
+          f"(moments {tuple(c['moments_shape'])}) |" for c in counted),
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

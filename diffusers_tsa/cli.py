@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, TypeVar
 
@@ -24,8 +24,17 @@ from .adapters.flow_matching import WEIGHTING_SCHEMES, FlowMatching
 from .data import ClipSpec, load_video_dataset
 from .data.video import RESHAPE_MODES
 from .errors import UsageError
+from .data.columns import LATENTS_COLUMN
 from .features import FEATURES_COLUMN, MASK_COLUMN
-from .features.precomputed import check_precomputed_settings, precomputed_settings, typed_precomputed_table
+from .features.model_inputs import model_identity_of
+from .features.precomputed import (
+    check_inputs_settings,
+    check_precomputed_settings,
+    inputs_settings,
+    precomputed_settings,
+    typed_inputs_table,
+    typed_precomputed_table,
+)
 from .teachers import TeacherInput, teacher_config, teacher_geometry
 from .teachers.base import patch_sizes
 from .projector import PROJECTOR_FILES
@@ -39,6 +48,9 @@ T = TypeVar("T")
 FLAGS: dict[str, str] = {
     "pretrained_model_name_or_path": "--pretrained_model_name_or_path",
     "family": "--model_family",
+    "revision": "--revision",
+    "variant": "--variant",
+    "id_token": "--id_token",
     "dataset_name": "--dataset_name",
     "instance_data_root": "--instance_data_root",
     "caption_column": "--caption_column",
@@ -366,6 +378,41 @@ def alignment_config(
     )
 
 
+def precomputed_inputs(
+    args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
+) -> dict | None:
+    """The settings of the dataset's precomputed latents and prompt embeddings (`ModelInputs`), checked against the
+    training flags; `None` when the dataset has none (the VAE and the text encoder then run at every step)."""
+    if LATENTS_COLUMN not in table.column_names:
+        return None
+    if args.random_flip or args.video_reshape_mode == "random":
+        raise FlagError(
+            "--random_flip and --video_reshape_mode random change the clip after its latents were precomputed; drop "
+            "them, or train on a dataset without the precomputed columns."
+        )
+    settings = inputs_settings(table)
+    given = {
+        **model_identity_of(spec),
+        "max_sequence_length": args.max_sequence_length,
+        "id_token": args.id_token,
+        **{f"ClipSpec.{key}": value for key, value in asdict(clip).items()},
+    }
+    check_inputs_settings(settings, given)
+    return settings
+
+
+def check_validation_video(video: str, alignment: AlignmentConfig | None) -> None:
+    """`--validation_video` is a file, and the run has an online teacher to compute its targets."""
+    if not Path(video).is_file():
+        raise FlagError(f"--validation_video {video!r} is not a file; give a video clip, or drop the flag.")
+    if alignment is None or alignment.teacher is None:
+        raise FlagError(
+            "--validation_video measures the alignment with the teacher online, and this run "
+            f"{'has no alignment term' if alignment is None else 'reads precomputed teacher features'}: drop the flag "
+            "(the probe then uses the dataset's first clip)."
+        )
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """Everything the training flags describe, read from the configs (student, teacher) and the dataset's table,
@@ -378,6 +425,8 @@ class TrainingPlan:
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
         options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
+        inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
+            (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
     """
 
     spec: ModelSpec
@@ -386,6 +435,17 @@ class TrainingPlan:
     alignment: AlignmentConfig | None
     options: TrainingOptions
     resume: Path | None = None
+    inputs: dict | None = None
+
+    @property
+    def inputs_columns(self) -> list[str]:
+        """The table's model-input columns (`latent_moments` first); empty without precomputed inputs."""
+        return list(self.inputs["columns"]) if self.inputs else []
+
+    @property
+    def needs_videos(self) -> bool:
+        """Whether training decodes the clips: for the VAE, or for an online teacher."""
+        return self.inputs is None or (self.alignment is not None and self.alignment.teacher is not None)
 
 
 def plan_training(args: argparse.Namespace) -> TrainingPlan:
@@ -408,9 +468,14 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         )
         spec = spec.for_training(options)
         table = load_dataset(args, cache_dir=args.cache_dir)
+        inputs = precomputed_inputs(args, spec, clip, table)
         alignment = alignment_config(args, spec, clip, table)
+        if getattr(args, "validation_video", None):
+            check_validation_video(args.validation_video, alignment)
         if alignment is not None and alignment.features_column is not None:
             table = typed_precomputed_table(table, alignment.features_column)
+        if inputs is not None:
+            table = typed_inputs_table(table, inputs)
         resume = None
         if args.resume_from_checkpoint:
             resume = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -419,4 +484,4 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             check_checkpoint(
                 resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
             )
-        return TrainingPlan(spec, clip, table, alignment, options, resume)
+        return TrainingPlan(spec, clip, table, alignment, options, resume, inputs)

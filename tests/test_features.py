@@ -106,8 +106,8 @@ def test_bfloat16_storage_round_trips(table_dir):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="deterministic crop"):
         TeacherFeatures(_teacher(), ClipSpec(height=96, width=144, max_num_frames=9, reshape_mode="random"))
-    with pytest.raises(ValueError, match="`storage_dtype='float32'` must be one of"):
-        TeacherFeatures(_teacher(), CLIP, storage_dtype="float32")
+    with pytest.raises(ValueError, match="`storage_dtype='float64'` must be one of"):
+        TeacherFeatures(_teacher(), CLIP, storage_dtype="float64")
 
 
 def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):

@@ -330,7 +330,9 @@ def test_lora_run_reloads_in_a_stock_pipeline_and_changes_its_output(tiny, lora_
     out, log = lora_run
     assert "Model family = ltx_video, training mode = lora" in log
     assert "Student grid (2, 2, 3) -> teacher grid (4, 2, 3)" in log
-    assert {p.name for p in (out / "validation").iterdir()} == {"step-1-0-0.mp4", "step-2-0-0.mp4", "final-0-0.mp4"}
+    names = {p.name for p in (out / "validation").iterdir()}
+    probe = {"agreement.jsonl", "motion_mask.png", *(f"correspondence-{step}.png" for step in (0, 1, 2))}
+    assert names == probe | {"step-1-0-0.mp4", "step-2-0-0.mp4", "final-0-0.mp4"}  # videos, and the probe each step
     assert iio.imread(out / "validation" / "final-0-0.mp4").shape == (FRAMES, HEIGHT, WIDTH, 3)
     assert (out / "alignment_projector" / "diffusion_pytorch_model.safetensors").is_file()
     assert "- ltx_video" in (out / "README.md").read_text() and "frame_rate=25" in (out / "README.md").read_text()

@@ -22,6 +22,7 @@ from diffusers_tsa.testing import (
     write_test_clip,
     write_test_dataset,
 )
+from diffusers_tsa.training import read_agreement
 from test_model_card import check_stock_lora_reload
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
@@ -55,14 +56,15 @@ def common_flags(tiny, output_dir):
     ]
 
 
-def launch_command(tiny, output_dir, *flags, processes=1, script=(SCRIPT,)):
+def launch_command(tiny, output_dir, *flags, processes=1, script=(SCRIPT,), common=True):
+    """`accelerate launch` of `script` with the common flags (unless `common` is off) and `flags`."""
     # Several processes: accelerate's multi-process launcher; the script picks gloo on a machine without GPUs.
     distributed = "--multi_gpu" if processes > 1 else "--cpu"
     return [
         sys.executable, "-m", "accelerate.commands.launch", distributed, "--num_processes", str(processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 2) // processes)),
-        *map(str, script), *common_flags(tiny, output_dir), *flags,
+        *map(str, script), *(common_flags(tiny, output_dir) if common else []), *flags,
     ]
 
 
@@ -306,12 +308,15 @@ def parse_script_args(flags):
         (["--instance_data_root", "no_such_dir"], r"--instance_data_root='no_such_dir' is not a folder"),
         (["--alignment_loss", "crepa", "--crepa_adjacent_distance", "-1"],
          r"--crepa_adjacent_distance=-1 must be >= 0"),
-        (["--teacher_model_name_or_path", "image_teacher", "--teacher_height", "30"],
+        (["--teacher_model_name_or_path", "tiny:image_teacher", "--teacher_height", "30"],
          r"--teacher_height=30 is not a multiple of the patch 14 \(use 28 or 42\)"),
+        (["--validation_video", "held-out.mp4"], r"--validation_video 'held-out.mp4' is not a file"),
+        (["--alignment_loss", "none", "--validation_video", "tiny:data/clips/3.mp4"],
+         r"--validation_video measures the alignment with the teacher online, and this run has no alignment term"),
     ],
 )
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
-    flags = [str(tiny / flag) if flag == "image_teacher" else flag for flag in flags]
+    flags = [str(tiny / flag[5:]) if flag.startswith("tiny:") else flag for flag in flags]
     args = parse_script_args([*common_flags(tiny, tmp_path / "out"), *flags])
     with pytest.raises(FlagError, match=message):
         plan_training(args)
@@ -459,7 +464,8 @@ def test_a_plain_dataset_map_of_teacher_features_trains_on_its_stored_values(tin
     plan = plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "pre", tmp_path / "out")))
     assert plan.alignment.teacher_grid == (4, 2, 3) and plan.alignment.teacher_width == 32
     example = TrainingClips(plan.table, plan.clip, features_column="teacher_features")[1]
-    stored = torch.tensor(mapped[1]["teacher_features"], dtype=torch.float16).float()
+    stored = torch.tensor(mapped[1]["teacher_features"], dtype=torch.float16)
+    assert example["teacher_features"].dtype == torch.float16  # 2 bytes a value up to the device
     assert torch.equal(example["teacher_features"], stored)
     assert torch.equal(example["motion_mask"], torch.tensor(mapped[1]["motion_mask"]))
 
@@ -484,8 +490,8 @@ def test_precomputed_features_with_unknown_or_mixed_settings_are_refused(tiny, t
 
     mapped = plain_map(tiny, tmp_path / "pre")
     mapped.remove_columns("teacher_settings").save_to_disk(tmp_path / "unknown")
-    with pytest.raises(FlagError, match=r"no 'teacher_settings' column .* settings its features were made with are "
-                                        r"unknown; precompute them again"):
+    with pytest.raises(FlagError, match=r"no 'teacher_settings' column beside them, so the settings they were made "
+                                        r"with are unknown; precompute them again"):
         plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "unknown", tmp_path / "out")))
     other = plain_map(tiny, tmp_path / "other", mask_ratio=0.5)
     datasets.concatenate_datasets([mapped, other]).save_to_disk(tmp_path / "mixed")
@@ -541,9 +547,12 @@ def test_consecutive_non_finite_steps_stop_the_run_and_are_never_logged_as_a_los
 
 def test_a_run_resumed_inside_an_epoch_ends_bit_identical_to_an_uninterrupted_one(tiny, tmp_path):
     """4 clips, batch 1: 4 steps an epoch; the resumed run stops after step 3 and resumes inside epoch 0. Random
-    flips and crops are on, so the data order, the crops, the flips and the noise must all be reproduced."""
+    flips and crops are on, so the data order, the crops, the flips and the noise must all be reproduced. The
+    uninterrupted run also probes the alignment every 2 steps, which must not change what it trains."""
+    pytest.importorskip("tensorboard", reason="the logged scalars are read from tensorboard's event files")
     flags = ["--train_batch_size", "1", "--random_flip", "--video_reshape_mode", "random", "--checkpointing_steps", "3"]
-    run_script(tiny, tmp_path / "straight", *flags, "--max_train_steps", "6")
+    probed = ["--validation_steps", "2", "--report_to", "tensorboard"]
+    run_script(tiny, tmp_path / "straight", *flags, *probed, "--max_train_steps", "6")
     run_script(tiny, tmp_path / "resumed", *flags, "--max_train_steps", "3")
     assert (tmp_path / "resumed" / "checkpoint-3" / "data_order.json").is_file()
     run_script(tiny, tmp_path / "resumed", *flags, "--max_train_steps", "6", "--resume_from_checkpoint", "latest")
@@ -552,6 +561,16 @@ def test_a_run_resumed_inside_an_epoch_ends_bit_identical_to_an_uninterrupted_on
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # 160 px clips cropped to 144: crops vary
     assert any(not torch.equal(straight[k], torch.zeros_like(straight[k])) for k in straight if "lora_B" in k)
+    # The probe: at the start, every 2 steps, in agreement.jsonl and the trackers, with its pictures.
+    probes = read_agreement(tmp_path / "straight")
+    assert [p["step"] for p in probes] == [0, 2, 4, 6] and all(0 <= p["top1_agreement"] <= 1 for p in probes)
+    scalars = logged_scalars(tmp_path / "straight")
+    assert [step for step, _ in scalars["alignment/top1_agreement"]] == [0, 2, 4, 6]
+    assert [v for _, v in scalars["alignment/tempered_kl"]] == pytest.approx([p["tempered_kl"] for p in probes])
+    validation = tmp_path / "straight" / "validation"
+    pictures = {"motion_mask.png", *(f"correspondence-{step}.png" for step in (0, 2, 4, 6))}
+    assert {p.name for p in validation.glob("*.png")} == pictures
+    assert not (tmp_path / "resumed" / "validation").exists()
 
 
 def test_folders_without_a_model_or_teacher_config_are_refused_naming_the_flag(tiny, tmp_path):

@@ -14,14 +14,17 @@ The training script and `eval/generate.py` only ever talk to these two interface
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..compat import dtype_argument
@@ -38,6 +41,17 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 def py_literal(value: Any) -> str:
     """`value` as Python source, strings in double quotes."""
     return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def scaled_moments(posterior, shift: torch.Tensor | float = 0.0, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """A VAE posterior over `z` (diffusers' `latent_dist`, with `mean` and `logvar` `(B, C, F, H, W)`) as the
+    posterior over the family's latents `(z - shift) * scale`, `(B, 2C, F, H, W)`: mean and log-variance stacked on
+    the channels. `shift` and `scale` are numbers or per-channel tensors `(C,)`. Sampling it (`sample_latents`)
+    gives the family's latents with the same distribution as scaling a VAE sample."""
+    mean, logvar = posterior.mean, posterior.logvar
+    shift, scale = (rearrange(torch.as_tensor(v, dtype=mean.dtype, device=mean.device).reshape(-1), "c -> 1 c 1 1 1")
+                    for v in (shift, scale))
+    return torch.cat([(mean - shift) * scale, logvar + 2 * torch.log(scale.abs())], dim=1)
 
 
 @dataclass(frozen=True)
@@ -344,66 +358,142 @@ class ModelAdapter(abc.ABC):
 
     def __init__(
         self, spec: ModelSpec, *, tokenizer, text_encoder, vae, transformer: nn.Module, scheduler,
-        options: TrainingOptions = TrainingOptions(),
+        options: TrainingOptions = TrainingOptions(), load_encoders: Callable[[], dict[str, Any]] | None = None,
     ):
         self.spec, self.options = spec, options
         self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
         self.transformer, self.scheduler = transformer, scheduler
+        self._load_encoders = load_encoders
+        self._vae_options = {"slicing": False, "tiling": False}
+
+    @contextlib.contextmanager
+    def encoders_loaded(self) -> Iterator[None]:
+        """The tokenizer, text encoder and VAE for the time of the block: an adapter loaded without them
+        (`encoders=False`, training on precomputed inputs) loads them on entry and frees them on exit, for a
+        validation; otherwise nothing happens."""
+        if self.vae is not None or self._load_encoders is None:
+            yield
+            return
+        loaded = self._load_encoders()
+        self.tokenizer, self.text_encoder, self.vae = loaded["tokenizer"], loaded["text_encoder"], loaded["vae"]
+        self.configure_vae(**self._vae_options)
+        try:
+            yield
+        finally:
+            from diffusers.training_utils import free_memory
+
+            self.tokenizer = self.text_encoder = self.vae = None
+            del loaded
+            free_memory()
 
     @classmethod
     @abc.abstractmethod
     def from_pretrained(
         cls, spec: ModelSpec, *, variant: str | None = None, weight_dtype: torch.dtype = torch.float32,
         transformer_dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
-        options: TrainingOptions = TrainingOptions(),
+        options: TrainingOptions = TrainingOptions(), encoders: bool = True, transformer: bool = True,
     ) -> ModelAdapter:
         """Loads every component of `spec`'s checkpoint: frozen ones in `weight_dtype` on `device`, the transformer
         frozen as well, in `transformer_dtype` (default `weight_dtype`; float32 for a full fine-tune, read straight
-        from the checkpoint's own precision), to train with `options` (checked by `spec.check_options`). The caller
-        then chooses what trains (`add_lora`, `enable_full_training`)."""
+        from the checkpoint's own precision), to train with `options` (checked by `spec.check_options`). With
+        `encoders=False` (training on precomputed latents and prompt embeddings) the tokenizer, the text encoder and
+        the VAE are left out, until `encoders_loaded` needs them; with `transformer=False` (precomputing them) the
+        transformer is, where the family's encoders do not need it. The caller then chooses what trains
+        (`add_lora`, `enable_full_training`)."""
 
     @staticmethod
     def load_components(
         spec: ModelSpec, *, text_encoder_class: type, vae_class: type, scheduler: Any,
         transformer_subfolder: str = "transformer", variant: str | None = None,
         weight_dtype: torch.dtype = torch.float32, transformer_dtype: torch.dtype | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str = "cpu", encoders: bool = True, transformer: bool = True,
     ) -> dict[str, Any]:
         """A diffusers checkpoint's components for `__init__`, each read once and frozen: the tokenizer, the text
-        encoder and the VAE in `weight_dtype`, the transformer of `transformer_subfolder` in `transformer_dtype`
-        (default `weight_dtype`), all on `device`. `scheduler` is a scheduler class (read from the checkpoint's
-        `scheduler/`) or an instance."""
-        from transformers import AutoTokenizer
-
-        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
-        weights = {"variant": variant, **kwargs}
+        encoder and the VAE in `weight_dtype` (`ModelAdapter.load_encoders`; with `encoders=False`, `None` and a
+        `load_encoders` that reads them later), the transformer of `transformer_subfolder` in `transformer_dtype`
+        (default `weight_dtype`; `None` with `transformer=False`, to precompute inputs), all on `device`.
+        `scheduler` is a scheduler class (read from the checkpoint's `scheduler/`) or an instance."""
         name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
-        components = {
-            "tokenizer": AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs),
-            "text_encoder": text_encoder_class.from_pretrained(
-                name, subfolder="text_encoder", dtype=weight_dtype, **weights
-            ),
-            "vae": vae_class.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights),
-            "transformer": spec.transformer_class.from_pretrained(
-                name, subfolder=transformer_subfolder, **{dtype: transformer_dtype or weight_dtype}, **weights
-            ),
+        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
+        load_encoders = functools.partial(
+            ModelAdapter.load_encoders, spec, text_encoder_class=text_encoder_class, vae_class=vae_class,
+            variant=variant, weight_dtype=weight_dtype, device=device,
+        )
+        if transformer:
+            transformer = spec.transformer_class.from_pretrained(
+                name, subfolder=transformer_subfolder, variant=variant, **{dtype: transformer_dtype or weight_dtype},
+                **kwargs,
+            ).requires_grad_(False).to(device)
+        components = load_encoders() if encoders else {"tokenizer": None, "text_encoder": None, "vae": None}
+        return {
+            **components,
+            "transformer": transformer or None,
             "scheduler": scheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
             if isinstance(scheduler, type) else scheduler,
+            "load_encoders": None if encoders else load_encoders,
         }
-        for key in ("text_encoder", "vae", "transformer"):
-            components[key].requires_grad_(False).to(device)
-        return components
+
+    @staticmethod
+    def load_encoders(
+        spec: ModelSpec, *, text_encoder_class: type, vae_class: type, variant: str | None = None,
+        weight_dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+    ) -> dict[str, Any]:
+        """A diffusers checkpoint's `tokenizer`, `text_encoder` and `vae`, frozen, in `weight_dtype` on `device`."""
+        from transformers import AutoTokenizer
+
+        name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
+        kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
+        weights = {"variant": variant, **kwargs}
+        text_encoder = text_encoder_class.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
+        vae = vae_class.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
+        return {
+            "tokenizer": AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs),
+            "text_encoder": text_encoder.requires_grad_(False).to(device),
+            "vae": vae.requires_grad_(False).to(device),
+        }
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
+    #
+    # Each input has two stages: what the frozen encoders compute (`latent_moments`, `text_encoder_outputs`), which
+    # `python -m diffusers_tsa.features` can compute once and store, and the cheap step from it to the transformer's
+    # input that runs at every step (`sample_latents`, a fresh draw each time; `conditioning`).
 
     @abc.abstractmethod
+    def latent_normalization(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """`(shift, scale)`, numbers or per-channel `(C',)` tensors: the family's latents are `(z - shift) * scale` for
+        a VAE sample `z`."""
+
+    @torch.no_grad()
+    def latent_moments(self, videos: torch.Tensor) -> torch.Tensor:
+        """Clips `(B, T, C, H, W)` in [-1, 1] -> the VAE posterior in the family's latent space, `(B, 2C', F, H', W')`:
+        its mean and log-variance stacked on the channels (`scaled_moments`), in the VAE's dtype."""
+        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
+        return scaled_moments(self.vae.encode(pixels).latent_dist, *self.latent_normalization())
+
+    def sample_latents(self, moments: torch.Tensor) -> torch.Tensor:
+        """`latent_moments` -> one latent sample `mean + exp(logvar / 2) * eps`, `(B, C', F, H', W')`, in the layout
+        `diffusion_loss` takes (families override the layout), in the moments' dtype and on their device."""
+        mean, logvar = moments.chunk(2, dim=1)
+        return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        """Clips `(B, T, C, H, W)` in [-1, 1] -> scaled latents in the layout `diffusion_loss` takes."""
+        """Clips `(B, T, C, H, W)` in [-1, 1] -> latents in the layout `diffusion_loss` takes."""
+        return self.sample_latents(self.latent_moments(videos))
 
     @abc.abstractmethod
+    def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Captions -> what the frozen text encoder gives for them, one `(B, ...)` tensor per name (e.g.
+        `prompt_embeds` `(B, L, D)`, `prompt_attention_mask` `(B, L)`)."""
+
+    def conditioning(self, outputs: dict[str, torch.Tensor]) -> Any:
+        """`text_encoder_outputs` -> the text conditioning `diffusion_loss` takes: here `prompt_embeds`; families
+        whose conditioning is a tuple, or uses trained weights (NOVA's null rows), override it."""
+        return outputs["prompt_embeds"]
+
     def encode_prompts(self, prompts: list[str]) -> Any:
         """Captions -> the text conditioning `diffusion_loss` takes (a tensor, or a tuple of tensors such as
         embeddings and their attention mask; the loop never looks inside)."""
+        return self.conditioning(self.text_encoder_outputs(prompts))
 
     # --- Training forward -------------------------------------------------------------------------------------
 
@@ -493,11 +583,14 @@ class ModelAdapter(abc.ABC):
         transformer.load_state_dict(saved.state_dict())
 
     def configure_vae(self, *, slicing: bool = False, tiling: bool = False) -> None:
-        """VAE slicing / tiling to save memory (the spec's `check_options` refuses them where unsupported)."""
-        if slicing:
-            self.vae.enable_slicing()
-        if tiling:
-            self.vae.enable_tiling()
+        """VAE slicing / tiling to save memory (the spec's `check_options` refuses them where unsupported), now or
+        when `encoders_loaded` loads the VAE."""
+        self._vae_options = {"slicing": slicing, "tiling": tiling}
+        if self.vae is not None:
+            if slicing:
+                self.vae.enable_slicing()
+            if tiling:
+                self.vae.enable_tiling()
 
     # --- Validation -------------------------------------------------------------------------------------------
 

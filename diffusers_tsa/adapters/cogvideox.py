@@ -190,7 +190,7 @@ class CogVideoXAdapter(ModelAdapter):
     @classmethod
     def from_pretrained(
         cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(),
+        options=TrainingOptions(), encoders=True, transformer=True,
     ) -> CogVideoXAdapter:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
         from transformers import T5EncoderModel
@@ -198,24 +198,27 @@ class CogVideoXAdapter(ModelAdapter):
         components = cls.load_components(
             spec, text_encoder_class=T5EncoderModel, vae_class=AutoencoderKLCogVideoX, scheduler=CogVideoXDPMScheduler,
             variant=variant, weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device,
+            encoders=encoders, transformer=transformer,
         )
         return cls(spec, **components, options=options)
 
-    @torch.no_grad()
-    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        """`(B, T, C, H, W)` in [-1, 1] -> scaled latents `(B, F, C', H', W')`."""
-        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.sample() * self.vae.config.scaling_factor
-        return rearrange(latents, "b c f h w -> b f c h w").contiguous()
+    def latent_normalization(self) -> tuple[float, float]:
+        """CogVideoX's latents are the VAE sample times `scaling_factor`."""
+        return 0.0, self.vae.config.scaling_factor
+
+    def sample_latents(self, moments: torch.Tensor) -> torch.Tensor:
+        """`(B, 2C', F, H', W')` moments -> scaled latents `(B, F, C', H', W')`."""
+        return rearrange(super().sample_latents(moments), "b c f h w -> b f c h w").contiguous()
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Captions -> T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads them."""
+    def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Captions -> `prompt_embeds`, T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads
+        them."""
         tokens = self.tokenizer(
             prompts, padding="max_length", max_length=self.spec.max_text_seq_length,
             truncation=True, add_special_tokens=True, return_tensors="pt",
         )
-        return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
+        return {"prompt_embeds": self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]}
 
     def pad_latent_frames(self, latents: torch.Tensor) -> torch.Tensor:
         """`(B, F, C, H, W)` -> `(B, F', C, H, W)`, F' the multiple of CogVideoX 1.5's `patch_size_t` at or above F:

@@ -158,7 +158,7 @@ class LTXVideoAdapter(ModelAdapter):
     @classmethod
     def from_pretrained(
         cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(),
+        options=TrainingOptions(), encoders=True, transformer=True,
     ) -> LTXVideoAdapter:
         from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
         from transformers import T5EncoderModel
@@ -167,29 +167,30 @@ class LTXVideoAdapter(ModelAdapter):
         components = cls.load_components(
             spec, text_encoder_class=T5EncoderModel, vae_class=AutoencoderKLLTXVideo,
             scheduler=FlowMatchEulerDiscreteScheduler, variant=variant, weight_dtype=weight_dtype,
-            transformer_dtype=transformer_dtype, device=device,
+            transformer_dtype=transformer_dtype, device=device, encoders=encoders, transformer=transformer,
         )
         return cls(spec, **components, options=options)
 
-    @torch.no_grad()
-    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        """`(B, T, C, H, W)` in [-1, 1] -> normalised latents `(B, C', F, H', W')`, as `_normalize_latents`."""
-        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.sample()
-        mean, std = (rearrange(s, "c -> c 1 1 1").to(latents) for s in (self.vae.latents_mean, self.vae.latents_std))
-        return (latents - mean) * self.vae.config.scaling_factor / std
+    def latent_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """LTX-Video's latents are the VAE sample normalised per channel as `LTXPipeline._normalize_latents` does:
+        `(z - latents_mean) * scaling_factor / latents_std`."""
+        return self.vae.latents_mean, self.vae.config.scaling_factor / self.vae.latents_std
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> LTXPromptEmbeds:
-        """Captions -> T5 embeddings `(B, L, D)` and their attention mask `(B, L)`, padded as `LTXPipeline` pads
-        them to `L = max_sequence_length` tokens (the training option, or the pipeline's 128)."""
+    def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Captions -> `prompt_embeds`, T5 embeddings `(B, L, D)`, and `prompt_attention_mask` `(B, L)`, padded as
+        `LTXPipeline` pads them to `L = max_sequence_length` tokens (the training option, or the pipeline's 128)."""
         tokens = self.tokenizer(
             prompts, padding="max_length", max_length=self.options.max_sequence_length or self.spec.max_sequence_length,
             truncation=True, add_special_tokens=True, return_tensors="pt",
         )
         device = self.text_encoder.device
         embeds = self.text_encoder(tokens.input_ids.to(device))[0]
-        return LTXPromptEmbeds(embeds, tokens.attention_mask.bool().to(device))
+        return {"prompt_embeds": embeds, "prompt_attention_mask": tokens.attention_mask.bool().to(device)}
+
+    def conditioning(self, outputs: dict[str, torch.Tensor]) -> LTXPromptEmbeds:
+        """The embeddings and their bool mask, as `diffusion_loss` takes them."""
+        return LTXPromptEmbeds(outputs["prompt_embeds"], outputs["prompt_attention_mask"].bool())
 
     def diffusion_loss(
         self, transformer: nn.Module, latents: torch.Tensor, conditioning: LTXPromptEmbeds, *,

@@ -269,7 +269,7 @@ class WanAdapter(ModelAdapter):
     @classmethod
     def from_pretrained(
         cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(),
+        options=TrainingOptions(), encoders=True, transformer=True,
     ) -> WanAdapter:
         """Loads the components; of a two-expert checkpoint only the expert `options.expert` names."""
         import diffusers
@@ -280,7 +280,8 @@ class WanAdapter(ModelAdapter):
             spec, text_encoder_class=UMT5EncoderModel, vae_class=diffusers.AutoencoderKLWan,
             scheduler=getattr(diffusers, spec.scheduler_class_name),  # the checkpoint's own, for validation videos
             transformer_subfolder=EXPERTS.get(options.expert, "transformer"), variant=variant,
-            weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device,
+            weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device, encoders=encoders,
+            transformer=transformer,
         )
         return cls(spec, **components, options=options)
 
@@ -300,22 +301,15 @@ class WanAdapter(ModelAdapter):
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        """`(B, T, C, H, W)` in [-1, 1] -> normalised latents `(B, C', F, H', W')`: a VAE sample z, then
-        `(z - latents_mean) / latents_std` per channel."""
-        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.sample()
-        mean, std = (
-            rearrange(torch.tensor(self.vae.config[key]), "c -> 1 c 1 1 1").to(latents)
-            for key in ("latents_mean", "latents_std")
-        )
-        return (latents - mean) / std
+    def latent_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Wan's latents are the VAE sample normalised per channel: `(z - latents_mean) / latents_std`."""
+        mean, std = (torch.tensor(self.vae.config[key]) for key in ("latents_mean", "latents_std"))
+        return mean, 1 / std
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Captions -> UMT5 embeddings `(B, L, D)`, L = `options.max_sequence_length` or 512, as `WanPipeline`
-        encodes them: cleaned, padded to L, the encoder masked and the padding positions zeroed."""
+    def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Captions -> `prompt_embeds`, UMT5 embeddings `(B, L, D)`, L = `options.max_sequence_length` or 512, as
+        `WanPipeline` encodes them: cleaned, padded to L, the encoder masked and the padding positions zeroed."""
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
         length = self.options.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
@@ -326,7 +320,7 @@ class WanAdapter(ModelAdapter):
         device = self.text_encoder.device
         mask = tokens.attention_mask.to(device)
         embeddings = self.text_encoder(tokens.input_ids.to(device), mask).last_hidden_state
-        return embeddings * rearrange(mask, "b l -> b l 1").to(embeddings.dtype)
+        return {"prompt_embeds": embeddings * rearrange(mask, "b l -> b l 1").to(embeddings.dtype)}
 
     # --- Training forward -------------------------------------------------------------------------------------
 

@@ -10,3 +10,16 @@ FEATURES_COLUMN = "teacher_features"
 MASK_COLUMN = "motion_mask"
 VALID_COLUMN = "teacher_valid"
 SETTINGS_COLUMN = "teacher_settings"
+
+#: The columns `ModelInputs` adds: the VAE posterior in the model's latent space `(2C, F, H, W)` (mean and
+#: log-variance), each text-encoder output by its name (e.g. `prompt_embeds` `(L, D)`), whether the row is usable, and
+#: the settings JSON on every row.
+LATENTS_COLUMN = "latent_moments"
+INPUTS_VALID_COLUMN = "inputs_valid"
+INPUTS_SETTINGS_COLUMN = "inputs_settings"
+
+
+def training_caption(caption: str | None, id_token: str | None = None) -> str:
+    """The prompt a caption trains as: `""` for an empty one (as caption dropout trains), after `id_token` if given."""
+    caption = caption or ""
+    return f"{id_token} {caption}" if id_token else caption

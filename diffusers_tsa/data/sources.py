@@ -10,7 +10,7 @@ import datasets
 
 from ..errors import DatasetError
 from ..paths import check_local_path
-from .columns import CAPTION, FEATURES_COLUMN, VIDEO
+from .columns import CAPTION, FEATURES_COLUMN, LATENTS_COLUMN, VIDEO
 
 logger = logging.getLogger(__name__)
 _METADATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
@@ -70,7 +70,7 @@ def _load_table(
 def _find_column(table: datasets.Dataset, argument: str, column: str, standard: str) -> str:
     if column in table.column_names:
         return column
-    if FEATURES_COLUMN in table.column_names and standard in table.column_names:
+    if {FEATURES_COLUMN, LATENTS_COLUMN} & set(table.column_names) and standard in table.column_names:
         # Saved by `python -m diffusers_tsa.features`, whose output has the standard names: the flag that named the
         # column for the precompute names the same column here.
         logger.info("`%s=%r`: the precomputed dataset's column is %r.", argument, column, standard)

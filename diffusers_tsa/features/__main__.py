@@ -1,4 +1,7 @@
-"""`python -m diffusers_tsa.features`: precompute teacher features and motion masks for a video dataset.
+"""`python -m diffusers_tsa.features`: compute once what the frozen models give for each clip of a video dataset: the
+student's latents (the VAE posterior) and prompt embeddings (`ModelInputs`, with `--pretrained_model_name_or_path`),
+and the teacher's features and motion masks (`TeacherFeatures`, with `--teacher_model_name_or_path`), on one decode of
+each clip.
 
 One GPU or many (`accelerate launch -m diffusers_tsa.features ...`): each process maps its own shard and the main
 process merges them into one dataset, saved with `save_to_disk` for the training script's `--dataset_name`.
@@ -15,27 +18,55 @@ import datasets
 import torch
 
 from .. import cli
-from ..teachers import load_teacher, teacher_config, teacher_geometry
+from ..adapters import ADAPTERS, load_spec
+from ..adapters.base import TrainingOptions
 from ..errors import DatasetError
-from . import STORAGE_DTYPES, VALID_COLUMN, TeacherFeatures
+from ..teachers import load_teacher, teacher_config, teacher_geometry
+from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
 logger = logging.getLogger("diffusers_tsa.features")
+
+DTYPES = ["float32", "bfloat16", "float16"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m diffusers_tsa.features",
-        description="Precompute teacher features and motion masks for a video dataset.",
+        description="Precompute latents, prompt embeddings, and teacher features and motion masks for a video "
+        "dataset (give --pretrained_model_name_or_path, --teacher_model_name_or_path, or both).",
     )
     cli.add_dataset_arguments(parser)
     parser.add_argument("--split", default="train", help="Split to read (train).")
     parser.add_argument("--cache_dir", default=None, help="datasets / Hub cache folder.")
     cli.add_clip_arguments(parser)
-    cli.add_teacher_arguments(parser, required=True)
+    group = parser.add_argument_group("student (latents and prompt embeddings; the same as for training)")
+    group.add_argument(
+        "--pretrained_model_name_or_path", type=str, default=None,
+        help="Base pipeline whose VAE and text encoder encode the clips and captions (default: no latents).",
+    )
+    group.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
+    group.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
+    group.add_argument(
+        "--model_family", type=str, default="auto", choices=["auto", *ADAPTERS],
+        help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
+    )
+    group.add_argument(
+        "--max_sequence_length", type=int, default=None,
+        help="Text tokens per prompt, as training will be given (default: the family's pipeline default).",
+    )
+    group.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, as training's.")
+    group.add_argument(
+        "--encoder_dtype", type=str, default="float32", choices=DTYPES,
+        help="Dtype the VAE and the text encoder run in (float32; bfloat16 is what a bf16 run uses online).",
+    )
+    group.add_argument("--vae_batch_size", type=int, default=1, help="Clips per VAE forward (1).")
+    group.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
+    group.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
+    cli.add_teacher_arguments(parser)
     cli.add_mask_ratio_argument(parser)
     group = parser.add_argument_group("output")
     group.add_argument("--storage_dtype", default="float16", choices=sorted(STORAGE_DTYPES),
-                       help="Dtype of the stored features (float16).")
+                       help="Dtype of the stored tensors (float16).")
     group.add_argument("--batch_size", type=int, default=16, help="Clips decoded per map call (16).")
     group.add_argument("--teacher_batch_size", type=int, default=4, help="Clips per teacher forward (4).")
     group.add_argument("--decode_workers", type=int, default=4, help="Decoding threads (4).")
@@ -48,25 +79,51 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Every setting is checked against the teacher's config before any weight is loaded.
+    # Every setting is checked against the model's and the teacher's configs before any weight is loaded.
     with cli.flag_errors():
+        if args.pretrained_model_name_or_path is None and args.teacher_model_name_or_path is None:
+            raise cli.FlagError(
+                "Nothing to precompute: give --pretrained_model_name_or_path (latents and prompt embeddings), "
+                "--teacher_model_name_or_path (teacher features), or both."
+            )
         clip = cli.clip_spec(args)
         TeacherFeatures.check_settings(clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio)
-        options = {"trust_remote_code": args.trust_remote_code, "revision": args.teacher_revision,
-                   "cache_dir": args.cache_dir}
-        config = teacher_config(args.teacher_model_name_or_path, **options)
-        geometry = teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config)
+        spec = options = geometry = None
+        if args.pretrained_model_name_or_path is not None:
+            spec = load_spec(args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,
+                             cache_dir=args.cache_dir)
+            spec.check_clip(clip.num_frames, clip.height, clip.width)
+            options = TrainingOptions(max_sequence_length=args.max_sequence_length)
+            spec.check_options(vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, training=options)
+        teacher_options = {"trust_remote_code": args.trust_remote_code, "revision": args.teacher_revision,
+                           "cache_dir": args.cache_dir}
+        if args.teacher_model_name_or_path is not None:
+            config = teacher_config(args.teacher_model_name_or_path, **teacher_options)
+            geometry = teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config)
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = cli.load_dataset(args, split=args.split, cache_dir=args.cache_dir)
-    teacher = load_teacher(
-        geometry.name, geometry.input, config=config, dtype=getattr(torch, args.teacher_dtype), device=state.device,
-        **options,
-    )
-    transform = TeacherFeatures(
-        teacher, clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio,
-        teacher_batch_size=args.teacher_batch_size, decode_workers=args.decode_workers,
-    )
+    transforms = []
+    if spec is not None:
+        adapter = ADAPTERS[spec.family].from_pretrained(
+            spec, variant=args.variant, weight_dtype=getattr(torch, args.encoder_dtype), device=state.device,
+            options=options, transformer=False,
+        )
+        adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
+        transforms.append(ModelInputs(
+            adapter, clip, id_token=args.id_token, variant=args.variant, storage_dtype=args.storage_dtype,
+            vae_batch_size=args.vae_batch_size, decode_workers=args.decode_workers,
+        ))
+    if geometry is not None:
+        teacher = load_teacher(
+            geometry.name, geometry.input, config=config, dtype=getattr(torch, args.teacher_dtype),
+            device=state.device, **teacher_options,
+        )
+        transforms.append(TeacherFeatures(
+            teacher, clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio,
+            teacher_batch_size=args.teacher_batch_size, decode_workers=args.decode_workers,
+        ))
+    transform = transforms[0] if len(transforms) == 1 else Precompute(transforms)
     output_dir = Path(args.output_dir)
     if state.num_processes == 1:
         transform.map(table, batch_size=args.batch_size).save_to_disk(output_dir)
@@ -81,16 +138,17 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(shard_dir)
     state.wait_for_everyone()
     saved = datasets.load_from_disk(output_dir)
-    usable = sum(saved[VALID_COLUMN])
+    usable = sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
+    what = " and ".join(t.description for t in transforms)
     if usable == 0:
         raise DatasetError(
-            f"None of the {len(saved)} clips gave usable teacher features (see the warnings above): check "
-            "`video_column` and the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
+            f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` and "
+            "the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
         )
     if state.is_main_process:
         logger.info(
-            "Wrote %d clips (%d unusable) to %s; %d bytes of features and mask per clip.",
-            len(saved), len(saved) - usable, output_dir, transform.bytes_per_clip,
+            "Wrote %d clips (%d unusable) to %s: %s, %d bytes per clip.", len(saved), len(saved) - usable, output_dir,
+            what, sum(t.bytes_per_clip for t in transforms),
         )
 
 

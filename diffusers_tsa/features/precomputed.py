@@ -1,5 +1,5 @@
-"""A table of precomputed teacher features, read for training: the settings its rows were made with, checked against
-the training ones, and its columns typed as `TeacherFeatures` declares them."""
+"""A table of precomputed columns (teacher features, model inputs), read for training: the settings its rows were made
+with, checked against the training ones, and its columns typed as `TeacherFeatures` and `ModelInputs` declare them."""
 
 from __future__ import annotations
 
@@ -10,37 +10,105 @@ from typing import Mapping
 import datasets
 
 from ..data import ClipSpec
+from ..data.columns import INPUTS_SETTINGS_COLUMN
 from ..errors import DatasetError, UsageError
 from . import _FORMAT_VERSION, MASK_COLUMN, SETTINGS_COLUMN, STORAGE_DTYPES
+from .model_inputs import _FORMAT_VERSION as _INPUTS_FORMAT_VERSION
+from .transform import array_feature
 
 _PRECOMPUTE_AGAIN = "precompute them again with `python -m diffusers_tsa.features` (or `TeacherFeatures`)"
+_INPUTS_AGAIN = (
+    "precompute them again with `python -m diffusers_tsa.features --pretrained_model_name_or_path ...` (or "
+    "`ModelInputs`)"
+)
+
+
+def recorded_settings(
+    table: datasets.Dataset, settings_column: str, what: str, format_version: int, again: str
+) -> dict:
+    """The settings JSON every row of `table` holds in `settings_column` (`what` the columns are, `again` how to make
+    them anew, for the errors).
+
+    Raises:
+        `DatasetError`: the table has no settings column (made by hand or by an older version), or its rows were made
+            with different settings (e.g. concatenated from two runs), or by another format version.
+    """
+    if settings_column not in table.column_names:
+        raise DatasetError(
+            f"The {what} have no '{settings_column}' column beside them, so the settings they were made with are "
+            f"unknown; {again}."
+        )
+    recorded = [value for value in table.unique(settings_column) if value is not None]
+    if len(recorded) != 1:
+        raise DatasetError(
+            f"The rows of the {what} were made with {len(recorded)} different settings ('{settings_column}'); train "
+            f"on columns made in one pass, or {again}."
+        )
+    settings = json.loads(recorded[0])
+    if settings.get("format") != format_version:
+        raise DatasetError(
+            f"The {what} were made by another version of diffusers-tsa (format {settings.get('format')}, this one "
+            f"reads {format_version}); {again}."
+        )
+    return settings
 
 
 def precomputed_settings(table: datasets.Dataset, features_column: str) -> dict:
-    """The settings (`TeacherFeatures.settings()`) every row of `table` was made with.
+    """The settings (`TeacherFeatures.settings()`) every row of `table` was made with (`recorded_settings`)."""
+    what = f"teacher features of `teacher_features_column={features_column!r}`"
+    return recorded_settings(table, SETTINGS_COLUMN, what, _FORMAT_VERSION, _PRECOMPUTE_AGAIN)
+
+
+def inputs_settings(table: datasets.Dataset) -> dict:
+    """The settings (`ModelInputs.settings()`) every row of `table` was made with (`recorded_settings`)."""
+    return recorded_settings(table, INPUTS_SETTINGS_COLUMN, "precomputed latents and prompt embeddings",
+                             _INPUTS_FORMAT_VERSION, _INPUTS_AGAIN)
+
+
+def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
+    """Compares the settings precomputed model inputs were made with to training's.
+
+    Args:
+        settings (`dict`): `inputs_settings(table)`.
+        given (`Mapping[str, object]`): training's values by the names errors use: `family`,
+            `pretrained_model_name_or_path`, `revision`, `variant`, `max_sequence_length`, `id_token` and the
+            `ClipSpec.*` fields (see `ModelInputs.settings`).
 
     Raises:
-        `DatasetError`: the table has no settings column (features made by hand or by an older version), or its
-            rows were made with different settings (e.g. concatenated from two runs).
+        `UsageError`: naming each setting that differs, as recorded and as given.
     """
-    if SETTINGS_COLUMN not in table.column_names:
-        raise DatasetError(
-            f"`teacher_features_column={features_column!r}` has no '{SETTINGS_COLUMN}' column beside it, so the "
-            f"settings its features were made with are unknown; {_PRECOMPUTE_AGAIN}."
+    recorded = {**settings["model"], "max_sequence_length": settings["max_sequence_length"],
+                "id_token": settings["id_token"]}
+    recorded.update({f"ClipSpec.{key}": value for key, value in settings["clip"].items()})
+    differ = [name for name in given if recorded.get(name) != given[name]]
+    if differ:
+        raise UsageError(
+            "The precomputed latents and prompt embeddings were made with "
+            + ", ".join(f"`{name}={recorded.get(name)!r}`" for name in differ)
+            + ", but training is given "
+            + ", ".join(f"`{name}={given[name]!r}`" for name in differ)
+            + f"; pass the same settings, or {_INPUTS_AGAIN}."
         )
-    recorded = [value for value in table.unique(SETTINGS_COLUMN) if value is not None]
-    if len(recorded) != 1:
-        raise DatasetError(
-            f"The rows of `teacher_features_column={features_column!r}` were made with {len(recorded)} different "
-            f"settings ('{SETTINGS_COLUMN}'); train on features made in one pass, or {_PRECOMPUTE_AGAIN}."
-        )
-    settings = json.loads(recorded[0])
-    if settings.get("format") != _FORMAT_VERSION:
-        raise DatasetError(
-            f"`teacher_features_column={features_column!r}` was made by another version of diffusers-tsa (format "
-            f"{settings.get('format')}, this one reads {_FORMAT_VERSION}); {_PRECOMPUTE_AGAIN}."
-        )
-    return settings
+
+
+def inputs_columns(settings: dict) -> list[str]:
+    """The model-input columns (`latent_moments` first) of a table made with `settings`."""
+    return list(settings["columns"])
+
+
+def typed_inputs_table(table: datasets.Dataset, settings: dict) -> datasets.Dataset:
+    """`table` with its model-input columns of the types `ModelInputs` declares (a plain `dataset.map` infers nested
+    lists); unchanged when they already are."""
+    dtype = STORAGE_DTYPES[settings["storage_dtype"]]
+    for column, shape in settings["columns"].items():
+        stored = table.features[column]
+        leaf = stored
+        while hasattr(leaf, "feature"):
+            leaf = leaf.feature
+        feature = array_feature(shape, "bool" if getattr(leaf, "dtype", dtype) == "bool" else dtype)
+        if stored != feature:
+            table = table.cast_column(column, feature)
+    return table
 
 
 def check_precomputed_settings(

@@ -10,9 +10,10 @@ from .checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples
+from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples, model_inputs
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
+from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
 
 __all__ = [
     "ACCELERATE_FILES",
@@ -20,8 +21,10 @@ __all__ = [
     "AlignedTransformer",
     "Alignment",
     "AlignmentConfig",
+    "AlignmentProbe",
     "DataOrder",
     "OutputDirLock",
+    "ProbeResult",
     "ShuffledOrder",
     "TrainingClips",
     "alignment_loss",
@@ -29,8 +32,11 @@ __all__ = [
     "checkpoint_step",
     "collate_examples",
     "list_checkpoints",
+    "model_inputs",
     "prune_checkpoints",
+    "read_agreement",
     "resolve_checkpoint",
     "save_checkpoint",
     "save_model_card",
+    "write_probe",
 ]

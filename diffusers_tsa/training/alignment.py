@@ -239,7 +239,7 @@ class Alignment:
         """The unweighted alignment loss of projected student features `(B, F, H, W, C)` against the batch's targets."""
         with torch.no_grad():
             features, mask = self.targets(batch)
-        features = features.to(student.device)
+        features = features.to(student.device, torch.float32)  # stored features come in their 2-byte dtype
         mask = None if mask is None else mask.to(student.device)
         config = self.config
         return alignment_loss(

@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import datasets
 import numpy as np
 import torch
 
+from ..adapters.base import ModelAdapter
 from ..data import CAPTION, VIDEO, ClipSpec, read_video
+from ..data.columns import INPUTS_VALID_COLUMN, LATENTS_COLUMN, MASK_COLUMN, VALID_COLUMN, training_caption
 from ..errors import DatasetError, VideoDecodeError
-from ..features import MASK_COLUMN, VALID_COLUMN, decode_teacher_features
+from ..features.transform import from_storage, stored_value
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +79,22 @@ class TrainingClips(torch.utils.data.Dataset):
     of steps; the example lists what it skipped (`"skipped"`: `(clip, reason)` pairs) for the loop to warn about once
     and count as distinct clips. An empty caption trains as `""`, as caption dropout does.
 
+    Precomputed columns (`TeacherFeatures`, `ModelInputs`) come in their stored dtype (float16 and bfloat16 stay 2
+    bytes a value up to the device); rows marked unusable in them are dropped here. When nothing needs the pixels
+    (`decode_videos=False`: the latents are precomputed and the teacher features too, or there is no alignment term),
+    no clip is decoded at all.
+
     Args:
-        table (`datasets.Dataset`): `caption` and `video` columns (`load_video_dataset`); with `features_column`
-            also the `TeacherFeatures` columns, whose invalid rows are dropped here.
+        table (`datasets.Dataset`): `caption` and `video` columns (`load_video_dataset`), and any precomputed ones.
         clip (`ClipSpec`): how clips are read.
         order (`DataOrder`, *optional*): seeds each example's crop, flip and stand-in draws (`DataOrder(0)`).
         id_token (`str`, *optional*): prepended to every caption (`--id_token`).
         random_flip (`bool`, defaults to False): flip each clip horizontally with probability 1/2.
         features_column (`str`, *optional*): the column of precomputed teacher features; each example then has
-            them as `teacher_features` (float32 `(F, H, W, C)`) and the stored `motion_mask` (bool `(F, H, W)`).
+            them as `teacher_features` `(F, H, W, C)` and the stored `motion_mask` (bool `(F, H, W)`).
+        inputs_columns (`Sequence[str]`, defaults to `()`): the precomputed model-input columns (`ModelInputs`):
+            each example then has `latent_moments` `(2C, F, H, W)` and `text`, the other columns by name.
+        decode_videos (`bool`, defaults to True): whether examples carry the decoded clip as `video` `(T, C, H, W)`.
     """
 
     def __init__(
@@ -97,28 +106,35 @@ class TrainingClips(torch.utils.data.Dataset):
         id_token: str | None = None,
         random_flip: bool = False,
         features_column: str | None = None,
+        inputs_columns: Sequence[str] = (),
+        decode_videos: bool = True,
     ):
-        if features_column is not None:
-            valid = table[VALID_COLUMN] if VALID_COLUMN in table.column_names else [True] * len(table)
-            unusable = len(valid) - sum(valid)
-            if unusable:
-                logger.warning(
-                    "Skipping %d of %d rows whose teacher features could not be computed.", unusable, len(valid)
-                )
-                table = table.select([i for i, ok in enumerate(valid) if ok])
-            self.stored_dtype = table.features[features_column].dtype
-            table = table.with_format("numpy", columns=[features_column, MASK_COLUMN], output_all_columns=True)
+        valid_columns = [(VALID_COLUMN, "teacher features")] if features_column is not None else []
+        valid_columns += [(INPUTS_VALID_COLUMN, "latents and prompt embeddings")] if inputs_columns else []
+        for column, what in valid_columns:
+            if column in table.column_names:
+                valid = table[column]
+                if len(valid) - sum(valid):
+                    logger.warning(
+                        "Skipping %d of %d rows whose %s could not be computed.", len(valid) - sum(valid), len(valid),
+                        what,
+                    )
+                    table = table.select([i for i, ok in enumerate(valid) if ok])
         if len(table) == 0:
             raise DatasetError("The training dataset has no usable row.")
         self.num_empty_captions = sum(1 for caption in table[CAPTION] if not caption)
         if self.num_empty_captions:
             logger.warning(f"{self.num_empty_captions} of {len(table)} captions are empty: they train as \"\".")
-        self.table, self.clip, self.features_column = table, clip, features_column
+        self.features_column, self.inputs_columns = features_column, list(inputs_columns)
+        tensors = ([features_column, MASK_COLUMN] if features_column is not None else []) + self.inputs_columns
+        self.records = table.select_columns([CAPTION, VIDEO])
+        self.arrays = table.select_columns(tensors).with_format("arrow") if tensors else None
+        self.clip, self.decode_videos = clip, decode_videos
         self.order = order or DataOrder(0)
         self.id_token, self.random_flip = id_token, random_flip
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.records)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by accelerate's data loader at each epoch (also on worker copies of the dataset)."""
@@ -130,25 +146,38 @@ class TrainingClips(torch.utils.data.Dataset):
         yield index
         yield from (int(row) for row in torch.randperm(len(self), generator=generator) if row != index)
 
+    def _stored(self, row: int) -> dict:
+        """The precomputed tensors of `row`, in their stored dtype."""
+        if self.arrays is None:
+            return {}
+        arrays = self.arrays[row]
+        example = {}
+        if self.features_column is not None:
+            example["teacher_features"] = from_storage(stored_value(arrays, self.features_column))
+            example["motion_mask"] = from_storage(stored_value(arrays, MASK_COLUMN))
+        if self.inputs_columns:
+            example[LATENTS_COLUMN] = from_storage(stored_value(arrays, LATENTS_COLUMN))
+            example["text"] = {
+                name: from_storage(stored_value(arrays, name)) for name in self.inputs_columns if name != LATENTS_COLUMN
+            }
+        return example
+
     def __getitem__(self, index: int) -> dict:
         generator = self.order.generator(index)
         skipped = []
         for row in self._rows(index, generator):
-            record = self.table[row]
-            try:
-                video = read_video(record[VIDEO], self.clip, generator=generator)
-            except VideoDecodeError as err:
-                skipped.append((err.source, err.reason))
-                continue
-            if self.random_flip and torch.rand((), generator=generator) < 0.5:
-                video = video.flip(-1)
-            caption = record[CAPTION] or ""
-            caption = f"{self.id_token} {caption}" if self.id_token else caption
-            example = {"video": video, "caption": caption, "skipped": skipped}
-            if self.features_column is not None:
-                example["teacher_features"] = decode_teacher_features(record[self.features_column], self.stored_dtype)
-                example["motion_mask"] = torch.as_tensor(record[MASK_COLUMN]).bool()
-            return example
+            record = self.records[row]
+            example = {"caption": training_caption(record[CAPTION], self.id_token), "skipped": skipped}
+            if self.decode_videos:
+                try:
+                    video = read_video(record[VIDEO], self.clip, generator=generator)
+                except VideoDecodeError as err:
+                    skipped.append((err.source, err.reason))
+                    continue
+                if self.random_flip and torch.rand((), generator=generator) < 0.5:
+                    video = video.flip(-1)
+                example["video"] = video
+            return {**example, **self._stored(row)}
         raise DatasetError(
             f"None of the {len(self)} clips can be read, e.g. {skipped[0][0]!r}: {skipped[0][1]} Check the video "
             "paths (`video_column`) and `ClipSpec.max_num_frames`."
@@ -156,14 +185,33 @@ class TrainingClips(torch.utils.data.Dataset):
 
 
 def collate_examples(examples: list[dict]) -> dict:
-    """Stacks examples into a batch: `videos` `(B, T, C, H, W)`, `captions`, `skipped` (every `(clip, reason)`), and
-    the teacher columns when present."""
+    """Stacks examples into a batch: `videos` `(B, T, C, H, W)` (when decoded), `captions`, `skipped` (every `(clip,
+    reason)`), and the precomputed columns when present (`text` stays a dict of stacked tensors)."""
     batch = {
-        "videos": torch.stack([e["video"] for e in examples]),
         "captions": [e["caption"] for e in examples],
         "skipped": [pair for e in examples for pair in e["skipped"]],
     }
-    for key in ("teacher_features", "motion_mask"):
+    if "video" in examples[0]:
+        batch["videos"] = torch.stack([e["video"] for e in examples])
+    for key in ("teacher_features", "motion_mask", LATENTS_COLUMN):
         if key in examples[0]:
             batch[key] = torch.stack([e[key] for e in examples])
+    if "text" in examples[0]:
+        batch["text"] = {name: torch.stack([e["text"][name] for e in examples]) for name in examples[0]["text"]}
     return batch
+
+
+def model_inputs(adapter: ModelAdapter, batch: dict, *, dtype: torch.dtype) -> tuple[torch.Tensor, Any]:
+    """The transformer's inputs of a batch: a latent sample of the stored posterior and the stored text-encoder
+    outputs when the batch has them (`ModelInputs`), else the encoded videos and captions; floating values in `dtype`
+    (that of the frozen weights) on the adapter's device."""
+    if LATENTS_COLUMN not in batch:
+        return adapter.encode_videos(batch["videos"]), adapter.encode_prompts(batch["captions"])
+    device = adapter.transformer.device
+    moments = batch[LATENTS_COLUMN].to(device, dtype)
+    return adapter.sample_latents(moments), adapter.conditioning(floating_to(batch["text"], device, dtype))
+
+
+def floating_to(tensors: dict[str, torch.Tensor], device: torch.device | str, dtype: torch.dtype) -> dict:
+    """`tensors` on `device`, the floating ones in `dtype` (masks keep theirs)."""
+    return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}

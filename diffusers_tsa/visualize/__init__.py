@@ -109,6 +109,8 @@ def student_features(
     projector: AlignmentProjector | None = None,
     teacher_grid: Grid | None = None,
     drop_first_frame: bool | None = True,
+    moments: torch.Tensor | None = None,
+    text: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The student's features of clips at one noise level (paper Eq. 5), as training computes them.
 
@@ -130,6 +132,10 @@ def student_features(
         teacher_grid (`tuple[int, int, int]`, *optional*): where raw tokens go without a projector.
         drop_first_frame (`bool`, *optional*, defaults to `True`): whether the teacher skips pixel frame 0
             (`TeacherInput.drop_first_frame`), for raw tokens.
+        moments (`torch.Tensor`, *optional*): the clips' `latent_moments` `(B, 2C, F, H, W)`, computed beforehand
+            (or precomputed): a latent is sampled from them instead of encoding `videos`.
+        text (`dict[str, torch.Tensor]`, *optional*): the prompts' `text_encoder_outputs`, used instead of encoding
+            `prompts`.
 
     Returns:
         `torch.Tensor`: `(B, F, H, W, C)` features on the teacher grid, fp32; `C` is the teacher's width with a
@@ -139,8 +145,8 @@ def student_features(
         raise ValueError("Pass a `projector`, or the `teacher_grid` the raw tokens are resampled to.")
     batch = videos.shape[0]
     prompts = [prompts] * batch if isinstance(prompts, str) else list(prompts)
-    latents = adapter.encode_videos(videos)
-    conditioning = adapter.encode_prompts(prompts)
+    latents = adapter.encode_videos(videos) if moments is None else adapter.sample_latents(moments)
+    conditioning = adapter.encode_prompts(prompts) if text is None else adapter.conditioning(text)
     transformer, training = adapter.transformer, adapter.transformer.training
     timesteps = torch.full((batch,), timestep, dtype=torch.long)
     with adapter.feature_extractor(transformer, depth) as extractor, extractor.capture() as captured:

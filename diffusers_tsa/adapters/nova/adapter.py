@@ -45,46 +45,62 @@ class NOVAAdapter(ModelAdapter):
     @classmethod
     def from_pretrained(
         cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(),
+        options=TrainingOptions(), encoders=True, transformer=True,
     ) -> NOVAAdapter:
-        options = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
+        """See `ModelAdapter.from_pretrained`; the transformer is always loaded: NOVA's prompts are padded with its
+        `text_embed` (`text_encoder_outputs`, `conditioning`)."""
+        kwargs = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
         dtype = dtype_argument()
         transformer = spec.transformer_class.from_pretrained(
             spec.pretrained_model_name_or_path, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype},
-            **options,
-        )
-        pipe = spec.pipeline_class.from_pretrained(
-            spec.pretrained_model_name_or_path, transformer=transformer, **{dtype: weight_dtype}, **options
-        )
-        for module in (pipe.text_encoder, pipe.vae, pipe.transformer):
-            module.requires_grad_(False).to(device)
+            **kwargs,
+        ).requires_grad_(False).to(device)
+
+        def load_pipeline(**left_out):
+            """`NOVAPipeline` around `transformer`, its frozen components in `weight_dtype` on `device`."""
+            pipe = spec.pipeline_class.from_pretrained(
+                spec.pretrained_model_name_or_path, transformer=transformer, **left_out, **{dtype: weight_dtype},
+                **kwargs,
+            )
+            for module in (pipe.text_encoder, pipe.vae):
+                if module is not None:
+                    module.requires_grad_(False).to(device)
+            return pipe
+
+        def load_encoders() -> dict:
+            pipe = load_pipeline()
+            return {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
+
+        pipe = load_pipeline() if encoders else load_pipeline(tokenizer=None, text_encoder=None, vae=None)
         return cls(
-            spec, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, transformer=pipe.transformer,
-            scheduler=pipe.scheduler, options=options,
+            spec, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, transformer=transformer,
+            scheduler=pipe.scheduler, options=options, load_encoders=None if encoders else load_encoders,
         )
 
-    @torch.no_grad()
-    def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        """`(B, T, C, H, W)` in [-1, 1] -> scaled latents `(B, C', F, H', W')`, as NOVA's `vae.scale_` scales them:
-        `(z - shift_factor) * scaling_factor`."""
-        pixels = rearrange(videos, "b t c h w -> b c t h w").to(self.vae.device, self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.sample()
+    def latent_normalization(self) -> tuple[float, float]:
+        """NOVA's latents are scaled as its `vae.scale_` scales them: `(z - shift_factor) * scaling_factor`."""
         config = self.vae.config
-        return (latents - (config.get("shift_factor") or 0)) * config.scaling_factor
+        return config.get("shift_factor") or 0.0, config.scaling_factor
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Captions -> text-encoder states `(B, text_token_len, D_text)`: each caption's tokens, then NOVA's learned
-        null rows (`text_embed.weight`) where it has none, exactly as `TextEmbed.encode_prompts` builds them."""
+    def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Captions -> `prompt_embeds`, the text encoder's states `(B, text_token_len, D_text)`, and
+        `prompt_attention_mask` `(B, text_token_len)`, which of them are the caption's tokens."""
         text_embed = unwrap_model(self.transformer).text_embed
         tokens = self.tokenizer(
             prompts, padding="max_length", max_length=text_embed.num_tokens, truncation=True, return_tensors="pt"
         )
-        states = self.text_encoder(tokens.input_ids.to(self.text_encoder.device)).last_hidden_state
+        device = self.text_encoder.device
+        states = self.text_encoder(tokens.input_ids.to(device)).last_hidden_state
+        return {"prompt_embeds": states, "prompt_attention_mask": tokens.attention_mask.bool().to(device)}
+
+    def conditioning(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The caption's states, then NOVA's learned null rows (`text_embed.weight`, trained in a full fine-tune)
+        where it has no token, exactly as `TextEmbed.encode_prompts` builds them."""
+        text_embed = unwrap_model(self.transformer).text_embed
         null = text_embed.weight[: text_embed.num_tokens]
-        lengths = tokens.attention_mask.sum(1).to(null.device)
-        has_token = torch.arange(text_embed.num_tokens, device=null.device)[None] < lengths[:, None]
-        return torch.where(has_token[..., None], states.to(null), null)
+        has_token = outputs["prompt_attention_mask"].bool().to(null.device)
+        return torch.where(has_token[..., None], outputs["prompt_embeds"].to(null), null)
 
     def diffusion_loss(
         self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
