@@ -422,6 +422,11 @@ def main():
           f"| {a['m_tsa_loss_flops']:.2e} | {a['teacher_online_flops']:.2e} | {100 * a['share_precomputed']:.2f} % "
           f"| {100 * a['share_online']:.2f} % |" for a in analytic),
     ]
+    write_table(out, lines)
+
+
+def write_table(out: Path, lines: list[str]) -> None:
+    """The Markdown table beside the JSON results `out`, printed too."""
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"Wrote {out} and {out.with_suffix('.md')}")
@@ -471,9 +476,7 @@ def inputs_main(args) -> None:
           f"{c['text_encoder_flops']:.2e} | {100 * c['share_removed']:.1f} % | {c['bytes_per_clip'] / 2**20:.1f} MiB "
           f"(moments {tuple(c['moments_shape'])}) |" for c in counted),
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"Wrote {out} and {out.with_suffix('.md')}")
+    write_table(out, lines)
 
 
 if __name__ == "__main__":

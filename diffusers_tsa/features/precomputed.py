@@ -53,6 +53,20 @@ def recorded_settings(
     return settings
 
 
+def refuse_differences(what: str, recorded: Mapping[str, object], given: Mapping[str, object], again: str) -> None:
+    """Raises `UsageError` naming each setting of `given` that differs from `recorded`, as recorded and as given
+    (`what` the precomputed columns are, `again` how to make them anew)."""
+    differ = [name for name in given if recorded.get(name) != given[name]]
+    if differ:
+        raise UsageError(
+            f"The precomputed {what} were made with "
+            + ", ".join(f"`{name}={recorded.get(name)!r}`" for name in differ)
+            + ", but training is given "
+            + ", ".join(f"`{name}={given[name]!r}`" for name in differ)
+            + f"; pass the same settings, or {again}."
+        )
+
+
 def precomputed_settings(table: datasets.Dataset, features_column: str) -> dict:
     """The settings (`TeacherFeatures.settings()`) every row of `table` was made with (`recorded_settings`)."""
     what = f"teacher features of `teacher_features_column={features_column!r}`"
@@ -80,15 +94,7 @@ def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
     recorded = {**settings["model"], "max_sequence_length": settings["max_sequence_length"],
                 "id_token": settings["id_token"]}
     recorded.update({f"ClipSpec.{key}": value for key, value in settings["clip"].items()})
-    differ = [name for name in given if recorded.get(name) != given[name]]
-    if differ:
-        raise UsageError(
-            "The precomputed latents and prompt embeddings were made with "
-            + ", ".join(f"`{name}={recorded.get(name)!r}`" for name in differ)
-            + ", but training is given "
-            + ", ".join(f"`{name}={given[name]!r}`" for name in differ)
-            + f"; pass the same settings, or {_INPUTS_AGAIN}."
-        )
+    refuse_differences("latents and prompt embeddings", recorded, given, _INPUTS_AGAIN)
 
 
 def inputs_columns(settings: dict) -> list[str]:
@@ -132,15 +138,7 @@ def check_precomputed_settings(
     given = {f"ClipSpec.{key}": value for key, value in asdict(clip).items()}
     given["mask_ratio"] = mask_ratio
     given.update({f"TeacherInput.{key}": value for key, value in (teacher_input or {}).items()})
-    differ = [name for name in given if recorded.get(name) != given[name]]
-    if differ:
-        raise UsageError(
-            "The precomputed teacher features were made with "
-            + ", ".join(f"`{name}={recorded.get(name)!r}`" for name in differ)
-            + ", but training is given "
-            + ", ".join(f"`{name}={given[name]!r}`" for name in differ)
-            + f"; pass the same settings, or {_PRECOMPUTE_AGAIN}."
-        )
+    refuse_differences("teacher features", recorded, given, _PRECOMPUTE_AGAIN)
 
 
 def typed_precomputed_table(table: datasets.Dataset, features_column: str) -> datasets.Dataset:
