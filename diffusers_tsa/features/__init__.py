@@ -27,7 +27,7 @@ from ..errors import UsageError
 from ..masking import motion_saliency_mask
 from ..teachers import VideoTeacher
 from .model_inputs import ModelInputs
-from .transform import STORAGE_DTYPES, ClipTransform, Precompute, from_storage, to_storage
+from .transform import STORAGE_DTYPES, ClipTransform, Precompute, from_storage, storage_bytes, to_storage
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,7 @@ def decode_teacher_features(value, stored_dtype: str) -> torch.Tensor:
     Returns:
         `torch.Tensor`: float32 features of the same shape, e.g. `(F, H, W, C)`.
     """
-    if stored_dtype == "uint16":  # bfloat16 bits are the upper half of the float32 with the same value
-        bits = torch.as_tensor(np.asarray(value, dtype=np.int64))
-        return (bits.to(torch.int32) << 16).view(torch.float32)
-    return torch.as_tensor(np.asarray(value)).float()
+    return from_storage(np.asarray(value, dtype=stored_dtype)).float()
 
 
 class TeacherFeatures(ClipTransform):
@@ -175,8 +172,7 @@ class TeacherFeatures(ClipTransform):
     @property
     def bytes_per_clip(self) -> int:
         """Payload stored per usable clip: the feature values in the storage dtype and 1 byte per mask token."""
-        size = torch.finfo(getattr(torch, self.storage_dtype)).bits // 8
-        return int(np.prod(self.teacher.grid)) * (size * self.teacher.hidden_size + 1)
+        return int(np.prod(self.teacher.grid)) * (storage_bytes(self.storage_dtype) * self.teacher.hidden_size + 1)
 
     def columns(self, clips: list[torch.Tensor | None], batch: dict[str, list]) -> dict[str, list]:
         """The teacher columns of a `map` batch (see the class docstring)."""

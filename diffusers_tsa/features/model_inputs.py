@@ -20,7 +20,7 @@ from ..data import ClipSpec, describe_source
 from ..data.columns import (
     CAPTION, INPUTS_SETTINGS_COLUMN, INPUTS_VALID_COLUMN, LATENTS_COLUMN, training_caption,
 )
-from .transform import STORAGE_DTYPES, ClipTransform, array_feature, to_storage
+from .transform import STORAGE_DTYPES, ClipTransform, array_feature, storage_bytes, to_storage
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class ModelInputs(ClipTransform):
     @property
     def bytes_per_clip(self) -> int:
         """Payload stored per usable clip (floating values in the storage dtype, masks 1 byte a value)."""
-        size = torch.finfo(getattr(torch, self.storage_dtype)).bits // 8
+        size = storage_bytes(self.storage_dtype)
         return sum((size if self.floating[name] else 1) * math.prod(shape) for name, shape in self.shapes.items())
 
     def _stored(self, values: dict[str, torch.Tensor]) -> tuple[dict[str, list], list[bool]]:

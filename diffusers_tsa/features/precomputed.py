@@ -97,11 +97,6 @@ def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
     refuse_differences("latents and prompt embeddings", recorded, given, _INPUTS_AGAIN)
 
 
-def inputs_columns(settings: dict) -> list[str]:
-    """The model-input columns (`latent_moments` first) of a table made with `settings`."""
-    return list(settings["columns"])
-
-
 def typed_inputs_table(table: datasets.Dataset, settings: dict) -> datasets.Dataset:
     """`table` with its model-input columns of the types `ModelInputs` declares (a plain `dataset.map` infers nested
     lists); unchanged when they already are."""

@@ -36,6 +36,11 @@ def array_feature(shape: Sequence[int], dtype: str) -> datasets.features.Feature
     return getattr(datasets, f"Array{len(shape)}D")(tuple(shape), dtype)
 
 
+def storage_bytes(storage_dtype: str) -> int:
+    """Bytes a value takes in `storage_dtype`."""
+    return torch.finfo(getattr(torch, storage_dtype)).bits // 8
+
+
 def to_storage(tensor: torch.Tensor, storage_dtype: str) -> tuple[np.ndarray, list[bool]]:
     """`(B, ...)` floating values as stored in `storage_dtype` (bfloat16 as its uint16 bits), and per row whether they
     are all finite once stored (a NaN encoder, or values beyond float16's range)."""
