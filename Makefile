@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench clean
+.PHONY: install quality style test demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,18 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH)
 	$(BIN)/python -m pip install -e ".[test]"
 
+# Lint and format check (ruff, with diffusers' rules: pyproject.toml); `make style` fixes what it can.
+quality: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+style: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 # Two workers by default (the suite's end-to-end runs are subprocesses); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
-test: install
+test: quality
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS)
 
 # The main job on an embedded default: tiny offline models, synthetic clips, a real training run and a stock reload.
