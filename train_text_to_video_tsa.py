@@ -32,19 +32,18 @@ import random
 import time
 from pathlib import Path
 
+import diffusers
 import torch
 import transformers
 from accelerate import Accelerator, DistributedType
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
-from huggingface_hub import create_repo, upload_folder
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-
-import diffusers
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params, free_memory
 from diffusers.utils import export_to_video, is_wandb_available
+from huggingface_hub import create_repo, upload_folder
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from diffusers_tsa import cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
@@ -65,6 +64,7 @@ from diffusers_tsa.training import (
     write_probe,
 )
 
+
 logger = get_logger(__name__)
 
 
@@ -73,14 +73,19 @@ def parse_args(input_args=None):
 
     # Model information
     parser.add_argument(
-        "--pretrained_model_name_or_path", type=str, required=True,
+        "--pretrained_model_name_or_path",
+        type=str,
+        required=True,
         help="Base pipeline: a Hub model id (e.g. THUDM/CogVideoX-2b) or a local folder.",
     )
     parser.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
     parser.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
     parser.add_argument("--cache_dir", type=str, default=None, help="Where downloaded models and datasets are stored.")
     parser.add_argument(
-        "--model_family", type=str, default="auto", choices=["auto", *ADAPTERS],
+        "--model_family",
+        type=str,
+        default="auto",
+        choices=["auto", *ADAPTERS],
         help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
     )
 
@@ -90,24 +95,32 @@ def parse_args(input_args=None):
     cli.add_dataset_arguments(parser)
     parser.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, if given.")
     parser.add_argument(
-        "--dataloader_num_workers", type=int, default=0,
+        "--dataloader_num_workers",
+        type=int,
+        default=0,
         help="Subprocesses decoding clips; 0 (default) decodes in the main process.",
     )
 
     # Validation
     parser.add_argument(
-        "--validation_prompt", type=str, default=None,
+        "--validation_prompt",
+        type=str,
+        default=None,
         help="Prompt(s) generated during validation, separated by --validation_prompt_separator.",
     )
     parser.add_argument("--validation_prompt_separator", type=str, default=":::", help="Separator of prompts.")
     parser.add_argument("--num_validation_videos", type=int, default=1, help="Videos per validation prompt (1).")
     parser.add_argument("--validation_epochs", type=int, default=None, help="Validate every X epochs (off).")
     parser.add_argument(
-        "--validation_steps", type=int, default=None,
+        "--validation_steps",
+        type=int,
+        default=None,
         help="Validate every X optimizer steps (off); validation also runs once at the end when prompts are given.",
     )
     parser.add_argument(
-        "--validation_video", type=str, default=None,
+        "--validation_video",
+        type=str,
+        default=None,
         help="A held-out clip on which each validation measures and draws the alignment (default: the dataset's "
         "first clip); needs the teacher online.",
     )
@@ -120,7 +133,10 @@ def parse_args(input_args=None):
     # Training information
     parser.add_argument("--seed", type=int, default=None, help="A seed for reproducible training.")
     parser.add_argument(
-        "--training_mode", type=str, default="lora", choices=["lora", "full"],
+        "--training_mode",
+        type=str,
+        default="lora",
+        choices=["lora", "full"],
         help="'lora' (default) trains a LoRA adapter; 'full' fine-tunes every transformer weight (the paper).",
     )
     parser.add_argument("--rank", type=int, default=128, help="The dimension of the LoRA update matrices (128).")
@@ -128,7 +144,10 @@ def parse_args(input_args=None):
         "--lora_alpha", type=float, default=128, help="LoRA scaling: the update is scaled by lora_alpha / rank (128)."
     )
     parser.add_argument(
-        "--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=["no", "fp16", "bf16"],
         help="Mixed precision; defaults to the accelerate config. Trainable weights stay in fp32.",
     )
     parser.add_argument(
@@ -136,7 +155,9 @@ def parse_args(input_args=None):
     )
     cli.add_clip_arguments(parser)
     parser.add_argument(
-        "--fps", type=int, default=None,
+        "--fps",
+        type=int,
+        default=None,
         help="Frame rate of the validation videos (the family's: 8 CogVideoX, 16 CogVideoX 1.5 and Wan, 25 LTX-Video).",
     )
     parser.add_argument("--random_flip", action="store_true", help="Flip clips horizontally with probability 1/2.")
@@ -146,14 +167,18 @@ def parse_args(input_args=None):
         "--max_train_steps", type=int, default=None, help="Optimizer steps to run; overrides --num_train_epochs."
     )
     parser.add_argument(
-        "--checkpointing_steps", type=int, default=500,
+        "--checkpointing_steps",
+        type=int,
+        default=500,
         help="Save the training state every X optimizer steps, for --resume_from_checkpoint (500).",
     )
     parser.add_argument(
         "--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints (all)."
     )
     parser.add_argument(
-        "--resume_from_checkpoint", type=str, default=None,
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
         help="Resume from a `checkpoint-<step>` folder, or 'latest' for the newest one in --output_dir.",
     )
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per step (1).")
@@ -161,14 +186,18 @@ def parse_args(input_args=None):
         "--gradient_checkpointing", action="store_true", help="Trade compute for memory in the transformer."
     )
     parser.add_argument(
-        "--learning_rate", type=float, default=1e-4,
+        "--learning_rate",
+        type=float,
+        default=1e-4,
         help="Learning rate of the transformer (1e-4 suits LoRA; the paper's full fine-tune uses 2e-6).",
     )
     parser.add_argument(
         "--scale_lr", action="store_true", help="Scale learning rates by GPUs x accumulation x batch size."
     )
     parser.add_argument(
-        "--lr_scheduler", type=str, default="constant",
+        "--lr_scheduler",
+        type=str,
+        default="constant",
         help='One of "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".',
     )
     parser.add_argument("--lr_warmup_steps", type=int, default=500, help="Warm-up optimizer steps (500).")
@@ -183,7 +212,10 @@ def parse_args(input_args=None):
 
     # Optimizer
     parser.add_argument(
-        "--optimizer", type=lambda s: s.lower(), default="adamw", choices=["adam", "adamw", "prodigy"],
+        "--optimizer",
+        type=lambda s: s.lower(),
+        default="adamw",
+        choices=["adam", "adamw", "prodigy"],
         help="Optimizer (adamw, as the paper).",
     )
     parser.add_argument("--use_8bit_adam", action="store_true", help="8-bit Adam(W) from bitsandbytes.")
@@ -195,7 +227,9 @@ def parse_args(input_args=None):
     parser.add_argument("--adam_epsilon", type=float, default=1e-08, help="Epsilon of Adam and Prodigy.")
     parser.add_argument("--max_grad_norm", default=1.0, type=float, help="Max gradient norm (1.0).")
     parser.add_argument(
-        "--max_nonfinite_steps", type=int, default=3,
+        "--max_nonfinite_steps",
+        type=int,
+        default=3,
         help="A batch with a non-finite loss is skipped, not trained through; stop with an error after this many "
         "in a row (3).",
     )
@@ -212,7 +246,9 @@ def parse_args(input_args=None):
     parser.add_argument("--logging_dir", type=str, default="logs", help="Tracker logs, under --output_dir.")
     parser.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
     parser.add_argument(
-        "--report_to", type=str, default="tensorboard",
+        "--report_to",
+        type=str,
+        default="tensorboard",
         help="'tensorboard' (default), 'wandb', 'comet_ml', 'all' or 'none'.",
     )
     args = parser.parse_args(input_args)
@@ -228,7 +264,11 @@ def parse_args(input_args=None):
     if args.training_mode == "lora" and (args.rank < 1 or args.lora_alpha <= 0):
         raise cli.FlagError(f"--rank must be >= 1 and --lora_alpha > 0, got {args.rank} and {args.lora_alpha}.")
     for flag in (
-        "checkpointing_steps", "validation_steps", "validation_epochs", "checkpoints_total_limit", "max_nonfinite_steps"
+        "checkpointing_steps",
+        "validation_steps",
+        "validation_epochs",
+        "checkpoints_total_limit",
+        "max_nonfinite_steps",
     ):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise cli.FlagError(f"--{flag} must be >= 1, got {getattr(args, flag)}.")
@@ -243,9 +283,14 @@ def get_optimizer(args, params_to_optimize):
         except ImportError:
             raise ImportError("--optimizer prodigy needs `pip install prodigyopt`.") from None
         return prodigyopt.Prodigy(
-            params_to_optimize, betas=(args.adam_beta1, args.adam_beta2), beta3=args.prodigy_beta3,
-            weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, decouple=args.prodigy_decouple,
-            use_bias_correction=args.prodigy_use_bias_correction, safeguard_warmup=args.prodigy_safeguard_warmup,
+            params_to_optimize,
+            betas=(args.adam_beta1, args.adam_beta2),
+            beta3=args.prodigy_beta3,
+            weight_decay=args.adam_weight_decay,
+            eps=args.adam_epsilon,
+            decouple=args.prodigy_decouple,
+            use_bias_correction=args.prodigy_use_bias_correction,
+            safeguard_warmup=args.prodigy_safeguard_warmup,
         )
     if args.use_8bit_adam:
         try:
@@ -256,7 +301,9 @@ def get_optimizer(args, params_to_optimize):
     else:
         optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
     return optimizer_class(
-        params_to_optimize, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        params_to_optimize,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
         weight_decay=args.adam_weight_decay,
     )
 
@@ -290,10 +337,25 @@ def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
 def card_hyperparameters(args, spec) -> dict:
     """The settings the model card lists: alignment, optimisation, the family's training options and data."""
     keys = [
-        "training_mode", "alignment_loss", "alignment_depth", "alignment_weight", "tsa_temperature", "tsa_mask_ratio",
-        "teacher_model_name_or_path", "projector_hidden_dim", "learning_rate", "projector_learning_rate",
-        "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "mixed_precision", "height", "width",
-        "max_num_frames", "max_sequence_length", "seed",
+        "training_mode",
+        "alignment_loss",
+        "alignment_depth",
+        "alignment_weight",
+        "tsa_temperature",
+        "tsa_mask_ratio",
+        "teacher_model_name_or_path",
+        "projector_hidden_dim",
+        "learning_rate",
+        "projector_learning_rate",
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+        "mixed_precision",
+        "height",
+        "width",
+        "max_num_frames",
+        "max_sequence_length",
+        "seed",
     ]
     if args.alignment_loss == "crepa":
         keys += ["crepa_adjacent_distance", "crepa_temporal_decay", "crepa_cumulative_neighbors"]
@@ -329,8 +391,15 @@ def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False
         if tracker.name == "wandb":
             import wandb
 
-            tracker.log({phase: [wandb.Video(str(Path(args.output_dir) / path), caption=prompt, fps=args.fps)
-                                 for path, (prompt, _) in zip(paths, videos_for_tracker)]}, step=step)
+            tracker.log(
+                {
+                    phase: [
+                        wandb.Video(str(Path(args.output_dir) / path), caption=prompt, fps=args.fps)
+                        for path, (prompt, _) in zip(paths, videos_for_tracker)
+                    ]
+                },
+                step=step,
+            )
         elif tracker.name == "tensorboard":
             for n, (prompt, frames) in enumerate(videos_for_tracker):
                 video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, C, H, W) in [0, 1]
@@ -344,8 +413,10 @@ def log_probe(probe, args, accelerator, step):
     output_dir/validation/ (with the agreement, in agreement.jsonl)."""
     with accelerator.autocast():
         result = probe(step)
-    logger.info(f"Alignment probe at step {step}: top-1 agreement {result.agreement.top1:.3f}, tempered KL "
-                f"{result.agreement.kl:.4f} ({result.agreement.num_pairs} query-frame pairs)")
+    logger.info(
+        f"Alignment probe at step {step}: top-1 agreement {result.agreement.top1:.3f}, tempered KL "
+        f"{result.agreement.kl:.4f} ({result.agreement.num_pairs} query-frame pairs)"
+    )
     write_probe(result, args.output_dir)
     accelerator.log(result.logs(), step=step)
     for tracker in accelerator.trackers:
@@ -402,9 +473,7 @@ def main(args):
         # One run per output folder, for the whole run; a killed run's lock ends with its process.
         output_lock = OutputDirLock(args.output_dir).acquire()
         if args.push_to_hub:
-            repo_id = create_repo(
-                repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True
-            ).repo_id
+            repo_id = create_repo(repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True).repo_id
 
     # Frozen weights go to half precision under mixed precision; trainable ones stay in fp32.
     weight_dtype = frozen_weight_dtype(accelerator)
@@ -413,8 +482,12 @@ def main(args):
     # prompt embeddings, neither the VAE nor the text encoder (validation loads them for the time it runs).
     # A full fine-tune trains in fp32 from the checkpoint's own precision, never from a half-precision copy.
     adapter = ADAPTERS[plan.spec.family].from_pretrained(
-        plan.spec, variant=args.variant, weight_dtype=weight_dtype, device=accelerator.device,
-        transformer_dtype=torch.float32 if args.training_mode == "full" else weight_dtype, options=plan.options,
+        plan.spec,
+        variant=args.variant,
+        weight_dtype=weight_dtype,
+        device=accelerator.device,
+        transformer_dtype=torch.float32 if args.training_mode == "full" else weight_dtype,
+        options=plan.options,
         encoders=plan.inputs is None,
     )
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
@@ -432,8 +505,13 @@ def main(args):
     alignment = None
     if plan.alignment:
         alignment = Alignment.build(
-            plan.alignment, adapter, device=accelerator.device, teacher_dtype=getattr(torch, args.teacher_dtype),
-            trust_remote_code=args.trust_remote_code, teacher_revision=args.teacher_revision, cache_dir=args.cache_dir,
+            plan.alignment,
+            adapter,
+            device=accelerator.device,
+            teacher_dtype=getattr(torch, args.teacher_dtype),
+            trust_remote_code=args.trust_remote_code,
+            teacher_revision=args.teacher_revision,
+            cache_dir=args.cache_dir,
         )
     model = AlignedTransformer(adapter, alignment)
 
@@ -442,8 +520,15 @@ def main(args):
     probe = None
     if alignment and (args.validation_steps or args.validation_epochs) and accelerator.is_main_process:
         probe = AlignmentProbe.build(
-            alignment, adapter, plan.table, plan.clip, video=args.validation_video, inputs_columns=plan.inputs_columns,
-            device=accelerator.device, dtype=weight_dtype, seed=data_order.seed,
+            alignment,
+            adapter,
+            plan.table,
+            plan.clip,
+            video=args.validation_video,
+            inputs_columns=plan.inputs_columns,
+            device=accelerator.device,
+            dtype=weight_dtype,
+            seed=data_order.seed,
         )
 
     def save_trained(transformer, output_dir) -> None:
@@ -499,13 +584,21 @@ def main(args):
     # precomputed); unreadable ones are skipped and counted. Their order, crops and flips come from `data_order` alone
     # (no global RNG), so a resumed run sees what it would have seen.
     train_dataset = TrainingClips(
-        plan.table, plan.clip, order=data_order, id_token=args.id_token, random_flip=args.random_flip,
+        plan.table,
+        plan.clip,
+        order=data_order,
+        id_token=args.id_token,
+        random_flip=args.random_flip,
         features_column=plan.alignment.features_column if plan.alignment else None,
-        inputs_columns=plan.inputs_columns, decode_videos=plan.needs_videos,
+        inputs_columns=plan.inputs_columns,
+        decode_videos=plan.needs_videos,
     )
     train_dataloader = DataLoader(
-        train_dataset, batch_size=args.train_batch_size, sampler=ShuffledOrder(len(train_dataset), data_order),
-        collate_fn=collate_examples, num_workers=args.dataloader_num_workers,
+        train_dataset,
+        batch_size=args.train_batch_size,
+        sampler=ShuffledOrder(len(train_dataset), data_order),
+        collate_fn=collate_examples,
+        num_workers=args.dataloader_num_workers,
         pin_memory=accelerator.device.type == "cuda",  # workers prefetch; pinned batches copy to the GPU async
         generator=torch.Generator(),  # workers' base seeds: not drawn from the RNG that draws the noise
     )
@@ -518,8 +611,11 @@ def main(args):
         overrode_max_train_steps = True
     # A prepared scheduler steps once per process on each optimizer step.
     lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes, num_cycles=args.lr_num_cycles,
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+        num_cycles=args.lr_num_cycles,
         power=args.lr_power,
     )
 
@@ -546,10 +642,18 @@ def main(args):
     logger.info(f"  Model family = {plan.spec.family}, training mode = {args.training_mode}")
     logger.info(f"  Alignment = {args.alignment_loss} at block {args.alignment_depth}, weight {args.alignment_weight}")
     if alignment:
-        logger.info(f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
-                    f"({f'online teacher in {args.teacher_dtype}' if alignment.teacher else 'precomputed teacher'})")
-    logger.info("  Inputs = " + ("precomputed latents and prompt embeddings (no VAE encoder, no text encoder)"
-                                 if plan.inputs else "encoded by the VAE and the text encoder at each step"))
+        logger.info(
+            f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
+            f"({f'online teacher in {args.teacher_dtype}' if alignment.teacher else 'precomputed teacher'})"
+        )
+    logger.info(
+        "  Inputs = "
+        + (
+            "precomputed latents and prompt embeddings (no VAE encoder, no text encoder)"
+            if plan.inputs
+            else "encoded by the VAE and the text encoder at each step"
+        )
+    )
     logger.info(f"  Num trainable parameters = {sum(p.numel() for g in params_to_optimize for p in g['params'])}")
     logger.info(f"  Num examples = {len(train_dataset)}")
     logger.info(f"  Num epochs = {args.num_train_epochs}")
@@ -572,15 +676,21 @@ def main(args):
         logger.info(f"No checkpoint in {args.output_dir} yet: starting a new training run.")
 
     progress_bar = tqdm(
-        range(0, args.max_train_steps), initial=global_step, desc="Steps",
+        range(0, args.max_train_steps),
+        initial=global_step,
+        desc="Steps",
         disable=not accelerator.is_local_main_process,
     )
 
     # Validation videos come from a stock pipeline around the live transformer, switched to eval mode meanwhile.
     generation = GenerationSettings(
-        num_frames=plan.clip.num_frames, height=plan.clip.height, width=plan.clip.width,
-        num_inference_steps=args.validation_num_inference_steps, guidance_scale=args.guidance_scale,
-        use_dynamic_cfg=args.use_dynamic_cfg, max_sequence_length=args.max_sequence_length,
+        num_frames=plan.clip.num_frames,
+        height=plan.clip.height,
+        width=plan.clip.width,
+        num_inference_steps=args.validation_num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        use_dynamic_cfg=args.use_dynamic_cfg,
+        max_sequence_length=args.max_sequence_length,
     )
 
     def validate(step):
@@ -655,12 +765,14 @@ def main(args):
                 global_step += 1
                 count = running.pop("count")  # batches trained on; a step of skipped batches logs no loss
                 logs = {f"loss/{k}": v / count for k, v in running.items()} if count else {}
-                logs.update({
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "step_time": time.perf_counter() - step_start,
-                    "data/skipped_clips": len(unreadable),
-                    "data/skipped_batches": skipped_batches,
-                })
+                logs.update(
+                    {
+                        "lr": lr_scheduler.get_last_lr()[0],
+                        "step_time": time.perf_counter() - step_start,
+                        "data/skipped_clips": len(unreadable),
+                        "data/skipped_batches": skipped_batches,
+                    }
+                )
                 if count and grad_norm is not None:
                     logs["grad_norm"] = float(grad_norm)
                 progress_bar.set_postfix(loss=logs.get("loss/total", "skipped"), lr=logs["lr"])
@@ -670,8 +782,11 @@ def main(args):
 
                 if global_step % args.checkpointing_steps == 0:
                     saved = save_checkpoint(
-                        args.output_dir, global_step, accelerator.save_state,
-                        total_limit=args.checkpoints_total_limit, is_main_process=accelerator.is_main_process,
+                        args.output_dir,
+                        global_step,
+                        accelerator.save_state,
+                        total_limit=args.checkpoints_total_limit,
+                        is_main_process=accelerator.is_main_process,
                         wait_for_everyone=accelerator.wait_for_everyone,
                     )
                     logger.info(f"Saved state to {saved}")
@@ -695,8 +810,10 @@ def main(args):
         save_trained(transformer, args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
         if unreadable:
             names = sorted(unreadable)
-            logger.warning(f"{len(names)} unreadable clip(s) were skipped during training: {', '.join(names[:10])}"
-                           + (", ..." if len(names) > 10 else ""))
+            logger.warning(
+                f"{len(names)} unreadable clip(s) were skipped during training: {', '.join(names[:10])}"
+                + (", ..." if len(names) > 10 else "")
+            )
         if skipped_batches:
             logger.warning(f"{skipped_batches} batch(es) with a non-finite loss were skipped during training.")
 
@@ -713,15 +830,22 @@ def main(args):
                 pipe, plan.spec, generation, args, accelerator, global_step, final=True
             )
         save_model_card(
-            repo_id or args.hub_model_id or Path(args.output_dir).name, args.output_dir,
-            spec=plan.spec, weights=repo_id or args.output_dir, training_mode=args.training_mode,
+            repo_id or args.hub_model_id or Path(args.output_dir).name,
+            args.output_dir,
+            spec=plan.spec,
+            weights=repo_id or args.output_dir,
+            training_mode=args.training_mode,
             hyperparameters=card_hyperparameters(args, plan.spec),
             dataset=args.dataset_name or args.instance_data_root,
-            validation_prompts=validation["prompts"], videos=validation["paths"], generation=generation,
+            validation_prompts=validation["prompts"],
+            videos=validation["paths"],
+            generation=generation,
         )
         if args.push_to_hub:
             upload_folder(
-                repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training",
+                repo_id=repo_id,
+                folder_path=args.output_dir,
+                commit_message="End of training",
                 ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**", ".*"],  # .*: the lock
             )
         logger.info(f"Final weights, model card and validation videos are in {args.output_dir}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+
 RESULTS = Path(__file__).parent / "results"
 
 CONFIGS = {
@@ -102,14 +103,20 @@ def worker(config_name, method, device):
         times.append(time.perf_counter() - start)
         if call == 0:
             peak = peak_memory_bytes(device) - baseline
-    print(json.dumps({
-        "config": config_name,
-        "method": method,
-        "seconds": statistics.median(times[1:]),
-        "peak_mib": peak / 2**20,
-        # TRD: every token a query; REPA and CREPA compare tokens at the same position, no relations
-        "queries": {"trd": student[..., 0].numel(), "naive": int(mask.sum()), "tsa": int(mask.sum())}.get(method),
-    }))
+    print(
+        json.dumps(
+            {
+                "config": config_name,
+                "method": method,
+                "seconds": statistics.median(times[1:]),
+                "peak_mib": peak / 2**20,
+                # TRD: every token a query; REPA and CREPA compare tokens at the same position, no relations
+                "queries": {"trd": student[..., 0].numel(), "naive": int(mask.sum()), "tsa": int(mask.sum())}.get(
+                    method
+                ),
+            }
+        )
+    )
 
 
 def main():
@@ -144,7 +151,9 @@ def main():
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"loss_{args.device}.json"
-    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "configs": CONFIGS, "results": rows}, indent=2))
+    out.write_text(
+        json.dumps({"device": device_name, "torch": torch.__version__, "configs": CONFIGS, "results": rows}, indent=2)
+    )
     lines = [
         f"Loss forward + backward on {device_name}, torch {torch.__version__}.",
         "",
@@ -158,7 +167,8 @@ def main():
         ratios = [f"{r[k]:.2f}" if k in r else "" for k in ("time_vs_naive", "memory_vs_naive")]
         lines.append(
             f"| {r['config']} | {r['method']} | {r['queries'] or ''} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | "
-            + " | ".join(ratios) + " |"
+            + " | ".join(ratios)
+            + " |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = ("none", "m-tsa precomputed", "m-tsa online")
 #: The measured families: a clip each takes at the default sizes (9 x 240 x 384 for CogVideoX and Wan: 8k+1 frames
@@ -45,18 +46,66 @@ PROJECTOR_HIDDEN = 2048
 #: grid of the default teacher input (`TeacherInput.for_clip` with a ViT-B/16, tubelet 2). `joint_text`: the text
 #: tokens join the video tokens in self-attention (CogVideoX) rather than being attended to (Wan, LTX-Video).
 FAMILIES = {
-    "CogVideoX-2B": {"size": "49 x 480 x 720", "layers": 30, "width": 1920, "ff_dim": 7680, "text_tokens": 226,
-                     "joint_text": True, "student_grid": (13, 30, 45), "teacher_grid": (24, 10, 15)},
-    "CogVideoX1.5-5B": {"size": "81 x 768 x 1360", "layers": 42, "width": 3072, "ff_dim": 12288, "text_tokens": 226,
-                        "joint_text": True, "student_grid": (11, 48, 85), "teacher_grid": (40, 16, 28)},
-    "Wan2.1-T2V-1.3B": {"size": "81 x 480 x 832", "layers": 30, "width": 1536, "ff_dim": 8960, "text_tokens": 512,
-                        "joint_text": False, "student_grid": (21, 30, 52), "teacher_grid": (40, 10, 17)},
-    "Wan2.1-T2V-14B": {"size": "81 x 720 x 1280", "layers": 40, "width": 5120, "ff_dim": 13824, "text_tokens": 512,
-                       "joint_text": False, "student_grid": (21, 45, 80), "teacher_grid": (40, 15, 27)},
-    "Wan2.2-TI2V-5B": {"size": "121 x 704 x 1280", "layers": 30, "width": 3072, "ff_dim": 14336, "text_tokens": 512,
-                       "joint_text": False, "student_grid": (31, 22, 40), "teacher_grid": (60, 15, 27)},
-    "LTX-Video-0.9": {"size": "121 x 512 x 768", "layers": 28, "width": 2048, "ff_dim": 8192, "text_tokens": 128,
-                      "joint_text": False, "student_grid": (16, 16, 24), "teacher_grid": (60, 11, 16)},
+    "CogVideoX-2B": {
+        "size": "49 x 480 x 720",
+        "layers": 30,
+        "width": 1920,
+        "ff_dim": 7680,
+        "text_tokens": 226,
+        "joint_text": True,
+        "student_grid": (13, 30, 45),
+        "teacher_grid": (24, 10, 15),
+    },
+    "CogVideoX1.5-5B": {
+        "size": "81 x 768 x 1360",
+        "layers": 42,
+        "width": 3072,
+        "ff_dim": 12288,
+        "text_tokens": 226,
+        "joint_text": True,
+        "student_grid": (11, 48, 85),
+        "teacher_grid": (40, 16, 28),
+    },
+    "Wan2.1-T2V-1.3B": {
+        "size": "81 x 480 x 832",
+        "layers": 30,
+        "width": 1536,
+        "ff_dim": 8960,
+        "text_tokens": 512,
+        "joint_text": False,
+        "student_grid": (21, 30, 52),
+        "teacher_grid": (40, 10, 17),
+    },
+    "Wan2.1-T2V-14B": {
+        "size": "81 x 720 x 1280",
+        "layers": 40,
+        "width": 5120,
+        "ff_dim": 13824,
+        "text_tokens": 512,
+        "joint_text": False,
+        "student_grid": (21, 45, 80),
+        "teacher_grid": (40, 15, 27),
+    },
+    "Wan2.2-TI2V-5B": {
+        "size": "121 x 704 x 1280",
+        "layers": 30,
+        "width": 3072,
+        "ff_dim": 14336,
+        "text_tokens": 512,
+        "joint_text": False,
+        "student_grid": (31, 22, 40),
+        "teacher_grid": (60, 15, 27),
+    },
+    "LTX-Video-0.9": {
+        "size": "121 x 512 x 768",
+        "layers": 28,
+        "width": 2048,
+        "ff_dim": 8192,
+        "text_tokens": 128,
+        "joint_text": False,
+        "student_grid": (16, 16, 24),
+        "teacher_grid": (60, 11, 16),
+    },
 }
 
 
@@ -118,9 +167,17 @@ def family_adapter(family: str, args, device: torch.device, batch: int):
         from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
 
         transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=4096,
-            time_embed_dim=512, num_layers=layers, sample_height=height // 8, sample_width=width // 8,
-            sample_frames=frames, max_text_seq_length=226,
+            num_attention_heads=30,
+            attention_head_dim=64,
+            in_channels=16,
+            out_channels=16,
+            text_embed_dim=4096,
+            time_embed_dim=512,
+            num_layers=layers,
+            sample_height=height // 8,
+            sample_width=width // 8,
+            sample_frames=frames,
+            max_text_seq_length=226,
         )
         spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=layers, hidden_size=1920, min_depth=1)
         adapter = CogVideoXAdapter(spec, transformer=transformer, scheduler=CogVideoXDDIMScheduler(), **components)
@@ -132,9 +189,18 @@ def family_adapter(family: str, args, device: torch.device, batch: int):
         from diffusers_tsa.adapters.wan import WanAdapter, WanSpec
 
         transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-            text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=layers, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6,
+            patch_size=(1, 2, 2),
+            num_attention_heads=12,
+            attention_head_dim=128,
+            in_channels=16,
+            out_channels=16,
+            text_dim=4096,
+            freq_dim=256,
+            ffn_dim=8960,
+            num_layers=layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
         )
         spec = WanSpec(pretrained_model_name_or_path="", num_blocks=layers, hidden_size=1536, min_depth=1)
         adapter = WanAdapter(spec, transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), **components)
@@ -146,8 +212,15 @@ def family_adapter(family: str, args, device: torch.device, batch: int):
         from diffusers_tsa.adapters.ltx_video import LTXPromptEmbeds, LTXVideoAdapter, LTXVideoSpec
 
         transformer = LTXVideoTransformer3DModel(
-            in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32,
-            attention_head_dim=64, cross_attention_dim=2048, num_layers=layers, caption_channels=4096,
+            in_channels=128,
+            out_channels=128,
+            patch_size=1,
+            patch_size_t=1,
+            num_attention_heads=32,
+            attention_head_dim=64,
+            cross_attention_dim=2048,
+            num_layers=layers,
+            caption_channels=4096,
         )
         spec = LTXVideoSpec(pretrained_model_name_or_path="", num_blocks=layers, hidden_size=2048, min_depth=1)
         adapter = LTXVideoAdapter(
@@ -191,8 +264,15 @@ def encoder_share(name: str) -> dict:
 
     encoded = ENCODED[name]
     frames, height, width = encoded["clip"]
-    text = T5Config(vocab_size=encoded["vocab"], d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                    feed_forward_proj="gated-gelu")
+    text = T5Config(
+        vocab_size=encoded["vocab"],
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        feed_forward_proj="gated-gelu",
+    )
 
     def vae():
         latents = getattr(diffusers, encoded["vae"])().encode(torch.empty(1, 3, frames, height, width)).latent_dist
@@ -206,9 +286,14 @@ def encoder_share(name: str) -> dict:
     for size in shapes["moments"]:
         moments *= size
     return {
-        "family": name, "clip": f"{frames} x {height} x {width}", "step_flops": step, "vae_encoder_flops": vae_flops,
-        "text_encoder_flops": text_flops, "share_removed": (vae_flops + text_flops) / (step + vae_flops + text_flops),
-        "moments_shape": list(shapes["moments"]), "bytes_per_clip": 2 * (moments + encoded["text_tokens"] * 4096),
+        "family": name,
+        "clip": f"{frames} x {height} x {width}",
+        "step_flops": step,
+        "vae_encoder_flops": vae_flops,
+        "text_encoder_flops": text_flops,
+        "share_removed": (vae_flops + text_flops) / (step + vae_flops + text_flops),
+        "moments_shape": list(shapes["moments"]),
+        "bytes_per_clip": 2 * (moments + encoded["text_tokens"] * 4096),
     }
 
 
@@ -225,20 +310,44 @@ def reduced_cogvideox(args, *, encoders: bool) -> tuple:
     torch.manual_seed(0)
     width, tokens, frames, height, pixels = args.inputs_width, 226, args.frames, args.height, args.width
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=width // 64, attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=width,
-        time_embed_dim=512, num_layers=args.layers, sample_height=height // 8, sample_width=pixels // 8,
-        sample_frames=frames, max_text_seq_length=tokens,
+        num_attention_heads=width // 64,
+        attention_head_dim=64,
+        in_channels=16,
+        out_channels=16,
+        text_embed_dim=width,
+        time_embed_dim=512,
+        num_layers=args.layers,
+        sample_height=height // 8,
+        sample_width=pixels // 8,
+        sample_frames=frames,
+        max_text_seq_length=tokens,
     )
     components = {"tokenizer": None, "text_encoder": None, "vae": None}
     if encoders:
-        text = T5Config(vocab_size=1000, d_model=width, d_kv=64, d_ff=width * 5 // 2, num_layers=12,
-                        num_heads=width // 64, feed_forward_proj="gated-gelu")
-        components = {"tokenizer": tiny_tokenizer(), "text_encoder": T5EncoderModel(text).requires_grad_(False),
-                      "vae": AutoencoderKLCogVideoX(block_out_channels=(64, 128, 128, 256)).requires_grad_(False)}
-    spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=args.layers, hidden_size=width, min_depth=1,
-                         max_text_seq_length=tokens)
-    adapter = CogVideoXAdapter(spec, transformer=transformer.requires_grad_(False), scheduler=CogVideoXDDIMScheduler(),
-                               **components)
+        text = T5Config(
+            vocab_size=1000,
+            d_model=width,
+            d_kv=64,
+            d_ff=width * 5 // 2,
+            num_layers=12,
+            num_heads=width // 64,
+            feed_forward_proj="gated-gelu",
+        )
+        components = {
+            "tokenizer": tiny_tokenizer(),
+            "text_encoder": T5EncoderModel(text).requires_grad_(False),
+            "vae": AutoencoderKLCogVideoX(block_out_channels=(64, 128, 128, 256)).requires_grad_(False),
+        }
+    spec = CogVideoXSpec(
+        pretrained_model_name_or_path="",
+        num_blocks=args.layers,
+        hidden_size=width,
+        min_depth=1,
+        max_text_seq_length=tokens,
+    )
+    adapter = CogVideoXAdapter(
+        spec, transformer=transformer.requires_grad_(False), scheduler=CogVideoXDDIMScheduler(), **components
+    )
     clips = torch.rand(args.batch_size, frames, 3, height, pixels) * 2 - 1
     captions = ["a red ball is thrown hard, falls and bounces on the floor"] * args.batch_size
     return adapter, {"videos": clips, "captions": captions}
@@ -280,9 +389,13 @@ def precompute_inputs(args, path: Path) -> None:
     from safetensors.torch import save_file
 
     adapter, batch = reduced_cogvideox(args, encoders=True)
-    save_file({"latent_moments": adapter.latent_moments(batch["videos"]).half().contiguous(),
-               "prompt_embeds": adapter.text_encoder_outputs(batch["captions"])["prompt_embeds"].half().contiguous()},
-              str(path))
+    save_file(
+        {
+            "latent_moments": adapter.latent_moments(batch["videos"]).half().contiguous(),
+            "prompt_embeds": adapter.text_encoder_outputs(batch["captions"])["prompt_embeds"].half().contiguous(),
+        },
+        str(path),
+    )
 
 
 def measure(step, device: torch.device, repeats: int) -> dict:
@@ -302,7 +415,8 @@ def measure(step, device: torch.device, repeats: int) -> dict:
         synchronize()
         times.append(time.perf_counter() - start)
     peak = (
-        torch.cuda.max_memory_allocated() if device.type == "cuda"
+        torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
     return {"seconds": statistics.median(times[1:]), "peak_mib": peak / 2**20}
@@ -325,8 +439,14 @@ def worker(family: str, config: str, args) -> None:
     student_grid = spec.token_grid(args.frames, args.height, args.width)
     teacher_input = TeacherInput.for_clip(args.frames, args.height, args.width, patch_size=16, tubelet_size=2)
     vit_b = VideoMAEConfig(
-        image_size=[teacher_input.height, teacher_input.width], num_frames=teacher_input.num_frames, patch_size=16,
-        tubelet_size=2, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        image_size=[teacher_input.height, teacher_input.width],
+        num_frames=teacher_input.num_frames,
+        patch_size=16,
+        tubelet_size=2,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
         use_mean_pooling=True,
     )
     teacher = VideoMAETeacher(VideoMAEModel(vit_b), name="vit-b-random", input=teacher_input).to(device)
@@ -339,8 +459,13 @@ def worker(family: str, config: str, args) -> None:
         if not online:
             data["teacher_features"], data["motion_mask"] = teacher_targets(teacher, clips, mask_ratio=0.2)
         settings = AlignmentConfig(
-            loss="m-tsa", depth=spec.default_depth, student_grid=student_grid, student_width=spec.hidden_size,
-            teacher_grid=teacher.grid, teacher_width=768, projector_hidden_dim=PROJECTOR_HIDDEN,
+            loss="m-tsa",
+            depth=spec.default_depth,
+            student_grid=student_grid,
+            student_width=spec.hidden_size,
+            teacher_grid=teacher.grid,
+            teacher_width=768,
+            projector_hidden_dim=PROJECTOR_HIDDEN,
             teacher=teacher.geometry if online else None,
         )
         projector = AlignmentProjector(
@@ -374,7 +499,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--inputs", action="store_true",
+        "--inputs",
+        action="store_true",
         help="Measure the frozen encoders at each step against precomputed inputs instead (reduced width), and count "
         "the share of a step they take at CogVideoX-2B's and Wan 2.1's default sizes.",
     )
@@ -402,25 +528,41 @@ def main():
     setting = {k: getattr(args, k) for k in ("layers", "frames", "height", "width", "batch_size", "repeats")}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"step_{args.device}.json"
-    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "measured_setting": setting,
-                               "measured": rows, "analytic": analytic}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "device": device_name,
+                "torch": torch.__version__,
+                "measured_setting": setting,
+                "measured": rows,
+                "analytic": analytic,
+            },
+            indent=2,
+        )
+    )
     lines = [
         f"One optimizer step on {device_name}, torch {torch.__version__}: each family's real width, {args.layers} "
         f"blocks, {args.frames} x {args.height} x {args.width}, batch {args.batch_size}.",
         "",
         "| family | alignment | time (s) | time / none | peak memory (MiB) | extra memory (MiB) |",
         "|---|---|---|---|---|---|",
-        *(f"| {r['family']} | {r['config']} | {r['seconds']:.2f} | {r['time_vs_none']:.3f} | {r['peak_mib']:.0f} | "
-          f"{r['extra_memory_mib']:.0f} |" for r in rows),
+        *(
+            f"| {r['family']} | {r['config']} | {r['seconds']:.2f} | {r['time_vs_none']:.3f} | {r['peak_mib']:.0f} | "
+            f"{r['extra_memory_mib']:.0f} |"
+            for r in rows
+        ),
         "",
         "Analytic, per training sample at each family's default size (ViT-B teacher, 20 % M-TSA queries):",
         "",
         "| family | setting | step FLOPs | projector | M-TSA loss | online teacher | share, precomputed "
         "| share, online |",
         "|---|---|---|---|---|---|---|---|",
-        *(f"| {a['family']} | {a['setting'].split(', ViT-B')[0]} | {a['step_flops']:.2e} | {a['projector_flops']:.2e} "
-          f"| {a['m_tsa_loss_flops']:.2e} | {a['teacher_online_flops']:.2e} | {100 * a['share_precomputed']:.2f} % "
-          f"| {100 * a['share_online']:.2f} % |" for a in analytic),
+        *(
+            f"| {a['family']} | {a['setting'].split(', ViT-B')[0]} | {a['step_flops']:.2e} | {a['projector_flops']:.2e} "
+            f"| {a['m_tsa_loss_flops']:.2e} | {a['teacher_online_flops']:.2e} | {100 * a['share_precomputed']:.2f} % "
+            f"| {100 * a['share_online']:.2f} % |"
+            for a in analytic
+        ),
     ]
     write_table(out, lines)
 
@@ -452,12 +594,23 @@ def inputs_main(args) -> None:
         print(row, flush=True)
     counted = [encoder_share(name) for name in ENCODED]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    setting = {k: getattr(args, k) for k in ("inputs_width", "layers", "frames", "height", "width", "batch_size",
-                                             "repeats")}
+    setting = {
+        k: getattr(args, k) for k in ("inputs_width", "layers", "frames", "height", "width", "batch_size", "repeats")
+    }
     out = RESULTS / f"inputs_{args.device}.json"
     RESULTS.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "measured_setting": setting,
-                               "measured": rows, "counted": counted}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "device": device_name,
+                "torch": torch.__version__,
+                "measured_setting": setting,
+                "measured": rows,
+                "counted": counted,
+            },
+            indent=2,
+        )
+    )
     lines = [
         f"One LoRA step on {device_name}, torch {torch.__version__}: a CogVideoX-shaped pipeline at reduced width "
         f"(transformer and T5 {args.inputs_width} wide, {args.layers} blocks; 12 T5 layers; VAE (64, 128, 128, 256)), "
@@ -472,9 +625,12 @@ def inputs_main(args) -> None:
         "| family | clip | transformer fwd + bwd | VAE encoder | text encoder | share of the step removed | stored per "
         "clip (float16) |",
         "|---|---|---|---|---|---|---|",
-        *(f"| {c['family']} | {c['clip']} | {c['step_flops']:.2e} | {c['vae_encoder_flops']:.2e} | "
-          f"{c['text_encoder_flops']:.2e} | {100 * c['share_removed']:.1f} % | {c['bytes_per_clip'] / 2**20:.1f} MiB "
-          f"(moments {tuple(c['moments_shape'])}) |" for c in counted),
+        *(
+            f"| {c['family']} | {c['clip']} | {c['step_flops']:.2e} | {c['vae_encoder_flops']:.2e} | "
+            f"{c['text_encoder_flops']:.2e} | {100 * c['share_removed']:.1f} % | {c['bytes_per_clip'] / 2**20:.1f} MiB "
+            f"(moments {tuple(c['moments_shape'])}) |"
+            for c in counted
+        ),
     ]
     write_table(out, lines)
 

@@ -29,6 +29,7 @@ from diffusers_tsa.features import TeacherFeatures
 from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
 from diffusers_tsa.testing import write_test_clip
 
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import imageio
 import numpy as np
 
+
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40)}
 HEIGHT, WIDTH, FRAMES, FPS = 96, 144, 17, 8
@@ -77,8 +78,11 @@ def prepare(out: Path) -> dict[str, Path]:
     from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae
 
     paths = {
-        "base": out / "tiny-cogvideox", "teacher": out / "tiny-videomae", "data": out / "balls",
-        "cache": out / "balls-precomputed", "model": out / "cogvideox-mtsa-lora",
+        "base": out / "tiny-cogvideox",
+        "teacher": out / "tiny-videomae",
+        "data": out / "balls",
+        "cache": out / "balls-precomputed",
+        "model": out / "cogvideox-mtsa-lora",
     }
     for fresh in ("cache", "model"):
         shutil.rmtree(paths[fresh], ignore_errors=True)
@@ -90,8 +94,20 @@ def prepare(out: Path) -> dict[str, Path]:
 
 #: `accelerate launch` on the CPU, one process.
 LAUNCH = [
-    sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-    "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--num_cpu_threads_per_process",
+    str(os.cpu_count() or 1),
 ]
 #: How the clips are read, the same for the precompute and for training.
 CLIP_FLAGS = ["--height", str(HEIGHT), "--width", str(WIDTH), "--max_num_frames", "9"]
@@ -102,11 +118,26 @@ def precompute_command(paths: dict[str, Path]) -> list:
     the student's latents (the VAE posterior) and prompt embeddings, and the teacher's features and motion masks (the
     teacher sees the clips at 64x96, a 4 x 4 x 6 grid: each frame has 24 keys and 5 M-TSA queries)."""
     return [
-        *LAUNCH, "-m", "diffusers_tsa.features",
-        "--instance_data_root", str(paths["data"]), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--pretrained_model_name_or_path", str(paths["base"]),
-        "--teacher_model_name_or_path", str(paths["teacher"]), "--teacher_height", "64", "--teacher_width", "96",
-        *CLIP_FLAGS, "--output_dir", str(paths["cache"]),
+        *LAUNCH,
+        "-m",
+        "diffusers_tsa.features",
+        "--instance_data_root",
+        str(paths["data"]),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--pretrained_model_name_or_path",
+        str(paths["base"]),
+        "--teacher_model_name_or_path",
+        str(paths["teacher"]),
+        "--teacher_height",
+        "64",
+        "--teacher_width",
+        "96",
+        *CLIP_FLAGS,
+        "--output_dir",
+        str(paths["cache"]),
     ]
 
 
@@ -117,16 +148,54 @@ def training_command(paths: dict[str, Path], max_train_steps: int, *, validation
     start and at the end."""
     validation = ["--validation_prompt", validation_prompt, "--validation_num_inference_steps", "4"]
     return [
-        *LAUNCH, str(REPO / "train_text_to_video_tsa.py"),
-        "--pretrained_model_name_or_path", str(paths["base"]), "--dataset_name", str(paths["cache"]),
-        *CLIP_FLAGS, "--fps", str(FPS),
-        "--training_mode", "lora", "--rank", "8", "--lora_alpha", "8",
-        "--alignment_loss", "m-tsa", "--alignment_depth", "1", "--alignment_weight", "0.5",
-        "--tsa_temperature", "0.1", "--tsa_mask_ratio", "0.2", "--projector_hidden_dim", "32",
-        "--train_batch_size", "2", "--max_train_steps", str(max_train_steps), "--learning_rate", "1e-3",
-        "--lr_warmup_steps", "0", "--checkpointing_steps", "10", "--checkpoints_total_limit", "2",
-        "--validation_steps", str(max_train_steps), *(validation if validation_prompt else []),
-        "--seed", "42", "--report_to", "tensorboard", "--output_dir", str(paths["model"]),
+        *LAUNCH,
+        str(REPO / "train_text_to_video_tsa.py"),
+        "--pretrained_model_name_or_path",
+        str(paths["base"]),
+        "--dataset_name",
+        str(paths["cache"]),
+        *CLIP_FLAGS,
+        "--fps",
+        str(FPS),
+        "--training_mode",
+        "lora",
+        "--rank",
+        "8",
+        "--lora_alpha",
+        "8",
+        "--alignment_loss",
+        "m-tsa",
+        "--alignment_depth",
+        "1",
+        "--alignment_weight",
+        "0.5",
+        "--tsa_temperature",
+        "0.1",
+        "--tsa_mask_ratio",
+        "0.2",
+        "--projector_hidden_dim",
+        "32",
+        "--train_batch_size",
+        "2",
+        "--max_train_steps",
+        str(max_train_steps),
+        "--learning_rate",
+        "1e-3",
+        "--lr_warmup_steps",
+        "0",
+        "--checkpointing_steps",
+        "10",
+        "--checkpoints_total_limit",
+        "2",
+        "--validation_steps",
+        str(max_train_steps),
+        *(validation if validation_prompt else []),
+        "--seed",
+        "42",
+        "--report_to",
+        "tensorboard",
+        "--output_dir",
+        str(paths["model"]),
     ]
 
 
@@ -145,12 +214,15 @@ def main() -> None:
     start = time.perf_counter()
     paths = prepare(Path(args.output_dir).resolve())
     base, model = paths["base"], paths["model"]
-    print(f"[demo] tiny CogVideoX in {base}, tiny VideoMAE teacher in {paths['teacher']}, 8 clips in {paths['data']}",
-          flush=True)
+    print(
+        f"[demo] tiny CogVideoX in {base}, tiny VideoMAE teacher in {paths['teacher']}, 8 clips in {paths['data']}",
+        flush=True,
+    )
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for what, command in (
-        ("precomputing", precompute_command(paths)), ("training", training_command(paths, args.max_train_steps)),
+        ("precomputing", precompute_command(paths)),
+        ("training", training_command(paths, args.max_train_steps)),
     ):
         print(f"[demo] {what}:", " ".join(command), flush=True)
         subprocess.run(command, check=True, env=env)
@@ -159,7 +231,12 @@ def main() -> None:
     pipe = CogVideoXPipeline.from_pretrained(base)
     pipe.load_lora_weights(model)
     frames = pipe(
-        PROMPT, num_frames=9, height=HEIGHT, width=WIDTH, num_inference_steps=8, max_sequence_length=16,
+        PROMPT,
+        num_frames=9,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=8,
+        max_sequence_length=16,
         generator=torch.Generator().manual_seed(0),
     ).frames[0]
     sample = export_to_video(frames, str(paths["model"].parent / "sample.mp4"), fps=FPS)
@@ -175,9 +252,11 @@ def main() -> None:
     print(f"  logs             {model / 'logs'}  (tensorboard --logdir {model / 'logs'})")
     print(f"  validation       {validation}")
     print(f"  reloaded sample  {sample}")
-    print(f"  alignment        tempered KL {first['tempered_kl']:.3f} at step {first['step']} -> "
-          f"{last['tempered_kl']:.3f} at step {last['step']}; top-1 agreement {first['top1_agreement']:.3f} -> "
-          f"{last['top1_agreement']:.3f} (agreement.jsonl in validation)")
+    print(
+        f"  alignment        tempered KL {first['tempered_kl']:.3f} at step {first['step']} -> "
+        f"{last['tempered_kl']:.3f} at step {last['step']}; top-1 agreement {first['top1_agreement']:.3f} -> "
+        f"{last['top1_agreement']:.3f} (agreement.jsonl in validation)"
+    )
     before, after = (validation / f"correspondence-{probe['step']}.png" for probe in (first, last))
     print(f"  pictures         {validation / 'motion_mask.png'} (the M-TSA queries), {before} -> {after}")
 

@@ -9,6 +9,7 @@ from .masking import motion_saliency_mask
 from .projector import AlignmentProjector, GridResampling
 from .teachers import TeacherInput, VideoTeacher, load_teacher
 
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [

@@ -22,9 +22,9 @@ from .adapters import ModelSpec, load_spec
 from .adapters.base import TrainingOptions
 from .adapters.flow_matching import WEIGHTING_SCHEMES, FlowMatching
 from .data import ClipSpec, load_video_dataset
+from .data.columns import LATENTS_COLUMN
 from .data.video import RESHAPE_MODES
 from .errors import UsageError
-from .data.columns import LATENTS_COLUMN
 from .features import FEATURES_COLUMN, MASK_COLUMN
 from .features.model_inputs import model_identity_of
 from .features.precomputed import (
@@ -35,12 +35,13 @@ from .features.precomputed import (
     typed_inputs_table,
     typed_precomputed_table,
 )
+from .projector import PROJECTOR_FILES
 from .teachers import TeacherInput, teacher_config, teacher_geometry
 from .teachers.base import patch_sizes
-from .projector import PROJECTOR_FILES
 from .training.alignment import ALIGNMENT_LOSSES, AlignmentConfig
 from .training.checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
 from .training.data import DataOrder
+
 
 T = TypeVar("T")
 
@@ -135,11 +136,16 @@ def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
     flag names and defaults) and the expert of a two-expert checkpoint."""
     group = parser.add_argument_group("model training options")
     group.add_argument(
-        "--max_sequence_length", type=int, default=None,
+        "--max_sequence_length",
+        type=int,
+        default=None,
         help="Text tokens per prompt (default: the family's pipeline default: 226 CogVideoX, 512 Wan, 128 LTX).",
     )
     group.add_argument(
-        "--flow_weighting_scheme", type=str, default="logit_normal", choices=WEIGHTING_SCHEMES,
+        "--flow_weighting_scheme",
+        type=str,
+        default="logit_normal",
+        choices=WEIGHTING_SCHEMES,
         help="Flow-matching families: how noise levels are drawn or the loss weighted (logit_normal).",
     )
     group.add_argument("--flow_logit_mean", type=float, default=0.0, help="Mean of the logit-normal draw (0.0).")
@@ -149,7 +155,9 @@ def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--flow_shift", type=float, default=1.0, help="Shift of the noise levels; above 1 favours noisier ones (1.0)."
     )
     group.add_argument(
-        "--expert", type=str, default=None,
+        "--expert",
+        type=str,
+        default=None,
         help="Two-expert checkpoints (Wan 2.2 A14B): the expert that trains, 'high_noise' (transformer) or "
         "'low_noise' (transformer_2), each on its own noise levels; the other stays as it is.",
     )
@@ -160,21 +168,29 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     in diffusers' `train_cogvideox_lora.py`."""
     group = parser.add_argument_group("dataset")
     group.add_argument(
-        "--dataset_name", type=str, default=None,
+        "--dataset_name",
+        type=str,
+        default=None,
         help="A Hub dataset, a folder written by `save_to_disk` (e.g. by `python -m diffusers_tsa.features`), or a "
         "CSV/JSON/JSONL metadata file with caption and video columns.",
     )
     group.add_argument("--dataset_config_name", type=str, default=None, help="The config of a Hub dataset.")
     group.add_argument(
-        "--instance_data_root", type=str, default=None,
+        "--instance_data_root",
+        type=str,
+        default=None,
         help="Folder of the clips; alone, it holds two text files named by --caption_column and --video_column.",
     )
     group.add_argument(
-        "--video_column", type=str, default="video",
+        "--video_column",
+        type=str,
+        default="video",
         help="Dataset column with the videos, or the file under --instance_data_root listing one video path a line.",
     )
     group.add_argument(
-        "--caption_column", type=str, default="text",
+        "--caption_column",
+        type=str,
+        default="text",
         help="Dataset column with the captions, or the file under --instance_data_root with one caption a line.",
     )
 
@@ -190,7 +206,10 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--skip_frames_start", type=int, default=0, help="Frames dropped at the start of a clip (0).")
     group.add_argument("--skip_frames_end", type=int, default=0, help="Frames dropped at the end of a clip (0).")
     group.add_argument(
-        "--video_reshape_mode", type=str, default="center", choices=RESHAPE_MODES,
+        "--video_reshape_mode",
+        type=str,
+        default="center",
+        choices=RESHAPE_MODES,
         help="Crop after an aspect-preserving resize ('center', 'random'; precomputed features need a fixed crop) "
         "or resize to the size ('none').",
     )
@@ -200,14 +219,21 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
     """The video teacher and what it sees of each clip (`TeacherInput`)."""
     group = parser.add_argument_group("teacher")
     group.add_argument(
-        "--teacher_model_name_or_path", "--teacher", type=str, default=None, required=required,
+        "--teacher_model_name_or_path",
+        "--teacher",
+        type=str,
+        default=None,
+        required=required,
         help="Teacher: a VideoMAE/VideoMAEv2 folder or Hub id, a raw VideoMAEv2 .pth, V-JEPA 2, or an image model run "
         "frame by frame (DINOv2, DINOv2 with registers, DINOv3)."
         + ("" if required else " Needed to run the teacher online; optional with precomputed features."),
     )
     group.add_argument("--teacher_revision", type=str, default=None, help="Hub revision of the teacher.")
     group.add_argument(
-        "--teacher_dtype", type=str, default="float32", choices=["float32", "bfloat16", "float16"],
+        "--teacher_dtype",
+        type=str,
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
         help="Dtype the teacher runs in, whatever --mixed_precision is (float32, as VideoREPA runs its ViT; half "
         "precision is about 2x faster on GPUs, but the tempered softmax of tau = 0.1 amplifies its rounding).",
     )
@@ -222,7 +248,10 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
 def add_mask_ratio_argument(parser: argparse._ActionsContainer) -> None:
     """`--tsa_mask_ratio`, the share `k` of M-TSA queries per frame (also recorded with precomputed masks)."""
     parser.add_argument(
-        "--tsa_mask_ratio", "--mask_ratio", type=float, default=0.2,
+        "--tsa_mask_ratio",
+        "--mask_ratio",
+        type=float,
+        default=0.2,
         help="Share k of the most dynamic tokens per frame used as M-TSA queries (0.2).",
     )
 
@@ -231,35 +260,49 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
     """The alignment term of Eq. 14 (`AlignmentConfig`)."""
     group = parser.add_argument_group("alignment (TSA)")
     group.add_argument(
-        "--alignment_loss", type=str, default="m-tsa", choices=[*ALIGNMENT_LOSSES, "none"],
+        "--alignment_loss",
+        type=str,
+        default="m-tsa",
+        choices=[*ALIGNMENT_LOSSES, "none"],
         help="'m-tsa' (default, the paper), 'tsa' (every token a query), the baselines 'trd' (VideoREPA), 'repa' "
         "and 'crepa' (cross-frame REPA), or 'none' (plain fine-tuning).",
     )
     group.add_argument(
-        "--alignment_depth", type=int, default=None,
+        "--alignment_depth",
+        type=int,
+        default=None,
         help="Align the output of this transformer block, counted from 1 (default: the family's, e.g. 18 of 30 for "
         "CogVideoX-2B, the paper's best).",
     )
     group.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
     group.add_argument(
-        "--tsa_temperature", type=float, default=0.1,
+        "--tsa_temperature",
+        type=float,
+        default=0.1,
         help="Softmax temperature tau (0.1); lower sharpens correspondences, the paper found 0.1 best.",
     )
     add_mask_ratio_argument(group)
     group.add_argument(
-        "--crepa_adjacent_distance", type=int, default=1,
+        "--crepa_adjacent_distance",
+        type=int,
+        default=1,
         help="CREPA: align each frame with the teacher's frames at this distance too (1; 0 is per-frame REPA).",
     )
     group.add_argument(
-        "--crepa_temporal_decay", type=float, default=1.0,
+        "--crepa_temporal_decay",
+        type=float,
+        default=1.0,
         help="CREPA: a neighbour at distance d weighs exp(-d / this) (1.0).",
     )
     group.add_argument(
-        "--crepa_cumulative_neighbors", action="store_true",
+        "--crepa_cumulative_neighbors",
+        action="store_true",
         help="CREPA: use every distance 1..--crepa_adjacent_distance, not that distance alone.",
     )
     group.add_argument(
-        "--teacher_features_column", type=str, default=None,
+        "--teacher_features_column",
+        type=str,
+        default=None,
         help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
         "the teacher runs online.",
     )
@@ -289,8 +332,13 @@ def teacher_input(args: argparse.Namespace, clip: ClipSpec, config) -> TeacherIn
     teacher whose `config` is given, for what is not given)."""
     sizes = patch_sizes(config)
     return TeacherInput.for_clip(
-        clip.num_frames, clip.height, clip.width, teacher_num_frames=args.teacher_num_frames,
-        teacher_height=args.teacher_height, teacher_width=args.teacher_width, patch_size=sizes["patch_size"],
+        clip.num_frames,
+        clip.height,
+        clip.width,
+        teacher_num_frames=args.teacher_num_frames,
+        teacher_height=args.teacher_height,
+        teacher_width=args.teacher_width,
+        patch_size=sizes["patch_size"],
         tubelet_size=sizes["tubelet_size"],
     )
 
@@ -298,16 +346,23 @@ def teacher_input(args: argparse.Namespace, clip: ClipSpec, config) -> TeacherIn
 def load_dataset(args: argparse.Namespace, **kwargs) -> datasets.Dataset:
     """The caption/video table the dataset flags name (`load_video_dataset`)."""
     return load_video_dataset(
-        args.dataset_name, instance_data_root=args.instance_data_root, caption_column=args.caption_column,
-        video_column=args.video_column, dataset_config_name=args.dataset_config_name, **kwargs,
+        args.dataset_name,
+        instance_data_root=args.instance_data_root,
+        caption_column=args.caption_column,
+        video_column=args.video_column,
+        dataset_config_name=args.dataset_config_name,
+        **kwargs,
     )
 
 
 def training_options(args: argparse.Namespace) -> TrainingOptions:
     """The `TrainingOptions` of the model flags (`--max_sequence_length`, `--flow_*`, `--expert`)."""
     flow = FlowMatching(
-        weighting_scheme=args.flow_weighting_scheme, logit_mean=args.flow_logit_mean, logit_std=args.flow_logit_std,
-        mode_scale=args.flow_mode_scale, shift=args.flow_shift,
+        weighting_scheme=args.flow_weighting_scheme,
+        logit_mean=args.flow_logit_mean,
+        logit_std=args.flow_logit_std,
+        mode_scale=args.flow_mode_scale,
+        shift=args.flow_shift,
     )
     return TrainingOptions(max_sequence_length=args.max_sequence_length, flow_matching=flow, expert=args.expert)
 
@@ -332,8 +387,10 @@ def alignment_config(
     teacher, config, drop_first_frame = None, None, True
     if args.teacher_model_name_or_path is not None:
         config = teacher_config(
-            args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
-            revision=args.teacher_revision, cache_dir=args.cache_dir,
+            args.teacher_model_name_or_path,
+            trust_remote_code=args.trust_remote_code,
+            revision=args.teacher_revision,
+            cache_dir=args.cache_dir,
         )
         teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
         drop_first_frame = teacher.input.drop_first_frame
@@ -355,7 +412,9 @@ def alignment_config(
             )
         given = {key: getattr(args, f"teacher_{key}") for key in ("num_frames", "height", "width")}
         check_precomputed_settings(
-            settings, clip=clip, mask_ratio=args.tsa_mask_ratio,
+            settings,
+            clip=clip,
+            mask_ratio=args.tsa_mask_ratio,
             teacher_input={key: value for key, value in given.items() if value is not None},
         )
         drop_first_frame = settings["teacher_input"]["drop_first_frame"]
@@ -368,13 +427,23 @@ def alignment_config(
     else:
         grid, width = teacher.grid, teacher.hidden_size
     return AlignmentConfig(
-        loss=args.alignment_loss, depth=depth,
-        student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width), student_width=spec.hidden_size,
-        teacher_grid=grid, teacher_width=width, weight=args.alignment_weight,
-        temperature=args.tsa_temperature, mask_ratio=args.tsa_mask_ratio,
-        projector_hidden_dim=args.projector_hidden_dim, crepa_adjacent_distance=args.crepa_adjacent_distance,
-        crepa_temporal_decay=args.crepa_temporal_decay, crepa_cumulative_neighbors=args.crepa_cumulative_neighbors,
-        teacher=teacher, teacher_config=config, features_column=column, drop_first_frame=drop_first_frame,
+        loss=args.alignment_loss,
+        depth=depth,
+        student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width),
+        student_width=spec.hidden_size,
+        teacher_grid=grid,
+        teacher_width=width,
+        weight=args.alignment_weight,
+        temperature=args.tsa_temperature,
+        mask_ratio=args.tsa_mask_ratio,
+        projector_hidden_dim=args.projector_hidden_dim,
+        crepa_adjacent_distance=args.crepa_adjacent_distance,
+        crepa_temporal_decay=args.crepa_temporal_decay,
+        crepa_cumulative_neighbors=args.crepa_cumulative_neighbors,
+        teacher=teacher,
+        teacher_config=config,
+        features_column=column,
+        drop_first_frame=drop_first_frame,
     )
 
 
@@ -456,14 +525,18 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     """
     with flag_errors():
         spec = load_spec(
-            args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,
+            args.pretrained_model_name_or_path,
+            family=args.model_family,
+            revision=args.revision,
             cache_dir=args.cache_dir,
         )
         clip = clip_spec(args)
         spec.check_clip(clip.num_frames, clip.height, clip.width)
         options = training_options(args)
         spec.check_options(
-            vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg,
+            vae_slicing=args.enable_slicing,
+            vae_tiling=args.enable_tiling,
+            use_dynamic_cfg=args.use_dynamic_cfg,
             training=options,
         )
         spec = spec.for_training(options)

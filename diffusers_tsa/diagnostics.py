@@ -20,6 +20,7 @@ from einops import rearrange
 from .errors import GridError, UsageError
 from .losses import _EPS, _frame_rows, _query_indices, _TemperedKL, _Tiling, _token_rows
 
+
 Grid = tuple[int, int, int]
 
 

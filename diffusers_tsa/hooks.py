@@ -11,6 +11,7 @@ from torch import nn
 
 from .errors import ModelLayoutError
 
+
 # Attribute names under which diffusers transformers keep their main list of blocks, most common first.
 BLOCK_LIST_NAMES = ("transformer_blocks", "blocks", "layers")
 

@@ -23,6 +23,7 @@ from einops import rearrange
 
 from .errors import GridError
 
+
 # Relation entries per tile (a chunk of queries x a chunk of key frames). Each tile holds a few fp32 tensors of
 # this size, so the default keeps the loss's working memory near 100 MB whatever the grid.
 _TILE_ELEMENTS = 2**22
@@ -214,9 +215,7 @@ def trd_loss(student: torch.Tensor, teacher: torch.Tensor, *, margin: float = 0.
     num_tokens = num_frames * height * width
     queries = _query_indices(None, student.shape[:4], s.device)
     weights = [1.0 / (batch * num_tokens * num_tokens)] * batch
-    return _StreamedRelationLoss.apply(
-        s, t, _MarginL1(margin), (num_frames, height * width), queries, weights, None
-    )
+    return _StreamedRelationLoss.apply(s, t, _MarginL1(margin), (num_frames, height * width), queries, weights, None)
 
 
 def repa_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -300,14 +299,14 @@ def _matched_frames(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch
     (computed in integers, so that an index that is a whole number is never rounded to the one below)."""
     count = min(student.shape[1], teacher.shape[1])
     return tuple(
-        e if e.shape[1] == count else e[:, torch.arange(count, device=e.device) * (e.shape[1] - 1) // max(count - 1, 1)]
+        e
+        if e.shape[1] == count
+        else e[:, torch.arange(count, device=e.device) * (e.shape[1] - 1) // max(count - 1, 1)]
         for e in (student, teacher)
     )
 
 
-def _query_indices(
-    query_mask: torch.Tensor | None, grid: torch.Size, device: torch.device
-) -> list[torch.Tensor]:
+def _query_indices(query_mask: torch.Tensor | None, grid: torch.Size, device: torch.device) -> list[torch.Tensor]:
     """Flat token indices of the queries of each sample; all N tokens when there is no mask."""
     batch = grid[0]
     num_tokens = math.prod(grid[1:])

@@ -49,9 +49,7 @@ def motion_saliency_mask(
             f"{t // pt}; pass at least {2 * pt} frames."
         )
 
-    tokens = rearrange(
-        video.float(), "b (f pt) c (h ph) (w pw) -> b f h w (pt ph pw c)", pt=pt, ph=ph, pw=pw
-    )
+    tokens = rearrange(video.float(), "b (f pt) c (h ph) (w pw) -> b f h w (pt ph pw c)", pt=pt, ph=ph, pw=pw)
     delta = (tokens[:, 1:] - tokens[:, :-1]).abs().sum(-1)  # Eq. 11, t >= 2
     delta = torch.cat([delta[:, :1], delta], dim=1)  # Eq. 11, Delta_1 = Delta_2
 

@@ -7,6 +7,7 @@ import re
 
 from .errors import UsageError
 
+
 #: A file extension: a dot, a letter, then up to five letters or digits (`.csv`, `.pth`; not `-0.9.5` or `2.1-T2V`).
 _EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,5}$")
 

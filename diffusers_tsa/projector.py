@@ -13,6 +13,7 @@ from torch import nn
 
 from .errors import GridError
 
+
 Grid = tuple[int, int, int]
 
 #: Folder of a training output (and of each checkpoint) that holds the projector, beside the transformer weights.

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+
 logger = logging.getLogger("eval")
 
 MANIFEST_NAME = "manifest.csv"
@@ -106,8 +107,13 @@ def read_manifest(path: Path) -> list[VideoRecord]:
             raise EvalInputError(f"{where}: empty prompt or file.")
         records.append(
             VideoRecord(
-                row["prompt"], row["generation_prompt"], row["file"], seed, row["category"],
-                parse_bool(row["is_hard"], where), row.get(MANIFEST_SCHEDULER, ""),
+                row["prompt"],
+                row["generation_prompt"],
+                row["file"],
+                seed,
+                row["category"],
+                parse_bool(row["is_hard"], where),
+                row.get(MANIFEST_SCHEDULER, ""),
             )
         )
     if not records:

@@ -37,6 +37,7 @@ from .common import (
 )
 from .prompts import BENCHMARKS, Benchmark, PromptEntry, load_prompts, video_filenames
 
+
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 SETTINGS_NAME = "generation_settings.json"
 
@@ -74,10 +75,17 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 #: Library argument (as `diffusers_tsa` errors name it) -> this command's flag.
 FLAGS = {
-    "pretrained_model_name_or_path": "--pretrained_model_name_or_path", "family": "--model_family",
-    "num_frames": "--num_frames", "height": "--height", "width": "--width", "vae_slicing": "--enable_slicing",
-    "vae_tiling": "--enable_tiling", "use_dynamic_cfg": "--use_dynamic_cfg", "lora": "--lora",
-    "transformer": "--transformer", "scheduler": "--scheduler",
+    "pretrained_model_name_or_path": "--pretrained_model_name_or_path",
+    "family": "--model_family",
+    "num_frames": "--num_frames",
+    "height": "--height",
+    "width": "--width",
+    "vae_slicing": "--enable_slicing",
+    "vae_tiling": "--enable_tiling",
+    "use_dynamic_cfg": "--use_dynamic_cfg",
+    "lora": "--lora",
+    "transformer": "--transformer",
+    "scheduler": "--scheduler",
 }
 
 
@@ -86,8 +94,12 @@ def generation_settings(args: argparse.Namespace):
     from diffusers_tsa.adapters import GenerationSettings
 
     return GenerationSettings(
-        num_frames=args.num_frames, height=args.height, width=args.width, num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale, use_dynamic_cfg=args.use_dynamic_cfg,
+        num_frames=args.num_frames,
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        use_dynamic_cfg=args.use_dynamic_cfg,
         max_sequence_length=args.max_sequence_length,
     )
 
@@ -117,7 +129,9 @@ def load_checked_spec(args: argparse.Namespace):
         model_source(flag, getattr(args, flag[2:]))
     with flag_errors(FLAGS):
         spec = load_spec(  # a folder or Hub id without a model_index.json is refused naming the flag
-            args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,
+            args.pretrained_model_name_or_path,
+            family=args.model_family,
+            revision=args.revision,
             cache_dir=args.cache_dir,
         )
         spec.check_clip(args.num_frames, args.height, args.width)
@@ -140,9 +154,14 @@ def load_pipeline(spec, args: argparse.Namespace, scheduler: str):
         subfolder = "transformer"  # the training script's output folder
     with flag_errors(FLAGS):
         pipe = spec.load_trained_pipeline(
-            lora=args.lora, transformer=args.transformer, transformer_subfolder=subfolder,
-            lora_weight_name=args.lora_weight_name, lora_scale=args.lora_scale, variant=args.variant,
-            dtype=getattr(torch, _DTYPES[args.dtype]), device=None if args.enable_model_cpu_offload else device,
+            lora=args.lora,
+            transformer=args.transformer,
+            transformer_subfolder=subfolder,
+            lora_weight_name=args.lora_weight_name,
+            lora_scale=args.lora_scale,
+            variant=args.variant,
+            dtype=getattr(torch, _DTYPES[args.dtype]),
+            device=None if args.enable_model_cpu_offload else device,
         )
     spec.use_sampler(pipe, scheduler)
     if args.enable_slicing:
@@ -162,16 +181,29 @@ def recorded_settings(args: argparse.Namespace, spec, scheduler: str) -> dict:
     to make (`--max_prompts`, `--num_videos_per_prompt`) are not recorded: they leave each video as it is."""
     return {
         "benchmark": args.benchmark,
-        "pretrained_model_name_or_path": model_source("--pretrained_model_name_or_path",
-                                                      args.pretrained_model_name_or_path),
-        "model_family": spec.family, "revision": args.revision, "variant": args.variant,
-        "lora": model_source("--lora", args.lora), "lora_weight_name": args.lora_weight_name,
-        "lora_scale": args.lora_scale, "transformer": model_source("--transformer", args.transformer),
-        "transformer_subfolder": args.transformer_subfolder, "dtype": args.dtype,
-        "no_upsampling": args.no_upsampling, "num_inference_steps": args.num_inference_steps,
-        "guidance_scale": args.guidance_scale, "scheduler": scheduler, "use_dynamic_cfg": args.use_dynamic_cfg,
-        "num_frames": args.num_frames, "height": args.height, "width": args.width, "fps": args.fps,
-        "max_sequence_length": args.max_sequence_length, "seed": args.seed,
+        "pretrained_model_name_or_path": model_source(
+            "--pretrained_model_name_or_path", args.pretrained_model_name_or_path
+        ),
+        "model_family": spec.family,
+        "revision": args.revision,
+        "variant": args.variant,
+        "lora": model_source("--lora", args.lora),
+        "lora_weight_name": args.lora_weight_name,
+        "lora_scale": args.lora_scale,
+        "transformer": model_source("--transformer", args.transformer),
+        "transformer_subfolder": args.transformer_subfolder,
+        "dtype": args.dtype,
+        "no_upsampling": args.no_upsampling,
+        "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale,
+        "scheduler": scheduler,
+        "use_dynamic_cfg": args.use_dynamic_cfg,
+        "num_frames": args.num_frames,
+        "height": args.height,
+        "width": args.width,
+        "fps": args.fps,
+        "max_sequence_length": args.max_sequence_length,
+        "seed": args.seed,
     }
 
 
@@ -188,10 +220,18 @@ def check_settings(out: Path, settings: dict, plan: Sequence[VideoRecord]) -> No
     recorded = _read_settings(path)
     finished = sum(is_complete_video(out / r.file) for r in plan)
     if recorded is None and finished:
-        logger.warning("%s has no %s (written elsewhere or by an older version): its %d finished videos are taken "
-                       "as generated with these settings", out, SETTINGS_NAME, finished)
-    differ = [f"--{k}: recorded {recorded.get(k)!r}, given {settings.get(k)!r}"
-              for k in sorted(set(recorded or {}) | set(settings)) if recorded and recorded.get(k) != settings.get(k)]
+        logger.warning(
+            "%s has no %s (written elsewhere or by an older version): its %d finished videos are taken "
+            "as generated with these settings",
+            out,
+            SETTINGS_NAME,
+            finished,
+        )
+    differ = [
+        f"--{k}: recorded {recorded.get(k)!r}, given {settings.get(k)!r}"
+        for k in sorted(set(recorded or {}) | set(settings))
+        if recorded and recorded.get(k) != settings.get(k)
+    ]
     if differ and finished:
         raise EvalInputError(
             f"--output_dir {out} holds {finished} finished video(s) of this run generated with other settings "
@@ -208,8 +248,10 @@ def _read_settings(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalInputError(f"--output_dir {path.parent}: {path.name} is unreadable ({e}); delete it if the videos "
-                             "there match these settings, or give another --output_dir.") from None
+        raise EvalInputError(
+            f"--output_dir {path.parent}: {path.name} is unreadable ({e}); delete it if the videos "
+            "there match these settings, or give another --output_dir."
+        ) from None
 
 
 def generate(args: argparse.Namespace) -> list[VideoRecord]:
@@ -273,58 +315,107 @@ def _shard(args: argparse.Namespace) -> tuple[int, int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Model.
-    parser.add_argument("--pretrained_model_name_or_path", required=True,
-                        help="Base pipeline, Hub id or folder (e.g. THUDM/CogVideoX-2b).")
-    parser.add_argument("--model_family", default="auto",
-                        help="Model adapter (cogvideox, nova, ...); default: read from the model's model_index.json.")
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help="Base pipeline, Hub id or folder (e.g. THUDM/CogVideoX-2b).",
+    )
+    parser.add_argument(
+        "--model_family",
+        default="auto",
+        help="Model adapter (cogvideox, nova, ...); default: read from the model's model_index.json.",
+    )
     parser.add_argument("--lora", default=None, help="LoRA weights to load on the base: Hub id or folder.")
-    parser.add_argument("--lora_weight_name", default=None,
-                        help="File name of the LoRA weights when the folder holds several (default: autodetect).")
+    parser.add_argument(
+        "--lora_weight_name",
+        default=None,
+        help="File name of the LoRA weights when the folder holds several (default: autodetect).",
+    )
     parser.add_argument("--lora_scale", type=float, default=1.0, help="Strength of the LoRA (default 1.0).")
-    parser.add_argument("--transformer", default=None,
-                        help="Fine-tuned transformer replacing the base one: Hub id or folder (a training output "
-                             "folder with transformer/ works as is).")
+    parser.add_argument(
+        "--transformer",
+        default=None,
+        help="Fine-tuned transformer replacing the base one: Hub id or folder (a training output "
+        "folder with transformer/ works as is).",
+    )
     parser.add_argument("--transformer_subfolder", default=None, help="Subfolder of --transformer holding it.")
     parser.add_argument("--revision", default=None, help="Revision of the base model on the Hub.")
     parser.add_argument("--variant", default=None, help="Weights variant of the base model, e.g. fp16.")
     parser.add_argument("--cache_dir", default=None, help="Where downloaded models are cached.")
     # Prompts.
-    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS),
-                        help="Naming, seeds and videos per prompt follow this benchmark's protocol.")
-    parser.add_argument("--prompts", default=None,
-                        help="Prompt file (.txt/.csv/.json/.jsonl) or Hub dataset; default: the benchmark's Hub "
-                             "dataset (VBench has none: give VBench_full_info.json).")
-    parser.add_argument("--upsampled_prompts", default=None,
-                        help="Upsampled prompts: .txt line-aligned with --prompts, or a table with caption and "
-                             "upsampled_caption (NOVA's dense VBench prompts: prompt and dense_prompt).")
-    parser.add_argument("--labels", default=None,
-                        help="Table with caption and states_of_matter and/or is_hard (default: the benchmark's "
-                             "Hub dataset; 'none' to skip).")
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        choices=sorted(BENCHMARKS),
+        help="Naming, seeds and videos per prompt follow this benchmark's protocol.",
+    )
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help="Prompt file (.txt/.csv/.json/.jsonl) or Hub dataset; default: the benchmark's Hub "
+        "dataset (VBench has none: give VBench_full_info.json).",
+    )
+    parser.add_argument(
+        "--upsampled_prompts",
+        default=None,
+        help="Upsampled prompts: .txt line-aligned with --prompts, or a table with caption and "
+        "upsampled_caption (NOVA's dense VBench prompts: prompt and dense_prompt).",
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="Table with caption and states_of_matter and/or is_hard (default: the benchmark's "
+        "Hub dataset; 'none' to skip).",
+    )
     parser.add_argument("--split", default=None, help="Split of the Hub datasets when they have several.")
-    parser.add_argument("--no_upsampling", action="store_true",
-                        help="Generate from the prompts themselves instead of the upsampled ones.")
-    parser.add_argument("--max_prompts", type=positive_int, default=None,
-                        help="Only the first N prompts (for a quick try).")
+    parser.add_argument(
+        "--no_upsampling",
+        action="store_true",
+        help="Generate from the prompts themselves instead of the upsampled ones.",
+    )
+    parser.add_argument(
+        "--max_prompts", type=positive_int, default=None, help="Only the first N prompts (for a quick try)."
+    )
     # Generation (defaults: the paper's and VideoREPA's evaluation settings).
     parser.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (default 50).")
     parser.add_argument("--guidance_scale", type=float, default=6.0, help="Classifier-free guidance (default 6).")
-    parser.add_argument("--scheduler", default=None,
-                        help="Sampler: the model family's protocol by default (CogVideoX: 'dpm', DPM-Solver with "
-                             "trailing timesteps, as VideoREPA samples for the paper; also 'ddim', or 'pipeline' for "
-                             "the checkpoint's own). Recorded in manifest.csv.")
-    parser.add_argument("--use_dynamic_cfg", action=argparse.BooleanOptionalAction, default=None,
-                        help="CogVideoX's dynamic CFG (default: on for CogVideoX, as the paper samples).")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="Sampler: the model family's protocol by default (CogVideoX: 'dpm', DPM-Solver with "
+        "trailing timesteps, as VideoREPA samples for the paper; also 'ddim', or 'pipeline' for "
+        "the checkpoint's own). Recorded in manifest.csv.",
+    )
+    parser.add_argument(
+        "--use_dynamic_cfg",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CogVideoX's dynamic CFG (default: on for CogVideoX, as the paper samples).",
+    )
     parser.add_argument("--num_frames", type=int, default=49, help="Frames per video (default 49).")
     parser.add_argument("--height", type=int, default=480, help="Height in pixels (default 480).")
     parser.add_argument("--width", type=int, default=720, help="Width in pixels (default 720).")
-    parser.add_argument("--fps", type=int, default=None,
-                        help="Frame rate of the written mp4 (default: the family's; 8 for CogVideoX, as the paper).")
-    parser.add_argument("--max_sequence_length", type=int, default=None,
-                        help="Text tokens (default: the model's own, 226 for CogVideoX).")
-    parser.add_argument("--seed", type=int, default=42,
-                        help="Seed of each prompt's first video (default 42); video i uses seed + i.")
-    parser.add_argument("--num_videos_per_prompt", type=positive_int, default=None,
-                        help="Default: the benchmark's (1 for VideoPhy and VideoPhy2, 5 for VBench).")
+    parser.add_argument(
+        "--fps",
+        type=int,
+        default=None,
+        help="Frame rate of the written mp4 (default: the family's; 8 for CogVideoX, as the paper).",
+    )
+    parser.add_argument(
+        "--max_sequence_length",
+        type=int,
+        default=None,
+        help="Text tokens (default: the model's own, 226 for CogVideoX).",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="Seed of each prompt's first video (default 42); video i uses seed + i."
+    )
+    parser.add_argument(
+        "--num_videos_per_prompt",
+        type=positive_int,
+        default=None,
+        help="Default: the benchmark's (1 for VideoPhy and VideoPhy2, 5 for VBench).",
+    )
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="Weights dtype (default bf16).")
     parser.add_argument("--device", default=None, help="Default: this process's accelerate device.")
     parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
@@ -332,11 +423,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--enable_model_cpu_offload", action="store_true", help="Offload idle models to the CPU.")
     # Output.
     parser.add_argument("--output_dir", required=True, help="Folder for videos/ and manifest.csv.")
-    parser.add_argument("--shard", default=None,
-                        help="`i/n`: generate every n-th video starting at i (0-based), e.g. one shard per GPU "
-                             "or machine. Default: split across accelerate processes.")
-    parser.add_argument("--manifest_only", action="store_true",
-                        help="Only write manifest.csv (e.g. for videos generated elsewhere with the same names).")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="`i/n`: generate every n-th video starting at i (0-based), e.g. one shard per GPU "
+        "or machine. Default: split across accelerate processes.",
+    )
+    parser.add_argument(
+        "--manifest_only",
+        action="store_true",
+        help="Only write manifest.csv (e.g. for videos generated elsewhere with the same names).",
+    )
     args = parser.parse_args(argv)
     if args.lora and args.transformer:
         parser.error("--lora and --transformer are exclusive: load a LoRA on the base, or a full fine-tune.")

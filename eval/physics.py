@@ -28,6 +28,7 @@ from .common import (
     write_json,
 )
 
+
 INDEX_NAME = "videos.csv"
 _INDEX_COLUMNS = ("videopath", "prompt", "category", "is_hard")
 
@@ -139,17 +140,25 @@ def build_parser(
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help=f"Check the videos and write the {evaluator} input files.")
-    prepare.add_argument("--generation_dir", required=True, type=Path,
-                         help="Folder written by `python -m eval.generate` (manifest.csv and videos/).")
+    prepare.add_argument(
+        "--generation_dir",
+        required=True,
+        type=Path,
+        help="Folder written by `python -m eval.generate` (manifest.csv and videos/).",
+    )
     prepare.add_argument("--eval_dir", required=True, type=Path, help="Folder for the evaluator's inputs and outputs.")
     if add_prepare_args:
         add_prepare_args(prepare)
     run = commands.add_parser("run", help=f"Run {evaluator}'s own inference script in its environment.")
     run.add_argument("--eval_dir", required=True, type=Path, help="Folder written by `prepare`.")
-    run.add_argument("--evaluator_python", required=True,
-                     help="The `python` of the evaluator's environment, e.g. ~/envs/videophy/bin/python.")
-    run.add_argument("--evaluator_repo", required=True, type=Path,
-                     help="A clone of https://github.com/Hritikbansal/videophy.")
+    run.add_argument(
+        "--evaluator_python",
+        required=True,
+        help="The `python` of the evaluator's environment, e.g. ~/envs/videophy/bin/python.",
+    )
+    run.add_argument(
+        "--evaluator_repo", required=True, type=Path, help="A clone of https://github.com/Hritikbansal/videophy."
+    )
     run.add_argument("--checkpoint", required=True, help=f"Local folder of the {evaluator} checkpoint.")
     add_run_args(run)
     score = commands.add_parser("score", help="Parse the evaluator's outputs and report the benchmark's metrics.")

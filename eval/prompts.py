@@ -23,6 +23,7 @@ from typing import Sequence
 
 from .common import EvalInputError, parse_bool
 
+
 logger = logging.getLogger("eval.prompts")
 
 _PROMPT_KEYS = ("caption", "prompt_en", "prompt")
@@ -78,8 +79,14 @@ BENCHMARKS = {
     ),
     # Table 2: VideoREPA's videophy2.csv, 590 prompts; the published prompt-upsampled-test.csv has one more.
     "videophy2": Benchmark(
-        "videophy2", 1, True, "videophysics/videophy2_upsampled_prompts", "videophysics/videophy2_test",
-        "the upsampled_caption column of videophy2.csv", 590, False,
+        "videophy2",
+        1,
+        True,
+        "videophysics/videophy2_upsampled_prompts",
+        "videophysics/videophy2_test",
+        "the upsampled_caption column of videophy2.csv",
+        590,
+        False,
     ),
     # Table 3: the 946 entries of VBench_full_info.json (944 prompts), generated from NOVA's dense prompts.
     "vbench": Benchmark("vbench", 5, True, None, None, "NOVA's nova_dense_prompts.json", 944, True),
@@ -148,8 +155,10 @@ def video_filenames(
         return names
     if protocol_only or benchmark.evaluator_names:
         name, owners = collisions[0]
-        why = "its evaluator finds the videos by these names" if benchmark.evaluator_names else (
-            "--manifest_only lists videos generated elsewhere under these names"
+        why = (
+            "its evaluator finds the videos by these names"
+            if benchmark.evaluator_names
+            else ("--manifest_only lists videos generated elsewhere under these names")
         )
         raise EvalInputError(
             f"--prompts: {len(collisions)} file name(s) would be shared by several videos under {benchmark.name}'s "
@@ -158,7 +167,9 @@ def video_filenames(
         )
     logger.warning(
         "%d file names would be shared by several videos under %s's naming; those videos are named "
-        "`<name>-<hash of prompt and index>.mp4` instead:%s", len(collisions), benchmark.name,
+        "`<name>-<hash of prompt and index>.mp4` instead:%s",
+        len(collisions),
+        benchmark.name,
         "".join(f"\n  {name}: {', '.join(map(repr, owners))}" for name, owners in collisions),
     )
     shared = {name for name, _ in collisions}
@@ -318,7 +329,11 @@ def load_prompts(
     if len(entries) != benchmark.paper_prompts:
         logger.warning(
             "%s gives %d %s prompts; the paper's table has %d (%s), so its numbers are not comparable with them.",
-            source, len(entries), benchmark.name, benchmark.paper_prompts, benchmark.upsampled_source,
+            source,
+            len(entries),
+            benchmark.name,
+            benchmark.paper_prompts,
+            benchmark.upsampled_source,
         )
     return [
         PromptEntry(
@@ -357,7 +372,11 @@ def _attach_upsampled(entries: dict[str, dict], source: str, split: str | None) 
                 logger.warning(
                     "%s gives %r two upsampled prompts (rows %d and %d); its videos are generated from the first "
                     "(row %d), since one set of videos serves both of its VBench dimensions.",
-                    source, prompt, first_row[prompt] + 1, i + 1, first_row[prompt] + 1,
+                    source,
+                    prompt,
+                    first_row[prompt] + 1,
+                    i + 1,
+                    first_row[prompt] + 1,
                 )
             continue
         first_row[prompt] = i

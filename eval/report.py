@@ -21,19 +21,36 @@ from typing import Mapping, Sequence
 
 from .common import EvalInputError, exit_on_user_error, markdown_table, write_csv
 
+
 Runs = Sequence[tuple[str, Mapping]]
 
-_VIDEOPHY_GROUPS = (("overall", "Overall"), ("solid_solid", "Solid-Solid"), ("solid_fluid", "Solid-Fluid"),
-                    ("fluid_fluid", "Fluid-Fluid"))
+_VIDEOPHY_GROUPS = (
+    ("overall", "Overall"),
+    ("solid_solid", "Solid-Solid"),
+    ("solid_fluid", "Solid-Fluid"),
+    ("fluid_fluid", "Fluid-Fluid"),
+)
 # Table 3 of the paper: (a) total and video quality, (b) video-condition consistency; raw dimension scores.
-_VBENCH_A = (("subject_consistency", "Subject Consist."), ("background_consistency", "Background Consist."),
-             ("temporal_flickering", "Temporal Flickering"), ("motion_smoothness", "Motion Smoothness"),
-             ("dynamic_degree", "Dynamic Degree"), ("aesthetic_quality", "Aesthetic Quality"),
-             ("imaging_quality", "Imaging Quality"), ("object_class", "Object Class"))
-_VBENCH_B = (("multiple_objects", "Multiple Objects"), ("human_action", "Human Action"), ("color", "Color"),
-             ("spatial_relationship", "Spatial Relationship"), ("scene", "Scene"),
-             ("appearance_style", "Appearance Style"), ("temporal_style", "Temporal Style"),
-             ("overall_consistency", "Overall Consistency"))
+_VBENCH_A = (
+    ("subject_consistency", "Subject Consist."),
+    ("background_consistency", "Background Consist."),
+    ("temporal_flickering", "Temporal Flickering"),
+    ("motion_smoothness", "Motion Smoothness"),
+    ("dynamic_degree", "Dynamic Degree"),
+    ("aesthetic_quality", "Aesthetic Quality"),
+    ("imaging_quality", "Imaging Quality"),
+    ("object_class", "Object Class"),
+)
+_VBENCH_B = (
+    ("multiple_objects", "Multiple Objects"),
+    ("human_action", "Human Action"),
+    ("color", "Color"),
+    ("spatial_relationship", "Spatial Relationship"),
+    ("scene", "Scene"),
+    ("appearance_style", "Appearance Style"),
+    ("temporal_style", "Temporal Style"),
+    ("overall_consistency", "Overall Consistency"),
+)
 
 
 def _get(mapping: Mapping, *keys: str):
@@ -147,8 +164,7 @@ def build_report(runs: Sequence[tuple[str, Sequence[Path]]], output_dir: Path | 
             (output_dir / f"{_FILES[benchmark]}.md").write_text(markdown + "\n", encoding="utf-8")
             for i, (columns, rows) in enumerate(_tables(benchmark, full)):
                 name = _FILES[benchmark] if benchmark != "vbench" else f"table3{'ab'[i]}_vbench"
-                write_csv(output_dir / f"{name}.csv", columns,
-                          [["" if v is None else v for v in row] for row in rows])
+                write_csv(output_dir / f"{name}.csv", columns, [["" if v is None else v for v in row] for row in rows])
     if not sections:
         raise EvalInputError("No results given: pass --run LABEL SCORES_JSON [...].")
     return "\n\n".join(sections)
@@ -156,8 +172,14 @@ def build_report(runs: Sequence[tuple[str, Sequence[Path]]], output_dir: Path | 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", nargs="+", action="append", required=True, metavar=("LABEL", "SCORES_JSON"),
-                        help="A row: its label, then the scores JSON files of its benchmarks. Repeat per run.")
+    parser.add_argument(
+        "--run",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("LABEL", "SCORES_JSON"),
+        help="A row: its label, then the scores JSON files of its benchmarks. Repeat per run.",
+    )
     parser.add_argument("--output_dir", type=Path, default=None, help="Also write each table as .md and .csv.")
     args = parser.parse_args(argv)
     runs = []

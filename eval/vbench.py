@@ -43,6 +43,7 @@ from .common import (
 )
 from .prompts import read_table, vbench_filename
 
+
 # dimension: (min, max) of VBench's normalisation.
 NORMALIZATION = {
     "subject_consistency": (0.1462, 1.0),
@@ -64,12 +65,24 @@ NORMALIZATION = {
 }
 WEIGHTS = {d: 0.5 if d == "dynamic_degree" else 1.0 for d in NORMALIZATION}
 QUALITY = (
-    "subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
-    "aesthetic_quality", "imaging_quality", "dynamic_degree",
+    "subject_consistency",
+    "background_consistency",
+    "temporal_flickering",
+    "motion_smoothness",
+    "aesthetic_quality",
+    "imaging_quality",
+    "dynamic_degree",
 )
 SEMANTIC = (
-    "object_class", "multiple_objects", "human_action", "color", "spatial_relationship", "scene",
-    "appearance_style", "temporal_style", "overall_consistency",
+    "object_class",
+    "multiple_objects",
+    "human_action",
+    "color",
+    "spatial_relationship",
+    "scene",
+    "appearance_style",
+    "temporal_style",
+    "overall_consistency",
 )
 QUALITY_WEIGHT, SEMANTIC_WEIGHT = 4.0, 1.0
 DRIVER = Path(__file__).with_name("_vbench_driver.py")
@@ -182,9 +195,18 @@ def run(args: argparse.Namespace) -> dict:
         raise EvalInputError(f"--dimensions {unknown} are not VBench dimensions; choose from {sorted(NORMALIZATION)}.")
     check_videos_dir(args.videos_dir, expected_videos(full_info, args.dimensions, args.videos_per_prompt))
     command = [
-        args.vbench_python, str(DRIVER), "--videos_dir", str(args.videos_dir.resolve()),
-        "--full_info", str(Path(full_info_path).resolve()), "--output_dir", str(args.output_dir.resolve()),
-        "--name", args.name, "--dimensions", *args.dimensions,
+        args.vbench_python,
+        str(DRIVER),
+        "--videos_dir",
+        str(args.videos_dir.resolve()),
+        "--full_info",
+        str(Path(full_info_path).resolve()),
+        "--output_dir",
+        str(args.output_dir.resolve()),
+        "--name",
+        args.name,
+        "--dimensions",
+        *args.dimensions,
     ] + (["--device", args.device] if args.device else [])
     logger.info("running %s", " ".join(command))
     status = subprocess.run(command).returncode
@@ -201,16 +223,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     run_p = commands.add_parser("run", help="Evaluate a folder of videos with VBench in its own environment.")
-    run_p.add_argument("--videos_dir", required=True, type=Path,
-                       help="Flat folder of `{prompt}-{i}.mp4` videos (eval.generate's OUTPUT_DIR/videos).")
+    run_p.add_argument(
+        "--videos_dir",
+        required=True,
+        type=Path,
+        help="Flat folder of `{prompt}-{i}.mp4` videos (eval.generate's OUTPUT_DIR/videos).",
+    )
     run_p.add_argument("--vbench_python", required=True, help="The `python` of the VBench environment.")
     run_p.add_argument("--output_dir", required=True, type=Path, help="Where VBench writes its results.")
-    run_p.add_argument("--full_info", default=None,
-                       help="VBench_full_info.json (default: the one inside the VBench package).")
-    run_p.add_argument("--dimensions", nargs="+", default=list(NORMALIZATION),
-                       help="Dimensions to evaluate (default: all 16).")
-    run_p.add_argument("--videos_per_prompt", type=positive_int, default=5,
-                       help="Videos per prompt to expect (default 5).")
+    run_p.add_argument(
+        "--full_info", default=None, help="VBench_full_info.json (default: the one inside the VBench package)."
+    )
+    run_p.add_argument(
+        "--dimensions", nargs="+", default=list(NORMALIZATION), help="Dimensions to evaluate (default: all 16)."
+    )
+    run_p.add_argument(
+        "--videos_per_prompt", type=positive_int, default=5, help="Videos per prompt to expect (default 5)."
+    )
     run_p.add_argument("--device", default=None, help="torch device for VBench (default: cuda if available).")
     run_p.add_argument("--name", default="results", help="VBench writes {name}_eval_results.json (default results).")
     agg = commands.add_parser("aggregate", help="Total, Quality and Semantic scores from VBench results files.")

@@ -33,6 +33,7 @@ from .common import (
 from .physics import IndexedVideo, build_parser, dispatch, join_scores, parse_float
 from .report import render_videophy
 
+
 logger = logging.getLogger("eval.videophy")
 
 # The question templates of VideoCon-Physics, verbatim from Hritikbansal/videophy `utils/constants.py`
@@ -93,8 +94,16 @@ def run(args: argparse.Namespace) -> None:
         run_evaluator(
             args.evaluator_python,
             args.evaluator_repo / SCRIPT,
-            ["--input_csv", str((args.eval_dir / name).resolve()), "--output_csv", str(out),
-             "--checkpoint", args.checkpoint, "--batch_size", str(args.batch_size)],
+            [
+                "--input_csv",
+                str((args.eval_dir / name).resolve()),
+                "--output_csv",
+                str(out),
+                "--checkpoint",
+                args.checkpoint,
+                "--batch_size",
+                str(args.batch_size),
+            ],
         )
 
 
@@ -145,9 +154,13 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_prepare_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sa_caption", choices=SA_CAPTIONS, default=SA_CAPTIONS[0],
-                        help="How the SA question quotes the caption: its first sentence without the period (default, "
-                             "the paper's Table 1 as VideoREPA evaluates it) or the whole caption.")
+    parser.add_argument(
+        "--sa_caption",
+        choices=SA_CAPTIONS,
+        default=SA_CAPTIONS[0],
+        help="How the SA question quotes the caption: its first sentence without the period (default, "
+        "the paper's Table 1 as VideoREPA evaluates it) or the whole caption.",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from .common import (
 from .physics import IndexedVideo, build_parser, dispatch, join_scores, parse_float
 from .report import render_videophy2
 
+
 logger = logging.getLogger("eval.videophy2")
 
 INPUT_NAME = "input.csv"
@@ -54,9 +55,18 @@ def run(args: argparse.Namespace) -> None:
         run_evaluator(
             args.evaluator_python,
             args.evaluator_repo / SCRIPT,
-            ["--input_csv", str((args.eval_dir / INPUT_NAME).resolve()), "--task", task,
-             "--output_csv", str((args.eval_dir / output).resolve()), "--checkpoint", args.checkpoint,
-             "--num_frames", str(args.num_frames)],
+            [
+                "--input_csv",
+                str((args.eval_dir / INPUT_NAME).resolve()),
+                "--task",
+                task,
+                "--output_csv",
+                str((args.eval_dir / output).resolve()),
+                "--checkpoint",
+                args.checkpoint,
+                "--num_frames",
+                str(args.num_frames),
+            ],
         )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import accelerate
 import torch
 
+
 _end_training = accelerate.Accelerator.end_training
 
 

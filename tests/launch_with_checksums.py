@@ -9,6 +9,7 @@ from pathlib import Path
 
 import accelerate
 
+
 _end_training = accelerate.Accelerator.end_training
 
 

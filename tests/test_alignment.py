@@ -21,6 +21,7 @@ from diffusers_tsa.training import (
     collate_examples,
 )
 
+
 CLIP = ClipSpec(height=96, width=144, max_num_frames=9)
 STUDENT_GRID, TEACHER_GRID = (3, 6, 9), (4, 2, 3)
 
@@ -45,8 +46,15 @@ def config(tiny, *, loss="m-tsa", online=True, **kwargs):
     geometry = teacher_geometry(name, TeacherInput.for_clip(9, 96, 144), teacher_config(name)) if online else None
     kwargs = {"projector_hidden_dim": 16, **kwargs}
     return AlignmentConfig(
-        loss=loss, depth=1, student_grid=STUDENT_GRID, student_width=32, teacher_grid=TEACHER_GRID, teacher_width=32,
-        teacher=geometry, features_column=None if online else FEATURES_COLUMN, **kwargs,
+        loss=loss,
+        depth=1,
+        student_grid=STUDENT_GRID,
+        student_width=32,
+        teacher_grid=TEACHER_GRID,
+        teacher_width=32,
+        teacher=geometry,
+        features_column=None if online else FEATURES_COLUMN,
+        **kwargs,
     )
 
 
@@ -75,8 +83,9 @@ def test_alignment_off_and_on_give_the_same_diffusion_loss(tiny, adapter):
 
 
 def test_precomputed_and_online_targets_give_the_same_loss(tiny, adapter):
-    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt",
-                               video_column="videos.txt")
+    table = load_video_dataset(
+        instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
     online = Alignment.build(config(tiny), adapter)
     stored = TeacherFeatures(online.teacher, CLIP).map(table, batch_size=2, load_from_cache_file=False)
     precomputed = Alignment(config(tiny, online=False), online.projector, online.extractor)
@@ -97,8 +106,9 @@ def test_precomputed_and_online_targets_give_the_same_loss(tiny, adapter):
 
 def test_unmasked_losses_get_no_mask_and_the_temperature_is_used(tiny, adapter):
     student = torch.randn(1, *TEACHER_GRID, 32)
-    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt",
-                               video_column="videos.txt")
+    table = load_video_dataset(
+        instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
     batch = batch_of(table.select([0]))
     tsa = Alignment.build(config(tiny, loss="tsa", temperature=0.5), adapter)
     features, mask = tsa.targets(batch)
@@ -114,7 +124,8 @@ def test_projector_saves_and_loads_beside_the_weights_and_refuses_another_shape(
     alignment = Alignment.build(config(tiny), adapter)
     alignment.save_projector(tmp_path)
     assert {p.name for p in (tmp_path / "alignment_projector").iterdir()} == {
-        "config.json", "diffusion_pytorch_model.safetensors"
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
     }
     other = Alignment.build(config(tiny), adapter)
     assert not all(torch.equal(a, b) for a, b in zip(other.projector.parameters(), alignment.projector.parameters()))
@@ -131,8 +142,9 @@ def test_bad_settings_are_refused_naming_the_argument(tiny):
     with pytest.raises(UsageError, match=r"`crepa_adjacent_distance=-1` must be >= 0; `crepa_temporal_decay=0` must"):
         config(tiny, loss="crepa", crepa_adjacent_distance=-1, crepa_temporal_decay=0)
     with pytest.raises(GridError, match="projector cannot reach the teacher grid: .* on F"):
-        AlignmentConfig(loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32, teacher_grid=(3, 4, 3),
-                        teacher_width=32)
+        AlignmentConfig(
+            loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32, teacher_grid=(3, 4, 3), teacher_width=32
+        )
 
 
 def test_library_errors_come_back_naming_the_flags():
@@ -170,9 +182,24 @@ def test_latent_frame_0_is_dropped_exactly_when_the_teacher_skips_pixel_frame_0(
     config_of = teacher_config(name)
     skipping = teacher_geometry(name, TeacherInput(6, 32, 48, drop_first_frame=True), config_of)
     with pytest.raises(GridError, match=r"2 latent frames after the first: `TeacherInput.num_frames` 4 or 8 pairs"):
-        AlignmentConfig(loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32, teacher_grid=skipping.grid,
-                        teacher_width=32, teacher=skipping)
+        AlignmentConfig(
+            loss="tsa",
+            depth=1,
+            student_grid=(3, 6, 9),
+            student_width=32,
+            teacher_grid=skipping.grid,
+            teacher_width=32,
+            teacher=skipping,
+        )
     seeing_all = teacher_geometry(name, TeacherInput(6, 32, 48, drop_first_frame=False), config_of)
-    config = AlignmentConfig(loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32,
-                             teacher_grid=seeing_all.grid, teacher_width=32, teacher=seeing_all, drop_first_frame=False)
+    config = AlignmentConfig(
+        loss="tsa",
+        depth=1,
+        student_grid=(3, 6, 9),
+        student_width=32,
+        teacher_grid=seeing_all.grid,
+        teacher_width=32,
+        teacher=seeing_all,
+        drop_first_frame=False,
+    )
     assert config.teacher_grid == (3, 2, 3)

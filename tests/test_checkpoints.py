@@ -16,8 +16,9 @@ def writer(content="state"):
 
 
 def save(tmp_path, step, save_state, limit):
-    return save_checkpoint(tmp_path, step, save_state, total_limit=limit, is_main_process=True,
-                           wait_for_everyone=lambda: None)
+    return save_checkpoint(
+        tmp_path, step, save_state, total_limit=limit, is_main_process=True, wait_for_everyone=lambda: None
+    )
 
 
 def names(tmp_path):

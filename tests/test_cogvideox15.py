@@ -24,6 +24,7 @@ from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXSpec
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip
 
+
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
 PROMPT = "a white square moves right"
 FRAMES, HEIGHT, WIDTH = 17, 96, 144
@@ -52,8 +53,14 @@ def tiny_adapter() -> tuple[CogVideoXAdapter, CogVideoXPipeline]:
     components = tiny_cogvideox_components(patch_size_t=2)
     components["text_encoder"].eval()  # no T5 dropout: one prompt, one embedding
     spec = CogVideoXSpec(
-        pretrained_model_name_or_path="", num_blocks=2, hidden_size=32, min_depth=1, max_text_seq_length=16,
-        patch_size_t=2, max_height=HEIGHT, max_width=WIDTH,
+        pretrained_model_name_or_path="",
+        num_blocks=2,
+        hidden_size=32,
+        min_depth=1,
+        max_text_seq_length=16,
+        patch_size_t=2,
+        max_height=HEIGHT,
+        max_width=WIDTH,
     )
     return CogVideoXAdapter(spec, **components), CogVideoXPipeline(**components)
 
@@ -67,15 +74,23 @@ def test_the_spec_reads_patch_size_t_and_pads_the_token_grid(tiny15):
     assert spec.token_grid(FRAMES, HEIGHT, WIDTH) == GRID  # 5 latent frames, padded to 6, in pairs
     assert spec.token_grid(9, HEIGHT, WIDTH) == (2, 6, 9)  # 3 -> 4 -> 2
     assert spec.token_grid(13, HEIGHT, WIDTH) == (2, 6, 9)  # 4 latent frames need no padding
-    real = CogVideoXSpec(pretrained_model_name_or_path="THUDM/CogVideoX1.5-5B", num_blocks=42, hidden_size=3072,
-                         min_depth=1, patch_size_t=2, max_height=2400, max_width=2400)
+    real = CogVideoXSpec(
+        pretrained_model_name_or_path="THUDM/CogVideoX1.5-5B",
+        num_blocks=42,
+        hidden_size=3072,
+        min_depth=1,
+        patch_size_t=2,
+        max_height=2400,
+        max_width=2400,
+    )
     assert real.token_grid(81, 768, 1360) == (11, 48, 85) and real.default_depth == 25
     assert (spec.usage_fps, spec10.usage_fps) == (16, 8)
     # CogVideoX 1.0 as before: no temporal patches, one token frame per latent frame.
     assert (spec10.patch_size_t, spec10.max_height, spec10.max_width) == (1, None, None)
     assert spec10.token_grid(FRAMES, HEIGHT, WIDTH) == (5, 6, 9)
-    spec2b = CogVideoXSpec(pretrained_model_name_or_path="THUDM/CogVideoX-2b", num_blocks=30, hidden_size=1920,
-                           min_depth=1)
+    spec2b = CogVideoXSpec(
+        pretrained_model_name_or_path="THUDM/CogVideoX-2b", num_blocks=30, hidden_size=1920, min_depth=1
+    )
     assert spec2b.token_grid(49, 480, 720) == (13, 30, 45)
 
 
@@ -101,8 +116,10 @@ def test_check_clip_states_the_15_rules_and_keeps_the_10_ones(tiny15):
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"ofs_embed_dim": 512}, "image-to-video transformer (`ofs_embed_dim=512`)"),
-     ({"use_rotary_positional_embeddings": False}, "needs `use_rotary_positional_embeddings=True`")],
+    [
+        ({"ofs_embed_dim": 512}, "image-to-video transformer (`ofs_embed_dim=512`)"),
+        ({"use_rotary_positional_embeddings": False}, "needs `use_rotary_positional_embeddings=True`"),
+    ],
     ids=["image-to-video", "no-rope"],
 )
 def test_transformers_the_stock_pipeline_cannot_run_are_refused(tiny15, tmp_path, change, message):
@@ -122,8 +139,15 @@ def test_transformers_the_stock_pipeline_cannot_run_are_refused(tiny15, tmp_path
 def run_pipeline(pipe: CogVideoXPipeline, output_type: str) -> torch.Tensor:
     """One denoising step of the stock pipeline for a FRAMES x HEIGHT x WIDTH video."""
     return pipe(
-        PROMPT, num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=1, max_sequence_length=16,
-        guidance_scale=1.0, generator=torch.Generator().manual_seed(0), output_type=output_type,
+        PROMPT,
+        num_frames=FRAMES,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=1,
+        max_sequence_length=16,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type=output_type,
     ).frames
 
 
@@ -151,8 +175,9 @@ def test_padding_and_rope_are_the_pipelines():
     assert adapter.pad_latent_frames(padded) is padded  # already a multiple of patch_size_t
 
     rope = adapter._rotary_embeddings(6, 12, 18, torch.device("cpu"))
-    for ours, stock, used in zip(rope, pipe._prepare_rotary_positional_embeddings(HEIGHT, WIDTH, 6, "cpu"),
-                                 seen["image_rotary_emb"]):
+    for ours, stock, used in zip(
+        rope, pipe._prepare_rotary_positional_embeddings(HEIGHT, WIDTH, 6, "cpu"), seen["image_rotary_emb"]
+    ):
         assert ours.shape == (3 * 6 * 9, 16)
         torch.testing.assert_close(ours, stock, rtol=0, atol=0)
         torch.testing.assert_close(ours, used, rtol=0, atol=0)
@@ -177,7 +202,10 @@ def test_the_15_objective_is_the_hand_computed_one():
     noisy = (a.sqrt() * x + (1 - a).sqrt() * noise).float()
     with torch.no_grad():
         v = pipe.transformer(
-            hidden_states=noisy, encoder_hidden_states=conditioning, timestep=timesteps, return_dict=False,
+            hidden_states=noisy,
+            encoder_hidden_states=conditioning,
+            timestep=timesteps,
+            return_dict=False,
             image_rotary_emb=pipe._prepare_rotary_positional_embeddings(HEIGHT, WIDTH, 6, "cpu"),
         )[0]
     x0 = a.sqrt() * noisy - (1 - a).sqrt() * v
@@ -214,8 +242,9 @@ def test_the_hooked_block_gives_frame_major_tokens_on_the_grid_that_train_lora()
     assert changed_tokens(adapter, 1, 0, 17) == {(1, 0, 8)}
 
     adapter.add_lora(rank=4, alpha=4)
-    projector = AlignmentProjector(32, 8, student_grid=GRID, teacher_grid=TEACHER_GRID, hidden_dim=16,
-                                   drop_first_frame=True)
+    projector = AlignmentProjector(
+        32, 8, student_grid=GRID, teacher_grid=TEACHER_GRID, hidden_dim=16, drop_first_frame=True
+    )
     extractor = adapter.feature_extractor(adapter.transformer, depth=1)
     with extractor.capture() as captured:
         adapter.diffusion_loss(adapter.transformer, torch.randn(2, *LATENTS), torch.randn(2, 16, 32))
@@ -233,15 +262,58 @@ def test_the_hooked_block_gives_frame_major_tokens_on_the_grid_that_train_lora()
 def train(root: Path, output_dir: Path, *flags: str) -> str:
     """Runs the training script with `accelerate launch` on the CPU on the tiny 1.5 model; returns its log."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
-        str(SCRIPT), "--pretrained_model_name_or_path", str(root / "base"), "--instance_data_root", str(root / "data"),
-        "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--teacher_model_name_or_path", str(root / "teacher"),
-        "--height", str(HEIGHT), "--width", str(WIDTH), "--max_num_frames", str(FRAMES), "--alignment_depth", "1",
-        "--train_batch_size", "2", "--rank", "4", "--lora_alpha", "4", "--projector_hidden_dim", "16",
-        "--seed", "0", "--report_to", "none", "--lr_warmup_steps", "0", "--max_train_steps", "2",
-        "--output_dir", str(output_dir), *flags,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(os.cpu_count() or 1),
+        str(SCRIPT),
+        "--pretrained_model_name_or_path",
+        str(root / "base"),
+        "--instance_data_root",
+        str(root / "data"),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--teacher_model_name_or_path",
+        str(root / "teacher"),
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--max_num_frames",
+        str(FRAMES),
+        "--alignment_depth",
+        "1",
+        "--train_batch_size",
+        "2",
+        "--rank",
+        "4",
+        "--lora_alpha",
+        "4",
+        "--projector_hidden_dim",
+        "16",
+        "--seed",
+        "0",
+        "--report_to",
+        "none",
+        "--lr_warmup_steps",
+        "0",
+        "--max_train_steps",
+        "2",
+        "--output_dir",
+        str(output_dir),
+        *flags,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -253,8 +325,14 @@ def train(root: Path, output_dir: Path, *flags: str) -> str:
 def sample(pipe: CogVideoXPipeline) -> torch.Tensor:
     """Latents of one 2-step generation (the VAE decode adds nothing to compare)."""
     return pipe(
-        PROMPT, num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2, max_sequence_length=16,
-        generator=torch.Generator().manual_seed(0), output_type="latent",
+        PROMPT,
+        num_frames=FRAMES,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=2,
+        max_sequence_length=16,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
     ).frames
 
 

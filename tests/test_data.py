@@ -10,6 +10,7 @@ from diffusers_tsa.data import ClipSpec, load_video_dataset, read_video, select_
 from diffusers_tsa.errors import VideoDecodeError
 from diffusers_tsa.testing import write_test_clip
 
+
 REAL_VIDEOS = Path(__file__).parents[2] / "shared" / "data" / "videos"
 SPEC = ClipSpec(height=96, width=144, max_num_frames=9)
 

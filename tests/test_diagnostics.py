@@ -8,6 +8,7 @@ import diffusers_tsa.losses as losses
 from diffusers_tsa import GridError, motion_saliency_mask, tsa_loss
 from diffusers_tsa.diagnostics import Agreement, alignment_agreement, correspondence_maps, query_tokens
 
+
 GRID = (3, 4, 5)  # F, H, W: N = 60 tokens, 20 keys per frame
 
 

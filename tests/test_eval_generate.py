@@ -10,8 +10,23 @@ import pytest
 from eval import generate
 from eval.common import EvalInputError, exit_on_user_error
 
-TINY = ["--num_inference_steps", "2", "--num_frames", "9", "--height", "96", "--width", "144",
-        "--max_sequence_length", "16", "--dtype", "fp32", "--device", "cpu"]
+
+TINY = [
+    "--num_inference_steps",
+    "2",
+    "--num_frames",
+    "9",
+    "--height",
+    "96",
+    "--width",
+    "144",
+    "--max_sequence_length",
+    "16",
+    "--dtype",
+    "fp32",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +44,29 @@ def tiny_model(tmp_path_factory):
         LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"], init_lora_weights=False)
     )
     CogVideoXPipeline.save_lora_weights(root / "lora", transformer_lora_layers=get_peft_model_state_dict(transformer))
-    (root / "prompts.csv").write_text("caption,upsampled_caption\nA cat jumps.,a cat jumps high\n"
-                                      "Water pours into a glass.,water pours\n")
+    (root / "prompts.csv").write_text(
+        "caption,upsampled_caption\nA cat jumps.,a cat jumps high\nWater pours into a glass.,water pours\n"
+    )
     return root
 
 
 def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    argv = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base"),
-            "--lora", str(tiny_model / "lora"), "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none",
-            "--output_dir", str(out), *TINY]
+    argv = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny_model / "base"),
+        "--lora",
+        str(tiny_model / "lora"),
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--labels",
+        "none",
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
     loaded = []
     real_load = generate.load_pipeline
 
@@ -61,9 +89,15 @@ def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
     assert frames.shape == (9, 96, 144, 3)
     with (out / "manifest.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows[0] == {"prompt": "A cat jumps.", "generation_prompt": "a cat jumps high",
-                       "file": "videos/A_cat_jumps.mp4", "seed": "42", "category": "", "is_hard": "",
-                       "scheduler": "dpm"}
+    assert rows[0] == {
+        "prompt": "A cat jumps.",
+        "generation_prompt": "a cat jumps high",
+        "file": "videos/A_cat_jumps.mp4",
+        "seed": "42",
+        "category": "",
+        "is_hard": "",
+        "scheduler": "dpm",
+    }
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "videos").iterdir()}
     generate.main(argv)  # resumed: nothing left to do, so the model is not even loaded
     assert len(loaded) == 1
@@ -71,8 +105,17 @@ def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
 
 
 def test_shards_split_the_plan(tiny_model, tmp_path):
-    argv = ["--benchmark", "vbench", "--pretrained_model_name_or_path", "unused", "--prompts",
-            str(tiny_model / "prompts.csv"), "--output_dir", str(tmp_path), "--manifest_only"]
+    argv = [
+        "--benchmark",
+        "vbench",
+        "--pretrained_model_name_or_path",
+        "unused",
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--output_dir",
+        str(tmp_path),
+        "--manifest_only",
+    ]
     plan = generate.generate(generate.parse_args(argv))
     assert len(plan) == 10 and plan[1].file == "videos/A cat jumps.-1.mp4"
     assert generate.parse_shard("1/4") == (1, 4)
@@ -86,10 +129,20 @@ def test_shards_partition_the_videos_and_the_lora_changes_them(tiny_model, tmp_p
     import imageio.v3 as iio
 
     prompts = tmp_path / "prompts.csv"
-    prompts.write_text("caption,upsampled_caption\nA cat jumps.,a cat jumps\nA ball falls.,a ball falls\n"
-                       "Water pours.,water pours\n")
-    common = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base"), "--prompts",
-              str(prompts), "--labels", "none", *TINY]
+    prompts.write_text(
+        "caption,upsampled_caption\nA cat jumps.,a cat jumps\nA ball falls.,a ball falls\nWater pours.,water pours\n"
+    )
+    common = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny_model / "base"),
+        "--prompts",
+        str(prompts),
+        "--labels",
+        "none",
+        *TINY,
+    ]
     out = tmp_path / "lora"
     written = []
     for shard in ("1/2", "0/2"):
@@ -120,8 +173,19 @@ def no_loading(monkeypatch):
 
 def test_rerun_with_other_settings_is_refused_before_loading(tiny_model, tmp_path, no_loading):
     out = tmp_path / "run"
-    base = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base"), "--prompts",
-            str(tiny_model / "prompts.csv"), "--labels", "none", "--output_dir", str(out), *TINY]
+    base = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny_model / "base"),
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--labels",
+        "none",
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
     lora = ["--lora", str(tiny_model / "lora")]
     with pytest.raises(Loaded):
         generate.main([*base, *lora, "--num_inference_steps", "3"])  # records the settings, then loads the model
@@ -135,8 +199,21 @@ def test_rerun_with_other_settings_is_refused_before_loading(tiny_model, tmp_pat
     (out / "videos" / "A_cat_jumps.mp4").write_bytes(b"video")  # a finished video
     # How the work is split, memory savers and how many videos are made leave each video as it is: it resumes.
     with pytest.raises(Loaded):
-        generate.main([*base, *lora, "--shard", "0/2", "--enable_slicing", "--max_prompts", "1",
-                       "--num_videos_per_prompt", "2", "--scheduler", "dpm"])
+        generate.main(
+            [
+                *base,
+                *lora,
+                "--shard",
+                "0/2",
+                "--enable_slicing",
+                "--max_prompts",
+                "1",
+                "--num_videos_per_prompt",
+                "2",
+                "--scheduler",
+                "dpm",
+            ]
+        )
     with pytest.raises(EvalInputError) as refused:
         generate.main([*base, "--num_inference_steps", "3", "--seed", "7"])
     message = str(refused.value)
@@ -148,8 +225,18 @@ def test_rerun_with_other_settings_is_refused_before_loading(tiny_model, tmp_pat
 
 def test_prompts_sharing_a_protocol_name_get_their_own_videos_or_are_refused(tiny_model, tmp_path, no_loading):
     (tmp_path / "p.txt").write_text("a red ball falls.\na red ball falls\n")
-    argv = ["--benchmark", "videophy", "--prompts", str(tmp_path / "p.txt"), "--labels", "none", "--no_upsampling",
-            "--output_dir", str(tmp_path / "out"), *TINY]
+    argv = [
+        "--benchmark",
+        "videophy",
+        "--prompts",
+        str(tmp_path / "p.txt"),
+        "--labels",
+        "none",
+        "--no_upsampling",
+        "--output_dir",
+        str(tmp_path / "out"),
+        *TINY,
+    ]
     # Videos listed from elsewhere (--manifest_only) carry the protocol's names, which cannot tell these two apart.
     with pytest.raises(EvalInputError, match="'a_red_ball_falls.mp4' from 'a red ball falls.', 'a red ball falls'"):
         generate.main([*argv, "--pretrained_model_name_or_path", "unused", "--manifest_only"])
@@ -162,13 +249,24 @@ def test_prompts_sharing_a_protocol_name_get_their_own_videos_or_are_refused(tin
 
 
 def test_user_mistakes_end_in_one_line_naming_the_flag(tiny_model, tmp_path):
-    rest = ["--benchmark", "videophy2", "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none",
-            "--output_dir", str(tmp_path / "out"), *TINY]
+    rest = [
+        "--benchmark",
+        "videophy2",
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--labels",
+        "none",
+        "--output_dir",
+        str(tmp_path / "out"),
+        *TINY,
+    ]
     mistakes = [
         (["--pretrained_model_name_or_path", str(tmp_path / "missing"), "--shard", "2/2"], "--shard '2/2'"),
         (["--pretrained_model_name_or_path", str(tiny_model / "lora")], "--pretrained_model_name_or_path='"),
-        (["--pretrained_model_name_or_path", str(tiny_model / "base"), "--lora", str(tmp_path / "no" / "lora")],
-         "--lora '"),
+        (
+            ["--pretrained_model_name_or_path", str(tiny_model / "base"), "--lora", str(tmp_path / "no" / "lora")],
+            "--lora '",
+        ),
     ]
     for argv, flag in mistakes:
         with pytest.raises(SystemExit, match=rf"^error: [^\n]*{re.escape(flag)}[^\n]*$"):

@@ -21,6 +21,7 @@ from eval.prompts import (
     videophy_filename,
 )
 
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark prompt files not found at {DATA}")
 
@@ -48,8 +49,11 @@ def videophy_files(tmp_path):
 def test_videophy_txt_with_upsampled_and_categories(videophy_files):
     short, long, labels = videophy_files
     entries = load_prompts(BENCHMARKS["videophy"], short, long, labels)
-    assert [e.prompt for e in entries] == ["A ball rolls down a ramp.", "Honey drips, slowly, into tea.",
-                                           "Water mixes with oil."]
+    assert [e.prompt for e in entries] == [
+        "A ball rolls down a ramp.",
+        "Honey drips, slowly, into tea.",
+        "Water mixes with oil.",
+    ]
     assert entries[1].generation_prompt == "Detailed: Honey drips, slowly, into tea."
     assert [e.category for e in entries] == ["solid_solid", "solid_fluid", "fluid_fluid"]
 
@@ -76,7 +80,9 @@ def test_misaligned_upsampled_txt_is_an_error(videophy_files, tmp_path):
 
 
 def test_conflicting_category_is_an_error(tmp_path):
-    path = _write_csv(tmp_path / "p.csv", ("caption", "states_of_matter"), [("A", "solid_solid"), ("A", "fluid_fluid")])
+    path = _write_csv(
+        tmp_path / "p.csv", ("caption", "states_of_matter"), [("A", "solid_solid"), ("A", "fluid_fluid")]
+    )
     with pytest.raises(EvalInputError, match="row 2.*different category"):
         load_prompts(BENCHMARKS["videophy"], path, labels="none", use_upsampled=False)
 
@@ -93,18 +99,24 @@ def test_videophy2_hard_flag_from_labels(tmp_path):
 
 
 def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path, caplog):
-    info = [{"prompt_en": "a cat", "dimension": ["subject_consistency"]},
-            {"prompt_en": "a dog", "dimension": ["color"]},
-            {"prompt_en": "a cat", "dimension": ["dynamic_degree"]}]
+    info = [
+        {"prompt_en": "a cat", "dimension": ["subject_consistency"]},
+        {"prompt_en": "a dog", "dimension": ["color"]},
+        {"prompt_en": "a cat", "dimension": ["dynamic_degree"]},
+    ]
     (tmp_path / "info.json").write_text(json.dumps(info))
-    dense = [{"id": 0, "prompt": "a cat", "dense_prompt": "a fluffy cat", "tag": "subject_consistency"},
-             {"id": 1, "prompt": "a dog", "dense_prompt": "a brown dog", "tag": "color"},
-             {"id": 2, "prompt": "a cat", "dense_prompt": "a sleepy cat", "tag": "dynamic_degree"}]
+    dense = [
+        {"id": 0, "prompt": "a cat", "dense_prompt": "a fluffy cat", "tag": "subject_consistency"},
+        {"id": 1, "prompt": "a dog", "dense_prompt": "a brown dog", "tag": "color"},
+        {"id": 2, "prompt": "a cat", "dense_prompt": "a sleepy cat", "tag": "dynamic_degree"},
+    ]
     (tmp_path / "dense.json").write_text(json.dumps(dense))
     with caplog.at_level("WARNING", logger="eval.prompts"):
         entries = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), str(tmp_path / "dense.json"))
     assert [(e.prompt, e.generation_prompt, e.category) for e in entries] == [
-        ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"), ("a dog", "a brown dog", "color")]
+        ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"),
+        ("a dog", "a brown dog", "color"),
+    ]
     assert "'a cat' two upsampled prompts (rows 1 and 3); its videos are generated from the first (row 1)" in (
         caplog.text
     )
@@ -172,11 +184,16 @@ def test_prompts_that_the_protocol_names_alike_get_files_of_their_own():
 
 
 def test_protocol_names_that_collide_are_refused_naming_the_prompts():
-    with pytest.raises(EvalInputError, match=r"--prompts: 1 file name.*'a_red_ball_falls.mp4' from "
-                                             r"'a red ball falls.', 'a red ball falls'"):
+    with pytest.raises(
+        EvalInputError,
+        match=r"--prompts: 1 file name.*'a_red_ball_falls.mp4' from "
+        r"'a red ball falls.', 'a red ball falls'",
+    ):
         video_filenames(BENCHMARKS["videophy"], ["a red ball falls.", "a red ball falls", "x"], 1, protocol_only=True)
-    assert video_filenames(BENCHMARKS["vbench"], ["a cat-1", "a cat"], 2) == [["a cat-1-0.mp4", "a cat-1-1.mp4"],
-                                                                              ["a cat-0.mp4", "a cat-1.mp4"]]
+    assert video_filenames(BENCHMARKS["vbench"], ["a cat-1", "a cat"], 2) == [
+        ["a cat-1-0.mp4", "a cat-1-1.mp4"],
+        ["a cat-0.mp4", "a cat-1.mp4"],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -203,8 +220,9 @@ def test_a_bad_prompt_file_names_its_flag(videophy_files, tmp_path, argument, na
 @needs_data
 def test_real_videophy_prompts():
     d = DATA / "videophy"
-    entries = load_prompts(BENCHMARKS["videophy"], str(d / "videophy.txt"), str(d / "videophy_detailed.txt"),
-                           str(d / "reference.csv"))
+    entries = load_prompts(
+        BENCHMARKS["videophy"], str(d / "videophy.txt"), str(d / "videophy_detailed.txt"), str(d / "reference.csv")
+    )
     assert len(entries) == 344
     counts = collections.Counter(e.category for e in entries)
     assert counts == {"solid_solid": 143, "solid_fluid": 146, "fluid_fluid": 55}

@@ -15,20 +15,40 @@ def _dump(path, obj):
 
 
 def test_tables_for_two_runs(tmp_path, capsys):
-    phy = {"benchmark": "videophy", "subsets": {"overall": {"n": 4, "sa": 59.9, "pc": 25.0},
-                                                "solid_solid": {"n": 2, "sa": 44.8, "pc": 15.4}}}
+    phy = {
+        "benchmark": "videophy",
+        "subsets": {"overall": {"n": 4, "sa": 59.9, "pc": 25.0}, "solid_solid": {"n": 2, "sa": 44.8, "pc": 15.4}},
+    }
     phy2 = {"benchmark": "videophy2", "subsets": {"all": {"joint": 22.4, "sa": 27.1, "pc": 65.9}}}
-    vb = {"benchmark": "vbench", "total": 81.0, "quality": 81.4, "semantic": 79.4,
-          "dimensions": {"subject_consistency": 93.4, "multiple_objects": 71.6}}
+    vb = {
+        "benchmark": "vbench",
+        "total": 81.0,
+        "quality": 81.4,
+        "semantic": 79.4,
+        "dimensions": {"subject_consistency": 93.4, "multiple_objects": 71.6},
+    }
     mtsa = {"benchmark": "videophy", "subsets": {"overall": {"n": 4, "sa": 64.5, "pc": 30.8}}}
-    report.main(["--run", "CogVideoX-2B*", _dump(tmp_path / "a.json", phy), _dump(tmp_path / "b.json", phy2),
-                 _dump(tmp_path / "c.json", vb),
-                 "--run", "+ M-TSA", _dump(tmp_path / "d.json", mtsa), "--output_dir", str(tmp_path / "tables")])
+    report.main(
+        [
+            "--run",
+            "CogVideoX-2B*",
+            _dump(tmp_path / "a.json", phy),
+            _dump(tmp_path / "b.json", phy2),
+            _dump(tmp_path / "c.json", vb),
+            "--run",
+            "+ M-TSA",
+            _dump(tmp_path / "d.json", mtsa),
+            "--output_dir",
+            str(tmp_path / "tables"),
+        ]
+    )
     out = capsys.readouterr().out
     assert "| CogVideoX-2B* | 59.9 | 25.0 | 44.8 | 15.4 | - | - | - | - |" in out
     assert "| + M-TSA | 64.5 | 30.8 | - | - | - | - | - | - |" in out
-    table2 = ("| Method | Joint | SA | PC |\n|---|---|---|---|\n"
-              "| CogVideoX-2B* | 22.4 | 27.1 | 65.9 |\n| + M-TSA | - | - | - |")
+    table2 = (
+        "| Method | Joint | SA | PC |\n|---|---|---|---|\n"
+        "| CogVideoX-2B* | 22.4 | 27.1 | 65.9 |\n| + M-TSA | - | - | - |"
+    )
     assert table2 in out
     assert "| Method | Total Score | Quality Score | Subject Consist. |" in out
     assert "| CogVideoX-2B* | 79.4 | 71.6 | - |" in out  # Table 3 (b): Semantic, Multiple Objects, Human Action
@@ -36,8 +56,14 @@ def test_tables_for_two_runs(tmp_path, capsys):
         rows = list(csv.reader(f))
     assert rows[0][:3] == ["Method", "Overall SA", "Overall PC"] and rows[2][:3] == ["+ M-TSA", "64.5", "30.8"]
     assert {p.name for p in (tmp_path / "tables").iterdir()} == {
-        "table1_videophy.md", "table1_videophy.csv", "table2_videophy2.md", "table2_videophy2.csv",
-        "table3_vbench.md", "table3a_vbench.csv", "table3b_vbench.csv"}
+        "table1_videophy.md",
+        "table1_videophy.csv",
+        "table2_videophy2.md",
+        "table2_videophy2.csv",
+        "table3_vbench.md",
+        "table3a_vbench.csv",
+        "table3b_vbench.csv",
+    }
 
 
 def test_rejects_foreign_json_and_duplicates(tmp_path):

@@ -12,15 +12,39 @@ import pytest
 from eval import vbench
 from eval.common import EvalInputError, EvaluatorOutputError, exit_on_user_error
 
+
 # Raw scores chosen so that each normalised score f = (s - min) / (max - min) is a round number.
-F = {"subject_consistency": 0.5, "background_consistency": 0.5, "temporal_flickering": 1.0, "motion_smoothness": 0.5,
-     "aesthetic_quality": 0.6, "imaging_quality": 0.6, "dynamic_degree": 0.4, "object_class": 0.8,
-     "multiple_objects": 0.8, "human_action": 0.8, "color": 0.8, "spatial_relationship": 0.8, "scene": 0.35,
-     "appearance_style": 0.8, "temporal_style": 0.8, "overall_consistency": 0.8}
-MIN_MAX = {"subject_consistency": (0.1462, 1), "background_consistency": (0.2615, 1),
-           "temporal_flickering": (0.6293, 1), "motion_smoothness": (0.706, 0.9975), "scene": (0, 0.8222),
-           "appearance_style": (0.0009, 0.2855), "temporal_style": (0, 0.364), "overall_consistency": (0, 0.364)}
-RAW = {d: MIN_MAX.get(d, (0, 1))[0] + f * (MIN_MAX.get(d, (0, 1))[1] - MIN_MAX.get(d, (0, 1))[0]) for d, f in F.items()}
+F = {
+    "subject_consistency": 0.5,
+    "background_consistency": 0.5,
+    "temporal_flickering": 1.0,
+    "motion_smoothness": 0.5,
+    "aesthetic_quality": 0.6,
+    "imaging_quality": 0.6,
+    "dynamic_degree": 0.4,
+    "object_class": 0.8,
+    "multiple_objects": 0.8,
+    "human_action": 0.8,
+    "color": 0.8,
+    "spatial_relationship": 0.8,
+    "scene": 0.35,
+    "appearance_style": 0.8,
+    "temporal_style": 0.8,
+    "overall_consistency": 0.8,
+}
+MIN_MAX = {
+    "subject_consistency": (0.1462, 1),
+    "background_consistency": (0.2615, 1),
+    "temporal_flickering": (0.6293, 1),
+    "motion_smoothness": (0.706, 0.9975),
+    "scene": (0, 0.8222),
+    "appearance_style": (0.0009, 0.2855),
+    "temporal_style": (0, 0.364),
+    "overall_consistency": (0, 0.364),
+}
+RAW = {
+    d: MIN_MAX.get(d, (0, 1))[0] + f * (MIN_MAX.get(d, (0, 1))[1] - MIN_MAX.get(d, (0, 1))[0]) for d, f in F.items()
+}
 
 
 def _results(path: Path, scores: dict) -> Path:
@@ -57,7 +81,7 @@ def test_missing_dimension_counts_as_raw_zero_and_is_named(tmp_path, caplog):
     "content, message",
     [
         ("{not json", "not a readable VBench results JSON"),
-        ('[1, 2]', "expected an object"),
+        ("[1, 2]", "expected an object"),
         ('{"temporal_flicker": [0.9, []]}', "unknown dimension 'temporal_flicker'"),
         ('{"temporal_flickering": ["high", []]}', "should be \\[score, per_video\\]"),
         ('{"temporal_flickering": [NaN, []]}', "with a finite score, got '\\[nan"),
@@ -76,9 +100,11 @@ def test_conflicting_dimension_across_files(tmp_path):
         vbench.load_results([a, b])
 
 
-INFO = [{"prompt_en": "a cat", "dimension": ["temporal_flickering", "subject_consistency"]},
-        {"prompt_en": "a dog", "dimension": ["color"]},
-        {"prompt_en": "a cat", "dimension": ["dynamic_degree"]}]
+INFO = [
+    {"prompt_en": "a cat", "dimension": ["temporal_flickering", "subject_consistency"]},
+    {"prompt_en": "a dog", "dimension": ["color"]},
+    {"prompt_en": "a cat", "dimension": ["dynamic_degree"]},
+]
 
 
 def test_completeness_check(tmp_path):
@@ -124,8 +150,17 @@ def test_run_mistakes_end_in_one_line_naming_the_flag(tmp_path):
     files = {"info.json": json.dumps(INFO), "broken.json": '[{"prompt_en": ', "nodim.json": '[{"prompt_en": "a dog"}]'}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    run = ["run", "--videos_dir", str(videos), "--vbench_python", fake_python(tmp_path / "python"), "--output_dir",
-           str(tmp_path / "out"), "--dimensions", "color"]
+    run = [
+        "run",
+        "--videos_dir",
+        str(videos),
+        "--vbench_python",
+        fake_python(tmp_path / "python"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--dimensions",
+        "color",
+    ]
     mistakes = [
         ([], "--vbench_python "),  # no VBench there, and no --full_info
         (["--full_info", str(tmp_path / "broken.json")], "--full_info "),
@@ -139,17 +174,30 @@ def test_run_mistakes_end_in_one_line_naming_the_flag(tmp_path):
 
 def test_videos_per_prompt_must_be_positive(capsys):
     with pytest.raises(SystemExit):
-        vbench.parse_args(["run", "--videos_dir", "v", "--vbench_python", "p", "--output_dir", "o",
-                           "--videos_per_prompt", "0"])
+        vbench.parse_args(
+            ["run", "--videos_dir", "v", "--vbench_python", "p", "--output_dir", "o", "--videos_per_prompt", "0"]
+        )
     assert "argument --videos_per_prompt: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_run_refuses_unknown_dimensions(tmp_path):
     (tmp_path / "info.json").write_text(json.dumps(INFO))
     with pytest.raises(EvalInputError, match="not VBench dimensions"):
-        vbench.main(["run", "--videos_dir", str(tmp_path), "--vbench_python", os.sys.executable,
-                     "--full_info", str(tmp_path / "info.json"), "--output_dir", str(tmp_path / "out"),
-                     "--dimensions", "flicker"])
+        vbench.main(
+            [
+                "run",
+                "--videos_dir",
+                str(tmp_path),
+                "--vbench_python",
+                os.sys.executable,
+                "--full_info",
+                str(tmp_path / "info.json"),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--dimensions",
+                "flicker",
+            ]
+        )
 
 
 @pytest.mark.optional_suite("real VBench (VBENCH_PYTHON=<a VBench environment's python>; README, Evaluation, VBench)")
@@ -165,12 +213,28 @@ def test_real_vbench_run_and_aggregate(tmp_path, capsys):
         frames = np.zeros((9, 96, 144, 3), np.uint8)
         for t in range(9):
             x = 20 + 8 * t * k
-            frames[t, 30:60, x:x + 30] = 255
+            frames[t, 30:60, x : x + 30] = 255
         imageio.mimwrite(videos / f"{prompt}-0.mp4", frames, fps=8)
     out = tmp_path / "out"
-    vbench.main(["run", "--videos_dir", str(videos), "--vbench_python", os.environ["VBENCH_PYTHON"],
-                 "--full_info", str(tmp_path / "info.json"), "--output_dir", str(out),
-                 "--dimensions", "temporal_flickering", "--videos_per_prompt", "1", "--device", "cpu"])
+    vbench.main(
+        [
+            "run",
+            "--videos_dir",
+            str(videos),
+            "--vbench_python",
+            os.environ["VBENCH_PYTHON"],
+            "--full_info",
+            str(tmp_path / "info.json"),
+            "--output_dir",
+            str(out),
+            "--dimensions",
+            "temporal_flickering",
+            "--videos_per_prompt",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     raw = json.loads((out / "results_eval_results.json").read_text())
     assert len(raw["temporal_flickering"][1]) == 2
     printed = json.loads(capsys.readouterr().out)

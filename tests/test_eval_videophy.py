@@ -11,6 +11,7 @@ from eval import videophy
 from eval.common import EvalInputError, EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
 from eval.physics import prepare_index, read_index
 
+
 # (caption, category, SA score, PC score)
 VIDEOS = [
     ("A ball rolls down a ramp.", "solid_solid", 0.9, 0.2),
@@ -116,7 +117,10 @@ def test_score_against_hand_computed_shares(eval_dir, capsys):
     "mutate, message",
     [
         (lambda rows: rows[:2] + [rows[2][:2]] + rows[3:], r"line \d+: expected 3 fields"),
-        (lambda rows: rows[:1] + [(rows[1][0], rows[1][1], "1.2")] + rows[2:], r"line \d+: expected a score in \[0, 1"),
+        (
+            lambda rows: rows[:1] + [(rows[1][0], rows[1][1], "1.2")] + rows[2:],
+            r"line \d+: expected a score in \[0, 1",
+        ),
         (lambda rows: rows[:1] + [(rows[1][0], rows[1][1], "nan")] + rows[2:], "expected a score"),
         (lambda rows: rows + [rows[0]], r"lines 1 and \d+: .* scored twice"),
         (lambda rows: rows[1:], "no score for 1 of 4 videos"),
@@ -149,27 +153,44 @@ def write_stand_in(repo: Path, *lines: str) -> Path:
     a score of 0.75 appended for every prepared row, as the real one appends."""
     script = repo / videophy.SCRIPT
     script.parent.mkdir(parents=True)
-    script.write_text("\n".join([
-        "import argparse, csv, os, sys",
-        "p = argparse.ArgumentParser()",
-        "[p.add_argument(a) for a in ('--input_csv', '--output_csv', '--checkpoint', '--batch_size')]",
-        "a = p.parse_args()",
-        *lines,
-        "rows = list(csv.DictReader(open(a.input_csv, newline='')))",
-        "with open(a.output_csv, 'a', newline='') as f:",
-        "    csv.writer(f).writerows([(r['videopath'], r['caption'], 0.75) for r in rows])",
-    ]) + "\n")
+    script.write_text(
+        "\n".join(
+            [
+                "import argparse, csv, os, sys",
+                "p = argparse.ArgumentParser()",
+                "[p.add_argument(a) for a in ('--input_csv', '--output_csv', '--checkpoint', '--batch_size')]",
+                "a = p.parse_args()",
+                *lines,
+                "rows = list(csv.DictReader(open(a.input_csv, newline='')))",
+                "with open(a.output_csv, 'a', newline='') as f:",
+                "    csv.writer(f).writerows([(r['videopath'], r['caption'], 0.75) for r in rows])",
+            ]
+        )
+        + "\n"
+    )
     return script
 
 
 def test_run_calls_the_evaluator_script_from_its_folder(eval_dir, tmp_path):
     """A stand-in for VideoCon-Physics' script records its arguments and appends like the real one."""
-    script = write_stand_in(tmp_path / "repo",
-                            "open('calls.txt', 'a').write(a.checkpoint + ' ' + a.batch_size + '\\n')")
+    script = write_stand_in(
+        tmp_path / "repo", "open('calls.txt', 'a').write(a.checkpoint + ' ' + a.batch_size + '\\n')"
+    )
     stale = eval_dir / videophy.FILES["sa"][1]
     stale.write_text("stale,row,0.1\n")
-    args = ["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
-            "--evaluator_repo", str(tmp_path / "repo"), "--checkpoint", "/ckpt/videocon_physics", "--batch_size", "2"]
+    args = [
+        "run",
+        "--eval_dir",
+        str(eval_dir),
+        "--evaluator_python",
+        sys.executable,
+        "--evaluator_repo",
+        str(tmp_path / "repo"),
+        "--checkpoint",
+        "/ckpt/videocon_physics",
+        "--batch_size",
+        "2",
+    ]
     videophy.main(args)
     assert (script.parent / "calls.txt").read_text() == "/ckpt/videocon_physics 2\n" * 2
     result = videophy.score(read_index(eval_dir), eval_dir)  # the stale row is gone: no duplicate, no stranger
@@ -188,8 +209,19 @@ def test_relative_evaluator_paths_reach_the_evaluator_resolved(eval_dir, tmp_pat
     (tmp_path / "env" / "bin").mkdir(parents=True)
     (tmp_path / "env" / "bin" / "python").symlink_to(sys.executable)
     monkeypatch.chdir(tmp_path)
-    videophy.main(["run", "--eval_dir", str(eval_dir), "--evaluator_python", "env/bin/python",
-                   "--evaluator_repo", "repo", "--checkpoint", "ckpt"])
+    videophy.main(
+        [
+            "run",
+            "--eval_dir",
+            str(eval_dir),
+            "--evaluator_python",
+            "env/bin/python",
+            "--evaluator_repo",
+            "repo",
+            "--checkpoint",
+            "ckpt",
+        ]
+    )
     calls = (script.parent / "calls.txt").read_text().splitlines()
     assert calls == [f"{tmp_path / 'ckpt'} {tmp_path / 'env' / 'bin' / 'python'}"] * 2
     assert videophy.score(read_index(eval_dir), eval_dir)["subsets"]["overall"]["n"] == 4
@@ -197,8 +229,19 @@ def test_relative_evaluator_paths_reach_the_evaluator_resolved(eval_dir, tmp_pat
 
 def test_run_without_the_evaluator_repo_is_a_clear_error(eval_dir, tmp_path):
     with pytest.raises(EvalInputError, match="clone of https://github.com/Hritikbansal/videophy"):
-        videophy.main(["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
-                       "--evaluator_repo", str(tmp_path), "--checkpoint", "x"])
+        videophy.main(
+            [
+                "run",
+                "--eval_dir",
+                str(eval_dir),
+                "--evaluator_python",
+                sys.executable,
+                "--evaluator_repo",
+                str(tmp_path),
+                "--checkpoint",
+                "x",
+            ]
+        )
 
 
 def test_user_mistakes_end_in_one_line_naming_the_flag(eval_dir, tmp_path):
@@ -206,12 +249,24 @@ def test_user_mistakes_end_in_one_line_naming_the_flag(eval_dir, tmp_path):
     utf16 = make_generation_dir(tmp_path / "utf16", VIDEOS)
     (utf16 / "manifest.csv").write_bytes((utf16 / "manifest.csv").read_text().encode("utf-16"))
     write_stand_in(tmp_path / "repo", "sys.exit('CUDA out of memory')")
-    run = ["run", "--evaluator_python", sys.executable, "--evaluator_repo", str(tmp_path / "repo"), "--checkpoint", "c"]
+    run = [
+        "run",
+        "--evaluator_python",
+        sys.executable,
+        "--evaluator_repo",
+        str(tmp_path / "repo"),
+        "--checkpoint",
+        "c",
+    ]
     mistakes = [
-        (["prepare", "--generation_dir", str(tmp_path / "no_manifest"), "--eval_dir", str(tmp_path / "e")],
-         f"--generation_dir {tmp_path / 'no_manifest'} has no manifest.csv"),
-        (["prepare", "--generation_dir", str(utf16), "--eval_dir", str(tmp_path / "e")],
-         f"{utf16 / 'manifest.csv'}: not UTF-8 CSV text"),
+        (
+            ["prepare", "--generation_dir", str(tmp_path / "no_manifest"), "--eval_dir", str(tmp_path / "e")],
+            f"--generation_dir {tmp_path / 'no_manifest'} has no manifest.csv",
+        ),
+        (
+            ["prepare", "--generation_dir", str(utf16), "--eval_dir", str(tmp_path / "e")],
+            f"{utf16 / 'manifest.csv'}: not UTF-8 CSV text",
+        ),
         (["score", "--eval_dir", str(tmp_path / "no_manifest")], f"--eval_dir {tmp_path / 'no_manifest'} has no"),
         ([*run, "--eval_dir", str(eval_dir)], "The evaluator exited with status 1"),
     ]

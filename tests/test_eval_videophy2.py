@@ -10,6 +10,7 @@ from eval import videophy2
 from eval.common import EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
 from eval.physics import read_index
 
+
 # (caption, is_hard, SA, PC)
 VIDEOS = [
     ("A man juggles three balls.", True, 5, 4),
@@ -59,7 +60,14 @@ def test_score_against_hand_computed_values(eval_dir, capsys):
     result = videophy2.score(read_index(eval_dir), eval_dir)
     # SA >= 4: videos 0, 1; PC >= 4: videos 0, 2, 3; both: video 0. Means: SA 12/4, PC 15/4.
     assert result["subsets"]["all"] == {"n": 4, "joint": 25.0, "sa": 50.0, "pc": 75.0, "sa_mean": 3.0, "pc_mean": 3.75}
-    assert result["subsets"]["hard"] == {"n": 2, "joint": 50.0, "sa": 100.0, "pc": 50.0, "sa_mean": 4.5, "pc_mean": 3.0}
+    assert result["subsets"]["hard"] == {
+        "n": 2,
+        "joint": 50.0,
+        "sa": 100.0,
+        "pc": 50.0,
+        "sa_mean": 4.5,
+        "pc_mean": 3.0,
+    }
     assert result["unparsed"] == {"sa": 1, "pc": 0}
     out = capsys.readouterr().out
     assert "| Method | Joint | SA | PC | Hard Joint | Hard SA | Hard PC |" in out
@@ -114,8 +122,19 @@ def test_run_calls_both_tasks(eval_dir, tmp_path):
         "    w.writerows([(i, r['caption'], r['videopath'], s) for i, r in enumerate(rows)])\n"
         "open('tasks.txt', 'a').write(a.task + ' ' + a.num_frames + '\\n')\n"
     )
-    videophy2.main(["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable,
-                    "--evaluator_repo", str(tmp_path / "repo"), "--checkpoint", "/ckpt/videophy_2_auto"])
+    videophy2.main(
+        [
+            "run",
+            "--eval_dir",
+            str(eval_dir),
+            "--evaluator_python",
+            sys.executable,
+            "--evaluator_repo",
+            str(tmp_path / "repo"),
+            "--checkpoint",
+            "/ckpt/videophy_2_auto",
+        ]
+    )
     assert (script.parent / "tasks.txt").read_text() == "sa 32\npc 32\n"
     result = videophy2.score(read_index(eval_dir), eval_dir)
     assert result["subsets"]["all"]["sa"] == 100.0 and result["subsets"]["all"]["joint"] == 0.0
@@ -127,8 +146,20 @@ def test_user_mistakes_end_in_one_line_naming_the_flag(eval_dir, tmp_path):
     script.write_text("raise SystemExit(2)\n")  # as the evaluator does on a bad checkpoint
     mistakes = [
         (["score", "--eval_dir", str(tmp_path)], f"--eval_dir {tmp_path} has no videos.csv"),
-        (["run", "--eval_dir", str(eval_dir), "--evaluator_python", sys.executable, "--evaluator_repo",
-          str(tmp_path / "repo"), "--checkpoint", "c"], "The evaluator exited with status 2"),
+        (
+            [
+                "run",
+                "--eval_dir",
+                str(eval_dir),
+                "--evaluator_python",
+                sys.executable,
+                "--evaluator_repo",
+                str(tmp_path / "repo"),
+                "--checkpoint",
+                "c",
+            ],
+            "The evaluator exited with status 2",
+        ),
     ]
     for argv, start in mistakes:
         with pytest.raises(SystemExit, match=rf"^error: {re.escape(start)}[^\n]*$"):

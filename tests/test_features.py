@@ -14,6 +14,7 @@ from diffusers_tsa.masking import motion_saliency_mask
 from diffusers_tsa.teachers import ImageTeacher, TeacherInput, VideoMAETeacher
 from diffusers_tsa.testing import tiny_dinov2, tiny_videomae, write_test_clip
 
+
 CLIP = ClipSpec(height=96, width=144, max_num_frames=9)
 
 
@@ -48,7 +49,12 @@ def test_columns_dtypes_values_and_bad_rows(table_dir, make_teacher, grid, tubel
     transform = TeacherFeatures(make_teacher(), CLIP, teacher_batch_size=1)
     mapped = transform.map(table, batch_size=3)
     assert mapped.column_names == [
-        "caption", "video", "teacher_features", "motion_mask", "teacher_valid", "teacher_settings"
+        "caption",
+        "video",
+        "teacher_features",
+        "motion_mask",
+        "teacher_valid",
+        "teacher_settings",
     ]
     assert set(mapped["teacher_settings"]) == {json.dumps(transform.settings(), sort_keys=True)}
     assert mapped.features["teacher_features"] == datasets.Array4D((*grid, 32), "float16")
@@ -125,7 +131,9 @@ def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):
     assert saved["teacher_valid"] == [True, False] and saved.features["teacher_features"].shape == (4, 2, 3, 32)
     (settings,) = set(saved["teacher_settings"])
     settings = json.loads(settings)
-    assert settings["grid"] == [4, 2, 3] and settings["storage_dtype"] == "float16" and settings["clip"]["height"] == 96
+    assert (
+        settings["grid"] == [4, 2, 3] and settings["storage_dtype"] == "float16" and settings["clip"]["height"] == 96
+    )
 
 
 def _nan_teacher():
@@ -162,7 +170,11 @@ def test_the_command_line_runs_as_a_module_without_warnings():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-W", "default", "-m", "diffusers_tsa.features", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "diffusers_tsa.features", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "--teacher_model_name_or_path" in result.stdout
     assert "Warning" not in result.stderr, result.stderr

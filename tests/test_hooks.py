@@ -11,6 +11,7 @@ from diffusers_tsa import BlockFeatureExtractor, ModelLayoutError
 from diffusers_tsa.hooks import unwrap_model
 from diffusers_tsa.testing import tiny_cogvideox_components
 
+
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 
@@ -31,8 +32,16 @@ def cogvideox_inputs(batch=2):
 def tiny_wan():
     torch.manual_seed(0)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
-        text_dim=16, freq_dim=32, ffn_dim=32, num_layers=3, rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=3,
+        rope_max_seq_len=32,
     )
 
 

@@ -48,7 +48,8 @@ def naive_crepa(student, teacher, distance=1, tau=1.0, cumulative=False):
     def s(b, f, g):  # mean over positions of cos(student frame f, teacher frame g)
         cosines = [
             F.cosine_similarity(student[b, f, y, x].double(), teacher[b, g, y, x].double(), dim=0)
-            for y in range(height) for x in range(width)
+            for y in range(height)
+            for x in range(width)
         ]
         return sum(cosines) / len(cosines)
 
@@ -124,7 +125,9 @@ def test_tsa_bf16_input_computes_in_fp32():
     assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16
     assert_rel_close(loss, expected, 1e-5)  # the math ran in fp32 on the bf16 values
     # The gradient is exact up to its final rounding to bf16 (8 mantissa bits).
-    assert torch.allclose(grad.float(), expected_grad.float(), rtol=2**-7, atol=1e-3 * expected_grad.abs().max().item())
+    assert torch.allclose(
+        grad.float(), expected_grad.float(), rtol=2**-7, atol=1e-3 * expected_grad.abs().max().item()
+    )
 
 
 def test_relations_stay_fp32_under_autocast():
@@ -258,8 +261,16 @@ def test_repa_is_negative_mean_cosine():
 
 @pytest.mark.parametrize(
     "student_frames, teacher_frames, distance, tau, cumulative",
-    [(5, 5, 1, 1.0, False), (5, 5, 2, 0.5, False), (5, 5, 3, 2.0, True), (4, 4, 0, 1.0, False),
-     (3, 3, 5, 1.0, True), (4, 11, 1, 1.0, False), (7, 4, 2, 1.5, True), (6, 16, 1, 0.7, False)],
+    [
+        (5, 5, 1, 1.0, False),
+        (5, 5, 2, 0.5, False),
+        (5, 5, 3, 2.0, True),
+        (4, 4, 0, 1.0, False),
+        (3, 3, 5, 1.0, True),
+        (4, 11, 1, 1.0, False),
+        (7, 4, 2, 1.5, True),
+        (6, 16, 1, 0.7, False),
+    ],
 )
 def test_crepa_matches_naive_formula(student_frames, teacher_frames, distance, tau, cumulative):
     g = torch.Generator().manual_seed(student_frames * 100 + teacher_frames)

@@ -17,6 +17,7 @@ from diffusers import AutoencoderKLLTXVideo, LTXPipeline, LTXVideoTransformer3DM
 from einops import rearrange
 from peft import LoraConfig
 from safetensors.torch import load_file
+from test_model_card import check_card_code
 
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.adapters.base import TrainingOptions
@@ -31,7 +32,7 @@ from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_WIDTH,
     tiny_ltx_video_components,
 )
-from test_model_card import check_card_code
+
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
 FRAMES, HEIGHT, WIDTH = TINY_LTX_NUM_FRAMES, TINY_LTX_HEIGHT, TINY_LTX_WIDTH  # latents and tokens 2 x 2 x 3
@@ -61,8 +62,13 @@ def clips(batch=2, seed=0):
 
 def generate(pipe):
     return pipe(
-        PROMPT, num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        PROMPT,
+        num_frames=FRAMES,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).frames
 
 
@@ -73,11 +79,17 @@ def test_family_and_spec_from_configs(tiny):
     spec = load_spec(tiny / "base")  # the family from model_index.json's `LTXPipeline`
     assert isinstance(spec, LTXVideoSpec) and ADAPTERS[spec.family] is LTXVideoAdapter
     pipe = LTXPipeline(**tiny_ltx_video_components())  # the pipeline's own view of the same checkpoint
-    assert (spec.spatial_compression, spec.temporal_compression) == (
-        pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio) == (32, 8)
+    assert (
+        (spec.spatial_compression, spec.temporal_compression)
+        == (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio)
+        == (32, 8)
+    )
     assert (spec.num_blocks, spec.hidden_size, spec.min_depth) == (2, 32, 1)
-    assert spec.token_grid(FRAMES, HEIGHT, WIDTH) == (2, 2, 3) == pipe.vae.encode(
-        torch.zeros(1, 3, FRAMES, HEIGHT, WIDTH)).latent_dist.mode().shape[2:]
+    assert (
+        spec.token_grid(FRAMES, HEIGHT, WIDTH)
+        == (2, 2, 3)
+        == pipe.vae.encode(torch.zeros(1, 3, FRAMES, HEIGHT, WIDTH)).latent_dist.mode().shape[2:]
+    )
     spec.check_clip(FRAMES, HEIGHT, WIDTH)
     assert spec.default_depth == 1  # round(0.6 * 2)
 
@@ -86,19 +98,29 @@ def test_compression_is_read_from_the_vae_config_not_assumed(tmp_path):
     """A VAE that compresses 4x in space and time (diffusers' own test VAE): the grid follows it, and sizes must
     still be multiples of 32, as `LTXPipeline` asks."""
     vae = AutoencoderKLLTXVideo(
-        latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
-        spatio_temporal_scaling=(True, True, False, False), decoder_spatio_temporal_scaling=(True, True, False, False),
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1,) * 5,
+        decoder_layers_per_block=(1,) * 5,
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
         decoder_inject_noise=(False,) * 5,
-        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, patch_size=1,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
+        patch_size=1,
     )
     vae.save_config(tmp_path / "vae")
-    LTXVideoTransformer3DModel(in_channels=8, out_channels=8, num_layers=28, num_attention_heads=2,
-                               attention_head_dim=8).save_config(tmp_path / "transformer")
+    LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, num_layers=28, num_attention_heads=2, attention_head_dim=8
+    ).save_config(tmp_path / "transformer")
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "LTXPipeline"}))
     spec = load_spec(tmp_path)
-    assert (spec.spatial_compression, spec.temporal_compression) == (
-        vae.spatial_compression_ratio, vae.temporal_compression_ratio) == (4, 4)
+    assert (
+        (spec.spatial_compression, spec.temporal_compression)
+        == (vae.spatial_compression_ratio, vae.temporal_compression_ratio)
+        == (4, 4)
+    )
     assert spec.token_grid(9, 32, 64) == (3, 8, 16)
     spec.check_clip(9, 32, 64)
     with pytest.raises(GridError, match=r"`height=36` must be a multiple of 32 \(VAE x4, .* e.g. 32 or 64\)"):
@@ -122,8 +144,12 @@ def test_clip_rules_name_the_sizes_that_work():
 
 def test_options_the_pipeline_lacks_are_refused_naming_the_argument():
     spec = LTXVideoSpec(pretrained_model_name_or_path="", num_blocks=28, hidden_size=2048, min_depth=1)
-    spec.check_options(use_dynamic_cfg=False, vae_slicing=True, vae_tiling=True,
-                       training=TrainingOptions(max_sequence_length=256, flow_matching=FlowMatching(shift=3.0)))
+    spec.check_options(
+        use_dynamic_cfg=False,
+        vae_slicing=True,
+        vae_tiling=True,
+        training=TrainingOptions(max_sequence_length=256, flow_matching=FlowMatching(shift=3.0)),
+    )
     with pytest.raises(ModelLayoutError, match=r"`use_dynamic_cfg=True`: not supported by LTX-Video"):
         spec.check_options(use_dynamic_cfg=True)
     with pytest.raises(ModelLayoutError, match=r"`max_sequence_length=0` must be positive .* uses 128"):
@@ -132,8 +158,13 @@ def test_options_the_pipeline_lacks_are_refused_naming_the_argument():
         spec.check_options(training=TrainingOptions(expert="high_noise"))
     settings = GenerationSettings(num_frames=121, height=512, width=768, guidance_scale=3.0)
     assert spec.pipeline_kwargs(settings) == {
-        "num_frames": 121, "height": 512, "width": 768, "frame_rate": 25, "num_inference_steps": 50,
-        "guidance_scale": 3.0, "max_sequence_length": 128,
+        "num_frames": 121,
+        "height": 512,
+        "width": 768,
+        "frame_rate": 25,
+        "num_inference_steps": 50,
+        "guidance_scale": 3.0,
+        "max_sequence_length": 128,
     }
 
 
@@ -203,9 +234,15 @@ def test_flow_matching_loss_is_the_formula(tiny, shift):
     s = sigmas.view(2, 1, 1, 1, 1)
     noisy = LTXPipeline._pack_latents((1 - s) * latents + s * noise)
     prediction = transformer(
-        hidden_states=noisy, encoder_hidden_states=conditioning.embeds, timestep=1000 * sigmas,
-        encoder_attention_mask=conditioning.attention_mask, num_frames=2, height=2, width=3,
-        rope_interpolation_scale=(8 / 25, 32, 32), return_dict=False,
+        hidden_states=noisy,
+        encoder_hidden_states=conditioning.embeds,
+        timestep=1000 * sigmas,
+        encoder_attention_mask=conditioning.attention_mask,
+        num_frames=2,
+        height=2,
+        width=3,
+        rope_interpolation_scale=(8 / 25, 32, 32),
+        return_dict=False,
     )[0]
     hook.remove()
     expected = (prediction - LTXPipeline._pack_latents(noise - latents)).pow(2).mean()
@@ -259,8 +296,9 @@ def test_lora_file_round_trips_and_another_lora_is_refused(adapter, tmp_path):
 
 
 def test_model_card_code_runs_for_an_ltx_lora(adapter, tmp_path):
-    settings = GenerationSettings(num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2,
-                                  max_sequence_length=16)
+    settings = GenerationSettings(
+        num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2, max_sequence_length=16
+    )
     check_card_code(adapter, "lora", settings, tmp_path)
 
 
@@ -270,22 +308,73 @@ def test_model_card_code_runs_for_an_ltx_lora(adapter, tmp_path):
 def script_flags(tiny, output_dir):
     """The training script's flags for the tiny pipeline, teacher (integer ratios to the student) and clips."""
     return [
-        "--pretrained_model_name_or_path", str(tiny / "base"), "--instance_data_root", str(tiny / "data"),
-        "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--teacher_model_name_or_path", str(tiny / "teacher"), "--teacher_height", "32", "--teacher_width", "48",
-        "--height", str(HEIGHT), "--width", str(WIDTH), "--max_num_frames", str(FRAMES), "--max_sequence_length", "16",
-        "--alignment_loss", "m-tsa", "--alignment_depth", "1", "--train_batch_size", "2", "--rank", "4",
-        "--lora_alpha", "4", "--projector_hidden_dim", "16", "--learning_rate", "1e-2", "--seed", "0",
-        "--report_to", "none", "--lr_warmup_steps", "0", "--output_dir", str(output_dir),
+        "--pretrained_model_name_or_path",
+        str(tiny / "base"),
+        "--instance_data_root",
+        str(tiny / "data"),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--teacher_model_name_or_path",
+        str(tiny / "teacher"),
+        "--teacher_height",
+        "32",
+        "--teacher_width",
+        "48",
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--max_num_frames",
+        str(FRAMES),
+        "--max_sequence_length",
+        "16",
+        "--alignment_loss",
+        "m-tsa",
+        "--alignment_depth",
+        "1",
+        "--train_batch_size",
+        "2",
+        "--rank",
+        "4",
+        "--lora_alpha",
+        "4",
+        "--projector_hidden_dim",
+        "16",
+        "--learning_rate",
+        "1e-2",
+        "--seed",
+        "0",
+        "--report_to",
+        "none",
+        "--lr_warmup_steps",
+        "0",
+        "--output_dir",
+        str(output_dir),
     ]
 
 
 def run_script(tiny, output_dir, *flags):
     """`accelerate launch` of the training script on the CPU, offline, with `script_flags` and `flags`."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
-        str(SCRIPT), *script_flags(tiny, output_dir), *flags,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(os.cpu_count() or 1),
+        str(SCRIPT),
+        *script_flags(tiny, output_dir),
+        *flags,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -319,8 +408,20 @@ def lora_run(tiny, tmp_path_factory):
     """Two M-TSA LoRA steps with a checkpoint and a validation video after each (and a final one)."""
     out = tmp_path_factory.mktemp("lora") / "out"
     log = run_script(
-        tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "1", "--validation_prompt", PROMPT,
-        "--validation_steps", "1", "--validation_num_inference_steps", "2", "--fps", "25",
+        tiny,
+        out,
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "1",
+        "--validation_prompt",
+        PROMPT,
+        "--validation_steps",
+        "1",
+        "--validation_num_inference_steps",
+        "2",
+        "--fps",
+        "25",
     )
     return out, log
 
@@ -360,8 +461,17 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_one(tiny, lor
 @pytest.mark.slow
 def test_full_fine_tune_reloads_as_a_stock_transformer(tiny, tmp_path):
     out = tmp_path / "out"
-    run_script(tiny, out, "--training_mode", "full", "--max_train_steps", "1", "--gradient_checkpointing",
-               "--checkpointing_steps", "100")
+    run_script(
+        tiny,
+        out,
+        "--training_mode",
+        "full",
+        "--max_train_steps",
+        "1",
+        "--gradient_checkpointing",
+        "--checkpointing_steps",
+        "100",
+    )
     trained = LTXVideoTransformer3DModel.from_pretrained(out, subfolder="transformer")
     base = LTXPipeline.from_pretrained(tiny / "base")
     assert trained.state_dict().keys() == base.transformer.state_dict().keys()  # the projector is not inside
@@ -376,10 +486,30 @@ def test_eval_generate_runs_an_ltx_lora(tiny, lora_run, tmp_path):
     from eval.common import exit_on_user_error
 
     (tmp_path / "prompts.csv").write_text("caption,upsampled_caption\nA red ball falls.,a red ball falls\n")
-    common = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny / "base"), "--prompts",
-              str(tmp_path / "prompts.csv"), "--labels", "none", "--num_frames", str(FRAMES), "--height", str(HEIGHT),
-              "--width", str(WIDTH), "--num_inference_steps", "2", "--max_sequence_length", "16", "--dtype", "fp32",
-              "--device", "cpu"]
+    common = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny / "base"),
+        "--prompts",
+        str(tmp_path / "prompts.csv"),
+        "--labels",
+        "none",
+        "--num_frames",
+        str(FRAMES),
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--num_inference_steps",
+        "2",
+        "--max_sequence_length",
+        "16",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
     eval_generate.main([*common, "--output_dir", str(tmp_path / "base")])
     eval_generate.main([*common, "--lora", str(lora_run[0]), "--output_dir", str(tmp_path / "tuned")])
     base, tuned = (iio.imread(tmp_path / run / "videos" / "A_red_ball_falls.mp4") for run in ("base", "tuned"))

@@ -17,6 +17,7 @@ from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.testing import tiny_cogvideox_components
 from diffusers_tsa.training import save_model_card
 
+
 REPO_ID = "your-name/tiny-tsa"
 PROMPT = "a white square moves right"
 
@@ -38,7 +39,11 @@ def publish_to_cache(folder: Path, cache: Path, repo_id: str) -> None:
 
 
 def run_card_code(
-    readme: Path, run: Path, *, python: tuple[str, ...] = (sys.executable,), env: dict | None = None,
+    readme: Path,
+    run: Path,
+    *,
+    python: tuple[str, ...] = (sys.executable,),
+    env: dict | None = None,
     cache: Path | None = None,
 ) -> None:
     """Runs the code of the card `readme` as written with `python`, offline (Hub repositories read from the cache
@@ -47,7 +52,11 @@ def run_card_code(
     (run / "use_it.py").write_text(card_code(readme))
     hub = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **({"HF_HUB_CACHE": str(cache)} if cache else {})}
     result = subprocess.run(
-        [*python, "use_it.py"], cwd=run, capture_output=True, text=True, timeout=300,
+        [*python, "use_it.py"],
+        cwd=run,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, **(env or {}), **hub},
     )
     assert result.returncode == 0, f"{card_code(readme)}\n{result.stderr[-3000:]}"
@@ -65,8 +74,13 @@ def check_stock_lora_reload(pipe, lora_dir: Path, generate) -> None:
 
 
 def check_card_code(
-    adapter, training_mode: str, settings: GenerationSettings, tmp_path: Path, *,
-    python: tuple[str, ...] = (sys.executable,), env: dict | None = None,
+    adapter,
+    training_mode: str,
+    settings: GenerationSettings,
+    tmp_path: Path,
+    *,
+    python: tuple[str, ...] = (sys.executable,),
+    env: dict | None = None,
 ) -> None:
     """Saves `adapter`'s transformer (a new LoRA, or every weight) as a run would, writes the run's card once for its
     folder and once for the Hub repository `REPO_ID` (then laid out in a Hub cache), and runs each card's code as
@@ -79,16 +93,24 @@ def check_card_code(
         adapter.save_transformer(output_dir, adapter.transformer)
     for weights in (str(output_dir), REPO_ID):
         readme = save_model_card(
-            "tiny-tsa", output_dir, spec=spec, weights=weights, training_mode=training_mode,
-            hyperparameters={"alignment_loss": "m-tsa", "tsa_temperature": 0.1}, dataset=None,
-            validation_prompts=[PROMPT], videos=["validation/final-0-0.mp4"], generation=settings,
+            "tiny-tsa",
+            output_dir,
+            spec=spec,
+            weights=weights,
+            training_mode=training_mode,
+            hyperparameters={"alignment_loss": "m-tsa", "tsa_temperature": 0.1},
+            dataset=None,
+            validation_prompts=[PROMPT],
+            videos=["validation/final-0-0.mp4"],
+            generation=settings,
         )
         assert "TODO" not in readme.read_text()
         cache = tmp_path / "hub-cache"
         if weights == REPO_ID:
             publish_to_cache(output_dir, cache, REPO_ID)
-        run_card_code(readme, tmp_path / ("hub" if weights == REPO_ID else "local"), python=python, env=env,
-                      cache=cache)
+        run_card_code(
+            readme, tmp_path / ("hub" if weights == REPO_ID else "local"), python=python, env=env, cache=cache
+        )
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,13 @@ import pytest
 import torch
 from einops import rearrange
 from nova_double import install_diffnext_double, save_tiny_nova_pipeline, save_tiny_real_nova_pipeline
+from test_model_card import check_card_code, run_card_code
 
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.adapters.nova import NOVAAdapter, NOVASpec, load_nova_lora
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_videomae, write_test_dataset
-from test_model_card import check_card_code, run_card_code
+
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = TESTS.parent / "train_text_to_video_tsa.py"
@@ -30,6 +31,7 @@ PROMPTS = ["a red ball falls", "a white square moves right"]
 @contextlib.contextmanager
 def diffnext_modules():
     """Imports of `diffnext` inside the block start afresh, and are forgotten after it."""
+
     def ours():
         return [name for name in sys.modules if name.split(".")[0] == "diffnext"]
 
@@ -42,12 +44,15 @@ def diffnext_modules():
         sys.modules.update(saved)
 
 
-REAL_NOVA = pytest.param("real", marks=[
-    pytest.mark.skipif(
-        not HAS_DIFFNEXT, reason="NOVA's diffnext is not installed (pip install from github.com/baaivision/NOVA)"
-    ),
-    pytest.mark.optional_suite("NOVA's real diffnext package (install it as the README's NOVA section says)"),
-])
+REAL_NOVA = pytest.param(
+    "real",
+    marks=[
+        pytest.mark.skipif(
+            not HAS_DIFFNEXT, reason="NOVA's diffnext is not installed (pip install from github.com/baaivision/NOVA)"
+        ),
+        pytest.mark.optional_suite("NOVA's real diffnext package (install it as the README's NOVA section says)"),
+    ],
+)
 
 
 @pytest.fixture(scope="module", params=["double", REAL_NOVA])
@@ -69,8 +74,12 @@ def nova(request, tmp_path_factory):
 def launched_env(nova) -> dict:
     """The environment of a process a test launches: offline, `nova_double` (and the double's `diffnext`) importable."""
     paths = [nova["site"]] if nova["site"] else []
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join(map(str, [*paths, TESTS, TESTS.parent]))}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(map(str, [*paths, TESTS, TESTS.parent])),
+    }
 
 
 def launcher(nova) -> list[str]:
@@ -213,7 +222,9 @@ def generate(pipe):
 def test_lora_trains_saves_and_loads_into_a_stock_pipeline(adapter, nova, tmp_path):
     adapter.add_lora(4, 8)
     assert {n.rsplit(".", 1)[-1] for n, m in adapter.transformer.named_modules() if hasattr(m, "lora_A")} == {
-        "qkv", "proj"}
+        "qkv",
+        "proj",
+    }
     train_steps(adapter)
     adapter.save_lora_weights(tmp_path, adapter.transformer)
     trained = {k: v.detach().clone() for k, v in adapter.transformer.state_dict().items() if "lora" in k}
@@ -269,12 +280,15 @@ def test_missing_diffnext_says_how_to_install_it(nova):
 
 
 @pytest.mark.parametrize("training_mode", ["lora", "full"])
-def test_model_card_code_loads_the_run_on_the_output_folder_and_on_the_hub_repo(adapter, nova, tmp_path, training_mode):
+def test_model_card_code_loads_the_run_on_the_output_folder_and_on_the_hub_repo(
+    adapter, nova, tmp_path, training_mode
+):
     """The card's code, as written: `diffnext`'s pipeline, `load_nova_lora` for a LoRA, NOVA's transformer class for a
     full fine-tune; from the run's folder and from its Hub repository."""
     settings = GenerationSettings(num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2)
-    check_card_code(adapter, training_mode, settings, tmp_path, python=(sys.executable, *launcher(nova)),
-                    env=launched_env(nova))
+    check_card_code(
+        adapter, training_mode, settings, tmp_path, python=(sys.executable, *launcher(nova)), env=launched_env(nova)
+    )
 
 
 @pytest.mark.slow
@@ -284,18 +298,78 @@ def test_training_script_runs_end_to_end_on_nova(nova, tmp_path):
     tiny_videomae(image_size=(HEIGHT // 2, WIDTH // 2)).save_pretrained(tmp_path / "teacher")
     output_dir = tmp_path / "lora"  # full fine-tuning trains and saves in the tests above
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", *launcher(nova), str(SCRIPT), "--model_family", "nova",
-        "--pretrained_model_name_or_path", str(nova["path"]), "--instance_data_root", str(data),
-        "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--teacher_height", str(HEIGHT // 2),
-        "--teacher_width", str(WIDTH // 2), "--height", str(HEIGHT), "--width", str(WIDTH),
-        "--max_num_frames", str(FRAMES), "--alignment_loss", "m-tsa", "--alignment_depth", "3",
-        "--alignment_weight", "0.5", "--tsa_temperature", "0.1", "--tsa_mask_ratio", "0.2",
-        "--training_mode", "lora", "--train_batch_size", "2", "--rank", "4", "--lora_alpha", "4",
-        "--projector_hidden_dim", "16", "--seed", "0", "--report_to", "none", "--lr_warmup_steps", "0",
-        "--max_train_steps", "2", "--checkpointing_steps", "100", "--validation_prompt", "a ball",
-        "--num_validation_videos", "1", "--output_dir", str(output_dir),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *launcher(nova),
+        str(SCRIPT),
+        "--model_family",
+        "nova",
+        "--pretrained_model_name_or_path",
+        str(nova["path"]),
+        "--instance_data_root",
+        str(data),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--teacher_model_name_or_path",
+        str(tmp_path / "teacher"),
+        "--teacher_height",
+        str(HEIGHT // 2),
+        "--teacher_width",
+        str(WIDTH // 2),
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--max_num_frames",
+        str(FRAMES),
+        "--alignment_loss",
+        "m-tsa",
+        "--alignment_depth",
+        "3",
+        "--alignment_weight",
+        "0.5",
+        "--tsa_temperature",
+        "0.1",
+        "--tsa_mask_ratio",
+        "0.2",
+        "--training_mode",
+        "lora",
+        "--train_batch_size",
+        "2",
+        "--rank",
+        "4",
+        "--lora_alpha",
+        "4",
+        "--projector_hidden_dim",
+        "16",
+        "--seed",
+        "0",
+        "--report_to",
+        "none",
+        "--lr_warmup_steps",
+        "0",
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "100",
+        "--validation_prompt",
+        "a ball",
+        "--num_validation_videos",
+        "1",
+        "--output_dir",
+        str(output_dir),
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=launched_env(nova), timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -303,8 +377,9 @@ def test_training_script_runs_end_to_end_on_nova(nova, tmp_path):
     assert (output_dir / "alignment_projector" / "diffusion_pytorch_model.safetensors").is_file()
     assert (output_dir / "validation" / "final-0-0.mp4").is_file()
     # The card the script wrote: its code loads the output folder as written.
-    run_card_code(output_dir / "README.md", tmp_path / "use_it", python=(sys.executable, *launcher(nova)),
-                  env=launched_env(nova))
+    run_card_code(
+        output_dir / "README.md", tmp_path / "use_it", python=(sys.executable, *launcher(nova)), env=launched_env(nova)
+    )
 
 
 def test_eval_generate_runs_a_nova_lora(adapter, nova, tmp_path):
@@ -317,9 +392,28 @@ def test_eval_generate_runs_a_nova_lora(adapter, nova, tmp_path):
     train_steps(adapter)
     adapter.save_lora_weights(tmp_path / "lora", adapter.transformer)
     (tmp_path / "prompts.csv").write_text("caption,upsampled_caption\nA red ball falls.,a red ball falls\n")
-    common = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(nova["path"]), "--prompts",
-              str(tmp_path / "prompts.csv"), "--labels", "none", "--num_frames", str(FRAMES), "--height", str(HEIGHT),
-              "--width", str(WIDTH), "--num_inference_steps", "2", "--dtype", "fp32", "--device", "cpu"]
+    common = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(nova["path"]),
+        "--prompts",
+        str(tmp_path / "prompts.csv"),
+        "--labels",
+        "none",
+        "--num_frames",
+        str(FRAMES),
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--num_inference_steps",
+        "2",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
     eval_generate.main([*common, "--output_dir", str(tmp_path / "base")])
     eval_generate.main([*common, "--lora", str(tmp_path / "lora"), "--output_dir", str(tmp_path / "tuned")])
     base, tuned = (iio.imread(tmp_path / run / "videos" / "A_red_ball_falls.mp4") for run in ("base", "tuned"))

@@ -10,8 +10,9 @@ def test_cogvideox_objective_is_the_weighted_x0_error_of_the_v_prediction():
     """diffusers' `train_cogvideox_lora.py`: x_t = sqrt(a) x0 + sqrt(1 - a) eps, the model predicts v, x0_hat =
     sqrt(a) x_t - sqrt(1 - a) v, and each sample's MSE to x0 is weighted by 1 / (1 - a), a = alphas_cumprod[t]."""
     components = tiny_cogvideox_components()
-    spec = CogVideoXSpec(pretrained_model_name_or_path="", num_blocks=2, hidden_size=32, min_depth=1,
-                         max_text_seq_length=16)
+    spec = CogVideoXSpec(
+        pretrained_model_name_or_path="", num_blocks=2, hidden_size=32, min_depth=1, max_text_seq_length=16
+    )
     adapter = CogVideoXAdapter(spec, **components)
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(3, 3, 4, 12, 18, generator=generator)  # (B, F, C, H, W)
@@ -26,8 +27,9 @@ def test_cogvideox_objective_is_the_weighted_x0_error_of_the_v_prediction():
     a = components["scheduler"].alphas_cumprod[timesteps].double().view(-1, 1, 1, 1, 1)
     noisy = (a.sqrt() * latents + (1 - a).sqrt() * noise).float()
     with torch.no_grad():
-        v = adapter.transformer(hidden_states=noisy, encoder_hidden_states=conditioning, timestep=timesteps,
-                                return_dict=False)[0]
+        v = adapter.transformer(
+            hidden_states=noisy, encoder_hidden_states=conditioning, timestep=timesteps, return_dict=False
+        )[0]
     x0 = a.sqrt() * noisy - (1 - a).sqrt() * v
     expected = (((x0 - latents) ** 2).mean(dim=(1, 2, 3, 4)) / (1 - a.flatten())).mean()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)

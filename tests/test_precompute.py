@@ -12,6 +12,15 @@ import datasets
 import pytest
 import torch
 from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from test_train_script import (
+    SCRIPT,
+    common_flags,
+    launch_command,
+    logged_scalars,
+    offline_env,
+    parse_script_args,
+    precomputed_flags,
+)
 
 from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.adapters.base import TrainingOptions
@@ -21,23 +30,31 @@ from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
 from diffusers_tsa.teachers import TeacherInput, load_teacher
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
 from diffusers_tsa.testing.ltx_video import (
-    TINY_LTX_HEIGHT, TINY_LTX_NUM_FRAMES, TINY_LTX_WIDTH, tiny_ltx_video_components,
+    TINY_LTX_HEIGHT,
+    TINY_LTX_NUM_FRAMES,
+    TINY_LTX_WIDTH,
+    tiny_ltx_video_components,
 )
 from diffusers_tsa.testing.wan import tiny_wan_components
 from diffusers_tsa.training import TrainingClips, collate_examples, model_inputs
-from test_train_script import (
-    SCRIPT, common_flags, launch_command, logged_scalars, offline_env, parse_script_args, precomputed_flags,
-)
+
 
 PROMPT = "a white square moves right"
 DATA = {"instance_data_root": None, "caption_column": "prompts.txt", "video_column": "videos.txt"}
 #: family -> (pipeline, its tiny components, clip, text length)
 FAMILIES = {
-    "cogvideox": (CogVideoXPipeline, tiny_cogvideox_components, ClipSpec(height=96, width=144, max_num_frames=9), None),
+    "cogvideox": (
+        CogVideoXPipeline,
+        tiny_cogvideox_components,
+        ClipSpec(height=96, width=144, max_num_frames=9),
+        None,
+    ),
     "wan": (WanPipeline, tiny_wan_components, ClipSpec(height=64, width=96, max_num_frames=9), 16),
     "ltx_video": (
-        LTXPipeline, tiny_ltx_video_components,
-        ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES), 16,
+        LTXPipeline,
+        tiny_ltx_video_components,
+        ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES),
+        16,
     ),
 }
 
@@ -66,8 +83,9 @@ def adapter(tiny, family, **kwargs):
 
 def cache(tiny, family, folder, *, storage_dtype="float32", **kwargs):
     """`ModelInputs` of the tiny `family` mapped over the four clips and saved to `folder`."""
-    transform = ModelInputs(adapter(tiny, family, transformer=False), FAMILIES[family][2],
-                            storage_dtype=storage_dtype, **kwargs)
+    transform = ModelInputs(
+        adapter(tiny, family, transformer=False), FAMILIES[family][2], storage_dtype=storage_dtype, **kwargs
+    )
     mapped = transform.map(table(tiny), batch_size=2)
     mapped.save_to_disk(folder)
     return mapped, transform
@@ -87,9 +105,9 @@ def test_the_loss_on_the_cache_is_the_loss_on_the_videos(tiny, tmp_path, family,
     assert bare.vae is None and bare.text_encoder is None and bare.tokenizer is None
     clip, columns = FAMILIES[family][2], list(transform.shapes)
     from_videos = collate_examples([TrainingClips(mapped, clip)[i] for i in (0, 1)])
-    from_cache = collate_examples([
-        TrainingClips(mapped, clip, inputs_columns=columns, decode_videos=False)[i] for i in (0, 1)
-    ])
+    from_cache = collate_examples(
+        [TrainingClips(mapped, clip, inputs_columns=columns, decode_videos=False)[i] for i in (0, 1)]
+    )
     assert "videos" not in from_cache and from_cache["latent_moments"].dtype == getattr(torch, storage_dtype)
     losses = []
     for model, batch in ((full, from_videos), (bare, from_cache)):
@@ -110,11 +128,14 @@ def test_the_stored_posterior_is_the_vae_posterior_in_the_latent_space(tiny, tmp
         posterior = model.vae.encode(video.permute(0, 2, 1, 3, 4)).latent_dist
     scale = model.vae.config.scaling_factor
     stored = torch.tensor(mapped[0]["latent_moments"])
-    torch.testing.assert_close(stored, torch.cat([posterior.mean * scale, posterior.logvar + 2 * torch.log(
-        torch.tensor(scale))], dim=1)[0])
-    expected = model.text_encoder(model.tokenizer(
-        [mapped[0]["caption"]], padding="max_length", max_length=16, truncation=True, return_tensors="pt"
-    ).input_ids)[0]
+    torch.testing.assert_close(
+        stored, torch.cat([posterior.mean * scale, posterior.logvar + 2 * torch.log(torch.tensor(scale))], dim=1)[0]
+    )
+    expected = model.text_encoder(
+        model.tokenizer(
+            [mapped[0]["caption"]], padding="max_length", max_length=16, truncation=True, return_tensors="pt"
+        ).input_ids
+    )[0]
     torch.testing.assert_close(torch.tensor(mapped[0]["prompt_embeds"]), expected[0])
 
 
@@ -122,8 +143,9 @@ def test_unreadable_clips_are_marked_and_the_id_token_is_recorded(tiny, tmp_path
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 1024)
     rows = table(tiny).select([0, 1])
-    rows = datasets.concatenate_datasets([rows, datasets.Dataset.from_dict(
-        {"caption": ["bad"], "video": [str(bad)]}, features=rows.features)])
+    rows = datasets.concatenate_datasets(
+        [rows, datasets.Dataset.from_dict({"caption": ["bad"], "video": [str(bad)]}, features=rows.features)]
+    )
     transform = ModelInputs(adapter(tiny, "cogvideox", transformer=False), FAMILIES["cogvideox"][2], id_token="TOK")
     mapped = transform.map(rows)
     assert mapped["inputs_valid"] == [True, True, False] and transform.num_invalid == 1
@@ -161,12 +183,41 @@ def cli_cache(tiny, folder, *flags, processes=1):
     """The features CLI (latents, prompt embeddings and teacher features of the four clips), through
     `accelerate launch` with `processes` processes."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", "1", "-m", "diffusers_tsa.features",
-        "--instance_data_root", str(tiny / "data"), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--pretrained_model_name_or_path", str(tiny / "base"), "--teacher_model_name_or_path", str(tiny / "teacher"),
-        "--height", "96", "--width", "144", "--max_num_frames", "9", "--output_dir", str(folder), *flags,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        "1",
+        "-m",
+        "diffusers_tsa.features",
+        "--instance_data_root",
+        str(tiny / "data"),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--pretrained_model_name_or_path",
+        str(tiny / "base"),
+        "--teacher_model_name_or_path",
+        str(tiny / "teacher"),
+        "--height",
+        "96",
+        "--width",
+        "144",
+        "--max_num_frames",
+        "9",
+        "--output_dir",
+        str(folder),
+        *flags,
     ]
     if processes > 1:
         command[3] = "--multi_gpu"
@@ -190,11 +241,23 @@ def test_training_on_the_cache_logs_the_losses_of_training_on_the_videos_without
     ):
         modules[name] = tmp_path / f"{name}.txt"
         command = launch_command(
-            tiny, None, *run_flags, "--max_train_steps", "2", "--report_to", "tensorboard", common=False,
+            tiny,
+            None,
+            *run_flags,
+            "--max_train_steps",
+            "2",
+            "--report_to",
+            "tensorboard",
+            common=False,
             script=(Path(__file__).with_name("launch_listing_modules.py"), SCRIPT),
         )
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                              env={**offline_env(), "MODULES_FILE": str(modules[name])})
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**offline_env(), "MODULES_FILE": str(modules[name])},
+        )
         logs[name] = done.stdout + done.stderr
         assert done.returncode == 0, logs[name][-4000:]
     assert "Inputs = precomputed latents and prompt embeddings" in logs["cache"]
@@ -239,16 +302,29 @@ def test_a_cache_made_with_other_settings_is_refused_naming_the_flag(tiny, tmp_p
     if "tiny:other" in flags:
         CogVideoXPipeline(**tiny_cogvideox_components()).save_pretrained(tmp_path / "other")
         flags = [str(tmp_path / "other") if flag == "tiny:other" else flag for flag in flags]
-    args = parse_script_args([*precomputed_flags(tiny, tmp_path / "cache", tmp_path / "out"),
-                              "--teacher_model_name_or_path", str(tiny / "teacher"), *flags])
+    args = parse_script_args(
+        [
+            *precomputed_flags(tiny, tmp_path / "cache", tmp_path / "out"),
+            "--teacher_model_name_or_path",
+            str(tiny / "teacher"),
+            *flags,
+        ]
+    )
     with pytest.raises(FlagError, match=message):
         plan_training(args)
 
 
 def test_a_matching_cache_plans_a_run_without_the_encoders(tiny, tmp_path):
     cache(tiny, "cogvideox", tmp_path / "cache", storage_dtype="bfloat16")
-    plan = plan_training(parse_script_args([*precomputed_flags(tiny, tmp_path / "cache", tmp_path / "out"),
-                                            "--teacher_model_name_or_path", str(tiny / "teacher")]))
+    plan = plan_training(
+        parse_script_args(
+            [
+                *precomputed_flags(tiny, tmp_path / "cache", tmp_path / "out"),
+                "--teacher_model_name_or_path",
+                str(tiny / "teacher"),
+            ]
+        )
+    )
     assert plan.inputs_columns == ["latent_moments", "prompt_embeds"] and plan.needs_videos  # the teacher is online
     example = TrainingClips(plan.table, plan.clip, inputs_columns=plan.inputs_columns, decode_videos=False)[0]
     assert example["latent_moments"].dtype == torch.bfloat16 and example["latent_moments"].shape == (8, 3, 12, 18)

@@ -109,8 +109,9 @@ def test_general_path_values_are_a_linear_resize_then_the_strided_convolution():
     x = projector.mlp(tokens.view(1, 5, 6, 9, 8)[:, 1:])  # (1, 4, 6, 9, C)
     frames = torch.nn.functional.interpolate(x.permute(0, 4, 1, 2, 3), size=(8, 6, 9), mode="trilinear")
     space = torch.nn.functional.interpolate(frames[0].transpose(0, 1), size=(8, 7), mode="bilinear")  # (F, C, 8, 7)
-    expected = torch.nn.functional.conv2d(space, projector.resample.weight[:, :, 0], projector.resample.bias,
-                                          stride=(2, 1))
+    expected = torch.nn.functional.conv2d(
+        space, projector.resample.weight[:, :, 0], projector.resample.bias, stride=(2, 1)
+    )
     torch.testing.assert_close(projector(tokens)[0], expected.permute(0, 2, 3, 1), atol=1e-5, rtol=1e-5)
 
 

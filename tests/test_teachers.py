@@ -32,12 +32,15 @@ from diffusers_tsa.teachers import (
 )
 from diffusers_tsa.teachers.convert_videomaev2 import (
     load_videomaev2_state_dict,
-    main as convert_main,
     transformers_to_videomaev2,
     videomaev2_config,
     videomaev2_to_transformers,
 )
+from diffusers_tsa.teachers.convert_videomaev2 import (
+    main as convert_main,
+)
 from diffusers_tsa.testing import tiny_dinov2, tiny_videomae, tiny_vjepa2
+
 
 REAL_VIDEOS = Path(__file__).parents[2] / "shared" / "data" / "videos"
 TINY_INPUT = TeacherInput.for_clip(9, 96, 144)  # 8 frames at 32x48
@@ -319,7 +322,10 @@ CONVERTER_MISTAKES = {
         r"--image_size=10 must be the checkpoint's training resolution, a multiple of its patch 16 \(use 16 or 32",
     ),
     "num_frames": (
-        "vit.pth", _videomaev2_state_dict(), [*HEADS, "--num_frames", "0"], r"--num_frames=0 must be .* \(use 2 or 4"
+        "vit.pth",
+        _videomaev2_state_dict(),
+        [*HEADS, "--num_frames", "0"],
+        r"--num_frames=0 must be .* \(use 2 or 4",
     ),
 }
 
@@ -491,8 +497,13 @@ def _tiny_dinov3():
 
     torch.manual_seed(0)
     config = DINOv3ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
-        image_size=56, num_register_tokens=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=14,
+        image_size=56,
+        num_register_tokens=4,
     )
     return DINOv3ViTModel(config).eval()
 

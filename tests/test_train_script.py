@@ -11,6 +11,7 @@ import pytest
 import torch
 from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 from safetensors.torch import load_file
+from test_model_card import check_stock_lora_reload
 
 from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
 from diffusers_tsa.cli import FlagError, plan_training
@@ -23,7 +24,7 @@ from diffusers_tsa.testing import (
     write_test_dataset,
 )
 from diffusers_tsa.training import read_agreement
-from test_model_card import check_stock_lora_reload
+
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
 PROJECTOR = Path("alignment_projector") / "diffusion_pytorch_model.safetensors"
@@ -46,13 +47,42 @@ def tiny(tmp_path_factory):
 
 def common_flags(tiny, output_dir):
     return [
-        "--pretrained_model_name_or_path", str(tiny / "base"),
-        "--instance_data_root", str(tiny / "data"), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--teacher_model_name_or_path", str(tiny / "teacher"),
-        "--height", "96", "--width", "144", "--max_num_frames", "9",
-        "--alignment_depth", "1", "--train_batch_size", "2", "--rank", "4", "--lora_alpha", "4",
-        "--projector_hidden_dim", "16", "--seed", "0", "--report_to", "none", "--lr_warmup_steps", "0",
-        "--checkpointing_steps", "100", "--output_dir", str(output_dir),
+        "--pretrained_model_name_or_path",
+        str(tiny / "base"),
+        "--instance_data_root",
+        str(tiny / "data"),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--teacher_model_name_or_path",
+        str(tiny / "teacher"),
+        "--height",
+        "96",
+        "--width",
+        "144",
+        "--max_num_frames",
+        "9",
+        "--alignment_depth",
+        "1",
+        "--train_batch_size",
+        "2",
+        "--rank",
+        "4",
+        "--lora_alpha",
+        "4",
+        "--projector_hidden_dim",
+        "16",
+        "--seed",
+        "0",
+        "--report_to",
+        "none",
+        "--lr_warmup_steps",
+        "0",
+        "--checkpointing_steps",
+        "100",
+        "--output_dir",
+        str(output_dir),
     ]
 
 
@@ -61,10 +91,23 @@ def launch_command(tiny, output_dir, *flags, processes=1, script=(SCRIPT,), comm
     # Several processes: accelerate's multi-process launcher; the script picks gloo on a machine without GPUs.
     distributed = "--multi_gpu" if processes > 1 else "--cpu"
     return [
-        sys.executable, "-m", "accelerate.commands.launch", distributed, "--num_processes", str(processes),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 2) // processes)),
-        *map(str, script), *(common_flags(tiny, output_dir) if common else []), *flags,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        distributed,
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(max(1, (os.cpu_count() or 2) // processes)),
+        *map(str, script),
+        *(common_flags(tiny, output_dir) if common else []),
+        *flags,
     ]
 
 
@@ -77,8 +120,11 @@ def run_script(tiny, output_dir, *flags, processes=1, expect_success=True, scrip
     if processes > 1:
         env["CUDA_VISIBLE_DEVICES"] = ""  # several processes share no GPU here: gloo on the CPU, even beside one GPU
     result = subprocess.run(
-        launch_command(tiny, output_dir, *flags, processes=processes, script=script), capture_output=True, text=True,
-        env=env, timeout=600,
+        launch_command(tiny, output_dir, *flags, processes=processes, script=script),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     log = result.stdout + result.stderr
     if expect_success:
@@ -92,16 +138,25 @@ def checkpoints(output_dir):
 
 def generate(pipe):
     return pipe(
-        PROMPT, num_frames=9, height=96, width=144, num_inference_steps=2, max_sequence_length=16,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        PROMPT,
+        num_frames=9,
+        height=96,
+        width=144,
+        num_inference_steps=2,
+        max_sequence_length=16,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).frames
 
 
 def logged_scalars(output_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (events,) = [p for p in (Path(output_dir) / "logs").rglob("events.out.tfevents.*") if p.parent.name != "logs"
-                 and EventAccumulator(str(p)).Reload().Tags()["scalars"]]
+    (events,) = [
+        p
+        for p in (Path(output_dir) / "logs").rglob("events.out.tfevents.*")
+        if p.parent.name != "logs" and EventAccumulator(str(p)).Reload().Tags()["scalars"]
+    ]
     accumulator = EventAccumulator(str(events)).Reload()
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
@@ -110,9 +165,26 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
     pytest.importorskip("tensorboard", reason="the logged scalars are read from tensorboard's event files")
     out = tmp_path / "out"
     _, log = run_script(
-        tiny, out, "--max_train_steps", "3", "--learning_rate", "1e-2", "--validation_prompt", PROMPT,
-        "--validation_num_inference_steps", "2", "--train_batch_size", "1", "--gradient_accumulation_steps", "2",
-        "--lr_scheduler", "linear", "--report_to", "tensorboard", "--alignment_weight", "0.7",
+        tiny,
+        out,
+        "--max_train_steps",
+        "3",
+        "--learning_rate",
+        "1e-2",
+        "--validation_prompt",
+        PROMPT,
+        "--validation_num_inference_steps",
+        "2",
+        "--train_batch_size",
+        "1",
+        "--gradient_accumulation_steps",
+        "2",
+        "--lr_scheduler",
+        "linear",
+        "--report_to",
+        "tensorboard",
+        "--alignment_weight",
+        "0.7",
     )
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in log
     for warning in ("FutureWarning", "DeprecationWarning", "RuntimeWarning", "should be kept in float32"):
@@ -134,7 +206,14 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
     check_stock_lora_reload(CogVideoXPipeline.from_pretrained(tiny / "base"), out, generate)
 
     card = (out / "README.md").read_text()
-    for expected in ("- cogvideox", "- lora", "- tsa", "- text-to-video", "`tsa_temperature` | `0.1`", "load_lora_weights"):
+    for expected in (
+        "- cogvideox",
+        "- lora",
+        "- tsa",
+        "- text-to-video",
+        "`tsa_temperature` | `0.1`",
+        "load_lora_weights",
+    ):
         assert expected in card
     assert "hub_token" not in (out / "training_config.json").read_text().replace('"hub_token"', "")
 
@@ -142,7 +221,14 @@ def test_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, tmp_pat
 def test_full_fine_tune_saves_a_stock_transformer(tiny, tmp_path):
     out = tmp_path / "out"
     run_script(
-        tiny, out, "--training_mode", "full", "--max_train_steps", "2", "--learning_rate", "1e-3",
+        tiny,
+        out,
+        "--training_mode",
+        "full",
+        "--max_train_steps",
+        "2",
+        "--learning_rate",
+        "1e-3",
         "--gradient_checkpointing",
     )
     trained = CogVideoXTransformer3DModel.from_pretrained(out, subfolder="transformer")
@@ -155,8 +241,15 @@ def test_full_fine_tune_saves_a_stock_transformer(tiny, tmp_path):
 
 @pytest.mark.parametrize(
     "loss, teacher",
-    [("m-tsa", "image_teacher"), ("tsa", "image_teacher"), ("trd", "image_teacher"), ("repa", "image_teacher"),
-     ("crepa", "image_teacher"), ("crepa", "teacher"), ("none", "teacher")],
+    [
+        ("m-tsa", "image_teacher"),
+        ("tsa", "image_teacher"),
+        ("trd", "image_teacher"),
+        ("repa", "image_teacher"),
+        ("crepa", "image_teacher"),
+        ("crepa", "teacher"),
+        ("none", "teacher"),
+    ],
 )
 def test_every_alignment_loss_trains(tiny, tmp_path, loss, teacher):
     """Every loss with the image teacher (DINOv2 frame by frame: 8 frames at 28x42, a 8 x 2 x 3 grid, to which the
@@ -164,8 +257,18 @@ def test_every_alignment_loss_trains(tiny, tmp_path, loss, teacher):
     too (the other losses train with it everywhere else)."""
     out = tmp_path / "out"
     _, log = run_script(
-        tiny, out, "--alignment_loss", loss, "--teacher_model_name_or_path", str(tiny / teacher),
-        "--max_train_steps", "2", "--checkpointing_steps", "1", "--crepa_adjacent_distance", "2",
+        tiny,
+        out,
+        "--alignment_loss",
+        loss,
+        "--teacher_model_name_or_path",
+        str(tiny / teacher),
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "1",
+        "--crepa_adjacent_distance",
+        "2",
     )
     assert f"Alignment = {loss}" in log
     if loss == "none":
@@ -183,8 +286,16 @@ def test_checkpoint_limit_and_resume_follow_diffusers_semantics(tiny, tmp_path):
     run_script(tiny, out, "--max_train_steps", "6", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2")
     assert checkpoints(out) == {"checkpoint-4", "checkpoint-6"}
     _, log = run_script(
-        tiny, out, "--max_train_steps", "8", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
-        "--resume_from_checkpoint", "checkpoint-4",
+        tiny,
+        out,
+        "--max_train_steps",
+        "8",
+        "--checkpointing_steps",
+        "2",
+        "--checkpoints_total_limit",
+        "2",
+        "--resume_from_checkpoint",
+        "checkpoint-4",
     )
     assert "Resuming from checkpoint" in log
     assert checkpoints(out) == {"checkpoint-6", "checkpoint-8"}
@@ -194,7 +305,10 @@ def test_sigkill_then_resume_from_latest(tiny, tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen(
         launch_command(tiny, out, "--max_train_steps", "40", "--checkpointing_steps", "1"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=offline_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=offline_env(),
+        start_new_session=True,
     )
     deadline = time.time() + 300
     while not (out / "checkpoint-2").is_dir() and process.poll() is None and time.time() < deadline:
@@ -204,8 +318,16 @@ def test_sigkill_then_resume_from_latest(tiny, tmp_path):
     assert (out / "checkpoint-2").is_dir() and not (out / "pytorch_lora_weights.safetensors").exists()
     killed_at = max(int(name.split("-")[1]) for name in checkpoints(out) if name.split("-")[1].isdigit())
 
-    _, log = run_script(tiny, out, "--max_train_steps", str(killed_at + 2), "--resume_from_checkpoint", "latest",
-                        "--checkpointing_steps", "1")
+    _, log = run_script(
+        tiny,
+        out,
+        "--max_train_steps",
+        str(killed_at + 2),
+        "--resume_from_checkpoint",
+        "latest",
+        "--checkpointing_steps",
+        "1",
+    )
     assert f"Resuming from checkpoint {out / f'checkpoint-{killed_at}'}" in log
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert f"checkpoint-{killed_at + 2}" in checkpoints(out)
@@ -216,7 +338,9 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
     clip = ClipSpec(height=96, width=144, max_num_frames=9)
     input = TeacherInput.for_clip(clip.num_frames, clip.height, clip.width, patch_size=14, tubelet_size=1)
     teacher = load_teacher(tiny / "image_teacher", input)
-    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
+    table = load_video_dataset(
+        instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
     TeacherFeatures(teacher, clip).map(table, batch_size=2).save_to_disk(tmp_path / "precomputed")
 
     out = tmp_path / "out"
@@ -224,9 +348,23 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
     i = flags.index("--teacher_model_name_or_path")
     del flags[i : i + 2]  # no teacher at all: everything comes from the dataset
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), *flags, "--dataset_name", str(tmp_path / "precomputed"),
-         "--caption_column", "caption", "--video_column", "video", "--max_train_steps", "2"],
-        capture_output=True, text=True, env=offline_env(), timeout=600,
+        [
+            sys.executable,
+            str(SCRIPT),
+            *flags,
+            "--dataset_name",
+            str(tmp_path / "precomputed"),
+            "--caption_column",
+            "caption",
+            "--video_column",
+            "video",
+            "--max_train_steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "-> teacher grid (8, 2, 3) (precomputed teacher)" in result.stderr
@@ -241,8 +379,18 @@ def test_a_corrupt_clip_is_skipped_and_counted_and_an_empty_caption_trains(tiny,
     (data / "metadata.csv").write_text(f"text,video\n{PROMPT},clips/broken.mp4\n,clips/good.mp4\n")
     out = tmp_path / "out"
     _, log = run_script(
-        tiny, out, "--dataset_name", str(data / "metadata.csv"), "--instance_data_root", str(data),
-        "--caption_column", "text", "--video_column", "video", "--max_train_steps", "2",
+        tiny,
+        out,
+        "--dataset_name",
+        str(data / "metadata.csv"),
+        "--instance_data_root",
+        str(data),
+        "--caption_column",
+        "text",
+        "--video_column",
+        "video",
+        "--max_train_steps",
+        "2",
     )
     assert '1 of 2 captions are empty: they train as ""' in log
     broken = data / "clips" / "broken.mp4"
@@ -257,7 +405,9 @@ def test_a_non_finite_loss_is_reported_and_skipped(tiny, tmp_path):
         teacher.encoder.layer[0].attention.output.dense.weight.fill_(float("nan"))  # a broken teacher checkpoint
     teacher.save_pretrained(tmp_path / "nan-teacher")
     out = tmp_path / "out"
-    _, log = run_script(tiny, out, "--max_train_steps", "2", "--teacher_model_name_or_path", str(tmp_path / "nan-teacher"))
+    _, log = run_script(
+        tiny, out, "--max_train_steps", "2", "--teacher_model_name_or_path", str(tmp_path / "nan-teacher")
+    )
     assert "Step 1: non-finite loss/alignment" in log and "skipping this batch" in log
     lora = load_file(out / "pytorch_lora_weights.safetensors")
     assert all(torch.isfinite(v).all() for v in lora.values())
@@ -268,12 +418,22 @@ def test_two_processes_end_with_identical_weights_and_write_once(tiny, tmp_path)
     out, sums = tmp_path / "out", tmp_path / "checksums"
     sums.mkdir()
     _, log = run_script(
-        tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "2", processes=2,
-        script=(Path(__file__).with_name("launch_with_checksums.py"), SCRIPT), env={"CHECKSUM_DIR": str(sums)},
+        tiny,
+        out,
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        processes=2,
+        script=(Path(__file__).with_name("launch_with_checksums.py"), SCRIPT),
+        env={"CHECKSUM_DIR": str(sums)},
     )
     assert sorted(p.name for p in sums.iterdir()) == ["0.txt", "1.txt"]
     assert (sums / "0.txt").read_text() == (sums / "1.txt").read_text()
-    assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
     assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in log
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "README.md").is_file()
 
@@ -300,19 +460,29 @@ def parse_script_args(flags):
         (["--teacher_features_column", "vmae"], r"--teacher_features_column 'vmae' is not a column"),
         (["--tsa_mask_ratio", "0"], r"--tsa_mask_ratio=0.0 must be in \(0, 1\]"),
         (["--teacher_num_frames", "6"], r"2 latent frames after the first: --teacher_num_frames 4 or 8 pairs"),
-        (["--pretrained_model_name_or_path", "./cogvideox-2b"],
-         r"--pretrained_model_name_or_path='./cogvideox-2b' looks like a local path, but nothing exists there"),
-        (["--teacher_model_name_or_path", "models/teachers/vmae2"],
-         r"--teacher_model_name_or_path='models/teachers/vmae2' looks like a local path, but nothing exists"),
+        (
+            ["--pretrained_model_name_or_path", "./cogvideox-2b"],
+            r"--pretrained_model_name_or_path='./cogvideox-2b' looks like a local path, but nothing exists there",
+        ),
+        (
+            ["--teacher_model_name_or_path", "models/teachers/vmae2"],
+            r"--teacher_model_name_or_path='models/teachers/vmae2' looks like a local path, but nothing exists",
+        ),
         (["--dataset_name", "clips.csv"], r"--dataset_name='clips.csv' looks like a local path, but nothing exists"),
         (["--instance_data_root", "no_such_dir"], r"--instance_data_root='no_such_dir' is not a folder"),
-        (["--alignment_loss", "crepa", "--crepa_adjacent_distance", "-1"],
-         r"--crepa_adjacent_distance=-1 must be >= 0"),
-        (["--teacher_model_name_or_path", "tiny:image_teacher", "--teacher_height", "30"],
-         r"--teacher_height=30 is not a multiple of the patch 14 \(use 28 or 42\)"),
+        (
+            ["--alignment_loss", "crepa", "--crepa_adjacent_distance", "-1"],
+            r"--crepa_adjacent_distance=-1 must be >= 0",
+        ),
+        (
+            ["--teacher_model_name_or_path", "tiny:image_teacher", "--teacher_height", "30"],
+            r"--teacher_height=30 is not a multiple of the patch 14 \(use 28 or 42\)",
+        ),
         (["--validation_video", "held-out.mp4"], r"--validation_video 'held-out.mp4' is not a file"),
-        (["--alignment_loss", "none", "--validation_video", "tiny:data/clips/3.mp4"],
-         r"--validation_video measures the alignment with the teacher online, and this run has no alignment term"),
+        (
+            ["--alignment_loss", "none", "--validation_video", "tiny:data/clips/3.mp4"],
+            r"--validation_video measures the alignment with the teacher online, and this run has no alignment term",
+        ),
     ],
 )
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
@@ -328,18 +498,33 @@ def test_a_teacher_size_with_no_integer_ratio_takes_the_projectors_general_path(
     plan = plan_training(parse_script_args([*common_flags(tiny, tmp_path / "out"), "--teacher_width", "32"]))
     config = plan.alignment
     assert (config.student_grid, config.teacher_grid) == ((3, 6, 9), (4, 2, 2))  # 9 tokens across, 2 in the teacher
-    assert GridResampling.between(config.student_grid, config.teacher_grid, config.drop_first_frame).resize == (4, 6, 8)
+    assert GridResampling.between(config.student_grid, config.teacher_grid, config.drop_first_frame).resize == (
+        4,
+        6,
+        8,
+    )
 
 
 def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):
     clip = ClipSpec(height=96, width=144, max_num_frames=9)
     teacher = load_teacher(tiny / "teacher", TeacherInput.for_clip(clip.num_frames, clip.height, clip.width))
-    table = load_video_dataset(instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt")
+    table = load_video_dataset(
+        instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
     TeacherFeatures(teacher, clip).map(table.select([0]), batch_size=1).save_to_disk(tmp_path / "pre")
-    args = parse_script_args([
-        *common_flags(tiny, tmp_path / "out"), "--dataset_name", str(tmp_path / "pre"), "--caption_column", "caption",
-        "--video_column", "video", "--teacher_height", "64",
-    ])
+    args = parse_script_args(
+        [
+            *common_flags(tiny, tmp_path / "out"),
+            "--dataset_name",
+            str(tmp_path / "pre"),
+            "--caption_column",
+            "caption",
+            "--video_column",
+            "video",
+            "--teacher_height",
+            "64",
+        ]
+    )
     with pytest.raises(FlagError, match=r"features on a \(4, 2, 3\) grid .* gives \(4, 4, 3\)"):
         plan_training(args)
 
@@ -380,7 +565,14 @@ def test_resume_refuses_an_incomplete_checkpoint(tiny, trained, tmp_path, damage
         save_file(other_run, checkpoint / "pytorch_lora_weights.safetensors")
         message = "does not hold this run's LoRA"
     code, log = run_script(
-        tiny, out, "--max_train_steps", "4", "--checkpointing_steps", "1", "--resume_from_checkpoint", "latest",
+        tiny,
+        out,
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "1",
+        "--resume_from_checkpoint",
+        "latest",
         expect_success=False,
     )
     assert code == 1 and message in log
@@ -419,9 +611,22 @@ def test_mixed_precision_keeps_the_teacher_and_a_full_fine_tune_in_fp32(tiny, tm
     pipe.save_pretrained(base)
     out = tmp_path / "out"
     _, log = run_script(
-        tiny, out, "--pretrained_model_name_or_path", str(base), "--mixed_precision", "bf16", "--training_mode",
-        "full", "--learning_rate", "0", "--adam_weight_decay", "0", "--max_train_steps", "1",
-        "--checkpointing_steps", "1",
+        tiny,
+        out,
+        "--pretrained_model_name_or_path",
+        str(base),
+        "--mixed_precision",
+        "bf16",
+        "--training_mode",
+        "full",
+        "--learning_rate",
+        "0",
+        "--adam_weight_decay",
+        "0",
+        "--max_train_steps",
+        "1",
+        "--checkpointing_steps",
+        "1",
     )
     assert "(online teacher in float32)" in log
     trained = load_file(out / "checkpoint-1" / "transformer" / "diffusion_pytorch_model.safetensors")
@@ -431,8 +636,9 @@ def test_mixed_precision_keeps_the_teacher_and_a_full_fine_tune_in_fp32(tiny, tm
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is refused on the CPU only")
 def test_fp16_on_the_cpu_is_refused_before_loading(tiny, tmp_path):
-    code, log = run_script(tiny, tmp_path / "out", "--mixed_precision", "fp16", "--max_train_steps", "1",
-                           expect_success=False)
+    code, log = run_script(
+        tiny, tmp_path / "out", "--mixed_precision", "fp16", "--max_train_steps", "1", expect_success=False
+    )
     assert code == 1 and "error: --mixed_precision fp16 needs a GPU" in log and "Running training" not in log
 
 
@@ -490,8 +696,11 @@ def test_precomputed_features_with_unknown_or_mixed_settings_are_refused(tiny, t
 
     mapped = plain_map(tiny, tmp_path / "pre")
     mapped.remove_columns("teacher_settings").save_to_disk(tmp_path / "unknown")
-    with pytest.raises(FlagError, match=r"no 'teacher_settings' column beside them, so the settings they were made "
-                                        r"with are unknown; precompute them again"):
+    with pytest.raises(
+        FlagError,
+        match=r"no 'teacher_settings' column beside them, so the settings they were made "
+        r"with are unknown; precompute them again",
+    ):
         plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "unknown", tmp_path / "out")))
     other = plain_map(tiny, tmp_path / "other", mask_ratio=0.5)
     datasets.concatenate_datasets([mapped, other]).save_to_disk(tmp_path / "mixed")
@@ -535,8 +744,17 @@ def test_consecutive_non_finite_steps_stop_the_run_and_are_never_logged_as_a_los
     pytest.importorskip("tensorboard", reason="the logged scalars are read from tensorboard's event files")
     out = tmp_path / "out"
     code, log = run_script(
-        tiny, out, "--max_train_steps", "8", "--max_nonfinite_steps", "3", "--report_to", "tensorboard",
-        "--teacher_model_name_or_path", str(nan_teacher(tmp_path / "nan-teacher")), expect_success=False,
+        tiny,
+        out,
+        "--max_train_steps",
+        "8",
+        "--max_nonfinite_steps",
+        "3",
+        "--report_to",
+        "tensorboard",
+        "--teacher_model_name_or_path",
+        str(nan_teacher(tmp_path / "nan-teacher")),
+        expect_success=False,
     )
     assert code == 1 and "error: 3 batches in a row had a non-finite loss" in log
     assert "--max_nonfinite_steps" in log and not (out / "pytorch_lora_weights.safetensors").exists()
@@ -550,7 +768,15 @@ def test_a_run_resumed_inside_an_epoch_ends_bit_identical_to_an_uninterrupted_on
     flips and crops are on, so the data order, the crops, the flips and the noise must all be reproduced. The
     uninterrupted run also probes the alignment every 2 steps, which must not change what it trains."""
     pytest.importorskip("tensorboard", reason="the logged scalars are read from tensorboard's event files")
-    flags = ["--train_batch_size", "1", "--random_flip", "--video_reshape_mode", "random", "--checkpointing_steps", "3"]
+    flags = [
+        "--train_batch_size",
+        "1",
+        "--random_flip",
+        "--video_reshape_mode",
+        "random",
+        "--checkpointing_steps",
+        "3",
+    ]
     probed = ["--validation_steps", "2", "--report_to", "tensorboard"]
     run_script(tiny, tmp_path / "straight", *flags, *probed, "--max_train_steps", "6")
     run_script(tiny, tmp_path / "resumed", *flags, "--max_train_steps", "3")

@@ -9,6 +9,7 @@ from diffusers_tsa.data import ClipSpec, read_video
 from diffusers_tsa.testing import write_test_clip
 from diffusers_tsa.training import DataOrder, ShuffledOrder, TrainingClips, collate_examples
 
+
 CLIP = ClipSpec(height=96, width=144, max_num_frames=9)
 
 
@@ -28,8 +29,9 @@ def clips(tmp_path_factory):
 
 
 def epochs_of(dataset, order, epochs, batch_size=2):
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=ShuffledOrder(len(dataset), order),
-                        collate_fn=collate_examples)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=ShuffledOrder(len(dataset), order), collate_fn=collate_examples
+    )
     batches = []
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)

@@ -18,11 +18,11 @@ from diffusers_tsa.adapters.flow_matching import FlowMatching
 from diffusers_tsa.data import ClipSpec, read_video
 from diffusers_tsa.diagnostics import alignment_agreement, correspondence_maps, query_tokens
 from diffusers_tsa.projector import AlignmentProjector
+from diffusers_tsa.teachers import TeacherInput, teacher_config, teacher_geometry
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
 from diffusers_tsa.testing.ltx_video import tiny_ltx_video_components
 from diffusers_tsa.testing.wan import tiny_wan_components
 from diffusers_tsa.training import AlignedTransformer, Alignment, AlignmentConfig, TrainingClips, collate_examples
-from diffusers_tsa.teachers import TeacherInput, teacher_config, teacher_geometry
 from diffusers_tsa.visualize import (
     VIZ_EXTRA,
     correspondence_video,
@@ -35,6 +35,7 @@ from diffusers_tsa.visualize import (
     teacher_frames,
 )
 from diffusers_tsa.visualize.__main__ import main
+
 
 # A 9-frame 96x144 clip: CogVideoX tokens 3 x 6 x 9; the teacher sees 8 frames at 32x48, a 4 x 2 x 3 grid (tubelet 2).
 CLIP = ["--height", "96", "--width", "144", "--max_num_frames", "9"]
@@ -56,8 +57,15 @@ def tiny(tmp_path_factory):
 
 
 def common(tiny, out):
-    return ["--video", str(tiny / "clip.mp4"), "--teacher_model_name_or_path", str(tiny / "teacher"), *CLIP,
-            "--output_dir", str(out)]
+    return [
+        "--video",
+        str(tiny / "clip.mp4"),
+        "--teacher_model_name_or_path",
+        str(tiny / "teacher"),
+        *CLIP,
+        "--output_dir",
+        str(out),
+    ]
 
 
 def check_png(path):
@@ -89,19 +97,47 @@ def test_mask_writes_a_contact_sheet_and_a_video_without_loading_weights(tiny, t
 
 
 def test_correspondence_of_pixel_queries_with_the_teacher_alone(tiny, tmp_path):
-    paths = main(["correspondence", *common(tiny, tmp_path), "--query", "20,48", "--query", "143,0",
-                  "--query_frame", "1", "--temperatures", "1.0", "0.05"])
+    paths = main(
+        [
+            "correspondence",
+            *common(tiny, tmp_path),
+            "--query",
+            "20,48",
+            "--query",
+            "143,0",
+            "--query_frame",
+            "1",
+            "--temperatures",
+            "1.0",
+            "0.05",
+        ]
+    )
     # (x, y) = (20, 48) is token (h, w) = (1, 0) of the 2 x 3 grid over 96x144; (143, 0) is token (0, 2).
-    assert [p.name for p in paths] == [f"clip_correspondence_f1_{token}.{ext}" for token in ("h1_w0", "h0_w2")
-                                       for ext in ("png", "mp4")]
+    assert [p.name for p in paths] == [
+        f"clip_correspondence_f1_{token}.{ext}" for token in ("h1_w0", "h0_w2") for ext in ("png", "mp4")
+    ]
     for png, mp4 in zip(paths[::2], paths[1::2]):
         check_png(png)
         check_mp4(mp4, TEACHER_GRID[0] - 1)  # token frames 1, 2, 3
 
 
 def test_correspondence_of_a_trained_student_reports_its_agreement(tiny, tmp_path, capsys):
-    paths = main(["correspondence", *common(tiny, tmp_path), "--pretrained_model_name_or_path", str(tiny / "base"),
-                  "--run_dir", str(tiny / "run"), "--alignment_depth", "1", "--timestep", "300", "--top_k", "1"])
+    paths = main(
+        [
+            "correspondence",
+            *common(tiny, tmp_path),
+            "--pretrained_model_name_or_path",
+            str(tiny / "base"),
+            "--run_dir",
+            str(tiny / "run"),
+            "--alignment_depth",
+            "1",
+            "--timestep",
+            "300",
+            "--top_k",
+            "1",
+        ]
+    )
     assert len(paths) == 2
     check_png(paths[0])
     check_mp4(paths[1], TEACHER_GRID[0])
@@ -110,32 +146,51 @@ def test_correspondence_of_a_trained_student_reports_its_agreement(tiny, tmp_pat
 
 
 def test_a_base_model_without_a_projector_shows_its_raw_block_tokens(tiny, tmp_path, capsys):
-    main(["correspondence", *common(tiny, tmp_path), "--pretrained_model_name_or_path", str(tiny / "base"),
-          "--alignment_depth", "2", "--top_k", "1", "--temperatures", "0.1", "--num_columns", "2"])
+    main(
+        [
+            "correspondence",
+            *common(tiny, tmp_path),
+            "--pretrained_model_name_or_path",
+            str(tiny / "base"),
+            "--alignment_depth",
+            "2",
+            "--top_k",
+            "1",
+            "--temperatures",
+            "0.1",
+            "--num_columns",
+            "2",
+        ]
+    )
     assert "the student maps use the raw tokens of block 2" in capsys.readouterr().out
 
 
 def test_the_command_line_runs_as_a_module(tiny, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "diffusers_tsa.visualize", "mask", *common(tiny, tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     written = [Path(line.removeprefix("wrote ")) for line in result.stdout.splitlines()]
     assert [p.suffix for p in written] == [".png", ".mp4"] and all(p.is_file() for p in written)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--query", "144,10"], "--query 144,10 is outside the clip"),
-    (["--query", "ten,10"], "--query 'ten,10' must be two integer pixel coordinates"),
-    (["--query_frame", "4"], "--query_frame 4 must be a teacher token frame in [0, 3]"),
-    (["--top_k", "7"], "--top_k=7 must be in [1, 6]"),
-    (["--temperatures", "0"], "every temperature must be positive"),
-    (["--run_dir", "somewhere"], "--run_dir needs the base model"),
-    (["--tsa_mask_ratio", "1.5"], "--tsa_mask_ratio 1.5 must be in (0, 1]"),
-    (["--teacher_height", "40"], "--teacher_height=40 is not a multiple of the patch 16"),
-    (["--num_columns", "0"], "--num_columns 0 at least 1"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--query", "144,10"], "--query 144,10 is outside the clip"),
+        (["--query", "ten,10"], "--query 'ten,10' must be two integer pixel coordinates"),
+        (["--query_frame", "4"], "--query_frame 4 must be a teacher token frame in [0, 3]"),
+        (["--top_k", "7"], "--top_k=7 must be in [1, 6]"),
+        (["--temperatures", "0"], "every temperature must be positive"),
+        (["--run_dir", "somewhere"], "--run_dir needs the base model"),
+        (["--tsa_mask_ratio", "1.5"], "--tsa_mask_ratio 1.5 must be in (0, 1]"),
+        (["--teacher_height", "40"], "--teacher_height=40 is not a multiple of the patch 16"),
+        (["--num_columns", "0"], "--num_columns 0 at least 1"),
+    ],
+)
 def test_a_mistake_ends_with_one_error_line(tiny, tmp_path, flags, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["correspondence", *common(tiny, tmp_path), *flags])
@@ -147,10 +202,19 @@ def test_a_missing_clip_or_run_folder_ends_with_one_error_line(tiny, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["mask", *common(tiny, tmp_path)[2:], "--video", str(tmp_path / "nothing.mp4")])
     assert str(exit_info.value.code).startswith("error: --video: Cannot use video") and "does not exist" in str(
-        exit_info.value.code)
+        exit_info.value.code
+    )
     with pytest.raises(SystemExit) as exit_info:
-        main(["correspondence", *common(tiny, tmp_path), "--pretrained_model_name_or_path", str(tiny / "base"),
-              "--run_dir", str(tiny / "teacher")])
+        main(
+            [
+                "correspondence",
+                *common(tiny, tmp_path),
+                "--pretrained_model_name_or_path",
+                str(tiny / "base"),
+                "--run_dir",
+                str(tiny / "teacher"),
+            ]
+        )
     assert str(exit_info.value.code).startswith("error: --run_dir") and "neither a LoRA" in str(exit_info.value.code)
 
 
@@ -173,14 +237,23 @@ def test_the_validation_recipe_renders_from_training_tensors(tiny, tmp_path):
     adapter = ADAPTERS[spec.family].from_pretrained(spec)
     name = str(tiny / "teacher")
     geometry = teacher_geometry(name, TeacherInput.for_clip(9, 96, 144), teacher_config(name))
-    config = AlignmentConfig(loss="m-tsa", depth=1, student_grid=(3, 6, 9), student_width=32,
-                             teacher_grid=TEACHER_GRID, teacher_width=32, projector_hidden_dim=16, teacher=geometry)
+    config = AlignmentConfig(
+        loss="m-tsa",
+        depth=1,
+        student_grid=(3, 6, 9),
+        student_width=32,
+        teacher_grid=TEACHER_GRID,
+        teacher_width=32,
+        projector_hidden_dim=16,
+        teacher=geometry,
+    )
     alignment = Alignment.build(config, adapter)
     write_test_dataset(tmp_path / "data", num_clips=1)
     from diffusers_tsa.data import load_video_dataset
 
-    table = load_video_dataset(instance_data_root=tmp_path / "data", caption_column="prompts.txt",
-                               video_column="videos.txt")
+    table = load_video_dataset(
+        instance_data_root=tmp_path / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
     batch = collate_examples([TrainingClips(table, ClipSpec(height=96, width=144, max_num_frames=9))[0]])
 
     with torch.no_grad():
@@ -196,8 +269,10 @@ def test_the_validation_recipe_renders_from_training_tensors(tiny, tmp_path):
     frames = teacher_frames(batch["videos"], geometry.input, size=(96, 144))[0]  # (8, 3, 96, 144) for display
     queries = salient_queries(seen[0], geometry.tubelet, frame=0, k=2)
     temperatures = [1.0, 0.1]
-    maps = {name: correspondence_maps(grid[0], query_tokens(TEACHER_GRID, queries), tau=temperatures)
-            for name, grid in (("teacher", features), ("student", student))}
+    maps = {
+        name: correspondence_maps(grid[0], query_tokens(TEACHER_GRID, queries), tau=temperatures)
+        for name, grid in (("teacher", features), ("student", student))
+    }
     picture = render_correspondence(frames, {k: m[:, 0] for k, m in maps.items()}, queries[0], temperatures)
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
     check_png(save_png(picture, tmp_path / "validation" / "correspondence.png"))

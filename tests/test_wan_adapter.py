@@ -13,6 +13,7 @@ import pytest
 import torch
 from diffusers import WanPipeline, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
+from test_model_card import card_code, check_card_code, check_stock_lora_reload
 
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.adapters.base import LORA_WEIGHT_NAME, TrainingOptions
@@ -23,7 +24,7 @@ from diffusers_tsa.errors import CheckpointError, GridError, ModelLayoutError
 from diffusers_tsa.projector import AlignmentProjector
 from diffusers_tsa.testing import tiny_videomae, write_test_dataset
 from diffusers_tsa.testing.wan import tiny_wan_components
-from test_model_card import card_code, check_card_code, check_stock_lora_reload
+
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
 PROMPT = "a white square moves right"
@@ -54,8 +55,14 @@ def clips(batch=2, seed=0):
 
 def generate(pipe):
     return pipe(
-        PROMPT, num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2, max_sequence_length=16,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        PROMPT,
+        num_frames=FRAMES,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=2,
+        max_sequence_length=16,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).frames
 
 
@@ -156,7 +163,9 @@ def test_the_flow_matching_loss_is_the_formula(tiny):
     s = sigma.view(2, 1, 1, 1, 1)
     with torch.no_grad():
         prediction = wan.transformer(
-            hidden_states=(1 - s) * latents + s * noise, timestep=1000 * sigma, encoder_hidden_states=conditioning,
+            hidden_states=(1 - s) * latents + s * noise,
+            timestep=1000 * sigma,
+            encoder_hidden_states=conditioning,
         ).sample
     assert torch.allclose(loss, ((prediction - (noise - latents)) ** 2).mean(), rtol=1e-5)
 
@@ -281,15 +290,66 @@ def train(tiny, output_dir, *flags, base="base"):
     """`accelerate launch train_text_to_video_tsa.py` on the CPU on a tiny Wan, with M-TSA against the tiny teacher
     (8 frames at 32x48: a 4 x 2 x 3 grid from the 3 x 4 x 6 student grid); returns the log."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
-        "--pretrained_model_name_or_path", str(tiny / base), "--teacher_model_name_or_path", str(tiny / "teacher"),
-        "--instance_data_root", str(tiny / "data"), "--caption_column", "prompts.txt", "--video_column", "videos.txt",
-        "--height", str(HEIGHT), "--width", str(WIDTH), "--max_num_frames", str(FRAMES), "--teacher_num_frames", "8",
-        "--teacher_height", "32", "--teacher_width", "48", "--max_sequence_length", "16", "--alignment_depth", "1",
-        "--projector_hidden_dim", "16", "--rank", "4", "--lora_alpha", "4", "--train_batch_size", "1",
-        "--learning_rate", "1e-2", "--lr_warmup_steps", "0", "--seed", "0", "--report_to", "none",
-        "--validation_num_inference_steps", "2", "--output_dir", str(output_dir), *flags,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(SCRIPT),
+        "--pretrained_model_name_or_path",
+        str(tiny / base),
+        "--teacher_model_name_or_path",
+        str(tiny / "teacher"),
+        "--instance_data_root",
+        str(tiny / "data"),
+        "--caption_column",
+        "prompts.txt",
+        "--video_column",
+        "videos.txt",
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--max_num_frames",
+        str(FRAMES),
+        "--teacher_num_frames",
+        "8",
+        "--teacher_height",
+        "32",
+        "--teacher_width",
+        "48",
+        "--max_sequence_length",
+        "16",
+        "--alignment_depth",
+        "1",
+        "--projector_hidden_dim",
+        "16",
+        "--rank",
+        "4",
+        "--lora_alpha",
+        "4",
+        "--train_batch_size",
+        "1",
+        "--learning_rate",
+        "1e-2",
+        "--lr_warmup_steps",
+        "0",
+        "--seed",
+        "0",
+        "--report_to",
+        "none",
+        "--validation_num_inference_steps",
+        "2",
+        "--output_dir",
+        str(output_dir),
+        *flags,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -323,8 +383,9 @@ def test_a_lora_run_loads_in_a_stock_pipeline_and_changes_its_output(tiny, lora_
 def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_one(tiny, lora_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(lora_run[0], out)
-    log = train(tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "1",
-                "--resume_from_checkpoint", "checkpoint-1")
+    log = train(
+        tiny, out, "--max_train_steps", "2", "--checkpointing_steps", "1", "--resume_from_checkpoint", "checkpoint-1"
+    )
     assert f"Resuming from checkpoint {out / 'checkpoint-1'}" in log
     straight, resumed = (load_file(folder / LORA_WEIGHT_NAME) for folder in (lora_run[0], out))
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -335,8 +396,21 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_one(tiny, lor
 def test_a_full_run_of_the_low_noise_expert_changes_only_transformer_2(tiny, tmp_path):
     out = tmp_path / "out"
     log = train(
-        tiny, out, "--training_mode", "full", "--expert", "low_noise", "--learning_rate", "1e-3",
-        "--max_train_steps", "1", "--validation_prompt", PROMPT, "--validation_steps", "1", base="experts",
+        tiny,
+        out,
+        "--training_mode",
+        "full",
+        "--expert",
+        "low_noise",
+        "--learning_rate",
+        "1e-3",
+        "--max_train_steps",
+        "1",
+        "--validation_prompt",
+        PROMPT,
+        "--validation_steps",
+        "1",
+        base="experts",
     )
     assert "Model family = wan, training mode = full" in log
     assert (out / "validation" / "step-1-0-0.mp4").is_file() and (out / "validation" / "final-0-0.mp4").is_file()

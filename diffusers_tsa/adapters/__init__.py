@@ -10,6 +10,7 @@ import pkgutil
 from .base import GenerationSettings, ModelAdapter, ModelSpec
 from .registry import ADAPTERS, load_spec, register_adapter
 
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 

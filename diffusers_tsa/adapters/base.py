@@ -32,6 +32,7 @@ from ..errors import ModelLayoutError
 from ..hooks import BlockFeatureExtractor, unwrap_model
 from .flow_matching import FlowMatching
 
+
 Grid = tuple[int, int, int]
 
 #: The LoRA file a training run writes (diffusers' `load_lora_weights` default).
@@ -49,8 +50,10 @@ def scaled_moments(posterior, shift: torch.Tensor | float = 0.0, scale: torch.Te
     the channels. `shift` and `scale` are numbers or per-channel tensors `(C,)`. Sampling it (`sample_latents`)
     gives the family's latents with the same distribution as scaling a VAE sample."""
     mean, logvar = posterior.mean, posterior.logvar
-    shift, scale = (rearrange(torch.as_tensor(v, dtype=mean.dtype, device=mean.device).reshape(-1), "c -> 1 c 1 1 1")
-                    for v in (shift, scale))
+    shift, scale = (
+        rearrange(torch.as_tensor(v, dtype=mean.dtype, device=mean.device).reshape(-1), "c -> 1 c 1 1 1")
+        for v in (shift, scale)
+    )
     return torch.cat([(mean - shift) * scale, logvar + 2 * torch.log(scale.abs())], dim=1)
 
 
@@ -132,7 +135,11 @@ class ModelSpec(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def from_configs(
-        cls, pretrained_model_name_or_path: str, model_index: dict, *, revision: str | None = None,
+        cls,
+        pretrained_model_name_or_path: str,
+        model_index: dict,
+        *,
+        revision: str | None = None,
         cache_dir: str | None = None,
     ) -> ModelSpec:
         """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read."""
@@ -179,7 +186,11 @@ class ModelSpec(abc.ABC):
     uses_flow_matching: ClassVar[bool] = False
 
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        self,
+        *,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        use_dynamic_cfg: bool | None = None,
         training: TrainingOptions = TrainingOptions(),
     ) -> None:
         """Raises `ModelLayoutError` for an option the family does not support: here, flow-matching options for a
@@ -221,9 +232,15 @@ class ModelSpec(abc.ABC):
         return getattr(diffusers, self.transformer_class_name)
 
     def load_trained_pipeline(
-        self, *, lora: str | os.PathLike | None = None, transformer: str | os.PathLike | None = None,
-        transformer_subfolder: str | None = "transformer", lora_weight_name: str | None = None,
-        lora_scale: float = 1.0, variant: str | None = None, dtype: torch.dtype = torch.float32,
+        self,
+        *,
+        lora: str | os.PathLike | None = None,
+        transformer: str | os.PathLike | None = None,
+        transformer_subfolder: str | None = "transformer",
+        lora_weight_name: str | None = None,
+        lora_scale: float = 1.0,
+        variant: str | None = None,
+        dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = "cpu",
     ) -> Any:
         """The stock pipeline of this checkpoint, as a user loads a training run's output.
@@ -292,13 +309,20 @@ class ModelSpec(abc.ABC):
         kwargs = self.pipeline_kwargs(settings)
         arguments = [py_literal(prompt), *(f"{key}={py_literal(value)}" for key, value in kwargs.items())]
         half = f"torch.{self.usage_dtype}"
-        return "\n".join([
-            "import torch", *(f"from {module} import {', '.join(found)}" for module, found in names.items()), "",
-            f'device, dtype = ("cuda", {half}) if torch.cuda.is_available() else ("cpu", torch.float32)',
-            *load, "pipe = pipe.to(device)",
-            "video = pipe(", *(f"    {argument}," for argument in arguments), ").frames[0]",
-            f'export_to_video(video, "output.mp4", fps={self.usage_fps})',
-        ])
+        return "\n".join(
+            [
+                "import torch",
+                *(f"from {module} import {', '.join(found)}" for module, found in names.items()),
+                "",
+                f'device, dtype = ("cuda", {half}) if torch.cuda.is_available() else ("cpu", torch.float32)',
+                *load,
+                "pipe = pipe.to(device)",
+                "video = pipe(",
+                *(f"    {argument}," for argument in arguments),
+                ").frames[0]",
+                f'export_to_video(video, "output.mp4", fps={self.usage_fps})',
+            ]
+        )
 
     def _usage_lora(self, weights: str) -> tuple[list[tuple[str, str]], str]:
         """`usage_code`'s imports (module, name) and line that load the LoRA in `weights` on `pipe`: diffusers'
@@ -357,8 +381,16 @@ class ModelAdapter(abc.ABC):
     lora_target_modules: ClassVar[list[str]] = ["to_q", "to_k", "to_v", "to_out.0"]
 
     def __init__(
-        self, spec: ModelSpec, *, tokenizer, text_encoder, vae, transformer: nn.Module, scheduler,
-        options: TrainingOptions = TrainingOptions(), load_encoders: Callable[[], dict[str, Any]] | None = None,
+        self,
+        spec: ModelSpec,
+        *,
+        tokenizer,
+        text_encoder,
+        vae,
+        transformer: nn.Module,
+        scheduler,
+        options: TrainingOptions = TrainingOptions(),
+        load_encoders: Callable[[], dict[str, Any]] | None = None,
     ):
         self.spec, self.options = spec, options
         self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
@@ -389,9 +421,16 @@ class ModelAdapter(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def from_pretrained(
-        cls, spec: ModelSpec, *, variant: str | None = None, weight_dtype: torch.dtype = torch.float32,
-        transformer_dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
-        options: TrainingOptions = TrainingOptions(), encoders: bool = True, transformer: bool = True,
+        cls,
+        spec: ModelSpec,
+        *,
+        variant: str | None = None,
+        weight_dtype: torch.dtype = torch.float32,
+        transformer_dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        options: TrainingOptions = TrainingOptions(),
+        encoders: bool = True,
+        transformer: bool = True,
     ) -> ModelAdapter:
         """Loads every component of `spec`'s checkpoint: frozen ones in `weight_dtype` on `device`, the transformer
         frozen as well, in `transformer_dtype` (default `weight_dtype`; float32 for a full fine-tune, read straight
@@ -403,10 +442,18 @@ class ModelAdapter(abc.ABC):
 
     @staticmethod
     def load_components(
-        spec: ModelSpec, *, text_encoder_class: type, vae_class: type, scheduler: Any,
-        transformer_subfolder: str = "transformer", variant: str | None = None,
-        weight_dtype: torch.dtype = torch.float32, transformer_dtype: torch.dtype | None = None,
-        device: torch.device | str = "cpu", encoders: bool = True, transformer: bool = True,
+        spec: ModelSpec,
+        *,
+        text_encoder_class: type,
+        vae_class: type,
+        scheduler: Any,
+        transformer_subfolder: str = "transformer",
+        variant: str | None = None,
+        weight_dtype: torch.dtype = torch.float32,
+        transformer_dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        encoders: bool = True,
+        transformer: bool = True,
     ) -> dict[str, Any]:
         """A diffusers checkpoint's components for `__init__`, each read once and frozen: the tokenizer, the text
         encoder and the VAE in `weight_dtype` (`ModelAdapter.load_encoders`; with `encoders=False`, `None` and a
@@ -416,27 +463,45 @@ class ModelAdapter(abc.ABC):
         name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
         kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
         load_encoders = functools.partial(
-            ModelAdapter.load_encoders, spec, text_encoder_class=text_encoder_class, vae_class=vae_class,
-            variant=variant, weight_dtype=weight_dtype, device=device,
+            ModelAdapter.load_encoders,
+            spec,
+            text_encoder_class=text_encoder_class,
+            vae_class=vae_class,
+            variant=variant,
+            weight_dtype=weight_dtype,
+            device=device,
         )
         if transformer:
-            transformer = spec.transformer_class.from_pretrained(
-                name, subfolder=transformer_subfolder, variant=variant, **{dtype: transformer_dtype or weight_dtype},
-                **kwargs,
-            ).requires_grad_(False).to(device)
+            transformer = (
+                spec.transformer_class.from_pretrained(
+                    name,
+                    subfolder=transformer_subfolder,
+                    variant=variant,
+                    **{dtype: transformer_dtype or weight_dtype},
+                    **kwargs,
+                )
+                .requires_grad_(False)
+                .to(device)
+            )
         components = load_encoders() if encoders else {"tokenizer": None, "text_encoder": None, "vae": None}
         return {
             **components,
             "transformer": transformer or None,
             "scheduler": scheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
-            if isinstance(scheduler, type) else scheduler,
+            if isinstance(scheduler, type)
+            else scheduler,
             "load_encoders": None if encoders else load_encoders,
         }
 
     @staticmethod
     def load_encoders(
-        spec: ModelSpec, *, text_encoder_class: type, vae_class: type, variant: str | None = None,
-        weight_dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+        spec: ModelSpec,
+        *,
+        text_encoder_class: type,
+        vae_class: type,
+        variant: str | None = None,
+        weight_dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
     ) -> dict[str, Any]:
         """A diffusers checkpoint's `tokenizer`, `text_encoder` and `vae`, frozen, in `weight_dtype` on `device`."""
         from transformers import AutoTokenizer
@@ -444,7 +509,9 @@ class ModelAdapter(abc.ABC):
         name, dtype = spec.pretrained_model_name_or_path, dtype_argument()
         kwargs = {"revision": spec.revision, "cache_dir": spec.cache_dir}
         weights = {"variant": variant, **kwargs}
-        text_encoder = text_encoder_class.from_pretrained(name, subfolder="text_encoder", dtype=weight_dtype, **weights)
+        text_encoder = text_encoder_class.from_pretrained(
+            name, subfolder="text_encoder", dtype=weight_dtype, **weights
+        )
         vae = vae_class.from_pretrained(name, subfolder="vae", **{dtype: weight_dtype}, **weights)
         return {
             "tokenizer": AutoTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs),
@@ -499,7 +566,11 @@ class ModelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: Any, *,
+        self,
+        transformer: nn.Module,
+        latents: torch.Tensor,
+        conditioning: Any,
+        *,
         timesteps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One training forward of `transformer` (possibly wrapped); returns the model's loss terms, whose sum is
@@ -553,7 +624,7 @@ class ModelAdapter(abc.ABC):
         `input_dir/pytorch_lora_weights.safetensors`, never another file of the folder."""
         state_dict = self.spec.pipeline_class.lora_state_dict(input_dir, weight_name=LORA_WEIGHT_NAME)
         prefix = "transformer."
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         self._set_lora_state(transformer, state_dict, f"{input_dir}/{LORA_WEIGHT_NAME}")
 
     @staticmethod

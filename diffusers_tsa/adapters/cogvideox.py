@@ -121,12 +121,15 @@ class CogVideoXSpec(ModelSpec):
         bad = []
         if (num_frames - 1) % step:
             k = (num_frames - 1) // step
-            bad.append(f"`num_frames={num_frames}` must be {step}k+1 (e.g. {step * k + 1} or {step * (k + 1) + 1})"
-                       + self._frames_reason())
+            bad.append(
+                f"`num_frames={num_frames}` must be {step}k+1 (e.g. {step * k + 1} or {step * (k + 1) + 1})"
+                + self._frames_reason()
+            )
         for name, value, limit in (("height", height, self.max_height), ("width", width, self.max_width)):
             if value % pixels or value < pixels:
-                bad.append(f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch "
-                           f"{self.patch_size})")
+                bad.append(
+                    f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch {self.patch_size})"
+                )
             if limit is not None and value > limit:
                 bad.append(f"`{name}={value}` must be at most {limit} (the sample size of this transformer's RoPE)")
         if bad:
@@ -141,11 +144,17 @@ class CogVideoXSpec(ModelSpec):
         """Why CogVideoX 1.5 needs its frame count (empty for 1.0)."""
         if self.patch_size_t == 1:
             return ""
-        return (f": {self.patch_size_t} latent frames of {self.temporal_compression} pixel frames make a token "
-                "frame, and latent frame 0 (pixel frame 0 alone) gets its own, padded as the pipeline pads it")
+        return (
+            f": {self.patch_size_t} latent frames of {self.temporal_compression} pixel frames make a token "
+            "frame, and latent frame 0 (pixel frame 0 alone) gets its own, padded as the pipeline pads it"
+        )
 
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        self,
+        *,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        use_dynamic_cfg: bool | None = None,
         training: TrainingOptions = TrainingOptions(),
     ) -> None:
         """CogVideoX's text positions are fixed by its config (`max_text_seq_length`): prompts have that length."""
@@ -170,8 +179,11 @@ class CogVideoXSpec(ModelSpec):
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`CogVideoXPipeline` arguments; dynamic CFG is on unless `settings` turns it off, as the paper samples."""
         return {
-            "num_frames": settings.num_frames, "height": settings.height, "width": settings.width,
-            "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+            "num_frames": settings.num_frames,
+            "height": settings.height,
+            "width": settings.width,
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
             "use_dynamic_cfg": True if settings.use_dynamic_cfg is None else settings.use_dynamic_cfg,
             "max_sequence_length": settings.max_sequence_length or self.max_text_seq_length,
         }
@@ -189,16 +201,31 @@ class CogVideoXAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(), encoders=True, transformer=True,
+        cls,
+        spec,
+        *,
+        variant=None,
+        weight_dtype=torch.float32,
+        transformer_dtype=None,
+        device="cpu",
+        options=TrainingOptions(),
+        encoders=True,
+        transformer=True,
     ) -> CogVideoXAdapter:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
         from transformers import T5EncoderModel
 
         components = cls.load_components(
-            spec, text_encoder_class=T5EncoderModel, vae_class=AutoencoderKLCogVideoX, scheduler=CogVideoXDPMScheduler,
-            variant=variant, weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device,
-            encoders=encoders, transformer=transformer,
+            spec,
+            text_encoder_class=T5EncoderModel,
+            vae_class=AutoencoderKLCogVideoX,
+            scheduler=CogVideoXDPMScheduler,
+            variant=variant,
+            weight_dtype=weight_dtype,
+            transformer_dtype=transformer_dtype,
+            device=device,
+            encoders=encoders,
+            transformer=transformer,
         )
         return cls(spec, **components, options=options)
 
@@ -215,8 +242,12 @@ class CogVideoXAdapter(ModelAdapter):
         """Captions -> `prompt_embeds`, T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads
         them."""
         tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=self.spec.max_text_seq_length,
-            truncation=True, add_special_tokens=True, return_tensors="pt",
+            prompts,
+            padding="max_length",
+            max_length=self.spec.max_text_seq_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
         )
         return {"prompt_embeds": self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]}
 
@@ -230,7 +261,11 @@ class CogVideoXAdapter(ModelAdapter):
         return torch.cat([latents[:, :1].expand(-1, missing, -1, -1, -1), latents], dim=1)
 
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
+        self,
+        transformer: nn.Module,
+        latents: torch.Tensor,
+        conditioning: torch.Tensor,
+        *,
         timesteps: torch.Tensor | None = None,
     ):
         """The weighted x0 error on `latents` `(B, F, C, H, W)`, padded first for CogVideoX 1.5 (the padding copies
@@ -289,7 +324,10 @@ class CogVideoXAdapter(ModelAdapter):
     def pipeline(self, transformer: nn.Module):
         """A `CogVideoXPipeline` around the live `transformer`, sampling as the evaluation protocol does."""
         pipe = self.spec.pipeline_class(
-            tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, transformer=transformer,
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            vae=self.vae,
+            transformer=transformer,
             scheduler=self.scheduler,
         )
         self.spec.use_sampler(pipe)

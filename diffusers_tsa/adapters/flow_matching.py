@@ -13,6 +13,7 @@ import torch
 
 from ..errors import UsageError
 
+
 #: `--flow_weighting_scheme` values: how sigma is drawn (`logit_normal`, `mode`) or the loss weighted
 #: (`sigma_sqrt`, `cosmap`); `none` draws sigma uniformly with unit weights.
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
@@ -49,16 +50,25 @@ class FlowMatching:
         from diffusers.training_utils import compute_density_for_timestep_sampling
 
         u = compute_density_for_timestep_sampling(
-            self.weighting_scheme, batch_size, logit_mean=self.logit_mean, logit_std=self.logit_std,
-            mode_scale=self.mode_scale, device=device,
+            self.weighting_scheme,
+            batch_size,
+            logit_mean=self.logit_mean,
+            logit_std=self.logit_std,
+            mode_scale=self.mode_scale,
+            device=device,
         )
         sigmas = self.shift * u / (1 + (self.shift - 1) * u)
         low, high = sigma_range
         return (low + (high - low) * sigmas).clamp(1e-5, 1.0)
 
     def sigmas(
-        self, batch_size: int, device: torch.device | str, sigma_range: tuple[float, float] = (0.0, 1.0), *,
-        timesteps: torch.Tensor | None = None, num_train_timesteps: int = 1000,
+        self,
+        batch_size: int,
+        device: torch.device | str,
+        sigma_range: tuple[float, float] = (0.0, 1.0),
+        *,
+        timesteps: torch.Tensor | None = None,
+        num_train_timesteps: int = 1000,
     ) -> torch.Tensor:
         """A training step's noise levels `(B,)`: drawn by `sample_sigmas`, or `timesteps / num_train_timesteps` (the
         transformer then sees exactly `timesteps`) when `timesteps` `(B,)` are given."""

@@ -111,20 +111,27 @@ class LTXVideoSpec(ModelSpec):
         for name, value in (("height", height), ("width", width)):
             if value % step or value < step:
                 low = max(step, value - value % step)
-                bad.append(f"`{name}={value}` must be a multiple of {step} (VAE x{self.spatial_compression}, "
-                           f"LTXPipeline's 32; e.g. {low} or {low + step})")
+                bad.append(
+                    f"`{name}={value}` must be a multiple of {step} (VAE x{self.spatial_compression}, "
+                    f"LTXPipeline's 32; e.g. {low} or {low + step})"
+                )
         if bad:
             raise GridError("LTX-Video cannot take this clip size: " + "; ".join(bad) + ".")
 
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        self,
+        *,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        use_dynamic_cfg: bool | None = None,
         training: TrainingOptions = TrainingOptions(),
     ) -> None:
         """`LTXPipeline` has no dynamic guidance; prompts need at least one token."""
         super().check_options(training=training)
         if use_dynamic_cfg:
-            raise ModelLayoutError("`use_dynamic_cfg=True`: not supported by LTX-Video (LTXPipeline has no dynamic "
-                                   "guidance); drop it.")
+            raise ModelLayoutError(
+                "`use_dynamic_cfg=True`: not supported by LTX-Video (LTXPipeline has no dynamic guidance); drop it."
+            )
         if training.max_sequence_length is not None and training.max_sequence_length < 1:
             raise ModelLayoutError(
                 f"`max_sequence_length={training.max_sequence_length}` must be positive (LTX-Video's pipeline uses "
@@ -142,8 +149,11 @@ class LTXVideoSpec(ModelSpec):
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`LTXPipeline` arguments, at the frame rate the model was trained for (`frame_rate`)."""
         return {
-            "num_frames": settings.num_frames, "height": settings.height, "width": settings.width,
-            "frame_rate": self.frame_rate, "num_inference_steps": settings.num_inference_steps,
+            "num_frames": settings.num_frames,
+            "height": settings.height,
+            "width": settings.width,
+            "frame_rate": self.frame_rate,
+            "num_inference_steps": settings.num_inference_steps,
             "guidance_scale": settings.guidance_scale,
             "max_sequence_length": settings.max_sequence_length or self.max_sequence_length,
         }
@@ -157,17 +167,32 @@ class LTXVideoAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(), encoders=True, transformer=True,
+        cls,
+        spec,
+        *,
+        variant=None,
+        weight_dtype=torch.float32,
+        transformer_dtype=None,
+        device="cpu",
+        options=TrainingOptions(),
+        encoders=True,
+        transformer=True,
     ) -> LTXVideoAdapter:
         from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
         from transformers import T5EncoderModel
 
         spec.check_options(training=options)
         components = cls.load_components(
-            spec, text_encoder_class=T5EncoderModel, vae_class=AutoencoderKLLTXVideo,
-            scheduler=FlowMatchEulerDiscreteScheduler, variant=variant, weight_dtype=weight_dtype,
-            transformer_dtype=transformer_dtype, device=device, encoders=encoders, transformer=transformer,
+            spec,
+            text_encoder_class=T5EncoderModel,
+            vae_class=AutoencoderKLLTXVideo,
+            scheduler=FlowMatchEulerDiscreteScheduler,
+            variant=variant,
+            weight_dtype=weight_dtype,
+            transformer_dtype=transformer_dtype,
+            device=device,
+            encoders=encoders,
+            transformer=transformer,
         )
         return cls(spec, **components, options=options)
 
@@ -181,8 +206,12 @@ class LTXVideoAdapter(ModelAdapter):
         """Captions -> `prompt_embeds`, T5 embeddings `(B, L, D)`, and `prompt_attention_mask` `(B, L)`, padded as
         `LTXPipeline` pads them to `L = max_sequence_length` tokens (the training option, or the pipeline's 128)."""
         tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=self.options.max_sequence_length or self.spec.max_sequence_length,
-            truncation=True, add_special_tokens=True, return_tensors="pt",
+            prompts,
+            padding="max_length",
+            max_length=self.options.max_sequence_length or self.spec.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
         )
         device = self.text_encoder.device
         embeds = self.text_encoder(tokens.input_ids.to(device))[0]
@@ -193,7 +222,11 @@ class LTXVideoAdapter(ModelAdapter):
         return LTXPromptEmbeds(outputs["prompt_embeds"], outputs["prompt_attention_mask"].bool())
 
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: LTXPromptEmbeds, *,
+        self,
+        transformer: nn.Module,
+        latents: torch.Tensor,
+        conditioning: LTXPromptEmbeds,
+        *,
         timesteps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow matching (`options.flow_matching`): one sigma per sample is drawn, then the noise `(B, C, F, H, W)`;
@@ -232,6 +265,9 @@ class LTXVideoAdapter(ModelAdapter):
     def pipeline(self, transformer: nn.Module):
         """An `LTXPipeline` around the live `transformer`, with the checkpoint's own scheduler."""
         return self.spec.pipeline_class(
-            scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            scheduler=self.scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
             transformer=transformer,
         )

@@ -8,6 +8,7 @@ from ..errors import ModelLayoutError
 from ..paths import check_local_path
 from .base import ModelAdapter, ModelSpec
 
+
 #: Family name (`ModelSpec.family`, the training script's `--model_family`) -> adapter class.
 ADAPTERS: dict[str, type[ModelAdapter]] = {}
 

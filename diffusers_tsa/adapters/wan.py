@@ -36,6 +36,7 @@ from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, Mode
 from .flow_matching import FlowMatching
 from .registry import register_adapter
 
+
 #: The experts of a two-expert checkpoint (Wan 2.2 A14B) -> the pipeline component each one is.
 EXPERTS = {"high_noise": "transformer", "low_noise": "transformer_2"}
 #: Key of the safetensors header entry naming the expert a LoRA file trained (two-expert checkpoints only).
@@ -120,8 +121,10 @@ class WanSpec(ModelSpec):
             pixels = self.vae_scale * patch
             if value % pixels or value < pixels:
                 low = max(pixels, value - value % pixels)
-                bad.append(f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch {patch}; "
-                           f"e.g. {low} or {low + pixels})")
+                bad.append(
+                    f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch {patch}; "
+                    f"e.g. {low} or {low + pixels})"
+                )
         if bad:
             raise GridError("Wan cannot take this clip size: " + "; ".join(bad) + ".")
 
@@ -134,7 +137,11 @@ class WanSpec(ModelSpec):
         return super().default_depth
 
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        self,
+        *,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        use_dynamic_cfg: bool | None = None,
         training: TrainingOptions = TrainingOptions(),
     ) -> None:
         """`WanPipeline` has no dynamic guidance; prompts need at least one token; a two-expert checkpoint trains
@@ -166,8 +173,16 @@ class WanSpec(ModelSpec):
         return super().saved_files(training_mode)
 
     def load_trained_pipeline(
-        self, *, lora=None, transformer=None, transformer_subfolder="transformer", lora_weight_name=None,
-        lora_scale=1.0, variant=None, dtype=torch.float32, device="cpu",
+        self,
+        *,
+        lora=None,
+        transformer=None,
+        transformer_subfolder="transformer",
+        lora_weight_name=None,
+        lora_scale=1.0,
+        variant=None,
+        dtype=torch.float32,
+        device="cpu",
     ) -> Any:
         """As the base, with the trained expert of a two-expert checkpoint in its slot: a full fine-tune saved in
         `transformer_2/` (the low-noise expert) becomes the pipeline's `transformer_2`; a LoRA goes where its file
@@ -176,15 +191,25 @@ class WanSpec(ModelSpec):
             transformer_subfolder = self._trained_subfolder(transformer, transformer_subfolder)
         if lora is not None or transformer is None or transformer_subfolder != EXPERTS["low_noise"]:
             return super().load_trained_pipeline(
-                lora=lora, transformer=transformer, transformer_subfolder=transformer_subfolder,
-                lora_weight_name=lora_weight_name, lora_scale=lora_scale, variant=variant, dtype=dtype, device=device,
+                lora=lora,
+                transformer=transformer,
+                transformer_subfolder=transformer_subfolder,
+                lora_weight_name=lora_weight_name,
+                lora_scale=lora_scale,
+                variant=variant,
+                dtype=dtype,
+                device=device,
             )
         expert = self.transformer_class.from_pretrained(
             transformer, subfolder=transformer_subfolder, cache_dir=self.cache_dir, **{dtype_argument(): dtype}
         )
         pipe = self.pipeline_class.from_pretrained(
-            self.pretrained_model_name_or_path, transformer_2=expert, revision=self.revision, variant=variant,
-            cache_dir=self.cache_dir, **{dtype_argument(): dtype},
+            self.pretrained_model_name_or_path,
+            transformer_2=expert,
+            revision=self.revision,
+            variant=variant,
+            cache_dir=self.cache_dir,
+            **{dtype_argument(): dtype},
         )
         return pipe if device is None else pipe.to(device)
 
@@ -244,17 +269,26 @@ class WanSpec(ModelSpec):
         source = f"transformer={py_literal(weights)}"
         if training_mode == "lora":  # the file named, as the base does: a Hub repository read offline needs it
             source = f"lora={py_literal(weights)}, lora_weight_name={py_literal(LORA_WEIGHT_NAME)}"
-        load = [f"pipe = load_spec({py_literal(self.pretrained_model_name_or_path)}).load_trained_pipeline(",
-                f"    {source}, dtype=dtype, device=device,", ")"]
-        imports = ["import torch", "from diffusers.utils import export_to_video",
-                   "from diffusers_tsa.adapters import load_spec"]
-        return "\n".join([*imports, "", device, *load, *lines[lines.index("pipe = pipe.to(device)") + 1:]])
+        load = [
+            f"pipe = load_spec({py_literal(self.pretrained_model_name_or_path)}).load_trained_pipeline(",
+            f"    {source}, dtype=dtype, device=device,",
+            ")",
+        ]
+        imports = [
+            "import torch",
+            "from diffusers.utils import export_to_video",
+            "from diffusers_tsa.adapters import load_spec",
+        ]
+        return "\n".join([*imports, "", device, *load, *lines[lines.index("pipe = pipe.to(device)") + 1 :]])
 
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`WanPipeline` arguments (no dynamic guidance; text length the pipeline's 512 unless given)."""
         return {
-            "num_frames": settings.num_frames, "height": settings.height, "width": settings.width,
-            "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+            "num_frames": settings.num_frames,
+            "height": settings.height,
+            "width": settings.width,
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
             "max_sequence_length": settings.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH,
         }
 
@@ -268,8 +302,16 @@ class WanAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(), encoders=True, transformer=True,
+        cls,
+        spec,
+        *,
+        variant=None,
+        weight_dtype=torch.float32,
+        transformer_dtype=None,
+        device="cpu",
+        options=TrainingOptions(),
+        encoders=True,
+        transformer=True,
     ) -> WanAdapter:
         """Loads the components; of a two-expert checkpoint only the expert `options.expert` names."""
         import diffusers
@@ -277,10 +319,16 @@ class WanAdapter(ModelAdapter):
 
         spec.check_options(training=options)
         components = cls.load_components(
-            spec, text_encoder_class=UMT5EncoderModel, vae_class=diffusers.AutoencoderKLWan,
+            spec,
+            text_encoder_class=UMT5EncoderModel,
+            vae_class=diffusers.AutoencoderKLWan,
             scheduler=getattr(diffusers, spec.scheduler_class_name),  # the checkpoint's own, for validation videos
-            transformer_subfolder=EXPERTS.get(options.expert, "transformer"), variant=variant,
-            weight_dtype=weight_dtype, transformer_dtype=transformer_dtype, device=device, encoders=encoders,
+            transformer_subfolder=EXPERTS.get(options.expert, "transformer"),
+            variant=variant,
+            weight_dtype=weight_dtype,
+            transformer_dtype=transformer_dtype,
+            device=device,
+            encoders=encoders,
             transformer=transformer,
         )
         return cls(spec, **components, options=options)
@@ -314,8 +362,13 @@ class WanAdapter(ModelAdapter):
 
         length = self.options.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
         tokens = self.tokenizer(
-            [prompt_clean(prompt) for prompt in prompts], padding="max_length", max_length=length, truncation=True,
-            add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+            [prompt_clean(prompt) for prompt in prompts],
+            padding="max_length",
+            max_length=length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
         )
         device = self.text_encoder.device
         mask = tokens.attention_mask.to(device)
@@ -325,7 +378,11 @@ class WanAdapter(ModelAdapter):
     # --- Training forward -------------------------------------------------------------------------------------
 
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
+        self,
+        transformer: nn.Module,
+        latents: torch.Tensor,
+        conditioning: torch.Tensor,
+        *,
         timesteps: torch.Tensor | None = None,
     ):
         """Flow matching on `latents` `(B, C, F, H, W)`, at noise levels drawn in `sigma_range`, or at
@@ -333,7 +390,10 @@ class WanAdapter(ModelAdapter):
         flow: FlowMatching = self.options.flow_matching
         noise = torch.randn_like(latents)
         sigmas = flow.sigmas(
-            latents.shape[0], latents.device, self.sigma_range, timesteps=timesteps,
+            latents.shape[0],
+            latents.device,
+            self.sigma_range,
+            timesteps=timesteps,
             num_train_timesteps=self.scheduler.config.num_train_timesteps,
         )
         prediction = transformer(
@@ -402,15 +462,23 @@ class WanAdapter(ModelAdapter):
         read from the checkpoint (in the frozen weights' dtype, on the live transformer's device) for this
         pipeline only."""
         components = {
-            "tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
-            "scheduler": self.scheduler, "transformer": None, "transformer_2": None,
-            "boundary_ratio": self.spec.boundary_ratio, "expand_timesteps": self.spec.expand_timesteps,
+            "tokenizer": self.tokenizer,
+            "text_encoder": self.text_encoder,
+            "vae": self.vae,
+            "scheduler": self.scheduler,
+            "transformer": None,
+            "transformer_2": None,
+            "boundary_ratio": self.spec.boundary_ratio,
+            "expand_timesteps": self.spec.expand_timesteps,
         }
         components[self.slot] = transformer
         if self.spec.two_experts:
             other = next(slot for slot in EXPERTS.values() if slot != self.slot)
             components[other] = self.spec.transformer_class.from_pretrained(
-                self.spec.pretrained_model_name_or_path, subfolder=other, revision=self.spec.revision,
-                cache_dir=self.spec.cache_dir, **{dtype_argument(): self.vae.dtype},
+                self.spec.pretrained_model_name_or_path,
+                subfolder=other,
+                revision=self.spec.revision,
+                cache_dir=self.spec.cache_dir,
+                **{dtype_argument(): self.vae.dtype},
             ).to(unwrap_model(transformer).device)
         return self.spec.pipeline_class(**components)

@@ -4,6 +4,7 @@ from .columns import CAPTION, VIDEO
 from .sources import load_video_dataset
 from .video import ClipSpec, VideoSource, describe_source, read_video, select_frame_indices
 
+
 __all__ = [
     "CAPTION",
     "VIDEO",

@@ -12,6 +12,7 @@ from ..errors import DatasetError
 from ..paths import check_local_path
 from .columns import CAPTION, FEATURES_COLUMN, LATENTS_COLUMN, VIDEO
 
+
 logger = logging.getLogger(__name__)
 _METADATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 

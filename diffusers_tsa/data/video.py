@@ -16,6 +16,7 @@ from einops import rearrange
 
 from ..errors import GridError, VideoDecodeError
 
+
 #: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
 VideoSource = Union[str, os.PathLike, bytes, dict]
 
@@ -47,9 +48,17 @@ class ClipSpec:
     reshape_mode: str = "center"
 
     def __post_init__(self):
-        bad = [f"`ClipSpec.{name}={getattr(self, name)}` must be at least {low}" for name, low in (
-            ("height", 1), ("width", 1), ("max_num_frames", 1), ("skip_frames_start", 0), ("skip_frames_end", 0),
-        ) if getattr(self, name) < low]
+        bad = [
+            f"`ClipSpec.{name}={getattr(self, name)}` must be at least {low}"
+            for name, low in (
+                ("height", 1),
+                ("width", 1),
+                ("max_num_frames", 1),
+                ("skip_frames_start", 0),
+                ("skip_frames_end", 0),
+            )
+            if getattr(self, name) < low
+        ]
         if self.reshape_mode not in RESHAPE_MODES:
             bad.append(f"`ClipSpec.reshape_mode={self.reshape_mode!r}` must be one of {RESHAPE_MODES}")
         if bad:
@@ -208,4 +217,3 @@ def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generato
     frames = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> t c h w").float()
     frames = _resize_and_crop(frames, spec, generator).clamp_(0.0, 255.0)
     return frames.div_(127.5).sub_(1.0)
-

@@ -29,6 +29,7 @@ from ..teachers import VideoTeacher
 from .model_inputs import ModelInputs
 from .transform import STORAGE_DTYPES, ClipTransform, Precompute, from_storage, storage_bytes, to_storage
 
+
 logger = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 2
@@ -190,11 +191,14 @@ class TeacherFeatures(ClipTransform):
                     self.num_non_finite += 1
                     logger.warning(
                         "Skipping a clip: the teacher's features of %s are not finite in %s.",
-                        describe_source(sources[row]), self.storage_dtype,
+                        describe_source(sources[row]),
+                        self.storage_dtype,
                     )
         valid = [f is not None for f in features]
         self.num_invalid += len(valid) - sum(valid)
         return {
-            FEATURES_COLUMN: features, MASK_COLUMN: masks, VALID_COLUMN: valid,
+            FEATURES_COLUMN: features,
+            MASK_COLUMN: masks,
+            VALID_COLUMN: valid,
             SETTINGS_COLUMN: [self.settings_json] * len(valid),
         }

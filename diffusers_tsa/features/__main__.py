@@ -24,6 +24,7 @@ from ..errors import DatasetError
 from ..teachers import load_teacher, teacher_config, teacher_geometry
 from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
+
 logger = logging.getLogger("diffusers_tsa.features")
 
 DTYPES = ["float32", "bfloat16", "float16"]
@@ -41,22 +42,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_clip_arguments(parser)
     group = parser.add_argument_group("student (latents and prompt embeddings; the same as for training)")
     group.add_argument(
-        "--pretrained_model_name_or_path", type=str, default=None,
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
         help="Base pipeline whose VAE and text encoder encode the clips and captions (default: no latents).",
     )
     group.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
     group.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
     group.add_argument(
-        "--model_family", type=str, default="auto", choices=["auto", *ADAPTERS],
+        "--model_family",
+        type=str,
+        default="auto",
+        choices=["auto", *ADAPTERS],
         help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
     )
     group.add_argument(
-        "--max_sequence_length", type=int, default=None,
+        "--max_sequence_length",
+        type=int,
+        default=None,
         help="Text tokens per prompt, as training will be given (default: the family's pipeline default).",
     )
     group.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, as training's.")
     group.add_argument(
-        "--encoder_dtype", type=str, default="float32", choices=DTYPES,
+        "--encoder_dtype",
+        type=str,
+        default="float32",
+        choices=DTYPES,
         help="Dtype the VAE and the text encoder run in (float32; bfloat16 is what a bf16 run uses online).",
     )
     group.add_argument("--vae_batch_size", type=int, default=1, help="Clips per VAE forward (1).")
@@ -65,8 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_teacher_arguments(parser)
     cli.add_mask_ratio_argument(parser)
     group = parser.add_argument_group("output")
-    group.add_argument("--storage_dtype", default="float16", choices=sorted(STORAGE_DTYPES),
-                       help="Dtype of the stored tensors (float16).")
+    group.add_argument(
+        "--storage_dtype",
+        default="float16",
+        choices=sorted(STORAGE_DTYPES),
+        help="Dtype of the stored tensors (float16).",
+    )
     group.add_argument("--batch_size", type=int, default=16, help="Clips decoded per map call (16).")
     group.add_argument("--teacher_batch_size", type=int, default=4, help="Clips per teacher forward (4).")
     group.add_argument("--decode_workers", type=int, default=4, help="Decoding threads (4).")
@@ -90,13 +105,20 @@ def main(argv: list[str] | None = None) -> None:
         TeacherFeatures.check_settings(clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio)
         spec = options = geometry = None
         if args.pretrained_model_name_or_path is not None:
-            spec = load_spec(args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision,
-                             cache_dir=args.cache_dir)
+            spec = load_spec(
+                args.pretrained_model_name_or_path,
+                family=args.model_family,
+                revision=args.revision,
+                cache_dir=args.cache_dir,
+            )
             spec.check_clip(clip.num_frames, clip.height, clip.width)
             options = TrainingOptions(max_sequence_length=args.max_sequence_length)
             spec.check_options(vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, training=options)
-        teacher_options = {"trust_remote_code": args.trust_remote_code, "revision": args.teacher_revision,
-                           "cache_dir": args.cache_dir}
+        teacher_options = {
+            "trust_remote_code": args.trust_remote_code,
+            "revision": args.teacher_revision,
+            "cache_dir": args.cache_dir,
+        }
         if args.teacher_model_name_or_path is not None:
             config = teacher_config(args.teacher_model_name_or_path, **teacher_options)
             geometry = teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config)
@@ -106,23 +128,44 @@ def main(argv: list[str] | None = None) -> None:
     transforms = []
     if spec is not None:
         adapter = ADAPTERS[spec.family].from_pretrained(
-            spec, variant=args.variant, weight_dtype=getattr(torch, args.encoder_dtype), device=state.device,
-            options=options, transformer=False,
+            spec,
+            variant=args.variant,
+            weight_dtype=getattr(torch, args.encoder_dtype),
+            device=state.device,
+            options=options,
+            transformer=False,
         )
         adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
-        transforms.append(ModelInputs(
-            adapter, clip, id_token=args.id_token, variant=args.variant, storage_dtype=args.storage_dtype,
-            vae_batch_size=args.vae_batch_size, decode_workers=args.decode_workers,
-        ))
+        transforms.append(
+            ModelInputs(
+                adapter,
+                clip,
+                id_token=args.id_token,
+                variant=args.variant,
+                storage_dtype=args.storage_dtype,
+                vae_batch_size=args.vae_batch_size,
+                decode_workers=args.decode_workers,
+            )
+        )
     if geometry is not None:
         teacher = load_teacher(
-            geometry.name, geometry.input, config=config, dtype=getattr(torch, args.teacher_dtype),
-            device=state.device, **teacher_options,
+            geometry.name,
+            geometry.input,
+            config=config,
+            dtype=getattr(torch, args.teacher_dtype),
+            device=state.device,
+            **teacher_options,
         )
-        transforms.append(TeacherFeatures(
-            teacher, clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio,
-            teacher_batch_size=args.teacher_batch_size, decode_workers=args.decode_workers,
-        ))
+        transforms.append(
+            TeacherFeatures(
+                teacher,
+                clip,
+                storage_dtype=args.storage_dtype,
+                mask_ratio=args.tsa_mask_ratio,
+                teacher_batch_size=args.teacher_batch_size,
+                decode_workers=args.decode_workers,
+            )
+        )
     transform = transforms[0] if len(transforms) == 1 else Precompute(transforms)
     output_dir = Path(args.output_dir)
     if state.num_processes == 1:
@@ -147,8 +190,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     if state.is_main_process:
         logger.info(
-            "Wrote %d clips (%d unusable) to %s: %s, %d bytes per clip.", len(saved), len(saved) - usable, output_dir,
-            what, sum(t.bytes_per_clip for t in transforms),
+            "Wrote %d clips (%d unusable) to %s: %s, %d bytes per clip.",
+            len(saved),
+            len(saved) - usable,
+            output_dir,
+            what,
+            sum(t.bytes_per_clip for t in transforms),
         )
 
 

@@ -18,9 +18,14 @@ import torch
 from ..adapters.base import ModelAdapter, ModelSpec
 from ..data import ClipSpec, describe_source
 from ..data.columns import (
-    CAPTION, INPUTS_SETTINGS_COLUMN, INPUTS_VALID_COLUMN, LATENTS_COLUMN, training_caption,
+    CAPTION,
+    INPUTS_SETTINGS_COLUMN,
+    INPUTS_VALID_COLUMN,
+    LATENTS_COLUMN,
+    training_caption,
 )
 from .transform import STORAGE_DTYPES, ClipTransform, array_feature, storage_bytes, to_storage
+
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +95,16 @@ class ModelInputs(ClipTransform):
         shapes.update(adapter.text_encoder_outputs([""]))
         self.shapes = {name: tuple(value.shape[1:]) for name, value in shapes.items()}
         self.floating = {name: value.is_floating_point() for name, value in shapes.items()}
-        self.features = datasets.Features({
-            **{
-                name: array_feature(shape, STORAGE_DTYPES[storage_dtype] if self.floating[name] else "bool")
-                for name, shape in self.shapes.items()
-            },
-            INPUTS_VALID_COLUMN: datasets.Value("bool"),
-            INPUTS_SETTINGS_COLUMN: datasets.Value("string"),
-        })
+        self.features = datasets.Features(
+            {
+                **{
+                    name: array_feature(shape, STORAGE_DTYPES[storage_dtype] if self.floating[name] else "bool")
+                    for name, shape in self.shapes.items()
+                },
+                INPUTS_VALID_COLUMN: datasets.Value("bool"),
+                INPUTS_SETTINGS_COLUMN: datasets.Value("string"),
+            }
+        )
         self.settings_json = json.dumps(self.settings(), sort_keys=True)
 
     def settings(self) -> dict:
@@ -139,10 +146,14 @@ class ModelInputs(ClipTransform):
         out = {name: [None] * len(clips) for name in self.shapes}
         if rows:
             prompts = [training_caption(batch[self.caption_column][i], self.id_token) for i in rows]
-            moments = torch.cat([
-                self.adapter.latent_moments(torch.stack([clips[i] for i in rows[start : start + self.vae_batch_size]]))
-                for start in range(0, len(rows), self.vae_batch_size)
-            ])
+            moments = torch.cat(
+                [
+                    self.adapter.latent_moments(
+                        torch.stack([clips[i] for i in rows[start : start + self.vae_batch_size]])
+                    )
+                    for start in range(0, len(rows), self.vae_batch_size)
+                ]
+            )
             stored, finite = self._stored({LATENTS_COLUMN: moments, **self.adapter.text_encoder_outputs(prompts)})
             for j, row in enumerate(rows):
                 if finite[j]:
@@ -151,7 +162,8 @@ class ModelInputs(ClipTransform):
                 else:
                     logger.warning(
                         "Skipping a clip: the latents or prompt embeddings of %s are not finite in %s.",
-                        describe_source(sources[row]), self.storage_dtype,
+                        describe_source(sources[row]),
+                        self.storage_dtype,
                     )
         valid = [value is not None for value in out[LATENTS_COLUMN]]
         self.num_invalid += len(valid) - sum(valid)

@@ -16,6 +16,7 @@ from . import _FORMAT_VERSION, MASK_COLUMN, SETTINGS_COLUMN, STORAGE_DTYPES
 from .model_inputs import _FORMAT_VERSION as _INPUTS_FORMAT_VERSION
 from .transform import array_feature
 
+
 _PRECOMPUTE_AGAIN = "precompute them again with `python -m diffusers_tsa.features` (or `TeacherFeatures`)"
 _INPUTS_AGAIN = (
     "precompute them again with `python -m diffusers_tsa.features --pretrained_model_name_or_path ...` (or "
@@ -75,8 +76,13 @@ def precomputed_settings(table: datasets.Dataset, features_column: str) -> dict:
 
 def inputs_settings(table: datasets.Dataset) -> dict:
     """The settings (`ModelInputs.settings()`) every row of `table` was made with (`recorded_settings`)."""
-    return recorded_settings(table, INPUTS_SETTINGS_COLUMN, "precomputed latents and prompt embeddings",
-                             _INPUTS_FORMAT_VERSION, _INPUTS_AGAIN)
+    return recorded_settings(
+        table,
+        INPUTS_SETTINGS_COLUMN,
+        "precomputed latents and prompt embeddings",
+        _INPUTS_FORMAT_VERSION,
+        _INPUTS_AGAIN,
+    )
 
 
 def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
@@ -91,8 +97,11 @@ def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
     Raises:
         `UsageError`: naming each setting that differs, as recorded and as given.
     """
-    recorded = {**settings["model"], "max_sequence_length": settings["max_sequence_length"],
-                "id_token": settings["id_token"]}
+    recorded = {
+        **settings["model"],
+        "max_sequence_length": settings["max_sequence_length"],
+        "id_token": settings["id_token"],
+    }
     recorded.update({f"ClipSpec.{key}": value for key, value in settings["clip"].items()})
     refuse_differences("latents and prompt embeddings", recorded, given, _INPUTS_AGAIN)
 

@@ -21,6 +21,7 @@ import torch
 from ..data import ClipSpec, read_video
 from ..errors import DatasetError, GridError, UsageError, VideoDecodeError
 
+
 logger = logging.getLogger(__name__)
 
 #: Storage dtype -> Arrow dtype of the column: Arrow has no bfloat16, so its bits are stored as uint16.
@@ -150,7 +151,11 @@ class ClipTransform(abc.ABC):
         map_kwargs.setdefault("desc", self.description.capitalize())
         started = time.time()
         mapped = dataset.map(
-            self, batched=True, batch_size=batch_size, features=features, new_fingerprint=self.fingerprint_for(dataset),
+            self,
+            batched=True,
+            batch_size=batch_size,
+            features=features,
+            new_fingerprint=self.fingerprint_for(dataset),
             **map_kwargs,
         )
         cached = [f["filename"] for f in mapped.cache_files if os.path.getmtime(f["filename"]) < started]
@@ -159,8 +164,9 @@ class ClipTransform(abc.ABC):
         for column in self.valid_columns:
             invalid = len(mapped) - sum(mapped[column])
             if invalid:
-                logger.warning("%d of %d clips could not be used and are marked `%s = False`.", invalid, len(mapped),
-                               column)
+                logger.warning(
+                    "%d of %d clips could not be used and are marked `%s = False`.", invalid, len(mapped), column
+                )
         return mapped
 
     @property

@@ -18,6 +18,7 @@ from .image import ImageTeacher
 from .videomae import VideoMAETeacher, interpolate_position_table
 from .vjepa2 import VJEPA2Teacher
 
+
 #: transformers `model_type` -> teacher class with a `from_pretrained(name_or_path, input, **kwargs)`.
 TEACHER_FAMILIES: dict[str, type[VideoTeacher]] = {
     "videomae": VideoMAETeacher,

@@ -13,6 +13,7 @@ from einops import rearrange
 
 from ..errors import CheckpointError, GridError
 
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from ..errors import CheckpointError, GridError, ModelLayoutError, UsageError
 from .base import check_weights, multiples_near
 
+
 # (VideoMAEv2 name, transformers name), per block then top level; qkv is split separately.
 _BLOCK_KEYS = (
     ("norm1", "layernorm_before"),

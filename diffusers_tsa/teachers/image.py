@@ -46,5 +46,5 @@ class ImageTeacher(VideoTeacher):
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         frames = rearrange(pixels, "b t c h w -> (b t) c h w")
-        tokens = self.backbone(pixel_values=frames).last_hidden_state[:, self.num_prefix_tokens:]
+        tokens = self.backbone(pixel_values=frames).last_hidden_state[:, self.num_prefix_tokens :]
         return rearrange(tokens, "(b t) n c -> b (t n) c", b=pixels.shape[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+
 TINY_NUM_FRAMES = 9
 TINY_HEIGHT = 96
 TINY_WIDTH = 144
@@ -57,7 +58,9 @@ def tiny_cogvideox_components(seed: int = 0, *, num_layers: int = 2, patch_size_
     version = {"num_attention_heads": 4, "attention_head_dim": 8}  # CogVideoX 1.0
     if patch_size_t is not None:  # CogVideoX 1.5
         version = {
-            "num_attention_heads": 2, "attention_head_dim": 16, "patch_size_t": patch_size_t,
+            "num_attention_heads": 2,
+            "attention_head_dim": 16,
+            "patch_size_t": patch_size_t,
             "use_rotary_positional_embeddings": True,
         }
     torch.manual_seed(seed)
@@ -104,7 +107,12 @@ def tiny_text_encoder(tokenizer, *, seed: int = 0, width: int = TINY_TEXT_EMBED_
     torch.manual_seed(seed)
     return model_class(
         config_class(
-            vocab_size=len(tokenizer), d_model=width, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            vocab_size=len(tokenizer),
+            d_model=width,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
             relative_attention_num_buckets=8,
         )
     )
@@ -147,8 +155,12 @@ def tiny_dinov2(*, num_register_tokens: int = 0, patch_size: int = 14, hidden_si
     from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
     config = {
-        "hidden_size": hidden_size, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
-        "patch_size": patch_size, "image_size": 4 * patch_size,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": patch_size,
+        "image_size": 4 * patch_size,
     }
     torch.manual_seed(seed)
     if num_register_tokens:

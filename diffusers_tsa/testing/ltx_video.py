@@ -13,6 +13,7 @@ import torch
 
 from . import TINY_TEXT_EMBED_DIM, tiny_text_encoder, tiny_tokenizer
 
+
 TINY_LTX_NUM_FRAMES = 9
 TINY_LTX_HEIGHT = 64
 TINY_LTX_WIDTH = 96
@@ -69,7 +70,11 @@ def tiny_ltx_video_components(seed: int = 0, *, num_layers: int = 2) -> dict:
     text_encoder = tiny_text_encoder(tokenizer, seed=seed)
     # LTX-Video's own scheduler settings (resolution-dependent shift of the sampling sigmas).
     scheduler = FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024, max_image_seq_len=4096,
+        use_dynamic_shifting=True,
+        base_shift=0.95,
+        max_shift=2.05,
+        base_image_seq_len=1024,
+        max_image_seq_len=4096,
         shift_terminal=0.1,
     )
     return {

@@ -13,6 +13,7 @@ import torch
 
 from . import tiny_text_encoder, tiny_tokenizer
 
+
 TINY_WAN_NUM_FRAMES = 9
 TINY_WAN_HEIGHT = 64
 TINY_WAN_WIDTH = 96
@@ -28,9 +29,18 @@ def tiny_wan_transformer(seed: int = 0, *, in_channels: int = TINY_WAN_LATENT_CH
 
     torch.manual_seed(seed)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=in_channels,
-        out_channels=in_channels, text_dim=TINY_WAN_TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=num_layers,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        text_dim=TINY_WAN_TEXT_DIM,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     )
 
 
@@ -45,11 +55,18 @@ def tiny_wan_vae(seed: int = 0, *, ti2v: bool = False):
     channels = TINY_WAN_LATENT_CHANNELS
     torch.manual_seed(seed)
     return AutoencoderKLWan(
-        base_dim=3, z_dim=channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        base_dim=3,
+        z_dim=channels,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
         latents_mean=[0.1 * (c - channels / 2) for c in range(channels)],
         latents_std=[1.0 + 0.25 * c for c in range(channels)],
-        **({"in_channels": 12, "out_channels": 12, "is_residual": True, "patch_size": 2, "scale_factor_spatial": 16}
-           if ti2v else {}),
+        **(
+            {"in_channels": 12, "out_channels": 12, "is_residual": True, "patch_size": 2, "scale_factor_spatial": 16}
+            if ti2v
+            else {}
+        ),
     )
 
 
@@ -68,6 +85,7 @@ def tiny_wan_components(seed: int = 0, *, two_experts: bool = False, ti2v: bool 
         and `expand_timesteps`, ready for `WanPipeline(**components)`.
     """
     from diffusers import UniPCMultistepScheduler
+
     tokenizer = tiny_tokenizer()
     return {
         "tokenizer": tokenizer,

@@ -15,6 +15,7 @@ from .model_card import save_model_card
 from .output_lock import OutputDirLock
 from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
 
+
 __all__ = [
     "ACCELERATE_FILES",
     "ALIGNMENT_LOSSES",

@@ -27,6 +27,7 @@ from ..losses import crepa_loss, repa_loss, trd_loss, tsa_loss
 from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector, GridResampling
 from ..teachers import TeacherGeometry, VideoTeacher, load_teacher
 
+
 Grid = tuple[int, int, int]
 
 #: The alignment losses: the paper's method, its unmasked form, and the baselines (VideoREPA, REPA, CREPA).
@@ -66,7 +67,10 @@ def alignment_loss(
         return repa_loss(student, teacher)
     if name == "crepa":
         return crepa_loss(
-            student, teacher, adjacent_distance=adjacent_distance, temporal_decay=temporal_decay,
+            student,
+            teacher,
+            adjacent_distance=adjacent_distance,
+            temporal_decay=temporal_decay,
             cumulative_neighbors=cumulative_neighbors,
         )
     raise UsageError(f"`loss={name!r}` is not an alignment loss; choose one of {ALIGNMENT_LOSSES}.")
@@ -213,12 +217,21 @@ class Alignment:
         teacher = None
         if config.teacher is not None:
             teacher = load_teacher(
-                config.teacher.name, config.teacher.input, config=config.teacher_config, dtype=teacher_dtype,
-                device=device, trust_remote_code=trust_remote_code, revision=teacher_revision, cache_dir=cache_dir,
+                config.teacher.name,
+                config.teacher.input,
+                config=config.teacher_config,
+                dtype=teacher_dtype,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                revision=teacher_revision,
+                cache_dir=cache_dir,
             )
         projector = AlignmentProjector(
-            config.student_width, config.teacher_width, student_grid=config.student_grid,
-            teacher_grid=config.teacher_grid, hidden_dim=config.projector_hidden_dim,
+            config.student_width,
+            config.teacher_width,
+            student_grid=config.student_grid,
+            teacher_grid=config.teacher_grid,
+            hidden_dim=config.projector_hidden_dim,
             drop_first_frame=config.drop_first_frame,
         ).to(device)
         return cls(config, projector, adapter.feature_extractor(adapter.transformer, config.depth), teacher)
@@ -243,8 +256,13 @@ class Alignment:
         mask = None if mask is None else mask.to(student.device)
         config = self.config
         return alignment_loss(
-            config.loss, student, features, motion_mask=mask, tau=config.temperature,
-            adjacent_distance=config.crepa_adjacent_distance, temporal_decay=config.crepa_temporal_decay,
+            config.loss,
+            student,
+            features,
+            motion_mask=mask,
+            tau=config.temperature,
+            adjacent_distance=config.crepa_adjacent_distance,
+            temporal_decay=config.crepa_temporal_decay,
             cumulative_neighbors=config.crepa_cumulative_neighbors,
         )
 

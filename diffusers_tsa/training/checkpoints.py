@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 
 from ..errors import UsageError
 
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")

@@ -18,6 +18,7 @@ from ..data.columns import INPUTS_VALID_COLUMN, LATENTS_COLUMN, MASK_COLUMN, VAL
 from ..errors import DatasetError, VideoDecodeError
 from ..features.transform import from_storage, stored_value
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -116,7 +117,9 @@ class TrainingClips(torch.utils.data.Dataset):
                 valid = table[column]
                 if len(valid) - sum(valid):
                     logger.warning(
-                        "Skipping %d of %d rows whose %s could not be computed.", len(valid) - sum(valid), len(valid),
+                        "Skipping %d of %d rows whose %s could not be computed.",
+                        len(valid) - sum(valid),
+                        len(valid),
                         what,
                     )
                     table = table.select([i for i, ok in enumerate(valid) if ok])
@@ -124,7 +127,7 @@ class TrainingClips(torch.utils.data.Dataset):
             raise DatasetError("The training dataset has no usable row.")
         self.num_empty_captions = sum(1 for caption in table[CAPTION] if not caption)
         if self.num_empty_captions:
-            logger.warning(f"{self.num_empty_captions} of {len(table)} captions are empty: they train as \"\".")
+            logger.warning(f'{self.num_empty_captions} of {len(table)} captions are empty: they train as "".')
         self.features_column, self.inputs_columns = features_column, list(inputs_columns)
         tensors = ([features_column, MASK_COLUMN] if features_column is not None else []) + self.inputs_columns
         self.records = table.select_columns([CAPTION, VIDEO])
@@ -158,7 +161,9 @@ class TrainingClips(torch.utils.data.Dataset):
         if self.inputs_columns:
             example[LATENTS_COLUMN] = from_storage(stored_value(arrays, LATENTS_COLUMN))
             example["text"] = {
-                name: from_storage(stored_value(arrays, name)) for name in self.inputs_columns if name != LATENTS_COLUMN
+                name: from_storage(stored_value(arrays, name))
+                for name in self.inputs_columns
+                if name != LATENTS_COLUMN
             }
         return example
 

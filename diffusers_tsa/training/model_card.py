@@ -9,6 +9,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..adapters.base import GenerationSettings, ModelSpec
 
+
 #: The example prompt of a card when validation generated nothing.
 DEFAULT_PROMPT = "A ball is thrown and bounces on the floor."
 

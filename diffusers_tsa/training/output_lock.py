@@ -14,6 +14,7 @@ from typing import IO
 
 from ..errors import UsageError
 
+
 LOCK_FILE = ".training.lock"
 
 

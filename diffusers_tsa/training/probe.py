@@ -41,6 +41,7 @@ from ..visualize import (
 from .alignment import Alignment
 from .data import TrainingClips, collate_examples, floating_to
 
+
 logger = logging.getLogger(__name__)
 
 #: The probe's noise level: the middle of a 1000-step schedule (flow matching: sigma = 0.5).
@@ -173,8 +174,13 @@ class AlignmentProbe:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             student = student_features(
-                self.adapter, videos, depth=self.alignment.config.depth, timestep=self.timestep,
-                projector=self.alignment.projector, moments=self.batch[LATENTS_COLUMN], text=self.batch["text"],
+                self.adapter,
+                videos,
+                depth=self.alignment.config.depth,
+                timestep=self.timestep,
+                projector=self.alignment.projector,
+                moments=self.batch[LATENTS_COLUMN],
+                text=self.batch["text"],
             )
         features, mask = features.to(student.device), mask.to(student.device)
         config = self.alignment.config

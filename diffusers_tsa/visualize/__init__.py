@@ -32,6 +32,7 @@ from ..masking import motion_saliency_mask
 from ..projector import AlignmentProjector, GridResampling
 from ..teachers import TeacherInput, VideoTeacher
 
+
 Grid = tuple[int, int, int]
 
 #: What to install when matplotlib is missing.
@@ -52,9 +53,7 @@ def require_matplotlib() -> None:
 # --- Frames and queries -------------------------------------------------------------------------------------------
 
 
-def teacher_frames(
-    video: torch.Tensor, input: TeacherInput, *, size: tuple[int, int] | None = None
-) -> torch.Tensor:
+def teacher_frames(video: torch.Tensor, input: TeacherInput, *, size: tuple[int, int] | None = None) -> torch.Tensor:
     """The frames a teacher with `input` sees of `video` (`VideoTeacher.prepare`: the same selection), at its input
     size or at `size`, e.g. the clip's own, for display. Reads no weight.
 
@@ -170,7 +169,7 @@ def resample_tokens(
     weight: the first frame dropped as `GridResampling.between` decides, then area resampling (`F.interpolate`)."""
     resampling = GridResampling.between(student_grid, teacher_grid, drop_first_frame)
     f, h, w = student_grid
-    grid = rearrange(tokens, "b (f h w) d -> b d f h w", f=f, h=h, w=w)[:, :, int(resampling.drop_first_frame):]
+    grid = rearrange(tokens, "b (f h w) d -> b d f h w", f=f, h=h, w=w)[:, :, int(resampling.drop_first_frame) :]
     return rearrange(F.interpolate(grid, size=tuple(teacher_grid), mode="area"), "b d f h w -> b f h w d")
 
 
@@ -247,8 +246,10 @@ def _mask_overlay(mask: torch.Tensor) -> np.ndarray:
 def _mask_legend(figure) -> None:
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=(1.0, 0.15, 0.1, 0.6), label="M-TSA query token"),
-               Patch(color=(0.0, 0.0, 0.0, 0.55), label="not a query")]
+    handles = [
+        Patch(color=(1.0, 0.15, 0.1, 0.6), label="M-TSA query token"),
+        Patch(color=(0.0, 0.0, 0.0, 0.55), label="not a query"),
+    ]
     figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=7, frameon=False)
 
 
@@ -288,8 +289,13 @@ def render_motion_masks(
             ax = axes[r, c]
             ax.imshow(images[f * per_token], extent=extent)
             ax.imshow(_mask_overlay(masks[r, f]), extent=extent, interpolation="nearest")
-            _label(ax, row=f"k = {ratio:.0%}", column=f"token frame {f}" if r == 0 else None,
-                   bottom=r == len(ratios) - 1, left=c == 0)
+            _label(
+                ax,
+                row=f"k = {ratio:.0%}",
+                column=f"token frame {f}" if r == 0 else None,
+                bottom=r == len(ratios) - 1,
+                left=c == 0,
+            )
     _mask_legend(figure)
     return _pixels(figure)
 
@@ -314,8 +320,12 @@ def motion_mask_video(frames: torch.Tensor, masks: torch.Tensor, ratios: Sequenc
     shown = []
     for r, ratio in enumerate(ratios):
         ax = axes[0, r]
-        shown.append((ax.imshow(images[0], extent=extent),
-                      ax.imshow(_mask_overlay(masks[r, 0]), extent=extent, interpolation="nearest")))
+        shown.append(
+            (
+                ax.imshow(images[0], extent=extent),
+                ax.imshow(_mask_overlay(masks[r, 0]), extent=extent, interpolation="nearest"),
+            )
+        )
         _label(ax, row="", column=None, bottom=True, left=r == 0)
     _mask_legend(figure)
     pictures = []
@@ -350,7 +360,7 @@ def _check_maps(maps: Mapping[str, torch.Tensor], temperatures: Sequence[float])
 def _scale(maps: torch.Tensor, query_frame: int) -> float:
     """The colour scale's top for one (model, temperature): the largest probability of the later frames (the query's
     own frame, where it finds itself, may saturate), or of the query frame when it is the last."""
-    later = maps[query_frame + 1:] if query_frame + 1 < maps.shape[0] else maps[query_frame:]
+    later = maps[query_frame + 1 :] if query_frame + 1 < maps.shape[0] else maps[query_frame:]
     return float(later.max())
 
 
@@ -400,13 +410,25 @@ def render_correspondence(
         for c, f in enumerate(columns):
             ax = axes[r, c]
             ax.imshow(images[f * per_token], extent=extent)
-            heat = ax.imshow(row_maps[f].cpu().numpy(), extent=extent, cmap=_HEATMAP, vmin=0.0, vmax=top, alpha=0.6,
-                             interpolation="nearest")
+            heat = ax.imshow(
+                row_maps[f].cpu().numpy(),
+                extent=extent,
+                cmap=_HEATMAP,
+                vmin=0.0,
+                vmax=top,
+                alpha=0.6,
+                interpolation="nearest",
+            )
             if f == query[0]:
                 _query_marker(ax, query, (grid_h, grid_w), (height, width))
             column = f"token frame {f}" + (" (query)" if f == query[0] else "")
-            _label(ax, row=f"{name}, τ = {tau:g}", column=column if r == 0 else None, bottom=r == len(rows) - 1,
-                   left=c == 0)
+            _label(
+                ax,
+                row=f"{name}, τ = {tau:g}",
+                column=column if r == 0 else None,
+                bottom=r == len(rows) - 1,
+                left=c == 0,
+            )
         _colour_bar(figure, heat, axes[r, :])
     return _pixels(figure)
 
@@ -437,13 +459,25 @@ def correspondence_video(
     for r, tau in enumerate(temperatures):
         axes[r, 0].imshow(images[query[0] * per_token], extent=extent)
         _query_marker(axes[r, 0], query, (grid_h, grid_w), (height, width))
-        _label(axes[r, 0], row=f"τ = {tau:g}", column=f"query (token frame {query[0]})" if r == 0 else None,
-               bottom=r == len(temperatures) - 1, left=True)
+        _label(
+            axes[r, 0],
+            row=f"τ = {tau:g}",
+            column=f"query (token frame {query[0]})" if r == 0 else None,
+            bottom=r == len(temperatures) - 1,
+            left=True,
+        )
         for c, name in enumerate(names, start=1):
             ax = axes[r, c]
             image = ax.imshow(images[query[0] * per_token], extent=extent)
-            heat = ax.imshow(maps[name][r, query[0]].cpu().numpy(), extent=extent, cmap=_HEATMAP, vmin=0.0,
-                             vmax=_scale(maps[name][r], query[0]), alpha=0.6, interpolation="nearest")
+            heat = ax.imshow(
+                maps[name][r, query[0]].cpu().numpy(),
+                extent=extent,
+                cmap=_HEATMAP,
+                vmin=0.0,
+                vmax=_scale(maps[name][r], query[0]),
+                alpha=0.6,
+                interpolation="nearest",
+            )
             _label(ax, row="", column=None, bottom=r == len(temperatures) - 1, left=False)
             shown.append((r, c, name, image, heat))
         _colour_bar(figure, heat, axes[r, 1:])

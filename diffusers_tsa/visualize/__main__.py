@@ -42,6 +42,7 @@ from . import (
     teacher_frames,
 )
 
+
 #: The training script's flags, and this command's own.
 FLAGS = {
     **cli.FLAGS,
@@ -61,16 +62,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     mask = commands.add_parser(
-        "mask", help="The M-TSA query tokens of each frame (paper Fig. 4); reads no weights.",
+        "mask",
+        help="The M-TSA query tokens of each frame (paper Fig. 4); reads no weights.",
         description="Overlays the M-TSA query tokens (the most dynamic teacher tokens of each frame) on the clip.",
     )
     _add_common_arguments(mask)
     mask.add_argument(
-        "--tsa_mask_ratio", "--mask_ratio", type=float, nargs="+", default=[0.2],
+        "--tsa_mask_ratio",
+        "--mask_ratio",
+        type=float,
+        nargs="+",
+        default=[0.2],
         help="Share(s) k of the most dynamic tokens per frame, one row each (0.2, the training default).",
     )
     correspondence = commands.add_parser(
-        "correspondence", help="Correspondence maps of query tokens, teacher beside student (paper Fig. 1, 3).",
+        "correspondence",
+        help="Correspondence maps of query tokens, teacher beside student (paper Fig. 1, 3).",
         description="Maps P_{i,f} = softmax(R_{i,f} / tau) of query tokens i over every later frame f.",
     )
     _add_common_arguments(correspondence)
@@ -91,7 +98,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--num_columns", type=int, default=8, help="Token frames per picture at most, evenly spaced (8)."
     )
     group.add_argument(
-        "--fps", type=float, default=8,
+        "--fps",
+        type=float,
+        default=8,
         help="Frame rate of the teacher's frames in the videos (8); correspondence videos show one token frame per "
         "tubelet, at fps / tubelet frames.",
     )
@@ -100,7 +109,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_correspondence_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("queries")
     group.add_argument(
-        "--query", action="append", default=None, metavar="X,Y",
+        "--query",
+        action="append",
+        default=None,
+        metavar="X,Y",
         help="A query point, in pixels of the clip as read at --height x --width, in --query_frame; repeat for more.",
     )
     group.add_argument("--query_frame", type=int, default=0, help="Teacher token frame of the queries (0).")
@@ -108,7 +120,10 @@ def _add_correspondence_arguments(parser: argparse.ArgumentParser) -> None:
         "--top_k", type=int, default=3, help="Without --query: the k most dynamic tokens of --query_frame (3)."
     )
     group.add_argument(
-        "--temperatures", type=float, nargs="+", default=[1.0, 0.1],
+        "--temperatures",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.1],
         help="Softmax temperature(s) tau, a row each (1.0 0.1: the raw and the tempered correspondences).",
     )
     cli.add_mask_ratio_argument(group)
@@ -118,16 +133,21 @@ def _add_correspondence_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--revision", default=None, help="Hub revision of the base model.")
     group.add_argument("--variant", default=None, help="Weights variant of the base model, e.g. fp16.")
     group.add_argument(
-        "--run_dir", default=None,
+        "--run_dir",
+        default=None,
         help="A training run's --output_dir (or a checkpoint-* folder in it): its LoRA or transformer/, and its "
         "projector (alignment_projector/). Without a projector, the student's raw block tokens are shown.",
     )
     group.add_argument(
-        "--alignment_depth", type=int, default=None,
+        "--alignment_depth",
+        type=int,
+        default=None,
         help="The aligned block, counted from 1 (the family's default, as training uses it).",
     )
     group.add_argument(
-        "--timestep", type=int, default=500,
+        "--timestep",
+        type=int,
+        default=500,
         help="Noise level the student sees, in [0, 1000) (500); flow-matching families use sigma = timestep / 1000.",
     )
     group.add_argument("--prompt", default="", help="The student's text conditioning (empty).")
@@ -159,7 +179,9 @@ def _read_clip(args: argparse.Namespace) -> tuple[ClipSpec, torch.Tensor]:
 def _teacher(args: argparse.Namespace, clip: ClipSpec):
     """The teacher's geometry for this clip and its config (no weights)."""
     config = teacher_config(
-        args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code, revision=args.teacher_revision,
+        args.teacher_model_name_or_path,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.teacher_revision,
         cache_dir=args.cache_dir,
     )
     return teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config), config
@@ -202,7 +224,9 @@ def _queries(args: argparse.Namespace, clip: ClipSpec, geometry: TeacherGeometry
     """The `(f, h, w)` query tokens: the tokens under `--query` points, or the `--top_k` most dynamic ones."""
     num_frames, grid_h, grid_w = geometry.grid
     if not 0 <= args.query_frame < num_frames:
-        raise cli.FlagError(f"--query_frame {args.query_frame} must be a teacher token frame in [0, {num_frames - 1}].")
+        raise cli.FlagError(
+            f"--query_frame {args.query_frame} must be a teacher token frame in [0, {num_frames - 1}]."
+        )
     if not args.query:
         return salient_queries(seen, geometry.tubelet, frame=args.query_frame, k=args.top_k)
     queries = []
@@ -282,11 +306,15 @@ def _plan_student(args: argparse.Namespace, clip: ClipSpec, geometry: TeacherGeo
     if args.timestep < 0:
         raise cli.FlagError(f"--timestep {args.timestep} must be at least 0.")
     weights = _run_weights(spec, args.run_dir) if args.run_dir else {}
-    projector = _projector(args.run_dir, {
-        "in_dim": spec.hidden_size, "out_dim": geometry.hidden_size,
-        "student_grid": list(spec.token_grid(clip.num_frames, clip.height, clip.width)),
-        "teacher_grid": list(geometry.grid),
-    })
+    projector = _projector(
+        args.run_dir,
+        {
+            "in_dim": spec.hidden_size,
+            "out_dim": geometry.hidden_size,
+            "student_grid": list(spec.token_grid(clip.num_frames, clip.height, clip.width)),
+            "teacher_grid": list(geometry.grid),
+        },
+    )
     return spec, depth, weights, projector
 
 
@@ -303,13 +331,19 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
     geometry, config = _teacher(args, clip)
     seen = teacher_frames(video, geometry.input)[0]
     queries = _queries(args, clip, geometry, seen)
-    spec, depth, weights, projector = _plan_student(args, clip, geometry) if args.pretrained_model_name_or_path else (
-        None, None, {}, None
+    spec, depth, weights, projector = (
+        _plan_student(args, clip, geometry) if args.pretrained_model_name_or_path else (None, None, {}, None)
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher = load_teacher(
-        geometry.name, geometry.input, config=config, dtype=getattr(torch, args.teacher_dtype), device=device,
-        trust_remote_code=args.trust_remote_code, revision=args.teacher_revision, cache_dir=args.cache_dir,
+        geometry.name,
+        geometry.input,
+        config=config,
+        dtype=getattr(torch, args.teacher_dtype),
+        device=device,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.teacher_revision,
+        cache_dir=args.cache_dir,
     )
     features, mask = teacher_targets(teacher, video, args.tsa_mask_ratio)
     grids = {"teacher": features.float()}
@@ -317,13 +351,20 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
         adapter = _load_student(args, spec, weights, device)
         torch.manual_seed(args.seed)
         grids["student"] = student_features(
-            adapter, video.to(device), depth=depth, timestep=args.timestep, prompts=args.prompt,
-            projector=None if projector is None else projector.to(device), teacher_grid=geometry.grid,
+            adapter,
+            video.to(device),
+            depth=depth,
+            timestep=args.timestep,
+            prompts=args.prompt,
+            projector=None if projector is None else projector.to(device),
+            teacher_grid=geometry.grid,
             drop_first_frame=geometry.input.drop_first_frame,
         )
         if projector is None:
-            print(f"No projector (--run_dir with {PROJECTOR_SUBFOLDER}/): the student maps use the raw tokens of block "
-                  f"{depth}, area-resampled to the teacher grid.")
+            print(
+                f"No projector (--run_dir with {PROJECTOR_SUBFOLDER}/): the student maps use the raw tokens of block "
+                f"{depth}, area-resampled to the teacher grid."
+            )
         else:
             _report_agreement(grids["student"], grids["teacher"], mask, temperatures, args)
 
@@ -336,8 +377,10 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
         name = _output(args, "correspondence_f{}_h{}_w{}".format(*query))
         picture = render_correspondence(shown, per_query, query, temperatures, num_columns=args.num_columns)
         frames = correspondence_video(shown, per_query, query, temperatures)
-        paths += [save_png(picture, f"{name}.png"),
-                  save_mp4(frames, f"{name}.mp4", fps=args.fps / geometry.tubelet_size)]
+        paths += [
+            save_png(picture, f"{name}.png"),
+            save_mp4(frames, f"{name}.mp4", fps=args.fps / geometry.tubelet_size),
+        ]
     return paths
 
 

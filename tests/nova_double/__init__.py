@@ -43,7 +43,14 @@ from .builders import (
 from .model import NOVATransformer3DModel
 from .pipeline import NOVAPipeline, export_to_video
 
+
 __all__ = [
-    "NOVAPipeline", "NOVATransformer3DModel", "export_to_video", "install_diffnext_double", "register_tiny_nova_archs",
-    "save_tiny_nova_pipeline", "save_tiny_real_nova_pipeline", "tiny_nova_components",
+    "NOVAPipeline",
+    "NOVATransformer3DModel",
+    "export_to_video",
+    "install_diffnext_double",
+    "register_tiny_nova_archs",
+    "save_tiny_nova_pipeline",
+    "save_tiny_real_nova_pipeline",
+    "tiny_nova_components",
 ]

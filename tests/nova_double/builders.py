@@ -15,8 +15,15 @@ from .pipeline import NOVAPipeline
 def tiny_phi_config(vocab_size: int):
     from transformers import PhiConfig
 
-    return PhiConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=64, pad_token_id=0)
+    return PhiConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
 
 
 def tiny_nova_components(seed: int = 0) -> dict:
@@ -28,14 +35,24 @@ def tiny_nova_components(seed: int = 0) -> dict:
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
     vae = AutoencoderKLCogVideoX(
-        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        temporal_compression_ratio=4, scaling_factor=0.18215,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+        scaling_factor=0.18215,
     )
     text_encoder = PhiModel(tiny_phi_config(len(tokenizer)))
     transformer = NOVATransformer3DModel()
-    return {"transformer": transformer, "scheduler": FlowMatchEulerDiscreteScheduler(), "vae": vae,
-            "text_encoder": text_encoder, "tokenizer": tokenizer}
+    return {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+    }
 
 
 def save_tiny_nova_pipeline(directory: str | Path, seed: int = 0) -> Path:
@@ -70,12 +87,20 @@ def save_tiny_real_nova_pipeline(directory: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     components = {
         "transformer": RealNOVATransformer3DModel(
-            image_dim=4, image_size=[64, 96], image_stride=8, text_token_dim=32, text_token_len=8,
-            image_base_size=[4, 6], video_base_size=[3, 2, 3], arch=register_tiny_nova_archs(),
+            image_dim=4,
+            image_size=[64, 96],
+            image_stride=8,
+            text_token_dim=32,
+            text_token_len=8,
+            image_base_size=[4, 6],
+            video_base_size=[3, 2, 3],
+            arch=register_tiny_nova_archs(),
         ),
         "vae": AutoencoderKLOpenSora(
             down_block_types=("DownEncoderBlock2D",) * 2 + ("DownEncoderBlock3D",) * 2,
-            up_block_types=("UpDecoderBlock3D",) * 4, block_out_channels=(32,) * 4, layers_per_block=1,
+            up_block_types=("UpDecoderBlock3D",) * 4,
+            block_out_channels=(32,) * 4,
+            layers_per_block=1,
             latent_channels=4,
         ),
         "text_encoder": PhiEncoderModel(tiny_phi_config(len(tokenizer))),

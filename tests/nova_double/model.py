@@ -30,7 +30,10 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim), nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.norm2, self.mlp = (
+            nn.LayerNorm(dim),
+            nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
+        )
         self.attn_checkpointing = self.mlp_checkpointing = False
 
     def _part(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +97,9 @@ class TextEmbed(nn.Module):
         null = self.weight[: self.num_tokens]
         if isinstance(prompts[0], str):
             tokenizer, encoder = self.encoders
-            ids = tokenizer(prompts, padding="max_length", max_length=self.num_tokens, truncation=True,
-                            return_tensors="pt")
+            ids = tokenizer(
+                prompts, padding="max_length", max_length=self.num_tokens, truncation=True, return_tensors="pt"
+            )
             states = encoder(ids.input_ids.to(encoder.device)).last_hidden_state.to(null)
             prompts = [s[:n] for s, n in zip(states, ids.attention_mask.sum(1).tolist())]
         out = null.expand(len(prompts), -1, -1).clone()
@@ -116,8 +120,10 @@ class MotionEmbed(nn.Module):
         self.flow_proj, self.fps_proj = nn.Linear(1, dim), nn.Linear(1, dim)
 
     def forward(self, c: torch.Tensor, flow=None, fps=None) -> torch.Tensor:
-        values = [torch.as_tensor([self.base_flow if f is None else f for f in (flow or [None] * len(c))]),
-                  torch.as_tensor([self.base_fps if f is None else f for f in (fps or [None] * len(c))])]
+        values = [
+            torch.as_tensor([self.base_flow if f is None else f for f in (flow or [None] * len(c))]),
+            torch.as_tensor([self.base_fps if f is None else f for f in (fps or [None] * len(c))]),
+        ]
         embeds = [proj(v.to(c).view(-1, 1, 1).log1p()) for proj, v in zip((self.flow_proj, self.fps_proj), values)]
         return torch.cat(embeds, 1)
 
@@ -163,17 +169,26 @@ class NOVATransformer3DModel(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(
-        self, image_dim: int = 4, image_size: tuple[int, int] = (64, 96), image_stride: int = 8,
-        text_token_dim: int = 32, text_token_len: int = 8, rotary_pos_embed: bool = False, width: int = 32,
-        depths: tuple[int, int, int] = (2, 4, 2), num_heads: int = 2,
+        self,
+        image_dim: int = 4,
+        image_size: tuple[int, int] = (64, 96),
+        image_stride: int = 8,
+        text_token_dim: int = 32,
+        text_token_len: int = 8,
+        rotary_pos_embed: bool = False,
+        width: int = 32,
+        depths: tuple[int, int, int] = (2, 4, 2),
+        num_heads: int = 2,
     ):
         super().__init__()
         height, width_ = (s // image_stride for s in image_size)
         patch = 15 // image_stride + 1
-        self.video_encoder = VisionTransformer(image_dim, width, depths[0], num_heads, 2 * patch,
-                                               height * width_ // (4 * patch * patch))
-        self.image_encoder = VisionTransformer(image_dim, width, depths[1], num_heads, patch,
-                                               height * width_ // (patch * patch))
+        self.video_encoder = VisionTransformer(
+            image_dim, width, depths[0], num_heads, 2 * patch, height * width_ // (4 * patch * patch)
+        )
+        self.image_encoder = VisionTransformer(
+            image_dim, width, depths[1], num_heads, patch, height * width_ // (patch * patch)
+        )
         self.image_decoder = DiffusionHead(image_dim * patch * patch, width, width, depths[2])
         self.mask_embed, self.motion_embed = MaskEmbed(width), MotionEmbed(width)
         self.text_embed = TextEmbed(text_token_dim, width, text_token_len)
@@ -201,7 +216,7 @@ class NOVATransformer3DModel(ModelMixin, ConfigMixin):
         h = torch.cat([c, rearrange(tokens, "b t p d -> b (t p) d")], 1)
         for block in self.video_encoder.blocks:
             h = block(h)
-        h = self.video_encoder.norm(h[:, c.shape[1]:])
+        h = self.video_encoder.norm(h[:, c.shape[1] :])
         return rearrange(h, "b (t p) d -> (b t) p d", t=frames)
 
     def _patchify(self, frames: torch.Tensor) -> torch.Tensor:
@@ -225,15 +240,19 @@ class NOVATransformer3DModel(ModelMixin, ConfigMixin):
         noise = torch.randn_like(target)
         prediction = self.image_decoder(sigma * noise + (1 - sigma) * target, sigma, z)
         error = (prediction.float() - (noise - target).float()).pow(2).mean(-1, keepdim=True)
-        per_frame = rearrange(error * mask / mask.sum().add(1e-5), "(r b t) n one -> t (r b n one)", t=frames,
-                              r=self.loss_repeat).sum(1)
+        per_frame = rearrange(
+            error * mask / mask.sum().add(1e-5), "(r b t) n one -> t (r b n one)", t=frames, r=self.loss_repeat
+        ).sum(1)
         return {"loss_t2i": per_frame[0] * frames, "loss_i2i": per_frame[1:].sum() * frames / (frames - 1)}
 
     @torch.no_grad()
     def generate_video(self, inputs: dict) -> torch.Tensor:
         c, steps = self._condition(inputs), inputs.get("num_diffusion_steps", 4)
         batch, frames = c.shape[0], inputs.get("max_latent_length", 1)
-        channels, (height, width) = self.config.image_dim, (s // self.config.image_stride for s in self.config.image_size)
+        channels, (height, width) = (
+            self.config.image_dim,
+            (s // self.config.image_stride for s in self.config.image_size),
+        )
         x = torch.zeros(batch, channels, frames, height, width, device=c.device, dtype=c.dtype)
         for t in range(frames):
             prefix = rearrange(self._video_prefix(x[:, :, : t + 1], c), "(b t) p d -> b t p d", b=batch)[:, t]

@@ -29,11 +29,24 @@ class NOVAPipeline(DiffusionPipeline):
         self.transformer.text_embed.encoders = [tokenizer, text_encoder]
 
     @torch.no_grad()
-    def __call__(self, prompt, max_latent_length: int = 1, num_diffusion_steps: int = 4, motion_flow: float = 5,
-                 generator: torch.Generator | None = None, output_type: str = "pil", **kwargs) -> NOVAPipelineOutput:
+    def __call__(
+        self,
+        prompt,
+        max_latent_length: int = 1,
+        num_diffusion_steps: int = 4,
+        motion_flow: float = 5,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        **kwargs,
+    ) -> NOVAPipelineOutput:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        inputs = {"prompt": prompts, "motion_flow": [motion_flow] * len(prompts), "generator": generator,
-                  "max_latent_length": max_latent_length, "num_diffusion_steps": num_diffusion_steps}
+        inputs = {
+            "prompt": prompts,
+            "motion_flow": [motion_flow] * len(prompts),
+            "generator": generator,
+            "max_latent_length": max_latent_length,
+            "num_diffusion_steps": num_diffusion_steps,
+        }
         latents = self.transformer(inputs)["x"]
         config = self.vae.config
         latents = latents.to(self.vae.dtype) / config.scaling_factor + (config.get("shift_factor") or 0)

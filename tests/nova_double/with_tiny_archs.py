@@ -8,6 +8,7 @@ import sys
 
 from nova_double import register_tiny_nova_archs
 
+
 register_tiny_nova_archs()
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -44,22 +44,39 @@ class NOVAAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, spec, *, variant=None, weight_dtype=torch.float32, transformer_dtype=None, device="cpu",
-        options=TrainingOptions(), encoders=True, transformer=True,
+        cls,
+        spec,
+        *,
+        variant=None,
+        weight_dtype=torch.float32,
+        transformer_dtype=None,
+        device="cpu",
+        options=TrainingOptions(),
+        encoders=True,
+        transformer=True,
     ) -> NOVAAdapter:
         """See `ModelAdapter.from_pretrained`; the transformer is always loaded: NOVA's prompts are padded with its
         `text_embed` (`text_encoder_outputs`, `conditioning`)."""
         kwargs = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
         dtype = dtype_argument()
-        transformer = spec.transformer_class.from_pretrained(
-            spec.pretrained_model_name_or_path, subfolder="transformer", **{dtype: transformer_dtype or weight_dtype},
-            **kwargs,
-        ).requires_grad_(False).to(device)
+        transformer = (
+            spec.transformer_class.from_pretrained(
+                spec.pretrained_model_name_or_path,
+                subfolder="transformer",
+                **{dtype: transformer_dtype or weight_dtype},
+                **kwargs,
+            )
+            .requires_grad_(False)
+            .to(device)
+        )
 
         def load_pipeline(**left_out):
             """`NOVAPipeline` around `transformer`, its frozen components in `weight_dtype` on `device`."""
             pipe = spec.pipeline_class.from_pretrained(
-                spec.pretrained_model_name_or_path, transformer=transformer, **left_out, **{dtype: weight_dtype},
+                spec.pretrained_model_name_or_path,
+                transformer=transformer,
+                **left_out,
+                **{dtype: weight_dtype},
                 **kwargs,
             )
             for module in (pipe.text_encoder, pipe.vae):
@@ -73,8 +90,14 @@ class NOVAAdapter(ModelAdapter):
 
         pipe = load_pipeline() if encoders else load_pipeline(tokenizer=None, text_encoder=None, vae=None)
         return cls(
-            spec, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, transformer=transformer,
-            scheduler=pipe.scheduler, options=options, load_encoders=None if encoders else load_encoders,
+            spec,
+            tokenizer=pipe.tokenizer,
+            text_encoder=pipe.text_encoder,
+            vae=pipe.vae,
+            transformer=transformer,
+            scheduler=pipe.scheduler,
+            options=options,
+            load_encoders=None if encoders else load_encoders,
         )
 
     def latent_normalization(self) -> tuple[float, float]:
@@ -103,7 +126,11 @@ class NOVAAdapter(ModelAdapter):
         return torch.where(has_token[..., None], outputs["prompt_embeds"].to(null), null)
 
     def diffusion_loss(
-        self, transformer: nn.Module, latents: torch.Tensor, conditioning: torch.Tensor, *,
+        self,
+        transformer: nn.Module,
+        latents: torch.Tensor,
+        conditioning: torch.Tensor,
+        *,
         timesteps: torch.Tensor | None = None,
     ):
         """NOVA's training forward (the transformer in train mode) on latents `(B, C, F, H, W)` and text states
@@ -133,7 +160,7 @@ class NOVAAdapter(ModelAdapter):
                 f"Expected NOVA image-encoder states of P video-encoder tokens then {ratio}P image tokens per frame, "
                 f"got {total} tokens; is the hooked module an `image_encoder` block from depth {self.spec.min_depth}?"
             )
-        frames = hidden_states[:, total // (ratio + 1):]
+        frames = hidden_states[:, total // (ratio + 1) :]
         return rearrange(frames, "(b f) n d -> b (f n) d", b=batch_size)
 
     # --- What trains and what is saved ------------------------------------------------------------------------
@@ -155,7 +182,11 @@ class NOVAAdapter(ModelAdapter):
 
     def enable_gradient_checkpointing(self) -> None:
         """NOVA's own checkpointing: recompute the attention and MLP of every block in backward."""
-        for encoder in (self.transformer.video_encoder, self.transformer.image_encoder, self.transformer.image_decoder):
+        for encoder in (
+            self.transformer.video_encoder,
+            self.transformer.image_encoder,
+            self.transformer.image_decoder,
+        ):
             for block in encoder.blocks:
                 for flag in ("attn_checkpointing", "mlp_checkpointing"):
                     if hasattr(block, flag):
@@ -176,6 +207,9 @@ class NOVAAdapter(ModelAdapter):
         for block in unwrap_model(transformer).video_encoder.blocks:
             block.attn.attn_mask = None  # NOVA's training forward leaves its causal training mask there
         return self.spec.pipeline_class(
-            transformer=transformer, scheduler=type(self.scheduler).from_config(self.scheduler.config), vae=self.vae,
-            text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            transformer=transformer,
+            scheduler=type(self.scheduler).from_config(self.scheduler.config),
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
         )

@@ -15,6 +15,8 @@ from torch import nn
 from ...errors import UsageError
 from ...hooks import unwrap_model
 from ..base import LORA_WEIGHT_NAME
+
+
 # The safetensors metadata key under which diffusers stores LoRA configs (rank, alpha, target modules).
 _METADATA_KEY = "lora_adapter_metadata"
 _PREFIX = "transformer."
@@ -28,13 +30,19 @@ def save_nova_lora(transformer: nn.Module, output_dir: str | os.PathLike) -> Non
     model = unwrap_model(transformer)
     config = model.peft_config["default"].to_dict()
     config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
-    metadata = {"format": "pt", _METADATA_KEY: json.dumps(
-        {_PREFIX + key: value for key, value in config.items()}, indent=2, sort_keys=True, default=str
-    )}
+    metadata = {
+        "format": "pt",
+        _METADATA_KEY: json.dumps(
+            {_PREFIX + key: value for key, value in config.items()}, indent=2, sort_keys=True, default=str
+        ),
+    }
     state_dict = get_peft_model_state_dict(model)
     os.makedirs(output_dir, exist_ok=True)
-    save_file({_PREFIX + k: v.contiguous() for k, v in state_dict.items()}, str(Path(output_dir) / LORA_WEIGHT_NAME),
-              metadata=metadata)
+    save_file(
+        {_PREFIX + k: v.contiguous() for k, v in state_dict.items()},
+        str(Path(output_dir) / LORA_WEIGHT_NAME),
+        metadata=metadata,
+    )
 
 
 def read_nova_lora(
@@ -52,8 +60,8 @@ def read_nova_lora(
         raise UsageError(f"`lora={os.fspath(input_dir)!r}` has no {weight_name}; pass the output_dir of a LoRA run.")
     with safe_open(str(path), framework="pt") as f:
         metadata = json.loads((f.metadata() or {}).get(_METADATA_KEY, "{}"))
-        state_dict = {k[len(_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(_PREFIX)}
-    config = {k[len(_PREFIX):]: v for k, v in metadata.items() if k.startswith(_PREFIX)}
+        state_dict = {k[len(_PREFIX) :]: f.get_tensor(k) for k in f.keys() if k.startswith(_PREFIX)}
+    config = {k[len(_PREFIX) :]: v for k, v in metadata.items() if k.startswith(_PREFIX)}
     return state_dict, config
 
 

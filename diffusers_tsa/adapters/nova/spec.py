@@ -26,6 +26,7 @@ import torch
 from ...errors import GridError, ModelLayoutError
 from ..base import GenerationSettings, Grid, ModelSpec, TrainingOptions, py_literal
 
+
 DIFFNEXT_INSTALL = (
     "NOVA models need NOVA's `diffnext` package, which is not on PyPI. Install it from NOVA's public repository:\n"
     "    git clone https://github.com/baaivision/NOVA && pip install ./NOVA"
@@ -109,11 +110,15 @@ class NOVASpec(ModelSpec):
             bad.append(f"`num_frames={num_frames}` must be {tc}k+1 (e.g. {tc * k + 1} or {tc * (k + 1) + 1})")
         elif tile and num_frames > tile and (num_frames - 1) % (tile - 1):
             m = (num_frames - 1) // (tile - 1)
-            bad.append(f"`num_frames={num_frames}`: the VAE encodes clips longer than {tile} frames in tiles of "
-                       f"{tile}, so it must be {tile - 1}m+1 (e.g. {(tile - 1) * m + 1} or {(tile - 1) * (m + 1) + 1})")
+            bad.append(
+                f"`num_frames={num_frames}`: the VAE encodes clips longer than {tile} frames in tiles of "
+                f"{tile}, so it must be {tile - 1}m+1 (e.g. {(tile - 1) * m + 1} or {(tile - 1) * (m + 1) + 1})"
+            )
         if not self.rotary_pos_embed and (height, width) != tuple(self.image_size):
-            bad.append(f"`height={height}`, `width={width}` must be {self.image_size[0]} and {self.image_size[1]} "
-                       "(this NOVA model's position table is fixed to that size)")
+            bad.append(
+                f"`height={height}`, `width={width}` must be {self.image_size[0]} and {self.image_size[1]} "
+                "(this NOVA model's position table is fixed to that size)"
+            )
         pixels = self.vae_scale * self.patch_size * 2  # the video encoder's patch is twice the image patch
         for name, value in (("height", height), ("width", width)):
             if self.rotary_pos_embed and (value % pixels or value < pixels):
@@ -130,7 +135,11 @@ class NOVASpec(ModelSpec):
             )
 
     def check_options(
-        self, *, vae_slicing: bool = False, vae_tiling: bool = False, use_dynamic_cfg: bool | None = None,
+        self,
+        *,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        use_dynamic_cfg: bool | None = None,
         training: TrainingOptions = TrainingOptions(),
     ) -> None:
         """NOVA's VAE always encodes long clips in tiles of frames and has no slicing switch; its pipeline has no
@@ -175,7 +184,8 @@ class NOVASpec(ModelSpec):
         """NOVA generates at its configured size: only the number of latent frames is chosen."""
         return {
             "max_latent_length": self.token_grid(settings.num_frames, settings.height, settings.width)[0],
-            "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
         }
 
     def generate(self, pipe, prompt, settings, generator=None) -> np.ndarray:
