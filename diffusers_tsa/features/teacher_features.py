@@ -1,15 +1,6 @@
-"""What the frozen models compute for training clips, computed once and stored by `datasets.map` transforms.
-
-`teacher_targets` is the one computation of what M-TSA aligns to, run online by training or once by `TeacherFeatures`;
-training then reads `teacher_features` (F, H, W, C) and `motion_mask` (F, H, W) from the dataset and never runs the
-teacher. `ModelInputs` stores the student's VAE posterior and prompt embeddings, so that training loads neither its
-VAE encoder nor its text encoder; `Precompute` runs both on one decode of each clip. The command line (one GPU or
-many, each process maps its own shard) is `python -m diffusers_tsa.features`:
-
-    accelerate launch -m diffusers_tsa.features --dataset_name clips.csv --video_column video \\
-        --pretrained_model_name_or_path THUDM/CogVideoX-2b \\
-        --teacher_model_name_or_path videomaev2-base-distilled --output_dir clips-cached
-"""
+"""The teacher's side of training, computed once: `teacher_targets`, the one computation of what M-TSA aligns to (run
+online by training or once by `TeacherFeatures`), the `TeacherFeatures` transform that stores it in a table, and
+`decode_teacher_features`, which reads a stored value back."""
 
 from __future__ import annotations
 
@@ -26,28 +17,13 @@ from ..data.columns import FEATURES_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, VALID_
 from ..errors import UsageError
 from ..masking import motion_saliency_mask
 from ..teachers import VideoTeacher
-from .model_inputs import ModelInputs
-from .transform import STORAGE_DTYPES, ClipTransform, Precompute, from_storage, storage_bytes, to_storage
+from .transform import STORAGE_DTYPES, ClipTransform, from_storage, storage_bytes, to_storage
 
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 2
-
-__all__ = [
-    "FEATURES_COLUMN",
-    "MASK_COLUMN",
-    "SETTINGS_COLUMN",
-    "STORAGE_DTYPES",
-    "VALID_COLUMN",
-    "ClipTransform",
-    "ModelInputs",
-    "Precompute",
-    "TeacherFeatures",
-    "decode_teacher_features",
-    "from_storage",
-    "teacher_targets",
-]
+#: The version of the stored teacher columns, recorded in their settings; raised when their meaning changes.
+FEATURES_FORMAT_VERSION = 2
 
 
 @torch.no_grad()
@@ -157,7 +133,7 @@ class TeacherFeatures(ClipTransform):
     def settings(self) -> dict:
         """Everything the added columns depend on (the teacher by its fingerprint), as JSON-ready values."""
         return {
-            "format": _FORMAT_VERSION,
+            "format": FEATURES_FORMAT_VERSION,
             "teacher": self.teacher.name,
             "teacher_fingerprint": self.teacher.fingerprint(),
             "teacher_input": asdict(self.teacher.input),
