@@ -1,36 +1,19 @@
-"""Pictures of what the alignment does: M-TSA motion masks (paper Fig. 4) and correspondence maps of query tokens,
-teacher beside student, at several temperatures (paper Fig. 1 and 3).
+"""matplotlib pictures of M-TSA motion masks (paper Fig. 4) and of correspondence maps of query tokens, teacher beside
+student, at several temperatures (paper Fig. 1 and 3): one contact sheet as an RGB array, or a video as a list of them.
 
-Everything here works on tensors, so a training script can render them at validation time and log the images; the
-command line `python -m diffusers_tsa.visualize {mask,correspondence}` reads a clip and the models for you. Rendering
-needs matplotlib, an optional extra: `pip install "diffusers-tsa[viz]"`.
-
-- Frames: `teacher_frames` picks the frames a teacher sees (its `prepare`), at any display size; `salient_queries`
-  picks the most dynamic tokens of one frame.
-- Student: `student_features` runs a model at a chosen timestep with its alignment block hooked, projected onto the
-  teacher grid by a trained projector, or resampled there without one.
-- Pictures: `render_motion_masks`, `render_correspondence` (one contact sheet, an RGB array) and
-  `motion_mask_video`, `correspondence_video` (a list of RGB arrays); `save_png`, `save_mp4` write them.
+Figures are drawn on an Agg canvas with no pyplot state. matplotlib is an optional extra
+(`pip install "diffusers-tsa[viz]"`), imported when a picture is drawn.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
-from torch import nn
 
-from ..adapters.base import ModelAdapter
 from ..errors import GridError, UsageError
-from ..masking import motion_saliency_mask
-from ..projector import AlignmentProjector, GridResampling
-from ..teachers import TeacherInput, VideoTeacher
 
 
 Grid = tuple[int, int, int]
@@ -48,132 +31,6 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ImportError(f"Rendering pictures needs matplotlib, an optional extra: {VIZ_EXTRA}") from None
-
-
-# --- Frames and queries -------------------------------------------------------------------------------------------
-
-
-def teacher_frames(video: torch.Tensor, input: TeacherInput, *, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The frames a teacher with `input` sees of `video` (`VideoTeacher.prepare`: the same selection), at its input
-    size or at `size`, e.g. the clip's own, for display. Reads no weight.
-
-    Args:
-        video (`torch.Tensor`): clips in [-1, 1] of shape `(B, T, C, H, W)`.
-        input (`TeacherInput`): what the teacher sees (`teacher.input`, or `TeacherInput.for_clip(...)`).
-        size (`tuple[int, int]`, *optional*): `(height, width)` of the returned frames; `None` is the teacher's.
-
-    Returns:
-        `torch.Tensor`: `(B, input.num_frames, C, height, width)` in [-1, 1].
-    """
-    if size is not None:
-        input = dataclasses.replace(input, height=size[0], width=size[1])
-    # `prepare` reads only the input; patch 1 accepts any display size.
-    selector = VideoTeacher(nn.Identity(), name="frames", input=input, patch_size=1, tubelet_size=1, hidden_size=1)
-    return selector.prepare(video)
-
-
-def salient_queries(frames: torch.Tensor, tubelet: tuple[int, int, int], *, frame: int, k: int) -> list[Grid]:
-    """The `k` most dynamic tokens of token frame `frame` (Eq. 11-12, ranked by motion), as `(f, h, w)` queries.
-
-    Args:
-        frames (`torch.Tensor`): the frames the teacher sees, `(T, C, H, W)` (`teacher_frames` or `teacher.prepare`).
-        tubelet (`tuple[int, int, int]`): the teacher's `(Pt, Ph, Pw)`.
-        frame (`int`): token frame of the queries.
-        k (`int`): number of queries, at most the tokens of a frame.
-
-    Returns:
-        `list[tuple[int, int, int]]`: `(frame, h, w)` tokens in row-major order.
-    """
-    _, _, height, width = frames.shape
-    tokens_per_frame = (height // tubelet[1]) * (width // tubelet[2])
-    if not 1 <= k <= tokens_per_frame:
-        raise GridError(f"`top_k={k}` must be in [1, {tokens_per_frame}], the tokens of one teacher frame.")
-    mask = motion_saliency_mask(frames[None], tubelet=tubelet, ratio=k / tokens_per_frame)[0]  # exactly k a frame
-    if not 0 <= frame < mask.shape[0]:
-        raise GridError(f"`query_frame={frame}` must be a teacher token frame in [0, {mask.shape[0] - 1}].")
-    return [(frame, h, w) for h, w in mask[frame].nonzero().tolist()]
-
-
-# --- Student features ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def student_features(
-    adapter: ModelAdapter,
-    videos: torch.Tensor,
-    *,
-    depth: int,
-    timestep: int,
-    prompts: str | Sequence[str] = "",
-    projector: AlignmentProjector | None = None,
-    teacher_grid: Grid | None = None,
-    drop_first_frame: bool | None = True,
-    moments: torch.Tensor | None = None,
-    text: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """The student's features of clips at one noise level (paper Eq. 5), as training computes them.
-
-    The clips are encoded (`encode_videos`), noised at `timestep` and run through the adapter's training forward
-    (`diffusion_loss`, in train mode as training runs it) with block `depth` hooked; its video tokens
-    (`alignment_tokens`) are projected by `projector`. Without a projector (a base model), the raw block tokens are
-    brought to `teacher_grid` instead: the first latent frame dropped as a projector would drop it
-    (`GridResampling`), then area-resampled (averaged where the grid shrinks, repeated where it grows). Their width
-    stays the model's; correspondences only compare tokens of one model, so they need no common width.
-
-    Args:
-        adapter (`ModelAdapter`): the student, e.g. `ADAPTERS[spec.family].from_pretrained(spec)`, or the training
-            script's own.
-        videos (`torch.Tensor`): clips in [-1, 1] of shape `(B, T, C, H, W)`.
-        depth (`int`): the aligned block, counted from 1.
-        timestep (`int`): noise level in `[0, num_train_timesteps)` (flow matching: `sigma = timestep / 1000`).
-        prompts (`str` or `Sequence[str]`, defaults to `""`): the text conditioning, one for all clips or one each.
-        projector (`AlignmentProjector`, *optional*): the trained projector h.
-        teacher_grid (`tuple[int, int, int]`, *optional*): where raw tokens go without a projector.
-        drop_first_frame (`bool`, *optional*, defaults to `True`): whether the teacher skips pixel frame 0
-            (`TeacherInput.drop_first_frame`), for raw tokens.
-        moments (`torch.Tensor`, *optional*): the clips' `latent_moments` `(B, 2C, F, H, W)`, computed beforehand
-            (or precomputed): a latent is sampled from them instead of encoding `videos`.
-        text (`dict[str, torch.Tensor]`, *optional*): the prompts' `text_encoder_outputs`, used instead of encoding
-            `prompts`.
-
-    Returns:
-        `torch.Tensor`: `(B, F, H, W, C)` features on the teacher grid, fp32; `C` is the teacher's width with a
-        projector, the block's without.
-    """
-    if projector is None and teacher_grid is None:
-        raise ValueError("Pass a `projector`, or the `teacher_grid` the raw tokens are resampled to.")
-    batch = videos.shape[0]
-    prompts = [prompts] * batch if isinstance(prompts, str) else list(prompts)
-    latents = adapter.encode_videos(videos) if moments is None else adapter.sample_latents(moments)
-    conditioning = adapter.encode_prompts(prompts) if text is None else adapter.conditioning(text)
-    transformer, training = adapter.transformer, adapter.transformer.training
-    timesteps = torch.full((batch,), timestep, dtype=torch.long)
-    with adapter.feature_extractor(transformer, depth) as extractor, extractor.capture() as captured:
-        transformer.train()
-        try:
-            adapter.diffusion_loss(transformer, latents, conditioning, timesteps=timesteps)
-        finally:
-            transformer.train(training)
-    tokens = adapter.alignment_tokens(captured.hidden_states, batch).float()  # (B, F_s * H_s * W_s, D)
-    if projector is not None:
-        return projector(tokens.to(next(projector.parameters()))).float()
-    num_frames, _, height, width = videos.shape[1:]
-    student_grid = adapter.spec.token_grid(num_frames, height, width)
-    return resample_tokens(tokens, student_grid, teacher_grid, drop_first_frame=drop_first_frame)
-
-
-def resample_tokens(
-    tokens: torch.Tensor, student_grid: Grid, teacher_grid: Grid, *, drop_first_frame: bool | None = True
-) -> torch.Tensor:
-    """Raw block tokens `(B, F_s * H_s * W_s, D)` -> `(B, F_t, H_t, W_t, D)` on the teacher grid, with no learned
-    weight: the first frame dropped as `GridResampling.between` decides, then area resampling (`F.interpolate`)."""
-    resampling = GridResampling.between(student_grid, teacher_grid, drop_first_frame)
-    f, h, w = student_grid
-    grid = rearrange(tokens, "b (f h w) d -> b d f h w", f=f, h=h, w=w)[:, :, int(resampling.drop_first_frame) :]
-    return rearrange(F.interpolate(grid, size=tuple(teacher_grid), mode="area"), "b d f h w -> b f h w d")
-
-
-# --- Pictures ---------------------------------------------------------------------------------------------------
 
 
 def _images(frames: torch.Tensor) -> np.ndarray:
@@ -490,46 +347,3 @@ def correspondence_video(
                 axes[r, c].set_title(f"{name}, token frame {f}", fontsize=8)
         pictures.append(_video_pixels(figure))
     return pictures
-
-
-# --- Files --------------------------------------------------------------------------------------------------------
-
-
-def save_png(picture: np.ndarray, path: str | os.PathLike) -> Path:
-    """Writes an `(H, W, 3)` uint8 picture as a PNG (creating its folder) and returns the path."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(path)
-    return path
-
-
-def save_mp4(pictures: Sequence[np.ndarray], path: str | os.PathLike, *, fps: float = 8) -> Path:
-    """Writes `(H, W, 3)` uint8 pictures of one size as an H.264 mp4 with diffusers' `export_to_video` (imageio-ffmpeg),
-    padded with white to a multiple of 16 pixels, and returns the path."""
-    from diffusers.utils import export_to_video
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = pictures[0].shape[:2]
-    pad = ((0, -height % 16), (0, -width % 16), (0, 0))
-    export_to_video([Image.fromarray(np.pad(p, pad, constant_values=255)) for p in pictures], str(path), fps=fps)
-    return path
-
-
-__all__ = [
-    "VIZ_EXTRA",
-    "correspondence_video",
-    "motion_mask_video",
-    "render_correspondence",
-    "render_motion_masks",
-    "require_matplotlib",
-    "resample_tokens",
-    "salient_queries",
-    "save_mp4",
-    "save_png",
-    "student_features",
-    "teacher_frames",
-]
