@@ -6,7 +6,8 @@
 - `crepa_loss`: CREPA's cross-frame REPA (arXiv 2506.09229), a baseline: REPA with the neighbouring frames too.
 
 The two relation losses are streamed: the ``(queries x N)`` relation matrices are never held for a whole sample.
-They are computed tile by tile (a chunk of queries against a chunk of key frames) by one `torch.autograd.Function`.
+They are computed tile by tile (a chunk of queries against a chunk of key frames, `relations.RelationTiling`) by one
+`torch.autograd.Function`.
 The gradient of a scalar loss with respect to the features is no larger than the features, and its value on
 each tile has a closed form (Eq. 10 for TSA), so the same pass over the tiles also accumulates the gradient:
 nothing is recomputed in backward, and the cost is that of the naive formula with its autograd backward.
@@ -15,37 +16,13 @@ nothing is recomputed in backward, and the cost is that of the naive formula wit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
 from .errors import GridError
-
-
-# Relation entries per tile (a chunk of queries x a chunk of key frames). Each tile holds a few fp32 tensors of
-# this size, so the default keeps the loss's working memory near 100 MB whatever the grid.
-_TILE_ELEMENTS = 2**22
-_EPS = 1e-12  # as in `torch.nn.functional.normalize`
-
-
-class _TemperedKL:
-    """Per (query, frame): KL(softmax(a / tau) || softmax(b / tau)) over the H*W keys of the frame (Eq. 8-9), with
-    a, b the teacher's and the student's relations; its gradient in b is (P_student - P_teacher) / tau (Eq. 10).
-    """
-
-    def __init__(self, tau: float):
-        self.tau = tau
-
-    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool):
-        """`student`, `teacher`: (Q, Fk, HW) relations, overwritten. Returns the KL (Q, Fk) and, if asked, its
-        gradient in `student`."""
-        log_p = teacher.div_(self.tau).log_softmax(-1)
-        log_q = student.div_(self.tau).log_softmax(-1)
-        p = log_p.exp()
-        kl = log_p.sub_(log_q).mul_(p).sum(-1)
-        return kl, log_q.exp_().sub_(p).div_(self.tau) if with_grad else None
+from .relations import EPS, RelationTiling, TemperedKL, frame_rows, query_indices, token_rows
 
 
 class _MarginL1:
@@ -59,26 +36,6 @@ class _MarginL1:
         excess = diff.abs().sub_(self.margin)
         loss = excess.clamp_min(0).sum(-1)
         return loss, diff.sign_().mul_(excess > 0) if with_grad else None
-
-
-@dataclass(frozen=True)
-class _Tiling:
-    """How the (queries x frames x keys-per-frame) relation volume of one sample is cut into tiles."""
-
-    queries_per_tile: int
-    frames_per_tile: int
-
-    @classmethod
-    def for_grid(cls, num_queries: int, num_frames: int, keys_per_frame: int, chunk_size: int | None) -> "_Tiling":
-        num_keys = num_frames * keys_per_frame
-        queries = min(chunk_size or max(1, _TILE_ELEMENTS // num_keys), num_queries)
-        frames = min(num_frames, max(1, _TILE_ELEMENTS // (queries * keys_per_frame)))
-        return cls(queries, frames)
-
-    def tiles(self, num_queries: int, num_frames: int):
-        for q0 in range(0, num_queries, self.queries_per_tile):
-            for f0 in range(0, num_frames, self.frames_per_tile):
-                yield slice(q0, q0 + self.queries_per_tile), slice(f0, f0 + self.frames_per_tile)
 
 
 class _StreamedRelationLoss(torch.autograd.Function):
@@ -105,15 +62,15 @@ class _StreamedRelationLoss(torch.autograd.Function):
     def _loss_and_grad(student, teacher, criterion, grid, queries, weights, chunk_size, with_grad):
         num_frames, keys_per_frame = grid
         features = student.float()
-        norm = features.norm(dim=-1, keepdim=True).clamp_min(_EPS)
-        student_n, teacher_n = features / norm, F.normalize(teacher.float(), dim=-1, eps=_EPS)
+        norm = features.norm(dim=-1, keepdim=True).clamp_min(EPS)
+        student_n, teacher_n = features / norm, F.normalize(teacher.float(), dim=-1, eps=EPS)
         del features
         total = student_n.new_zeros(())
         grad = torch.zeros_like(student_n) if with_grad else None
         for b, index in enumerate(queries):
-            tiling = _Tiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
+            tiling = RelationTiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
             for rows, frames in tiling.tiles(len(index), num_frames):
-                query_index, keys = index[rows], _frame_rows(frames, keys_per_frame)
+                query_index, keys = index[rows], frame_rows(frames, keys_per_frame)
                 e_q, e_k = student_n[b, query_index], student_n[b, keys]
                 rel_s, rel_t = (
                     rearrange(q @ k.T, "q (f k) -> q f k", k=keys_per_frame)
@@ -134,21 +91,6 @@ class _StreamedRelationLoss(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return grad * grad_output.to(grad.dtype), None, None, None, None, None, None
-
-
-def _frame_rows(frames: slice, keys_per_frame: int) -> slice:
-    return slice(frames.start * keys_per_frame, frames.stop * keys_per_frame)
-
-
-def _token_rows(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checks two (B, F, H, W, C) grids and returns them as (B, N, C) token rows, the teacher detached."""
-    if student.ndim != 5 or student.shape != teacher.shape:
-        raise GridError(
-            "`student` and `teacher` must be token grids of the same shape (B, F, H, W, C), got "
-            f"{tuple(student.shape)} and {tuple(teacher.shape)}; project the student onto the teacher's grid "
-            "first (see `AlignmentProjector`)."
-        )
-    return tuple(rearrange(e, "b f h w c -> b (f h w) c") for e in (student, teacher.detach()))
 
 
 def tsa_loss(
@@ -186,13 +128,13 @@ def tsa_loss(
     """
     if tau <= 0:
         raise ValueError(f"`tau` must be positive, got {tau}.")
-    s, t = _token_rows(student, teacher)
+    s, t = token_rows(student, teacher)
     batch, num_frames, height, width = student.shape[:4]
-    queries = _query_indices(query_mask, student.shape[:4], s.device)
+    queries = query_indices(query_mask, student.shape[:4], s.device)
     # Eq. 13: 1 / (|M| F) per sample, then the batch mean.
     weights = [1.0 / (batch * len(index) * num_frames) for index in queries]
     return _StreamedRelationLoss.apply(
-        s, t, _TemperedKL(tau), (num_frames, height * width), queries, weights, chunk_size
+        s, t, TemperedKL(tau), (num_frames, height * width), queries, weights, chunk_size
     )
 
 
@@ -210,10 +152,10 @@ def trd_loss(student: torch.Tensor, teacher: torch.Tensor, *, margin: float = 0.
     Returns:
         `torch.Tensor`: the scalar loss (fp32).
     """
-    s, t = _token_rows(student, teacher)
+    s, t = token_rows(student, teacher)
     batch, num_frames, height, width = student.shape[:4]
     num_tokens = num_frames * height * width
-    queries = _query_indices(None, student.shape[:4], s.device)
+    queries = query_indices(None, student.shape[:4], s.device)
     weights = [1.0 / (batch * num_tokens * num_tokens)] * batch
     return _StreamedRelationLoss.apply(s, t, _MarginL1(margin), (num_frames, height * width), queries, weights, None)
 
@@ -228,8 +170,8 @@ def repa_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     Returns:
         `torch.Tensor`: the scalar loss in [-1, 1] (fp32).
     """
-    s, t = _token_rows(student, teacher)
-    return -F.cosine_similarity(s.float(), t.float(), dim=-1, eps=_EPS).mean()
+    s, t = token_rows(student, teacher)
+    return -F.cosine_similarity(s.float(), t.float(), dim=-1, eps=EPS).mean()
 
 
 def crepa_loss(
@@ -279,7 +221,7 @@ def crepa_loss(
     student, teacher = _matched_frames(student, teacher.detach())
     with torch.autocast(student.device.type, enabled=False):  # fp32 similarities inside a mixed-precision region
         s, t = (
-            F.normalize(rearrange(e.float(), "b f h w c -> b f (h w) c"), dim=-1, eps=_EPS) for e in (student, teacher)
+            F.normalize(rearrange(e.float(), "b f h w c -> b f (h w) c"), dim=-1, eps=EPS) for e in (student, teacher)
         )
 
         def similarity(f: slice, g: slice) -> torch.Tensor:  # s(f, g) over frame ranges of one length: (B, len)
@@ -304,22 +246,3 @@ def _matched_frames(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch
         else e[:, torch.arange(count, device=e.device) * (e.shape[1] - 1) // max(count - 1, 1)]
         for e in (student, teacher)
     )
-
-
-def _query_indices(query_mask: torch.Tensor | None, grid: torch.Size, device: torch.device) -> list[torch.Tensor]:
-    """Flat token indices of the queries of each sample; all N tokens when there is no mask."""
-    batch = grid[0]
-    num_tokens = math.prod(grid[1:])
-    if query_mask is None:
-        return [torch.arange(num_tokens, device=device)] * batch
-    if query_mask.shape != grid or query_mask.dtype != torch.bool:
-        raise GridError(
-            f"`query_mask` must be a bool tensor of shape (B, F, H, W) = {tuple(grid)}, got {query_mask.dtype} "
-            f"{tuple(query_mask.shape)}; build it with `motion_saliency_mask` at the teacher's tubelet."
-        )
-    flat = rearrange(query_mask, "b f h w -> b (f h w)").to(device)
-    indices = [row.nonzero().squeeze(-1) for row in flat]
-    empty = [b for b, index in enumerate(indices) if len(index) == 0]
-    if empty:
-        raise ValueError(f"`query_mask` selects no query token in sample(s) {empty}; every sample needs one.")
-    return indices

@@ -1,12 +1,18 @@
-"""`alignment_agreement` and `correspondence_maps` against formulas written out here, on small random grids."""
+"""`alignment_agreement`, `correspondence_maps` and `resample_tokens` against formulas written out here, on small random
+grids."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import diffusers_tsa.losses as losses
-from diffusers_tsa import GridError, motion_saliency_mask, tsa_loss
-from diffusers_tsa.diagnostics import Agreement, alignment_agreement, correspondence_maps, query_tokens
+from diffusers_tsa import GridError, motion_saliency_mask, relations, tsa_loss
+from diffusers_tsa.diagnostics import (
+    Agreement,
+    alignment_agreement,
+    correspondence_maps,
+    query_tokens,
+    resample_tokens,
+)
 
 
 GRID = (3, 4, 5)  # F, H, W: N = 60 tokens, 20 keys per frame
@@ -114,6 +120,31 @@ def test_top1_counts_agreeing_argmax_keys():
 
 def one_key_frame_per_tile(student, teacher):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(losses, "_TILE_ELEMENTS", GRID[1] * GRID[2])
-        assert losses._Tiling.for_grid(60, 3, 20, None) == losses._Tiling(1, 1)
+        patch.setattr(relations, "TILE_ELEMENTS", GRID[1] * GRID[2])
+        assert relations.RelationTiling.for_grid(60, 3, 20, None) == relations.RelationTiling(1, 1)
         return alignment_agreement(student, teacher)
+
+
+def test_raw_tokens_drop_the_first_frame_then_average_or_repeat():
+    student_grid, teacher_grid = (3, 4, 6), (4, 2, 3)  # after frame 0: x2 in time, /2 in space
+    tokens = torch.randn(2, 3 * 4 * 6, 5, generator=torch.Generator().manual_seed(0))
+    resampled = resample_tokens(tokens, student_grid, teacher_grid)
+    grid = tokens.reshape(2, 3, 4, 6, 5)
+    expected = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.stack(
+                        [grid[:, 1 + f // 2, 2 * h : 2 * h + 2, 2 * w : 2 * w + 2].mean((1, 2)) for w in range(3)]
+                    )
+                    for h in range(2)
+                ]
+            )
+            for f in range(4)
+        ]
+    )  # (F, H, W, B, D)
+    torch.testing.assert_close(resampled, expected.permute(3, 0, 1, 2, 4))
+    kept = resample_tokens(tokens, student_grid, (3, 2, 3), drop_first_frame=False)
+    torch.testing.assert_close(kept[:, 0, 0, 0], grid[:, 0, :2, :2].mean((1, 2)))
+    with pytest.raises(GridError, match="Cannot resample"):
+        resample_tokens(tokens, student_grid, (5, 2, 3))

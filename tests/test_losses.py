@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusers_tsa import GridError, crepa_loss, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
+from diffusers_tsa import GridError, crepa_loss, motion_saliency_mask, relations, repa_loss, trd_loss, tsa_loss
 
 
 def naive_tsa(student, teacher, tau=0.1, query_mask=None):
@@ -103,9 +103,7 @@ def test_tsa_matches_naive_formula(shape, masked, chunk_size):
 
 
 def test_tsa_tiles_over_key_frames_when_a_query_row_exceeds_the_budget(monkeypatch):
-    import diffusers_tsa.losses as losses
-
-    monkeypatch.setattr(losses, "_TILE_ELEMENTS", 20)  # 3 x 5 keys per frame: one frame per tile
+    monkeypatch.setattr(relations, "TILE_ELEMENTS", 20)  # 3 x 5 keys per frame: one frame per tile
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(2, 4, 3, 5, 8, generator=g), torch.randn(2, 4, 3, 5, 8, generator=g)
     mask = random_mask(2, 4, 3, 5, seed=1)
@@ -239,13 +237,11 @@ def test_tsa_works_with_motion_mask_from_pixels():
 
 @pytest.mark.parametrize("shape", [(1, 2, 2, 3, 8), (2, 3, 4, 4, 16)])
 def test_trd_matches_naive_formula(shape, monkeypatch):
-    import diffusers_tsa.losses as losses
-
     g = torch.Generator().manual_seed(1)
     student, teacher = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     expected, expected_grad = value_and_grad(naive_trd, student.double(), teacher, margin=0.1)
     for budget in (2**22, 10):  # one tile per sample, then many
-        monkeypatch.setattr(losses, "_TILE_ELEMENTS", budget)
+        monkeypatch.setattr(relations, "TILE_ELEMENTS", budget)
         loss, grad = value_and_grad(trd_loss, student, teacher, margin=0.1)
         assert_rel_close(loss, expected, 1e-5)
         assert_rel_close(grad, expected_grad, 1e-4)

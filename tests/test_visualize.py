@@ -16,7 +16,13 @@ from PIL import Image
 from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.adapters.flow_matching import FlowMatching
 from diffusers_tsa.data import ClipSpec, read_video
-from diffusers_tsa.diagnostics import alignment_agreement, correspondence_maps, query_tokens
+from diffusers_tsa.diagnostics import (
+    alignment_agreement,
+    correspondence_maps,
+    query_tokens,
+    salient_queries,
+    teacher_frames,
+)
 from diffusers_tsa.projector import AlignmentProjector
 from diffusers_tsa.teachers import TeacherInput, teacher_config, teacher_geometry
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
@@ -29,10 +35,8 @@ from diffusers_tsa.visualize import (
     render_correspondence,
     render_motion_masks,
     require_matplotlib,
-    salient_queries,
     save_mp4,
     save_png,
-    teacher_frames,
 )
 from diffusers_tsa.visualize.__main__ import main
 

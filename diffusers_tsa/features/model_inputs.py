@@ -29,7 +29,8 @@ from .transform import STORAGE_DTYPES, ClipTransform, array_feature, storage_byt
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1
+#: The version of the stored model-input columns, recorded in their settings; raised when their meaning changes.
+INPUTS_FORMAT_VERSION = 1
 
 
 def model_identity_of(spec: ModelSpec) -> dict:
@@ -110,7 +111,7 @@ class ModelInputs(ClipTransform):
     def settings(self) -> dict:
         """Everything the added columns depend on, as JSON-ready values."""
         return {
-            "format": _FORMAT_VERSION,
+            "format": INPUTS_FORMAT_VERSION,
             "model": model_identity_of(self.adapter.spec),
             "variant": self.variant,
             "max_sequence_length": self.adapter.options.max_sequence_length,

@@ -10,11 +10,11 @@ from typing import Mapping
 import datasets
 
 from ..data import ClipSpec
-from ..data.columns import INPUTS_SETTINGS_COLUMN
+from ..data.columns import INPUTS_SETTINGS_COLUMN, MASK_COLUMN, SETTINGS_COLUMN
 from ..errors import DatasetError, UsageError
-from . import _FORMAT_VERSION, MASK_COLUMN, SETTINGS_COLUMN, STORAGE_DTYPES
-from .model_inputs import _FORMAT_VERSION as _INPUTS_FORMAT_VERSION
-from .transform import array_feature
+from .model_inputs import INPUTS_FORMAT_VERSION
+from .teacher_features import FEATURES_FORMAT_VERSION
+from .transform import STORAGE_DTYPES, array_feature
 
 
 _PRECOMPUTE_AGAIN = "precompute them again with `python -m diffusers_tsa.features` (or `TeacherFeatures`)"
@@ -71,7 +71,7 @@ def refuse_differences(what: str, recorded: Mapping[str, object], given: Mapping
 def precomputed_settings(table: datasets.Dataset, features_column: str) -> dict:
     """The settings (`TeacherFeatures.settings()`) every row of `table` was made with (`recorded_settings`)."""
     what = f"teacher features of `teacher_features_column={features_column!r}`"
-    return recorded_settings(table, SETTINGS_COLUMN, what, _FORMAT_VERSION, _PRECOMPUTE_AGAIN)
+    return recorded_settings(table, SETTINGS_COLUMN, what, FEATURES_FORMAT_VERSION, _PRECOMPUTE_AGAIN)
 
 
 def inputs_settings(table: datasets.Dataset) -> dict:
@@ -80,7 +80,7 @@ def inputs_settings(table: datasets.Dataset) -> dict:
         table,
         INPUTS_SETTINGS_COLUMN,
         "precomputed latents and prompt embeddings",
-        _INPUTS_FORMAT_VERSION,
+        INPUTS_FORMAT_VERSION,
         _INPUTS_AGAIN,
     )
 

@@ -24,20 +24,20 @@ import torch
 from ..adapters.base import ModelAdapter
 from ..data import CAPTION, VIDEO, ClipSpec
 from ..data.columns import LATENTS_COLUMN
-from ..diagnostics import Agreement, alignment_agreement, correspondence_maps, query_tokens
+from ..diagnostics import (
+    Agreement,
+    alignment_agreement,
+    correspondence_maps,
+    query_tokens,
+    salient_queries,
+    student_features,
+    teacher_frames,
+)
 from ..errors import UsageError
 from ..features.precomputed import precomputed_settings
 from ..masking import motion_saliency_mask
 from ..teachers import TeacherInput
-from ..visualize import (
-    render_correspondence,
-    render_motion_masks,
-    require_matplotlib,
-    salient_queries,
-    save_png,
-    student_features,
-    teacher_frames,
-)
+from ..visualize import render_correspondence, render_motion_masks, require_matplotlib, save_png
 from .alignment import Alignment
 from .data import TrainingClips, collate_examples, floating_to
 

@@ -23,7 +23,14 @@ import torch
 from .. import cli
 from ..adapters import ADAPTERS, ModelAdapter, ModelSpec, load_spec
 from ..data import ClipSpec, read_video
-from ..diagnostics import alignment_agreement, correspondence_maps, query_tokens
+from ..diagnostics import (
+    alignment_agreement,
+    correspondence_maps,
+    query_tokens,
+    salient_queries,
+    student_features,
+    teacher_frames,
+)
 from ..errors import UsageError, VideoDecodeError
 from ..features import teacher_targets
 from ..masking import motion_saliency_mask
@@ -35,11 +42,8 @@ from . import (
     render_correspondence,
     render_motion_masks,
     require_matplotlib,
-    salient_queries,
     save_mp4,
     save_png,
-    student_features,
-    teacher_frames,
 )
 
 

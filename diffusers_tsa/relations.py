@@ -1,0 +1,161 @@
+"""The relation volume that the relation losses and the diagnostics share: token rows, query sets, tiles and the
+tempered KL of correspondences (paper Eq. 6-10).
+
+With features `(B, F, H, W, C)` flattened to `N = F*H*W` token rows and L2-normalised, a sample's relations
+`R = Ē Ē^T` (Eq. 6-7) are never held whole: for each sample, its query rows (all N tokens, or the M-TSA mask) are cut
+into tiles of a chunk of queries against a chunk of key frames, `(Q, F_k, H*W)` relations each, and a criterion such
+as `TemperedKL` turns a tile into per-(query, frame) values. `tsa_loss`, `trd_loss` and `alignment_agreement` walk the
+same tiles.
+
+- `token_rows`: two checked `(B, F, H, W, C)` grids as `(B, N, C)` rows, the teacher detached.
+- `query_indices`: the flat query token indices of each sample.
+- `RelationTiling`: how one sample's `(queries x frames x keys per frame)` volume is cut; `frame_rows` maps a slice of
+  key frames to its token rows.
+- `TemperedKL`: KL(softmax(R_t / tau) || softmax(R_s / tau)) per (query, frame), with its gradient (Eq. 8-10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from einops import rearrange
+
+from .errors import GridError
+
+
+#: Relation entries per tile (a chunk of queries x a chunk of key frames). Each tile holds a few fp32 tensors of this
+#: size, so the default keeps the working memory near 100 MB whatever the grid.
+TILE_ELEMENTS = 2**22
+#: The `eps` of every L2 normalisation of features, as in `torch.nn.functional.normalize`.
+EPS = 1e-12
+
+
+class TemperedKL:
+    """Per (query, frame): KL(softmax(a / tau) || softmax(b / tau)) over the H*W keys of the frame (Eq. 8-9), with
+    a, b the teacher's and the student's relations; its gradient in b is (P_student - P_teacher) / tau (Eq. 10).
+
+    Args:
+        tau (`float`): the softmax temperature, positive.
+    """
+
+    def __init__(self, tau: float):
+        self.tau = tau
+
+    def __call__(
+        self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The KL of one tile, computed in place.
+
+        Args:
+            student (`torch.Tensor`): the student's relations `(Q, F_k, HW)`, overwritten.
+            teacher (`torch.Tensor`): the teacher's relations `(Q, F_k, HW)`, overwritten.
+            with_grad (`bool`): whether to return the gradient in `student` too.
+
+        Returns:
+            `tuple[torch.Tensor, torch.Tensor | None]`: the KL `(Q, F_k)`, and its gradient `(Q, F_k, HW)` in
+            `student` (or `None`).
+        """
+        log_p = teacher.div_(self.tau).log_softmax(-1)
+        log_q = student.div_(self.tau).log_softmax(-1)
+        p = log_p.exp()
+        kl = log_p.sub_(log_q).mul_(p).sum(-1)
+        return kl, log_q.exp_().sub_(p).div_(self.tau) if with_grad else None
+
+
+@dataclass(frozen=True)
+class RelationTiling:
+    """How the `(queries x frames x keys per frame)` relation volume of one sample is cut into tiles.
+
+    Attributes:
+        queries_per_tile (`int`): query rows of a tile.
+        frames_per_tile (`int`): key frames of a tile (each `keys_per_frame` token rows).
+    """
+
+    queries_per_tile: int
+    frames_per_tile: int
+
+    @classmethod
+    def for_grid(
+        cls, num_queries: int, num_frames: int, keys_per_frame: int, chunk_size: int | None
+    ) -> RelationTiling:
+        """The tiling of one sample: `chunk_size` queries a tile (or as many as fill `TILE_ELEMENTS` against all
+        `num_frames * keys_per_frame` keys), then as many key frames as fit in `TILE_ELEMENTS` with them.
+
+        Args:
+            num_queries (`int`): the sample's query tokens.
+            num_frames (`int`): token frames F.
+            keys_per_frame (`int`): tokens of one frame, H*W.
+            chunk_size (`int`, *optional*): queries per tile; `None` picks the largest that fits.
+        """
+        num_keys = num_frames * keys_per_frame
+        queries = min(chunk_size or max(1, TILE_ELEMENTS // num_keys), num_queries)
+        frames = min(num_frames, max(1, TILE_ELEMENTS // (queries * keys_per_frame)))
+        return cls(queries, frames)
+
+    def tiles(self, num_queries: int, num_frames: int) -> Iterator[tuple[slice, slice]]:
+        """Yields `(query positions, key frames)` slices covering `num_queries x num_frames`, queries outermost."""
+        for q0 in range(0, num_queries, self.queries_per_tile):
+            for f0 in range(0, num_frames, self.frames_per_tile):
+                yield slice(q0, q0 + self.queries_per_tile), slice(f0, f0 + self.frames_per_tile)
+
+
+def frame_rows(frames: slice, keys_per_frame: int) -> slice:
+    """The token rows of the key frames `frames` (a slice from `RelationTiling.tiles`) in `(N, C)` rows."""
+    return slice(frames.start * keys_per_frame, frames.stop * keys_per_frame)
+
+
+def token_rows(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checks two token grids and returns them as token rows, the teacher detached.
+
+    Args:
+        student (`torch.Tensor`): projected diffusion features, shape `(B, F, H, W, C)`.
+        teacher (`torch.Tensor`): foundation-model features on the same grid, shape `(B, F, H, W, C)`.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: both as `(B, N, C)`, `N = F*H*W`.
+
+    Raises:
+        `GridError`: when the grids are not 5-dimensional or differ in shape.
+    """
+    if student.ndim != 5 or student.shape != teacher.shape:
+        raise GridError(
+            "`student` and `teacher` must be token grids of the same shape (B, F, H, W, C), got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}; project the student onto the teacher's grid "
+            "first (see `AlignmentProjector`)."
+        )
+    return tuple(rearrange(e, "b f h w c -> b (f h w) c") for e in (student, teacher.detach()))
+
+
+def query_indices(query_mask: torch.Tensor | None, grid: torch.Size, device: torch.device) -> list[torch.Tensor]:
+    """Flat token indices of the queries of each sample.
+
+    Args:
+        query_mask (`torch.Tensor`, *optional*): bool `(B, F, H, W)`, True for query tokens; `None` makes every token a
+            query.
+        grid (`torch.Size`): `(B, F, H, W)`, the features' shape without channels.
+        device (`torch.device`): where the indices go.
+
+    Returns:
+        `list[torch.Tensor]`: B long tensors of query indices in `[0, N)`, ascending.
+
+    Raises:
+        `GridError`: for a mask of another shape or dtype; `ValueError` when a sample has no query.
+    """
+    batch = grid[0]
+    num_tokens = math.prod(grid[1:])
+    if query_mask is None:
+        return [torch.arange(num_tokens, device=device)] * batch
+    if query_mask.shape != grid or query_mask.dtype != torch.bool:
+        raise GridError(
+            f"`query_mask` must be a bool tensor of shape (B, F, H, W) = {tuple(grid)}, got {query_mask.dtype} "
+            f"{tuple(query_mask.shape)}; build it with `motion_saliency_mask` at the teacher's tubelet."
+        )
+    flat = rearrange(query_mask, "b f h w -> b (f h w)").to(device)
+    indices = [row.nonzero().squeeze(-1) for row in flat]
+    empty = [b for b, index in enumerate(indices) if len(index) == 0]
+    if empty:
+        raise ValueError(f"`query_mask` selects no query token in sample(s) {empty}; every sample needs one.")
+    return indices
