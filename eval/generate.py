@@ -1,7 +1,8 @@
 """Generate a benchmark's videos with any model family the training script trains, a LoRA or a fine-tuned transformer.
 
 Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol (VideoPhy's videos that the protocol would give
-one name get a hash of their prompt, see `video_filenames`), and `OUTPUT_DIR/manifest.csv` (prompt, generation
+one name get a hash of their prompt, see `video_filenames`; VBench's lie in one folder per prompt list, as VBench
+evaluates them, `videos/{folder}/{prompt}-{i}.mp4`), and `OUTPUT_DIR/manifest.csv` (prompt, generation
 prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos are skipped
 (each is written to a temporary file and renamed when complete), provided the settings that shape the videos are
 those recorded in `OUTPUT_DIR/generation_settings.json` by the first run; other settings are refused. Shardable:
@@ -62,7 +63,9 @@ def plan_videos(
     """Every video of the run: `per_prompt` per prompt, video `i` with seed `seed + i` (42 for the first), each
     with its own file (`video_filenames`; `protocol_only` refuses names the protocol would share), sampled with
     `scheduler` and decoded with VAE tiling `vae_tiling` (`None`: unknown)."""
-    names = video_filenames(benchmark, [e.prompt for e in entries], per_prompt, protocol_only)
+    names = video_filenames(
+        benchmark, [e.prompt for e in entries], per_prompt, protocol_only, folders=[e.folder for e in entries]
+    )
     return [
         VideoRecord(
             e.prompt,
@@ -326,11 +329,11 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
 
     pipe = load_pipeline(spec, args, scheduler)
     settings = generation_settings(args)
-    (out / VIDEOS_SUBDIR).mkdir(parents=True, exist_ok=True)
     for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
         frames = spec.generate(pipe, record.generation_prompt, settings, generator)
         final = out / record.file
+        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}{_TMP_SUFFIX}")
         export_to_video(rounded_frames(frames), str(tmp), fps=args.fps)
         os.replace(tmp, final)
