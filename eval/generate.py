@@ -10,9 +10,13 @@ those recorded in `OUTPUT_DIR/generation_settings.json` by the first run; other 
 
 Example (the paper's settings are the defaults):
 
+    python -m eval.prompt_files --output_dir prompts
     python -m eval.generate --benchmark videophy --pretrained_model_name_or_path THUDM/CogVideoX-2b \\
-        --lora your-name/cogvideox-2b-mtsa --prompts videophy.txt --upsampled_prompts videophy_detailed.txt \\
-        --labels reference.csv --output_dir runs/mtsa/videophy
+        --transformer cogvideox-2b-mtsa --prompts prompts/videophy/videophy.txt \\
+        --upsampled_prompts prompts/videophy/videophy_detailed.txt --labels prompts/videophy/reference.csv \\
+        --output_dir runs/mtsa/videophy
+
+(`--lora` instead of `--transformer` loads a LoRA on the base.)
 """
 
 from __future__ import annotations

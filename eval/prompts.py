@@ -353,7 +353,10 @@ def load_prompts(
     """
     source = prompts or benchmark.default_prompts
     if source is None:
-        raise EvalInputError(f"{benchmark.name} needs --prompts (e.g. VBench's VBench_full_info.json).")
+        raise EvalInputError(
+            f"{benchmark.name} needs --prompts (e.g. VBench's VBench_full_info.json, which `python -m "
+            "eval.prompt_files` fetches)."
+        )
     entries: dict[_Key, dict] = {}
     for i, row in enumerate(_read_prompt_rows(source, split)):
         prompt = _first(row, _PROMPT_KEYS)
