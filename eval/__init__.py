@@ -2,6 +2,7 @@
 
 Every step is a command run as a module from the repository root:
 
+- `python -m eval.prompt_files`: the benchmarks' published prompt files, checked against their SHA-256.
 - `python -m eval.generate`: videos for a benchmark's prompts, with a manifest (`manifest.csv`).
 - `python -m eval.videophy prepare|run|score`: VideoCon-Physics inputs, evaluator run, Table 1 scores.
 - `python -m eval.videophy2 prepare|run|score`: VideoPhy2-AutoEval inputs, evaluator run, Table 2 scores.

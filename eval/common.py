@@ -19,8 +19,9 @@ logger = logging.getLogger("eval")
 MANIFEST_NAME = "manifest.csv"
 VIDEOS_SUBDIR = "videos"
 MANIFEST_COLUMNS = ("prompt", "generation_prompt", "file", "seed", "category", "is_hard")
-#: Written after the required columns; a manifest without it (videos generated elsewhere) reads as "".
+#: Written after the required columns; a manifest without them (videos generated elsewhere) reads as unknown.
 MANIFEST_SCHEDULER = "scheduler"
+MANIFEST_VAE_TILING = "vae_tiling"
 # How many missing or unexpected names an error message lists before summarising the rest.
 _LISTED = 20
 #: Decimals of the scores that the commands print: the paper's tables give percentages with one decimal.
@@ -52,6 +53,7 @@ class VideoRecord:
         category (`str`): the benchmark's category (VideoPhy `states_of_matter`, VBench dimensions joined by `;`).
         is_hard (`bool` or `None`): VideoPhy2's hard-subset flag, `None` when the prompt file does not mark it.
         scheduler (`str`): the sampler the video was generated with (`""` when unknown).
+        vae_tiling (`bool` or `None`): whether the VAE decoded it in tiles, `None` when unknown.
     """
 
     prompt: str
@@ -61,6 +63,11 @@ class VideoRecord:
     category: str = ""
     is_hard: bool | None = None
     scheduler: str = ""
+    vae_tiling: bool | None = None
+
+
+def _csv_bool(value: bool | None) -> str:
+    return "" if value is None else str(value).lower()
 
 
 def parse_bool(value: str, where: str) -> bool | None:
@@ -81,10 +88,20 @@ def write_manifest(records: Sequence[VideoRecord], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([*MANIFEST_COLUMNS, MANIFEST_SCHEDULER])
+        writer.writerow([*MANIFEST_COLUMNS, MANIFEST_SCHEDULER, MANIFEST_VAE_TILING])
         for r in records:
-            hard = "" if r.is_hard is None else str(r.is_hard).lower()
-            writer.writerow([r.prompt, r.generation_prompt, r.file, r.seed, r.category, hard, r.scheduler])
+            writer.writerow(
+                [
+                    r.prompt,
+                    r.generation_prompt,
+                    r.file,
+                    r.seed,
+                    r.category,
+                    _csv_bool(r.is_hard),
+                    r.scheduler,
+                    _csv_bool(r.vae_tiling),
+                ]
+            )
     os.replace(tmp, path)
 
 
@@ -114,6 +131,7 @@ def read_manifest(path: Path) -> list[VideoRecord]:
                 row["category"],
                 parse_bool(row["is_hard"], where),
                 row.get(MANIFEST_SCHEDULER, ""),
+                parse_bool(row.get(MANIFEST_VAE_TILING, ""), where),
             )
         )
     if not records:

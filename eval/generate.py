@@ -1,7 +1,8 @@
 """Generate a benchmark's videos with any model family the training script trains, a LoRA or a fine-tuned transformer.
 
 Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol (VideoPhy's videos that the protocol would give
-one name get a hash of their prompt, see `video_filenames`), and `OUTPUT_DIR/manifest.csv` (prompt, generation
+one name get a hash of their prompt, see `video_filenames`; VBench's lie in one folder per prompt list, as VBench
+evaluates them, `videos/{folder}/{prompt}-{i}.mp4`), and `OUTPUT_DIR/manifest.csv` (prompt, generation
 prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos are skipped
 (each is written to a temporary file and renamed when complete), provided the settings that shape the videos are
 those recorded in `OUTPUT_DIR/generation_settings.json` by the first run; other settings are refused. Shardable:
@@ -9,9 +10,13 @@ those recorded in `OUTPUT_DIR/generation_settings.json` by the first run; other 
 
 Example (the paper's settings are the defaults):
 
+    python -m eval.prompt_files --output_dir prompts
     python -m eval.generate --benchmark videophy --pretrained_model_name_or_path THUDM/CogVideoX-2b \\
-        --lora your-name/cogvideox-2b-mtsa --prompts videophy.txt --upsampled_prompts videophy_detailed.txt \\
-        --labels reference.csv --output_dir runs/mtsa/videophy
+        --transformer cogvideox-2b-mtsa --prompts prompts/videophy/videophy.txt \\
+        --upsampled_prompts prompts/videophy/videophy_detailed.txt --labels prompts/videophy/reference.csv \\
+        --output_dir runs/mtsa/videophy
+
+(`--lora` instead of `--transformer` loads a LoRA on the base.)
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from .common import (
     MANIFEST_NAME,
@@ -38,8 +45,14 @@ from .common import (
 from .prompts import BENCHMARKS, Benchmark, PromptEntry, load_prompts, video_filenames
 
 
+if TYPE_CHECKING:
+    import PIL.Image
+
+
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 SETTINGS_NAME = "generation_settings.json"
+# A video being written: `.{stem}.{pid}.tmp.mp4` next to it, renamed to `{stem}.mp4` when complete.
+_TMP_SUFFIX = ".tmp.mp4"
 
 
 def plan_videos(
@@ -49,13 +62,24 @@ def plan_videos(
     per_prompt: int,
     scheduler: str = "",
     protocol_only: bool = False,
+    vae_tiling: bool | None = None,
 ) -> list[VideoRecord]:
     """Every video of the run: `per_prompt` per prompt, video `i` with seed `seed + i` (42 for the first), each
-    with its own file (`video_filenames`; `protocol_only` refuses names the protocol would share)."""
-    names = video_filenames(benchmark, [e.prompt for e in entries], per_prompt, protocol_only)
+    with its own file (`video_filenames`; `protocol_only` refuses names the protocol would share), sampled with
+    `scheduler` and decoded with VAE tiling `vae_tiling` (`None`: unknown)."""
+    names = video_filenames(
+        benchmark, [e.prompt for e in entries], per_prompt, protocol_only, folders=[e.folder for e in entries]
+    )
     return [
         VideoRecord(
-            e.prompt, e.generation_prompt, f"{VIDEOS_SUBDIR}/{name}", seed + i, e.category, e.is_hard, scheduler
+            e.prompt,
+            e.generation_prompt,
+            f"{VIDEOS_SUBDIR}/{name}",
+            seed + i,
+            e.category,
+            e.is_hard,
+            scheduler,
+            vae_tiling,
         )
         for e, row in zip(entries, names)
         for i, name in enumerate(row)
@@ -119,9 +143,18 @@ def model_source(flag: str, value: str | None) -> str | None:
     return value
 
 
+def resolve_vae_options(args: argparse.Namespace, spec) -> None:
+    """Set `--enable_slicing` and `--enable_tiling` left unset (`None`) to the family's protocol
+    (`spec.protocol_vae_tiling`: on for CogVideoX, as VideoREPA generates; off for the others)."""
+    for flag in ("enable_slicing", "enable_tiling"):
+        if getattr(args, flag) is None:
+            setattr(args, flag, spec.protocol_vae_tiling)
+
+
 def load_checked_spec(args: argparse.Namespace):
-    """The base model's spec (its family's adapter, from its configs alone), checked against the generation flags,
-    and the sampler the videos are generated with (`--scheduler`, by default the family's protocol)."""
+    """The base model's spec (its family's adapter, from its configs alone), checked against the generation flags
+    (VAE slicing and tiling resolved to the family's protocol where not given), and the sampler the videos are
+    generated with (`--scheduler`, by default the family's protocol)."""
     from diffusers_tsa.adapters import load_spec
     from diffusers_tsa.cli import flag_errors
 
@@ -134,6 +167,7 @@ def load_checked_spec(args: argparse.Namespace):
             revision=args.revision,
             cache_dir=args.cache_dir,
         )
+        resolve_vae_options(args, spec)
         spec.check_clip(args.num_frames, args.height, args.width)
         spec.check_options(
             vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg
@@ -176,9 +210,10 @@ def load_pipeline(spec, args: argparse.Namespace, scheduler: str):
 
 def recorded_settings(args: argparse.Namespace, spec, scheduler: str) -> dict:
     """The settings that shape the videos, keyed by flag name (without `--`), as `generation_settings.json` records
-    them: model and weights (local paths made absolute), whether upsampled prompts are used, sampler, clip, seeds.
-    Settings that only split the work or save memory (`--shard`, `--device`, `--enable_*`) or choose which videos
-    to make (`--max_prompts`, `--num_videos_per_prompt`) are not recorded: they leave each video as it is."""
+    them: model and weights (local paths made absolute), whether upsampled prompts are used, sampler, clip, VAE
+    tiling (it blends overlapping tiles, so it changes pixels), seeds. Settings that only split the work or save
+    memory (`--shard`, `--device`, `--enable_slicing`, `--enable_model_cpu_offload`) or choose which videos to make
+    (`--max_prompts`, `--num_videos_per_prompt`) are not recorded: they leave each video as it is."""
     return {
         "benchmark": args.benchmark,
         "pretrained_model_name_or_path": model_source(
@@ -203,6 +238,7 @@ def recorded_settings(args: argparse.Namespace, spec, scheduler: str) -> dict:
         "width": args.width,
         "fps": args.fps,
         "max_sequence_length": args.max_sequence_length,
+        "enable_tiling": args.enable_tiling,
         "seed": args.seed,
     }
 
@@ -269,7 +305,15 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     spec, scheduler = (None, args.scheduler or "") if args.manifest_only else load_checked_spec(args)
     if spec is not None and args.fps is None:
         args.fps = spec.usage_fps  # the family's frame rate
-    plan = plan_videos(benchmark, entries, args.seed, per_prompt, scheduler, protocol_only=args.manifest_only)
+    plan = plan_videos(
+        benchmark,
+        entries,
+        args.seed,
+        per_prompt,
+        scheduler,
+        protocol_only=args.manifest_only,
+        vae_tiling=args.enable_tiling,
+    )
     out = Path(args.output_dir)
     if not args.manifest_only:
         check_settings(out, recorded_settings(args, spec, scheduler), plan)
@@ -277,6 +321,7 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     write_manifest(plan, out / MANIFEST_NAME)
     if args.manifest_only:
         return plan
+    remove_stale_temporaries(out, plan[index::count])
     todo = [r for r in plan[index::count] if not is_complete_video(out / r.file)]
     logger.info("%d videos planned, %d in this shard (%d/%d) still to generate", len(plan), len(todo), index, count)
     if not todo:
@@ -288,15 +333,46 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
 
     pipe = load_pipeline(spec, args, scheduler)
     settings = generation_settings(args)
-    (out / VIDEOS_SUBDIR).mkdir(parents=True, exist_ok=True)
     for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
         frames = spec.generate(pipe, record.generation_prompt, settings, generator)
         final = out / record.file
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.mp4")
-        export_to_video(list(frames), str(tmp), fps=args.fps)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}{_TMP_SUFFIX}")
+        export_to_video(rounded_frames(frames), str(tmp), fps=args.fps)
         os.replace(tmp, final)
     return plan
+
+
+def rounded_frames(frames: np.ndarray) -> list[PIL.Image.Image]:
+    """Float frames `(T, H, W, 3)` in [0, 1] as 8-bit images, rounded to the nearest level as the pipelines'
+    `output_type="pil"` rounds them (VideoREPA writes those); `export_to_video` would truncate float frames."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    return VaeImageProcessor.numpy_to_pil(np.asarray(frames))
+
+
+def remove_stale_temporaries(out: Path, records: Sequence[VideoRecord]) -> list[Path]:
+    """Delete the temporary files (`.{stem}.{pid}.tmp.mp4`) that a stopped run left for the videos of `records`
+    (this shard's: a shard running elsewhere at the same time keeps its own); return the deleted paths."""
+    stems: dict[Path, set[str]] = {}
+    for record in records:
+        final = out / record.file
+        stems.setdefault(final.parent, set()).add(final.stem)
+    removed = []
+    for folder, wanted in stems.items():
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            name = path.name
+            if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+                stem = name[1 : -len(_TMP_SUFFIX)].rpartition(".")[0]
+                if stem in wanted:
+                    path.unlink()
+                    removed.append(path)
+    if removed:
+        logger.info("removed %d unfinished temporary video(s) left by a stopped run in %s", len(removed), out)
+    return removed
 
 
 def _shard(args: argparse.Namespace) -> tuple[int, int]:
@@ -418,8 +494,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="Weights dtype (default bf16).")
     parser.add_argument("--device", default=None, help="Default: this process's accelerate device.")
-    parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
-    parser.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
+    parser.add_argument(
+        "--enable_slicing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="VAE slicing (default: the family's protocol, on for CogVideoX as VideoREPA generates).",
+    )
+    parser.add_argument(
+        "--enable_tiling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="VAE tiling (default: the family's protocol, on for CogVideoX as VideoREPA generates; it changes "
+        "pixels, so it is recorded in manifest.csv and generation_settings.json).",
+    )
     parser.add_argument("--enable_model_cpu_offload", action="store_true", help="Offload idle models to the CPU.")
     # Output.
     parser.add_argument("--output_dir", required=True, help="Folder for videos/ and manifest.csv.")

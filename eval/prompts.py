@@ -8,7 +8,8 @@ dataset ids (`videophysics/...`). Column names follow the published files:
   column.
 - VideoPhy2: `caption`, `upsampled_caption` (`videophysics/videophy2_upsampled_prompts`), `is_hard`
   (`videophysics/videophy2_test`).
-- VBench: `prompt_en`, `dimension` (`VBench_full_info.json`); NOVA's dense prompts: `prompt`, `dense_prompt`.
+- VBench: `prompt_en`, `dimension` (`VBench_full_info.json`); NOVA's dense prompts: `prompt`, `dense_prompt` and
+  `tag`, the VBench prompt folder of the entry (`VBENCH_FOLDERS`).
 """
 
 from __future__ import annotations
@@ -30,16 +31,39 @@ _PROMPT_KEYS = ("caption", "prompt_en", "prompt")
 _UPSAMPLED_KEYS = ("upsampled_caption", "dense_prompt")
 # Longest file name most file systems accept, in bytes.
 _MAX_NAME_BYTES = 255
+#: VBench dimension -> the folder of videos it evaluates, named after the prompt list they were sampled from
+#: (VBench's `dimension_to_folder.json`, as its `evaluate.sh` reads them and NOVA's `evaluations/vbench/sample.py`
+#: writes them). A prompt listed in two folders (two of VBench_full_info.json's) has videos in each.
+VBENCH_FOLDERS = {
+    "subject_consistency": "subject_consistency",
+    "background_consistency": "scene",
+    "aesthetic_quality": "overall_consistency",
+    "imaging_quality": "overall_consistency",
+    "object_class": "object_class",
+    "multiple_objects": "multiple_objects",
+    "color": "color",
+    "spatial_relationship": "spatial_relationship",
+    "scene": "scene",
+    "temporal_style": "temporal_style",
+    "overall_consistency": "overall_consistency",
+    "human_action": "human_action",
+    "temporal_flickering": "temporal_flickering",
+    "motion_smoothness": "subject_consistency",
+    "dynamic_degree": "subject_consistency",
+    "appearance_style": "appearance_style",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class PromptEntry:
-    """A benchmark prompt: the text judged (`prompt`), the text generated from, and its labels."""
+    """A benchmark prompt: the text judged (`prompt`), the text generated from, its labels, and for VBench the
+    folder of its videos (`VBENCH_FOLDERS`; `""` for the other benchmarks' single folder)."""
 
     prompt: str
     generation_prompt: str
     category: str = ""
     is_hard: bool | None = None
+    folder: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +139,16 @@ def caption_from_videophy_filename(name: str) -> str:
 
 
 def vbench_filename(prompt: str, index: int) -> str:
-    """VBench naming: `{prompt}-{index}.mp4` in one flat folder (VBench's `build_full_info_json`)."""
+    """VBench naming: `{prompt}-{index}.mp4` within a folder (VBench's `build_full_info_json`)."""
     return _check_name(f"{prompt}-{index}.mp4", prompt)
+
+
+def vbench_folders(dimensions: Sequence[str], where: str) -> set[str]:
+    """The folders (`VBENCH_FOLDERS`) whose videos VBench evaluates `dimensions` on; errors name `where`."""
+    unknown = sorted(set(dimensions) - set(VBENCH_FOLDERS))
+    if unknown:
+        raise EvalInputError(f"{where}: {unknown} are not VBench dimensions; VBench's are {sorted(VBENCH_FOLDERS)}.")
+    return {VBENCH_FOLDERS[d] for d in dimensions}
 
 
 def parse_vbench_filename(name: str) -> tuple[str, int]:
@@ -128,11 +160,16 @@ def parse_vbench_filename(name: str) -> tuple[str, int]:
 
 
 def video_filenames(
-    benchmark: Benchmark, prompts: Sequence[str], per_prompt: int, protocol_only: bool = False
+    benchmark: Benchmark,
+    prompts: Sequence[str],
+    per_prompt: int,
+    protocol_only: bool = False,
+    folders: Sequence[str] | None = None,
 ) -> list[list[str]]:
     """The file name of every video, `names[p][i]` for video `i` of `prompts[p]`, unique within the run.
 
-    Videos are named by the benchmark's protocol (`Benchmark.filename`). Where that gives several videos one name
+    Videos are named by the benchmark's protocol (`Benchmark.filename`), under `folders[p]` when it is given and not
+    empty (VBench's folder of the prompt, `PromptEntry.folder`). Where that gives several videos one name
     (VideoPhy's naming drops the trailing period and has no index, so `"a ball falls."` and `"a ball falls"` collide,
     as do the videos of one prompt), each of them is named `{protocol stem}-{hash}.mp4` instead, the hash being the
     first 8 hex digits of SHA-1 over the prompt and the index: the same names whatever the order of the prompts, and
@@ -145,11 +182,16 @@ def video_filenames(
         protocol_only (`bool`, defaults to `False`): refuse colliding names instead of renaming them, as for
             videos generated elsewhere under the protocol's names; the benchmarks whose evaluator finds videos by
             name (`Benchmark.evaluator_names`) always refuse.
+        folders (`Sequence[str]`, *optional*): the folder of each prompt's videos (`""`: none).
 
     Returns:
-        `list[list[str]]`: `len(prompts)` lists of `per_prompt` names.
+        `list[list[str]]`: `len(prompts)` lists of `per_prompt` names (paths `folder/name` where there is a folder).
     """
-    names = [[benchmark.filename(p, i) for i in range(per_prompt)] for p in prompts]
+    folders = folders or [""] * len(prompts)
+    names = [
+        [f"{folder}/{benchmark.filename(p, i)}" if folder else benchmark.filename(p, i) for i in range(per_prompt)]
+        for p, folder in zip(prompts, folders)
+    ]
     collisions = _collisions(prompts, names)
     if not collisions:
         return names
@@ -260,15 +302,26 @@ def _read_prompt_rows(source: str, split: str | None) -> list[dict]:
     return read_table(source, split, "--prompts")
 
 
-def _merge(entries: dict[str, dict], prompt: str, field: str, value, where: str) -> None:
-    """Set `field` of `prompt`, refusing conflicting labels of a repeated prompt."""
-    old = entries[prompt].get(field)
+# Entries are keyed by (prompt, VBench folder): a prompt listed in two VBench folders is two entries.
+_Key = tuple[str, str]
+
+
+def _merge(entries: dict[_Key, dict], key: _Key, field: str, value, where: str) -> None:
+    """Set `field` of the entry `key`, refusing conflicting labels of a repeated prompt."""
+    old = entries[key].get(field)
     if value is None or value == "" or old == value:
         return
     if old in (None, ""):
-        entries[prompt][field] = value
+        entries[key][field] = value
     else:
-        raise EvalInputError(f"{where}: {prompt!r} appears twice with different {field}: {old!r} and {value!r}.")
+        raise EvalInputError(f"{where}: {key[0]!r} appears twice with different {field}: {old!r} and {value!r}.")
+
+
+def _keys_of(entries: dict[_Key, dict], prompt: str | None, folder: str | None = None) -> list[_Key]:
+    """The entries of `prompt`: the one in `folder` when given (NOVA's `tag`), else all of them."""
+    if folder is not None and (prompt, folder) in entries:
+        return [(prompt, folder)]
+    return [key for key in entries if key[0] == prompt]
 
 
 def load_prompts(
@@ -279,14 +332,16 @@ def load_prompts(
     split: str | None = None,
     use_upsampled: bool = True,
 ) -> list[PromptEntry]:
-    """Load a benchmark's prompts, one entry per distinct prompt in file order.
+    """Load a benchmark's prompts, one entry per distinct prompt in file order; for VBench, one per prompt and
+    folder of videos (`VBENCH_FOLDERS`), as VBench evaluates them and NOVA generates them.
 
     Args:
         benchmark (`Benchmark`): the benchmark whose protocol applies.
         prompts (`str`, *optional*): file or Hub dataset with the prompts; the benchmark's default Hub dataset if
             `None`. Repeated prompts (one row per generator in VideoPhy's test set) are merged.
         upsampled (`str`, *optional*): upsampled prompts: a `.txt` file line-aligned with `prompts`, or a table
-            with the prompt and `upsampled_caption` (or NOVA's `dense_prompt`).
+            with the prompt and `upsampled_caption` (or NOVA's `dense_prompt`, matched to VBench's entries by
+            prompt and `tag`, so a prompt in two VBench folders gets each folder's dense prompt).
         labels (`str`, *optional*): a table keyed by prompt with `states_of_matter` and/or `is_hard`; the
             benchmark's default Hub dataset if `None` (`"none"` to skip).
         split (`str`, *optional*): split of the Hub datasets.
@@ -298,39 +353,45 @@ def load_prompts(
     """
     source = prompts or benchmark.default_prompts
     if source is None:
-        raise EvalInputError(f"{benchmark.name} needs --prompts (e.g. VBench's VBench_full_info.json).")
-    entries: dict[str, dict] = {}
+        raise EvalInputError(
+            f"{benchmark.name} needs --prompts (e.g. VBench's VBench_full_info.json, which `python -m "
+            "eval.prompt_files` fetches)."
+        )
+    entries: dict[_Key, dict] = {}
     for i, row in enumerate(_read_prompt_rows(source, split)):
         prompt = _first(row, _PROMPT_KEYS)
-        if not prompt:
-            raise EvalInputError(f"--prompts {source}, row {i + 1}: no prompt column (one of {_PROMPT_KEYS}).")
-        entries.setdefault(prompt, {})
         where = f"--prompts {source}, row {i + 1}"
-        _merge(entries, prompt, "upsampled", _first(row, _UPSAMPLED_KEYS), where)
-        _merge(entries, prompt, "category", _first(row, ("states_of_matter",)), where)
-        # VBench lists a prompt once per dimension group; a repeated prompt belongs to all its dimensions.
+        if not prompt:
+            raise EvalInputError(f"{where}: no prompt column (one of {_PROMPT_KEYS}).")
+        # VBench lists a prompt once per prompt folder; its videos for each folder's dimensions lie in that folder.
         dimensions = row.get("dimension") or ()
         dimensions = [dimensions] if isinstance(dimensions, str) else dimensions
-        entries[prompt].setdefault("dimensions", set()).update(dimensions)
-        if "is_hard" in row:
-            _merge(entries, prompt, "is_hard", parse_bool(row["is_hard"], where), where)
+        for folder in sorted(vbench_folders(dimensions, where)) if dimensions else [""]:
+            key = (prompt, folder)
+            entries.setdefault(key, {})
+            _merge(entries, key, "upsampled", _first(row, _UPSAMPLED_KEYS), where)
+            _merge(entries, key, "category", _first(row, ("states_of_matter",)), where)
+            entries[key].setdefault("dimensions", set()).update(d for d in dimensions if VBENCH_FOLDERS[d] == folder)
+            if "is_hard" in row:
+                _merge(entries, key, "is_hard", parse_bool(row["is_hard"], where), where)
     if upsampled:
         _attach_upsampled(entries, upsampled, split)
     labels = labels or benchmark.default_labels
     if labels and labels != "none":
         _attach_labels(entries, labels, split)
-    missing = [p for p, e in entries.items() if not e.get("upsampled")]
+    missing = [p for (p, _), e in entries.items() if not e.get("upsampled")]
     if use_upsampled and benchmark.needs_upsampled and missing:
         raise EvalInputError(
             f"{benchmark.name} generates from upsampled prompts, as the paper does, and {len(missing)} prompt(s) "
             f"have none (first: {missing[0]!r}). Pass --upsampled_prompts ({benchmark.upsampled_source}) or "
             "--no_upsampling to generate from the prompts themselves."
         )
-    if len(entries) != benchmark.paper_prompts:
+    distinct = len({p for p, _ in entries})
+    if distinct != benchmark.paper_prompts:
         logger.warning(
             "%s gives %d %s prompts; the paper's table has %d (%s), so its numbers are not comparable with them.",
             source,
-            len(entries),
+            distinct,
             benchmark.name,
             benchmark.paper_prompts,
             benchmark.upsampled_source,
@@ -341,12 +402,13 @@ def load_prompts(
             (e.get("upsampled") if use_upsampled else None) or p,
             e.get("category") or ";".join(sorted(e["dimensions"])),
             e.get("is_hard"),
+            folder,
         )
-        for p, e in entries.items()
+        for (p, folder), e in entries.items()
     ]
 
 
-def _attach_upsampled(entries: dict[str, dict], source: str, split: str | None) -> None:
+def _attach_upsampled(entries: dict[_Key, dict], source: str, split: str | None) -> None:
     if Path(source).suffix == ".txt":
         lines = _read_lines(source, "--upsampled_prompts")
         if len(lines) != len(entries):
@@ -358,37 +420,34 @@ def _attach_upsampled(entries: dict[str, dict], source: str, split: str | None) 
         for entry, line in zip(entries.values(), lines):
             entry["upsampled"] = line
         return
-    first_row: dict[str, int] = {}
+    first_row: dict[_Key, int] = {}
     for i, row in enumerate(read_table(source, split, "--upsampled_prompts")):
         prompt, text = _first(row, _PROMPT_KEYS), _first(row, _UPSAMPLED_KEYS)
         if not text:
             raise EvalInputError(
                 f"--upsampled_prompts {source}, row {i + 1}: no upsampled prompt column (one of {_UPSAMPLED_KEYS})."
             )
-        if prompt not in entries:
-            continue
-        if prompt in first_row:  # NOVA's dense VBench prompts give two prompts twice, once per dimension
-            if text != entries[prompt]["upsampled"]:
+        tag = row.get("tag")  # NOVA's dense VBench prompts: the VBench folder (or a dimension) of the entry
+        for key in _keys_of(entries, prompt, VBENCH_FOLDERS.get(tag, tag)):
+            if key not in first_row:
+                first_row[key] = i
+                entries[key]["upsampled"] = text
+            elif text != entries[key]["upsampled"]:
                 logger.warning(
-                    "%s gives %r two upsampled prompts (rows %d and %d); its videos are generated from the first "
-                    "(row %d), since one set of videos serves both of its VBench dimensions.",
+                    "%s gives %r two upsampled prompts (rows %d and %d) for the same videos; they are generated "
+                    "from the first (row %d).",
                     source,
                     prompt,
-                    first_row[prompt] + 1,
+                    first_row[key] + 1,
                     i + 1,
-                    first_row[prompt] + 1,
+                    first_row[key] + 1,
                 )
-            continue
-        first_row[prompt] = i
-        entries[prompt]["upsampled"] = text
 
 
-def _attach_labels(entries: dict[str, dict], source: str, split: str | None) -> None:
+def _attach_labels(entries: dict[_Key, dict], source: str, split: str | None) -> None:
     for i, row in enumerate(read_table(source, split, "--labels")):
-        prompt = _first(row, _PROMPT_KEYS)
-        if prompt not in entries:
-            continue
         where = f"--labels {source}, row {i + 1}"
-        _merge(entries, prompt, "category", _first(row, ("states_of_matter",)), where)
-        if "is_hard" in row:
-            _merge(entries, prompt, "is_hard", parse_bool(row["is_hard"], where), where)
+        for key in _keys_of(entries, _first(row, _PROMPT_KEYS)):
+            _merge(entries, key, "category", _first(row, ("states_of_matter",)), where)
+            if "is_hard" in row:
+                _merge(entries, key, "is_hard", parse_bool(row["is_hard"], where), where)

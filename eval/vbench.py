@@ -5,9 +5,12 @@
     python -m eval.vbench aggregate runs/mtsa/vbench/eval/results_eval_results.json
 
 `run` checks that every prompt of `VBench_full_info.json` that belongs to the chosen dimensions has its videos
-`{prompt}-{i}.mp4` (listing the missing ones), then runs VBench's Python API (`VBench(...).evaluate(...,
-mode="vbench_standard")`) through a subprocess with the given Python, on any device and any subset of dimensions,
-and aggregates its results file. `aggregate` reads one or more results files (`{dimension: [score, per_video]}`)
+`{folder}/{prompt}-{i}.mp4` (listing the missing ones), `folder` being the prompt list the dimension is evaluated on
+(`eval.prompts.VBENCH_FOLDERS`, VBench's `dimension_to_folder.json`), then runs VBench's Python API
+(`VBench(...).evaluate(..., mode="vbench_standard")`, once per folder) through a subprocess with the given Python,
+on any device and any subset of dimensions, and aggregates its results. With `--static_filter DIR`, temporal
+flickering is evaluated as VBench's prompt suite asks: on the first 5 static videos of each prompt among 25 in
+`DIR`, which VBench's static filter (`vbench static_filter`, RAFT optical flow, on a GPU) selects. `aggregate` reads one or more results files (`{dimension: [score, per_video]}`)
 and prints one JSON object: `total`, `quality` and `semantic` in percent as on the VBench leaderboard, each
 dimension's raw score (`dimensions`, percent, as in Table 3) and normalised score (`normalized`, percent), printed
 with one decimal as the tables give them (`scores.json` and `--output_json` keep full precision).
@@ -41,7 +44,7 @@ from .common import (
     setup_logging,
     write_json,
 )
-from .prompts import read_table, vbench_filename
+from .prompts import VBENCH_FOLDERS, read_table, vbench_filename
 
 
 # dimension: (min, max) of VBench's normalisation.
@@ -88,8 +91,15 @@ QUALITY_WEIGHT, SEMANTIC_WEIGHT = 4.0, 1.0
 DRIVER = Path(__file__).with_name("_vbench_driver.py")
 
 
-def expected_videos(full_info: Sequence[dict], dimensions: Sequence[str], per_prompt: int = 5) -> list[str]:
-    """File names VBench looks for: `{prompt}-{i}.mp4` for each prompt in any of `dimensions`, without repeats."""
+#: Videos per temporal-flickering prompt that VBench's prompt suite asks for before its static filter keeps 5.
+STATIC_FILTER_VIDEOS = 25
+
+
+def expected_videos(
+    full_info: Sequence[dict], dimensions: Sequence[str], per_prompt: int = 5, folders: bool = True
+) -> list[str]:
+    """Videos VBench looks for: `{folder}/{prompt}-{i}.mp4` for each prompt in any of `dimensions`, `folder` being
+    the dimension's (`VBENCH_FOLDERS`), without repeats; only `{prompt}-{i}.mp4` when `folders` is `False`."""
     names = {}
     for i, entry in enumerate(full_info):
         if not isinstance(entry.get("prompt_en"), str) or not isinstance(entry.get("dimension"), list):
@@ -97,30 +107,61 @@ def expected_videos(full_info: Sequence[dict], dimensions: Sequence[str], per_pr
                 f"--full_info entry {i + 1} ({str(entry)[:100]}) lacks `prompt_en` (text) or `dimension` (a list): "
                 "give VBench's VBench_full_info.json."
             )
-        if set(entry["dimension"]) & set(dimensions):
-            for i in range(per_prompt):
-                names.setdefault(vbench_filename(entry["prompt_en"], i), None)
+        for dimension in (d for d in entry["dimension"] if d in dimensions):
+            folder = f"{VBENCH_FOLDERS[dimension]}/" if folders else ""
+            for k in range(per_prompt):
+                names.setdefault(folder + vbench_filename(entry["prompt_en"], k), None)
     return list(names)
 
 
-def check_videos_dir(videos_dir: Path, expected: Sequence[str]) -> None:
-    """Raise listing the missing videos, or the files that would confuse VBench (it takes the extension of the
-    first file it lists, so the folder must hold only the `.mp4` videos)."""
+def check_videos_dir(videos_dir: Path, expected: Sequence[str], flag: str = "--videos_dir") -> None:
+    """Raise listing the missing videos (paths relative to `videos_dir`), or the files that would confuse VBench (it
+    takes the extension of the first file it lists, so each folder must hold only the `.mp4` videos)."""
     if not videos_dir.is_dir():
-        raise EvalInputError(f"--videos_dir {videos_dir} is not a folder.")
-    present = {p.name for p in videos_dir.iterdir()}
-    strays = sorted(n for n in present if not n.endswith(".mp4"))
+        raise EvalInputError(f"{flag} {videos_dir} is not a folder.")
+    present, strays = set(), []
+    for folder in sorted({name.rpartition("/")[0] for name in expected}):
+        if (videos_dir / folder).is_dir():
+            for path in (videos_dir / folder).iterdir():
+                name = f"{folder}/{path.name}" if folder else path.name
+                if path.name.endswith(".mp4"):
+                    present.add(name)
+                else:
+                    strays.append(name)
     if strays:
-        raise EvalInputError(f"{videos_dir} must hold only the .mp4 videos; move these away:{listed(strays)}")
+        raise EvalInputError(f"{videos_dir} must hold only the .mp4 videos; move these away:{listed(sorted(strays))}")
     missing = [n for n in expected if n not in present]
     if missing:
+        flat = "/" in missing[0] and any(p.suffix == ".mp4" for p in videos_dir.iterdir())
+        hint = (
+            f" ({videos_dir} holds .mp4 videos itself: VBench evaluates each dimension on the folder of its prompt "
+            "list, `{folder}/{prompt}-{i}.mp4`, as eval.generate writes them.)"
+            if flat
+            else ""
+        )
         raise EvalInputError(
             f"{len(missing)} of {len(expected)} VBench videos are missing in {videos_dir}:{listed(missing)}\n"
-            "Generate them (`python -m eval.generate --benchmark vbench` resumes) or choose fewer --dimensions."
+            f"Generate them (`python -m eval.generate --benchmark vbench` resumes) or choose fewer --dimensions.{hint}"
         )
     unused = len(present - set(expected))
     if unused:
         logger.info("%d videos in %s are not used by these dimensions", unused, videos_dir)
+
+
+def evaluation_groups(
+    videos_dir: Path, dimensions: Sequence[str], static_filtered: Path | None = None
+) -> list[tuple[str, Path, list[str]]]:
+    """`(name, folder, dimensions)` for each VBench evaluation: the dimensions evaluated on one folder of videos
+    (`VBENCH_FOLDERS`), temporal flickering on `static_filtered` when given (the static filter's output)."""
+    groups: dict[str, tuple[Path, list[str]]] = {}
+    for dimension in dimensions:
+        if static_filtered is not None and dimension == "temporal_flickering":
+            name, folder = "static_filtered", static_filtered
+        else:
+            name = VBENCH_FOLDERS[dimension]
+            folder = videos_dir / name
+        groups.setdefault(name, (folder, []))[1].append(dimension)
+    return [(name, folder, dims) for name, (folder, dims) in groups.items()]
 
 
 def load_results(paths: Sequence[Path]) -> dict[str, float]:
@@ -193,21 +234,32 @@ def run(args: argparse.Namespace) -> dict:
     unknown = sorted(set(args.dimensions) - set(NORMALIZATION))
     if unknown:
         raise EvalInputError(f"--dimensions {unknown} are not VBench dimensions; choose from {sorted(NORMALIZATION)}.")
-    check_videos_dir(args.videos_dir, expected_videos(full_info, args.dimensions, args.videos_per_prompt))
+    dimensions = list(args.dimensions)
+    static_filtered = None
+    if args.static_filter is not None:
+        if "temporal_flickering" not in dimensions:
+            raise EvalInputError("--static_filter selects temporal flickering's videos: add it to --dimensions.")
+        dimensions.remove("temporal_flickering")
+        flickering = expected_videos(full_info, ["temporal_flickering"], STATIC_FILTER_VIDEOS, folders=False)
+        check_videos_dir(args.static_filter, flickering, "--static_filter")
+        static_filtered = (args.output_dir / "static_filter" / "filtered_videos").resolve()
+    check_videos_dir(args.videos_dir, expected_videos(full_info, dimensions, args.videos_per_prompt))
+    groups = evaluation_groups(args.videos_dir.resolve(), args.dimensions, static_filtered)
     command = [
         args.vbench_python,
         str(DRIVER),
-        "--videos_dir",
-        str(args.videos_dir.resolve()),
         "--full_info",
         str(Path(full_info_path).resolve()),
         "--output_dir",
         str(args.output_dir.resolve()),
         "--name",
         args.name,
-        "--dimensions",
-        *args.dimensions,
-    ] + (["--device", args.device] if args.device else [])
+    ]
+    for name, folder, dims in groups:
+        command += ["--group", name, str(folder), *dims]
+    if static_filtered is not None:
+        command += ["--static_filter", str(args.static_filter.resolve()), str(static_filtered.parent)]
+    command += ["--device", args.device] if args.device else []
     logger.info("running %s", " ".join(command))
     status = subprocess.run(command).returncode
     if status != 0:
@@ -227,7 +279,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--videos_dir",
         required=True,
         type=Path,
-        help="Flat folder of `{prompt}-{i}.mp4` videos (eval.generate's OUTPUT_DIR/videos).",
+        help="Folder of `{folder}/{prompt}-{i}.mp4` videos, one folder per VBench prompt list "
+        "(eval.generate's OUTPUT_DIR/videos).",
     )
     run_p.add_argument("--vbench_python", required=True, help="The `python` of the VBench environment.")
     run_p.add_argument("--output_dir", required=True, type=Path, help="Where VBench writes its results.")
@@ -239,6 +292,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     run_p.add_argument(
         "--videos_per_prompt", type=positive_int, default=5, help="Videos per prompt to expect (default 5)."
+    )
+    run_p.add_argument(
+        "--static_filter",
+        type=Path,
+        default=None,
+        help=f"Folder of {STATIC_FILTER_VIDEOS} `{{prompt}}-{{i}}.mp4` videos per temporal-flickering prompt: "
+        "temporal flickering is evaluated on the first 5 static ones of each, as VBench's static filter selects "
+        "them (needs a GPU). Default: on the 5 videos of --videos_dir, as the paper's protocol (no filter).",
     )
     run_p.add_argument("--device", default=None, help="torch device for VBench (default: cuda if available).")
     run_p.add_argument("--name", default="results", help="VBench writes {name}_eval_results.json (default results).")

@@ -97,6 +97,7 @@ def test_generate_with_lora_then_resume(tiny_model, tmp_path, monkeypatch):
         "category": "",
         "is_hard": "",
         "scheduler": "dpm",
+        "vae_tiling": "true",
     }
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "videos").iterdir()}
     generate.main(argv)  # resumed: nothing left to do, so the model is not even loaded
@@ -194,7 +195,7 @@ def test_rerun_with_other_settings_is_refused_before_loading(tiny_model, tmp_pat
         generate.main([*base, *lora])
     recorded = json.loads((out / "generation_settings.json").read_text())
     assert recorded["lora"] == str(tiny_model / "lora") and recorded["scheduler"] == "dpm"
-    assert recorded["num_inference_steps"] == 2 and recorded["seed"] == 42
+    assert recorded["num_inference_steps"] == 2 and recorded["seed"] == 42 and recorded["enable_tiling"] is True
     (out / "videos").mkdir()
     (out / "videos" / "A_cat_jumps.mp4").write_bytes(b"video")  # a finished video
     # How the work is split, memory savers and how many videos are made leave each video as it is: it resumes.
@@ -280,3 +281,86 @@ def test_counts_must_be_positive(capsys):
         with pytest.raises(SystemExit):
             generate.parse_args([*argv, flag, "0"])
         assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_vae_slicing_and_tiling_follow_the_familys_protocol_unless_turned_off(tiny_model, tmp_path, monkeypatch):
+    """VideoREPA's CogVideoX generation always enables both; `--no-enable_tiling` turns tiling off, and since tiling
+    changes pixels it is recorded (manifest and settings) and a rerun with the other setting is refused."""
+    out = tmp_path / "run"
+    argv = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny_model / "base"),
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--labels",
+        "none",
+        "--max_prompts",
+        "1",
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
+    loaded = []
+    real_load = generate.load_pipeline
+
+    def spy(spec, args, scheduler):
+        pipe = real_load(spec, args, scheduler)
+        loaded.append((pipe.vae.use_slicing, pipe.vae.use_tiling))
+        return pipe
+
+    monkeypatch.setattr(generate, "load_pipeline", spy)
+    generate.main(argv)
+    assert loaded == [(True, True)]
+    with (out / "manifest.csv").open(newline="") as f:
+        assert next(csv.DictReader(f))["vae_tiling"] == "true"
+    assert json.loads((out / "generation_settings.json").read_text())["enable_tiling"] is True
+    with pytest.raises(EvalInputError, match="--enable_tiling: recorded True, given False"):
+        generate.main([*argv, "--no-enable_tiling"])
+    off = tmp_path / "off"
+    generate.main([*argv, "--no-enable_tiling", "--no-enable_slicing", "--output_dir", str(off)])
+    assert loaded[1] == (False, False)
+    with (off / "manifest.csv").open(newline="") as f:
+        assert next(csv.DictReader(f))["vae_tiling"] == "false"
+
+
+def test_frames_are_rounded_as_the_pil_path_rounds_them():
+    from diffusers.image_processor import VaeImageProcessor
+
+    levels = np.array([0.0, 0.4, 0.6, 127.7, 200.2, 254.6, 255.0]) / 255
+    frames = np.broadcast_to(levels[None, None, :, None], (2, 3, 7, 3))
+    images = generate.rounded_frames(frames)
+    assert len(images) == 2 and images[0].size == (7, 3)
+    assert np.asarray(images[1])[0, :, 0].tolist() == [0, 0, 1, 128, 200, 255, 255]  # truncation: 0 0 0 127 200 254
+    pil_path = VaeImageProcessor.numpy_to_pil(frames)  # what `output_type="pil"` gives VideoREPA
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, pil_path))
+
+
+def test_a_rerun_removes_the_temporaries_a_stopped_run_left(tiny_model, tmp_path, no_loading):
+    out = tmp_path / "out"
+    videos = out / "videos"
+    videos.mkdir(parents=True)
+    stale = [videos / ".A_cat_jumps.4242.tmp.mp4", videos / ".Water_pours_into_a_glass.7.tmp.mp4"]
+    kept = [videos / ".Other_prompt.7.tmp.mp4", videos / "A_cat_jumps.mp4.partial"]
+    for path in stale + kept:
+        path.write_bytes(b"half a video")
+    argv = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny_model / "base"),
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--labels",
+        "none",
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
+    with pytest.raises(Loaded):  # shard 1/2 owns the second prompt only: another shard's temporaries stay
+        generate.main([*argv, "--shard", "1/2"])
+    assert not stale[1].exists() and stale[0].exists()
+    with pytest.raises(Loaded):
+        generate.main([*argv, "--shard", "0/2"])
+    assert not stale[0].exists() and all(p.exists() for p in kept)  # only this run's videos' temporaries

@@ -98,7 +98,9 @@ def test_videophy2_hard_flag_from_labels(tmp_path):
     assert [e.is_hard for e in unlabeled] == [None, None]
 
 
-def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path, caplog):
+def test_vbench_prompt_repeated_in_one_folder_merges_dimensions_and_dense_prompts(tmp_path, caplog):
+    """Subject consistency and dynamic degree are evaluated on the same videos (VBench's folder
+    subject_consistency): one entry, generated from the first dense prompt."""
     info = [
         {"prompt_en": "a cat", "dimension": ["subject_consistency"]},
         {"prompt_en": "a dog", "dimension": ["color"]},
@@ -117,12 +119,54 @@ def test_vbench_repeated_prompt_merges_dimensions_and_dense_prompts(tmp_path, ca
         ("a cat", "a fluffy cat", "dynamic_degree;subject_consistency"),
         ("a dog", "a brown dog", "color"),
     ]
-    assert "'a cat' two upsampled prompts (rows 1 and 3); its videos are generated from the first (row 1)" in (
+    assert "'a cat' two upsampled prompts (rows 1 and 3) for the same videos; they are generated from the first" in (
         caplog.text
     )
     plan = plan_videos(BENCHMARKS["vbench"], entries, 42, 5)
-    assert [r.file for r in plan[:2]] == ["videos/a cat-0.mp4", "videos/a cat-1.mp4"]
+    assert [r.file for r in plan[:2]] == [
+        "videos/subject_consistency/a cat-0.mp4",
+        "videos/subject_consistency/a cat-1.mp4",
+    ]
+    assert plan[5].file == "videos/color/a dog-0.mp4"
     assert [r.seed for r in plan[:5]] == [42, 43, 44, 45, 46] and len(plan) == 10
+
+
+def test_vbench_prompt_in_two_folders_gets_each_folders_dense_prompt(tmp_path, caplog):
+    """NOVA's `evaluations/vbench/sample.py` generates every entry of its prompt file with its own dense prompt into
+    the folder of its tag (VBench's layout, `dimension_to_folder.json`): the two prompts that VBench lists under
+    appearance_style and under overall_consistency have two dense prompts and two sets of videos."""
+    prompt = "The bund Shanghai, oil painting"
+    info = [
+        {"prompt_en": prompt, "dimension": ["appearance_style"]},
+        {"prompt_en": "a dog", "dimension": ["color"]},
+        {"prompt_en": prompt, "dimension": ["overall_consistency", "aesthetic_quality", "imaging_quality"]},
+    ]
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    dense = [
+        {"id": 10, "prompt": prompt, "dense_prompt": "the Bund at sunset, in oils", "tag": "appearance_style"},
+        {"id": 11, "prompt": "a dog", "dense_prompt": "a brown dog", "tag": "color"},
+        {"id": 499, "prompt": prompt, "dense_prompt": "strollers on the Bund, in oils", "tag": "overall_consistency"},
+    ]
+    (tmp_path / "dense.json").write_text(json.dumps(dense))
+    with caplog.at_level("WARNING", logger="eval.prompts"):
+        entries = load_prompts(BENCHMARKS["vbench"], str(tmp_path / "info.json"), str(tmp_path / "dense.json"))
+    assert "two upsampled prompts" not in caplog.text
+    assert [(e.prompt, e.generation_prompt, e.category, e.folder) for e in entries] == [
+        (prompt, "the Bund at sunset, in oils", "appearance_style", "appearance_style"),
+        ("a dog", "a brown dog", "color", "color"),
+        (
+            prompt,
+            "strollers on the Bund, in oils",
+            "aesthetic_quality;imaging_quality;overall_consistency",
+            "overall_consistency",
+        ),
+    ]
+    plan = plan_videos(BENCHMARKS["vbench"], entries, 42, 5)
+    files = [r.file for r in plan]
+    assert len(plan) == 15 and len(set(files)) == 15
+    assert files[0] == f"videos/appearance_style/{prompt}-0.mp4"
+    assert files[10] == f"videos/overall_consistency/{prompt}-0.mp4"  # VBench's name, in the folder it reads
+    assert plan[10].generation_prompt == "strollers on the Bund, in oils" and plan[10].seed == 42
 
 
 def test_vbench_generates_from_dense_prompts_as_the_paper_does(tmp_path):
@@ -243,6 +287,10 @@ def test_real_vbench_prompts():
     info = str(DATA / "vbench" / "VBench_full_info.json")
     assert len(read_table(info)) == 946
     entries = load_prompts(BENCHMARKS["vbench"], info, str(DATA / "vbench" / "nova_dense_prompts.json"))
-    assert len(entries) == 944  # two prompts appear twice, under different dimensions
+    assert len(entries) == 946 and len({e.prompt for e in entries}) == 944  # two prompts are in two folders
     assert all(e.generation_prompt != e.prompt for e in entries)
-    assert len(plan_videos(BENCHMARKS["vbench"], entries, 42, 5)) == 4720
+    twice = [e for e in entries if e.prompt == "The bund Shanghai, oil painting"]
+    assert [e.folder for e in twice] == ["appearance_style", "overall_consistency"]
+    assert twice[0].generation_prompt != twice[1].generation_prompt  # NOVA's two dense prompts, each used
+    plan = plan_videos(BENCHMARKS["vbench"], entries, 42, 5)
+    assert len(plan) == 4730 and len({r.file for r in plan}) == 4730

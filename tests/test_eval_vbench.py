@@ -108,20 +108,33 @@ INFO = [
 
 
 def test_completeness_check(tmp_path):
+    """Each dimension's videos lie in the folder of its prompt list (VBench's `dimension_to_folder.json`): dynamic
+    degree is evaluated on subject_consistency's videos."""
     names = vbench.expected_videos(INFO, ["temporal_flickering", "dynamic_degree"])
-    assert names == [f"a cat-{i}.mp4" for i in range(5)]
+    assert names == [f"temporal_flickering/a cat-{i}.mp4" for i in range(5)] + [
+        f"subject_consistency/a cat-{i}.mp4" for i in range(5)
+    ]
     videos = tmp_path / "videos"
-    videos.mkdir()
-    for name in names[:3]:
+    for name in names[:8]:
+        (videos / name).parent.mkdir(parents=True, exist_ok=True)
         (videos / name).write_bytes(b"v")
-    with pytest.raises(EvalInputError, match=r"2 of 5 VBench videos are missing(.|\n)*a cat-3.mp4\n  a cat-4.mp4"):
+    with pytest.raises(
+        EvalInputError, match=r"2 of 10 VBench videos are missing(.|\n)*subject_consistency/a cat-3.mp4\n  .*a cat-4"
+    ):
         vbench.check_videos_dir(videos, names)
-    for name in names[3:]:
+    for name in names[8:]:
         (videos / name).write_bytes(b"v")
     vbench.check_videos_dir(videos, names)
-    (videos / "manifest.csv").write_text("x")
-    with pytest.raises(EvalInputError, match="only the .mp4 videos(.|\n)*manifest.csv"):
+    (videos / "subject_consistency" / "manifest.csv").write_text("x")
+    with pytest.raises(EvalInputError, match="only the .mp4 videos(.|\n)*subject_consistency/manifest.csv"):
         vbench.check_videos_dir(videos, names)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a cat-0.mp4").write_bytes(b"v")
+    with pytest.raises(
+        EvalInputError, match=r"holds .mp4 videos itself: VBench evaluates each dimension on the folder"
+    ):
+        vbench.check_videos_dir(flat, names)
 
 
 def test_printed_scores_are_rounded_and_the_json_file_keeps_all(tmp_path, capsys):
@@ -144,9 +157,9 @@ def fake_python(path: Path) -> str:
 
 def test_run_mistakes_end_in_one_line_naming_the_flag(tmp_path):
     videos = tmp_path / "videos"
-    videos.mkdir()
+    (videos / "color").mkdir(parents=True)
     for i in range(5):
-        (videos / f"a dog-{i}.mp4").write_bytes(b"v")
+        (videos / "color" / f"a dog-{i}.mp4").write_bytes(b"v")
     files = {"info.json": json.dumps(INFO), "broken.json": '[{"prompt_en": ', "nodim.json": '[{"prompt_en": "a dog"}]'}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -206,7 +219,7 @@ def test_real_vbench_run_and_aggregate(tmp_path, capsys):
     import imageio
 
     videos = tmp_path / "videos"
-    videos.mkdir()
+    (videos / "temporal_flickering").mkdir(parents=True)
     info = [{"prompt_en": p, "dimension": ["temporal_flickering"]} for p in ("a still square", "a moving square")]
     (tmp_path / "info.json").write_text(json.dumps(info))
     for k, prompt in enumerate(("a still square", "a moving square")):
@@ -214,7 +227,7 @@ def test_real_vbench_run_and_aggregate(tmp_path, capsys):
         for t in range(9):
             x = 20 + 8 * t * k
             frames[t, 30:60, x : x + 30] = 255
-        imageio.mimwrite(videos / f"{prompt}-0.mp4", frames, fps=8)
+        imageio.mimwrite(videos / "temporal_flickering" / f"{prompt}-0.mp4", frames, fps=8)
     out = tmp_path / "out"
     vbench.main(
         [
@@ -244,3 +257,83 @@ def test_real_vbench_run_and_aggregate(tmp_path, capsys):
     assert 0 < raw["temporal_flickering"][0] <= 1
     vbench.main(["aggregate", str(out / "results_eval_results.json")])
     assert json.loads(capsys.readouterr().out) == printed
+
+
+FAKE_VBENCH = {
+    "vbench/__init__.py": """
+import json, os
+
+class VBench:
+    def __init__(self, device, full_info, output_path):
+        self.output_path = output_path
+
+    def evaluate(self, videos_path, name, dimension_list, mode):
+        videos = sorted(os.listdir(videos_path))
+        with open(os.path.join(self.output_path, "calls.jsonl"), "a") as f:
+            f.write(json.dumps([name, os.path.basename(videos_path), dimension_list, videos, mode]) + "\\n")
+        with open(os.path.join(self.output_path, name + "_eval_results.json"), "w") as f:
+            json.dump({d: [0.5, []] for d in dimension_list}, f)
+""",
+    "vbench/utils.py": "def init_submodules(dimension_list):\n    return {}\n",
+    "vbench/cli/__init__.py": "",
+    "vbench/cli/static_filter.py": """
+import os, shutil
+
+def static_filter(args):  # keeps the videos of index < 5 of each prompt, as if those were the static ones
+    target = os.path.join(args.result_path, "filtered_videos")
+    os.makedirs(target)
+    for name in os.listdir(args.videos_path):
+        if int(name.rsplit("-", 1)[1][:-4]) < 5:
+            shutil.copy(os.path.join(args.videos_path, name), target)
+
+def register_subparsers(subparsers):
+    parser = subparsers.add_parser("static_filter")
+    parser.add_argument("--videos_path", required=True)
+    parser.add_argument("--result_path", default="./filter_results")
+    parser.set_defaults(func=static_filter)
+""",
+}
+
+
+def test_run_evaluates_each_dimension_on_its_folder_and_can_static_filter(tmp_path, monkeypatch, capsys):
+    """Through the driver with a stand-in `vbench` package: one VBench evaluation per folder, results merged; with
+    --static_filter, temporal flickering is evaluated on the filtered videos of 25 per prompt."""
+    fake = tmp_path / "site"
+    for name, text in FAKE_VBENCH.items():
+        (fake / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake / name).write_text(text)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    (tmp_path / "info.json").write_text(json.dumps(INFO))
+    videos = tmp_path / "videos"
+    for folder, prompt, count in [("subject_consistency", "a cat", 5), ("color", "a dog", 5)]:
+        (videos / folder).mkdir(parents=True)
+        for i in range(count):
+            (videos / folder / f"{prompt}-{i}.mp4").write_bytes(b"v")
+    many = tmp_path / "flickering25"
+    many.mkdir()
+    for i in range(vbench.STATIC_FILTER_VIDEOS):
+        (many / f"a cat-{i}.mp4").write_bytes(b"v")
+    out = tmp_path / "out"
+    run = ["run", "--videos_dir", str(videos), "--vbench_python", os.sys.executable, "--output_dir", str(out)]
+    run += ["--full_info", str(tmp_path / "info.json")]
+    dims = ["--dimensions", "temporal_flickering", "dynamic_degree", "subject_consistency", "color"]
+    with pytest.raises(
+        EvalInputError, match=r"5 of 15 VBench videos are missing(.|\n)*temporal_flickering/a cat-0.mp4"
+    ):
+        vbench.main([*run, *dims])  # without the filter, temporal flickering's own folder is needed
+    vbench.main([*run, *dims, "--static_filter", str(many)])
+    calls = [json.loads(line) for line in (out / "calls.jsonl").read_text().splitlines()]
+    assert [c[:3] for c in calls] == [
+        ["results_static_filtered", "filtered_videos", ["temporal_flickering"]],
+        ["results_subject_consistency", "subject_consistency", ["dynamic_degree", "subject_consistency"]],
+        ["results_color", "color", ["color"]],
+    ]
+    assert calls[0][3] == [f"a cat-{i}.mp4" for i in range(5)] and {c[4] for c in calls} == {"vbench_standard"}
+    merged = json.loads((out / "results_eval_results.json").read_text())
+    assert sorted(merged) == ["color", "dynamic_degree", "subject_consistency", "temporal_flickering"]
+    assert json.loads(capsys.readouterr().out)["dimensions"]["color"] == 50.0
+    with pytest.raises(EvalInputError, match="--static_filter selects temporal flickering's videos"):
+        vbench.main([*run, "--dimensions", "color", "--static_filter", str(many)])
+    (many / "a cat-24.mp4").unlink()
+    with pytest.raises(EvalInputError, match=r"1 of 25 VBench videos are missing in .*flickering25"):
+        vbench.main([*run, *dims, "--static_filter", str(many)])

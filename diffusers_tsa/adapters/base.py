@@ -118,6 +118,8 @@ class ModelSpec(abc.ABC):
     #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
     #: keeps the checkpoint's own scheduler.
     samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
+    #: Whether the family's evaluation protocol decodes with VAE slicing and tiling on (`eval.generate`'s default).
+    protocol_vae_tiling: ClassVar[bool] = False
     #: The model card's code (`usage_code`): the modules it imports the pipeline and `export_to_video` from and the
     #: dtype it generates in on a GPU; `usage_fps` is the family's frame rate, of the card's, validation and
     #: evaluation videos alike.

@@ -65,6 +65,8 @@ class CogVideoXSpec(ModelSpec):
     transformer_class_name = "CogVideoXTransformer3DModel"
     #: VideoREPA's sampling, which the paper follows: DPM-Solver with trailing timesteps; or DDIM, trailing too.
     samplers = ("dpm", "ddim", "pipeline")
+    #: VideoREPA's `inference/generate.py` always enables both; tiling changes pixels at 480x720.
+    protocol_vae_tiling = True
 
     temporal_compression: int = 4
     vae_scale: int = 8
