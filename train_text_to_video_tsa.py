@@ -59,6 +59,7 @@ from diffusers_tsa.training import (
     checkpoint_step,
     collate_examples,
     model_inputs,
+    plan_training,
     save_checkpoint,
     save_model_card,
     write_probe,
@@ -253,7 +254,7 @@ def parse_args(input_args=None):
     )
     args = parser.parse_args(input_args)
 
-    # Checks of the script's own flags; the rest is checked against the configs by `cli.plan_training`.
+    # Checks of the script's own flags; the rest is checked against the configs by `plan_training`.
     if args.hub_token is not None:
         raise cli.FlagError(
             "--hub_token is not accepted: a token on a command line ends up in logs, shell history and process lists. "
@@ -431,7 +432,7 @@ def log_probe(probe, args, accelerator, step):
 
 def main(args):
     # Read every config (student, teacher, dataset) once and check the flags against them before any weight loads.
-    plan = cli.plan_training(args)
+    plan = plan_training(args)
     if plan.alignment:
         args.alignment_depth = plan.alignment.depth  # the family's default when not given
     args.fps = args.fps or plan.spec.usage_fps

@@ -1,4 +1,5 @@
-"""Pieces of the training script that are worth testing on their own: the alignment term, checkpoints, data."""
+"""Pieces of the training script that are worth testing on their own: the plan, the alignment term, checkpoints,
+data."""
 
 from .alignment import ALIGNMENT_LOSSES, AlignedTransformer, Alignment, AlignmentConfig, alignment_loss
 from .checkpoints import (
@@ -13,6 +14,7 @@ from .checkpoints import (
 from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples, model_inputs
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
+from .plan import TrainingPlan, plan_training
 from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
 
 
@@ -28,12 +30,14 @@ __all__ = [
     "ProbeResult",
     "ShuffledOrder",
     "TrainingClips",
+    "TrainingPlan",
     "alignment_loss",
     "check_checkpoint",
     "checkpoint_step",
     "collate_examples",
     "list_checkpoints",
     "model_inputs",
+    "plan_training",
     "prune_checkpoints",
     "read_agreement",
     "resolve_checkpoint",

@@ -29,6 +29,7 @@ from ..features import teacher_targets
 from ..masking import motion_saliency_mask
 from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector
 from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
+from ..training.plan import clip_spec, teacher_input
 from . import (
     correspondence_video,
     motion_mask_video,
@@ -169,7 +170,7 @@ def _read_clip(args: argparse.Namespace) -> tuple[ClipSpec, torch.Tensor]:
     is loaded)."""
     if args.fps <= 0 or args.num_columns < 1:
         raise cli.FlagError(f"--fps {args.fps:g} must be positive and --num_columns {args.num_columns} at least 1.")
-    clip = cli.clip_spec(args)
+    clip = clip_spec(args)
     try:
         return clip, read_video(args.video, clip)[None]
     except VideoDecodeError as err:
@@ -184,7 +185,7 @@ def _teacher(args: argparse.Namespace, clip: ClipSpec):
         revision=args.teacher_revision,
         cache_dir=args.cache_dir,
     )
-    return teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config), config
+    return teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config), config
 
 
 def _check_ratios(ratios: list[float]) -> list[float]:
