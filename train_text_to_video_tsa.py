@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from diffusers_tsa import cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
 from diffusers_tsa.errors import NonFiniteLossError
+from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, options_of
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
@@ -336,14 +337,15 @@ def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
 
 
 def card_hyperparameters(args, spec) -> dict:
-    """The settings the model card lists: alignment, optimisation, the family's training options and data."""
+    """The settings the model card lists: alignment (with the options of its loss), optimisation, the family's
+    training options and data."""
+    loss = ALIGNMENT_LOSSES.get(args.alignment_loss)  # None for --alignment_loss none
     keys = [
         "training_mode",
         "alignment_loss",
         "alignment_depth",
         "alignment_weight",
-        "tsa_temperature",
-        "tsa_mask_ratio",
+        *(option.dest for option in (options_of(loss.options) if loss else ())),
         "teacher_model_name_or_path",
         "projector_hidden_dim",
         "learning_rate",
@@ -358,8 +360,6 @@ def card_hyperparameters(args, spec) -> dict:
         "max_sequence_length",
         "seed",
     ]
-    if args.alignment_loss == "crepa":
-        keys += ["crepa_adjacent_distance", "crepa_temporal_decay", "crepa_cumulative_neighbors"]
     if args.training_mode == "lora":
         keys += ["rank", "lora_alpha"]
     if spec.uses_flow_matching:

@@ -6,7 +6,7 @@ from .flags import (
     add_alignment_arguments,
     add_clip_arguments,
     add_dataset_arguments,
-    add_mask_ratio_argument,
+    add_loss_option_arguments,
     add_model_training_arguments,
     add_teacher_arguments,
 )
@@ -18,7 +18,7 @@ __all__ = [
     "add_alignment_arguments",
     "add_clip_arguments",
     "add_dataset_arguments",
-    "add_mask_ratio_argument",
+    "add_loss_option_arguments",
     "add_model_training_arguments",
     "add_teacher_arguments",
     "flag_errors",

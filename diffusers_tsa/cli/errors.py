@@ -10,15 +10,31 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+from collections import ChainMap
 from typing import Callable, Iterator, Mapping, TypeVar
 
 from ..errors import UsageError
+from ..loss_registry import registered_options
 
 
 T = TypeVar("T")
 
-#: Library argument (as error messages spell it) -> the flag that sets it.
-FLAGS: dict[str, str] = {
+
+class _LossOptionFlags(Mapping):
+    """Option name -> flag of every option of the registered alignment losses, read from the registry at each lookup
+    (a loss registered after this module is imported has its flags too)."""
+
+    def __getitem__(self, name: str) -> str:
+        return registered_options()[name].flag
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registered_options())
+
+    def __len__(self) -> int:
+        return len(registered_options())
+
+
+_ARGUMENT_FLAGS = {
     "pretrained_model_name_or_path": "--pretrained_model_name_or_path",
     "family": "--model_family",
     "revision": "--revision",
@@ -53,11 +69,7 @@ FLAGS: dict[str, str] = {
     "features_column": "--teacher_features_column",
     "random_flip": "--random_flip",
     "validation_video": "--validation_video",
-    "temperature": "--tsa_temperature",
-    "mask_ratio": "--tsa_mask_ratio",
     "projector_hidden_dim": "--projector_hidden_dim",
-    "crepa_adjacent_distance": "--crepa_adjacent_distance",
-    "crepa_temporal_decay": "--crepa_temporal_decay",
     "storage_dtype": "--storage_dtype",
     "max_sequence_length": "--max_sequence_length",
     "flow_matching": "--flow_*",
@@ -68,6 +80,9 @@ FLAGS: dict[str, str] = {
     "resume_from_checkpoint": "--resume_from_checkpoint",
     "output_dir": "--output_dir",
 }
+#: Library argument (as error messages spell it) -> the flag that sets it; the options of the alignment losses come
+#: from the loss registry (`temperature` -> `--tsa_temperature`, `crepa_cumulative_neighbors` -> ...).
+FLAGS: Mapping[str, str] = ChainMap(_ARGUMENT_FLAGS, _LossOptionFlags())
 _ARGUMENT = re.compile(r"`([A-Za-z_][\w.]*)(=[^`]*)?`")
 
 

@@ -11,7 +11,7 @@ import argparse
 from ..adapters.flow_matching import WEIGHTING_SCHEMES
 from ..data.video import RESHAPE_MODES
 from ..features import FEATURES_COLUMN
-from ..training.alignment import ALIGNMENT_LOSSES
+from ..loss_registry import ALIGNMENT_LOSSES, registered_options
 
 
 def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,27 +128,30 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
     )
 
 
-def add_mask_ratio_argument(parser: argparse._ActionsContainer) -> None:
-    """`--tsa_mask_ratio`, the share `k` of M-TSA queries per frame (also recorded with precomputed masks)."""
-    parser.add_argument(
-        "--tsa_mask_ratio",
-        "--mask_ratio",
-        type=float,
-        default=0.2,
-        help="Share k of the most dynamic tokens per frame used as M-TSA queries (0.2).",
-    )
+def add_loss_option_arguments(parser: argparse._ActionsContainer, *, targets_only: bool = False) -> None:
+    """One flag per option of the registered alignment losses (`ALIGNMENT_LOSSES`), as each `loss_option` declares
+    it: `--tsa_temperature`, `--tsa_mask_ratio`, `--crepa_*`; with `targets_only`, only the options that shape the
+    teacher targets (`--tsa_mask_ratio`, also recorded with precomputed masks), for the commands that compute them."""
+    for option in registered_options().values():
+        if targets_only and not option.targets:
+            continue
+        if option.type is bool:
+            kind = {"action": "store_true", "help": f"{option.help} (off)."}
+        else:
+            kind = {"type": option.type, "default": option.default, "help": f"{option.help} ({option.default})."}
+        parser.add_argument(option.flag, *option.aliases, **kind)
 
 
 def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
     """The alignment term of Eq. 14 (`AlignmentConfig`)."""
     group = parser.add_argument_group("alignment (TSA)")
+    losses = ", ".join(f"'{name}' ({loss.description})" for name, loss in ALIGNMENT_LOSSES.items())
     group.add_argument(
         "--alignment_loss",
         type=str,
         default="m-tsa",
         choices=[*ALIGNMENT_LOSSES, "none"],
-        help="'m-tsa' (default, the paper), 'tsa' (every token a query), the baselines 'trd' (VideoREPA), 'repa' "
-        "and 'crepa' (cross-frame REPA), or 'none' (plain fine-tuning).",
+        help=f"The alignment loss: {losses}, or 'none' (plain fine-tuning); default 'm-tsa'.",
     )
     group.add_argument(
         "--alignment_depth",
@@ -158,30 +161,7 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         "CogVideoX-2B, the paper's best).",
     )
     group.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
-    group.add_argument(
-        "--tsa_temperature",
-        type=float,
-        default=0.1,
-        help="Softmax temperature tau (0.1); lower sharpens correspondences, the paper found 0.1 best.",
-    )
-    add_mask_ratio_argument(group)
-    group.add_argument(
-        "--crepa_adjacent_distance",
-        type=int,
-        default=1,
-        help="CREPA: align each frame with the teacher's frames at this distance too (1; 0 is per-frame REPA).",
-    )
-    group.add_argument(
-        "--crepa_temporal_decay",
-        type=float,
-        default=1.0,
-        help="CREPA: a neighbour at distance d weighs exp(-d / this) (1.0).",
-    )
-    group.add_argument(
-        "--crepa_cumulative_neighbors",
-        action="store_true",
-        help="CREPA: use every distance 1..--crepa_adjacent_distance, not that distance alone.",
-    )
+    add_loss_option_arguments(group)
     group.add_argument(
         "--teacher_features_column",
         type=str,

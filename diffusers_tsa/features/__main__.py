@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
     group.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
     cli.add_teacher_arguments(parser)
-    cli.add_mask_ratio_argument(parser)
+    cli.add_loss_option_arguments(parser, targets_only=True)
     group = parser.add_argument_group("output")
     group.add_argument(
         "--storage_dtype",

@@ -1,7 +1,7 @@
 """Pieces of the training script that are worth testing on their own: the plan, the alignment term, checkpoints,
 data."""
 
-from .alignment import ALIGNMENT_LOSSES, AlignedTransformer, Alignment, AlignmentConfig, alignment_loss
+from .alignment import AlignedTransformer, Alignment, AlignmentConfig, alignment_loss
 from .checkpoints import (
     ACCELERATE_FILES,
     check_checkpoint,
@@ -20,7 +20,6 @@ from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
 
 __all__ = [
     "ACCELERATE_FILES",
-    "ALIGNMENT_LOSSES",
     "AlignedTransformer",
     "Alignment",
     "AlignmentConfig",

@@ -31,6 +31,7 @@ from ..features.precomputed import (
     typed_inputs_table,
     typed_precomputed_table,
 )
+from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, options_of
 from ..projector import PROJECTOR_FILES
 from ..teachers import TeacherInput, teacher_config, teacher_geometry
 from ..teachers.base import patch_sizes
@@ -91,6 +92,16 @@ def training_options(args: argparse.Namespace) -> TrainingOptions:
     return TrainingOptions(max_sequence_length=args.max_sequence_length, flow_matching=flow, expert=args.expert)
 
 
+def loss_options(args: argparse.Namespace, loss: str) -> LossOptions:
+    """The options of the alignment loss `loss` as its flags set them (`diffusers_tsa.cli.add_loss_option_arguments`).
+
+    Raises:
+        `UsageError`: naming each option whose value fails its check.
+    """
+    options = ALIGNMENT_LOSSES[loss].options
+    return options(**{option.name: getattr(args, option.dest) for option in options_of(options)})
+
+
 def alignment_config(
     args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
 ) -> AlignmentConfig | None:
@@ -98,6 +109,7 @@ def alignment_config(
     (`None` for `--alignment_loss none`); reads the teacher's config once, and no weight."""
     if args.alignment_loss == "none":
         return None
+    options = loss_options(args, args.alignment_loss)
     depth = spec.default_depth if args.alignment_depth is None else args.alignment_depth
     spec.check_depth(depth)
     column = args.teacher_features_column
@@ -124,8 +136,8 @@ def alignment_config(
                 "`random_flip` and `ClipSpec.reshape_mode` random change the clip after its teacher features were "
                 "precomputed; drop them, or run the teacher online (no `features_column`)."
             )
-        if args.alignment_loss == "m-tsa" and MASK_COLUMN not in table.column_names:
-            raise UsageError(f"`loss` m-tsa needs the '{MASK_COLUMN}' column next to '{column}'.")
+        if ALIGNMENT_LOSSES[args.alignment_loss].masked and MASK_COLUMN not in table.column_names:
+            raise UsageError(f"`loss` {args.alignment_loss} needs the '{MASK_COLUMN}' column next to '{column}'.")
         settings = precomputed_settings(table, column)
         grid, width = tuple(settings["grid"]), settings["hidden_size"]
         if teacher is not None and (teacher.grid, teacher.hidden_size) != (grid, width):
@@ -138,7 +150,7 @@ def alignment_config(
         check_precomputed_settings(
             settings,
             clip=clip,
-            mask_ratio=args.tsa_mask_ratio,
+            options=options,
             teacher_input={key: value for key, value in given.items() if value is not None},
         )
         drop_first_frame = settings["teacher_input"]["drop_first_frame"]
@@ -158,12 +170,8 @@ def alignment_config(
         teacher_grid=grid,
         teacher_width=width,
         weight=args.alignment_weight,
-        temperature=args.tsa_temperature,
-        mask_ratio=args.tsa_mask_ratio,
+        options=options,
         projector_hidden_dim=args.projector_hidden_dim,
-        crepa_adjacent_distance=args.crepa_adjacent_distance,
-        crepa_temporal_decay=args.crepa_temporal_decay,
-        crepa_cumulative_neighbors=args.crepa_cumulative_neighbors,
         teacher=teacher,
         teacher_config=config,
         features_column=column,

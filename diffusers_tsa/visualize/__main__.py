@@ -127,7 +127,7 @@ def _add_correspondence_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1.0, 0.1],
         help="Softmax temperature(s) tau, a row each (1.0 0.1: the raw and the tempered correspondences).",
     )
-    cli.add_mask_ratio_argument(group)
+    cli.add_loss_option_arguments(group, targets_only=True)
     group = parser.add_argument_group("student (optional: without it, the teacher alone)")
     group.add_argument("--pretrained_model_name_or_path", default=None, help="The base model (a diffusers pipeline).")
     group.add_argument("--model_family", default="auto", help="Its family (auto: from its model_index.json).")
