@@ -66,8 +66,14 @@ def loss_option(
             loss function: it is not passed to the loss, is recorded with precomputed targets and checked against
             them.
     """
-    metadata = {"flag": flag, "help": help, "check": check, "argument": argument, "aliases": aliases}
-    metadata["targets"] = targets
+    metadata = {
+        "flag": flag,
+        "help": help,
+        "check": check,
+        "argument": argument,
+        "aliases": aliases,
+        "targets": targets,
+    }
     return dataclasses.field(default=default, metadata={_METADATA_KEY: metadata})
 
 
