@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from diffusers_tsa import cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
 from diffusers_tsa.errors import NonFiniteLossError
+from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, options_of
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
@@ -59,6 +60,7 @@ from diffusers_tsa.training import (
     checkpoint_step,
     collate_examples,
     model_inputs,
+    plan_training,
     save_checkpoint,
     save_model_card,
     write_probe,
@@ -253,7 +255,7 @@ def parse_args(input_args=None):
     )
     args = parser.parse_args(input_args)
 
-    # Checks of the script's own flags; the rest is checked against the configs by `cli.plan_training`.
+    # Checks of the script's own flags; the rest is checked against the configs by `plan_training`.
     if args.hub_token is not None:
         raise cli.FlagError(
             "--hub_token is not accepted: a token on a command line ends up in logs, shell history and process lists. "
@@ -335,14 +337,15 @@ def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
 
 
 def card_hyperparameters(args, spec) -> dict:
-    """The settings the model card lists: alignment, optimisation, the family's training options and data."""
+    """The settings the model card lists: alignment (with the options of its loss), optimisation, the family's
+    training options and data."""
+    loss = ALIGNMENT_LOSSES.get(args.alignment_loss)  # None for --alignment_loss none
     keys = [
         "training_mode",
         "alignment_loss",
         "alignment_depth",
         "alignment_weight",
-        "tsa_temperature",
-        "tsa_mask_ratio",
+        *(option.dest for option in (options_of(loss.options) if loss else ())),
         "teacher_model_name_or_path",
         "projector_hidden_dim",
         "learning_rate",
@@ -357,8 +360,6 @@ def card_hyperparameters(args, spec) -> dict:
         "max_sequence_length",
         "seed",
     ]
-    if args.alignment_loss == "crepa":
-        keys += ["crepa_adjacent_distance", "crepa_temporal_decay", "crepa_cumulative_neighbors"]
     if args.training_mode == "lora":
         keys += ["rank", "lora_alpha"]
     if spec.uses_flow_matching:
@@ -431,7 +432,7 @@ def log_probe(probe, args, accelerator, step):
 
 def main(args):
     # Read every config (student, teacher, dataset) once and check the flags against them before any weight loads.
-    plan = cli.plan_training(args)
+    plan = plan_training(args)
     if plan.alignment:
         args.alignment_depth = plan.alignment.depth  # the family's default when not given
     args.fps = args.fps or plan.spec.usage_fps

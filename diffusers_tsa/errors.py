@@ -1,7 +1,7 @@
 """Exception types: one per kind of user mistake, each message naming the argument, the value and a fix.
 
 Messages write every argument as it is spelled in Python, in backticks (`depth=99`, `TeacherInput.height=40`), so that
-a command-line front end (`diffusers_tsa.training.cli`) can put the flag that sets it in its place.
+a command-line front end (`diffusers_tsa.cli`) can put the flag that sets it in its place.
 """
 
 

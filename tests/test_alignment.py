@@ -5,7 +5,19 @@ import pytest
 import torch
 from diffusers import CogVideoXPipeline
 
-from diffusers_tsa import GridError, UsageError, crepa_loss, motion_saliency_mask, repa_loss, trd_loss, tsa_loss
+from diffusers_tsa import (
+    CREPAOptions,
+    GridError,
+    MTSAOptions,
+    NoOptions,
+    TSAOptions,
+    UsageError,
+    crepa_loss,
+    motion_saliency_mask,
+    repa_loss,
+    trd_loss,
+    tsa_loss,
+)
 from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.cli import translate
 from diffusers_tsa.data import ClipSpec, load_video_dataset
@@ -110,12 +122,12 @@ def test_unmasked_losses_get_no_mask_and_the_temperature_is_used(tiny, adapter):
         instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
     )
     batch = batch_of(table.select([0]))
-    tsa = Alignment.build(config(tiny, loss="tsa", temperature=0.5), adapter)
+    tsa = Alignment.build(config(tiny, loss="tsa", options=TSAOptions(temperature=0.5)), adapter)
     features, mask = tsa.targets(batch)
     assert mask is None
     torch.testing.assert_close(tsa.loss(student, batch), tsa_loss(student, features, tau=0.5))
     settings = {"crepa_adjacent_distance": 2, "crepa_temporal_decay": 0.5, "crepa_cumulative_neighbors": True}
-    crepa = Alignment.build(config(tiny, loss="crepa", **settings), adapter)
+    crepa = Alignment.build(config(tiny, loss="crepa", options=CREPAOptions(**settings)), adapter)
     expected = crepa_loss(student, features, adjacent_distance=2, temporal_decay=0.5, cumulative_neighbors=True)
     torch.testing.assert_close(crepa.loss(student, batch), expected)
 
@@ -138,9 +150,14 @@ def test_projector_saves_and_loads_beside_the_weights_and_refuses_another_shape(
 
 def test_bad_settings_are_refused_naming_the_argument(tiny):
     with pytest.raises(UsageError, match=r"`temperature=-1` must be positive; `mask_ratio=0` must be in \(0, 1\]"):
-        config(tiny, mask_ratio=0, temperature=-1)
+        config(tiny, options=MTSAOptions(mask_ratio=0, temperature=-1))
     with pytest.raises(UsageError, match=r"`crepa_adjacent_distance=-1` must be >= 0; `crepa_temporal_decay=0` must"):
-        config(tiny, loss="crepa", crepa_adjacent_distance=-1, crepa_temporal_decay=0)
+        config(tiny, loss="crepa", options=CREPAOptions(crepa_adjacent_distance=-1, crepa_temporal_decay=0))
+    with pytest.raises(
+        UsageError, match=r"`options=TSAOptions\(temperature=0.1\)` must be `MTSAOptions` for `loss='m"
+    ):
+        config(tiny, options=TSAOptions())
+    assert config(tiny, loss="crepa").options == CREPAOptions()  # no options: the loss's defaults
     with pytest.raises(GridError, match="projector cannot reach the teacher grid: .* on F"):
         AlignmentConfig(
             loss="tsa", depth=1, student_grid=(3, 6, 9), student_width=32, teacher_grid=(3, 4, 3), teacher_width=32
@@ -169,10 +186,22 @@ def test_each_alignment_loss_is_the_library_function():
         "repa": repa_loss(student, teacher),
         "crepa": crepa_loss(student, teacher, adjacent_distance=2, temporal_decay=0.5),
     }
+    options = {
+        "m-tsa": MTSAOptions(temperature=0.3),
+        "tsa": TSAOptions(temperature=0.3),
+        "trd": NoOptions(),
+        "repa": NoOptions(),
+        "crepa": CREPAOptions(crepa_adjacent_distance=2, crepa_temporal_decay=0.5),
+    }
     for name, value in expected.items():
-        crepa = {"adjacent_distance": 2, "temporal_decay": 0.5}
-        torch.testing.assert_close(alignment_loss(name, student, teacher, motion_mask=mask, tau=0.3, **crepa), value)
+        computed = alignment_loss(name, student, teacher, motion_mask=mask, options=options[name])
+        torch.testing.assert_close(computed, value)
     assert len({round(v.item(), 6) for v in expected.values()}) == 5  # the mask and the loss each matter here
+    torch.testing.assert_close(alignment_loss("tsa", student, teacher), tsa_loss(student, teacher))  # defaults
+    with pytest.raises(UsageError, match=r"`loss='m-tsa'` needs motion masks"):
+        alignment_loss("m-tsa", student, teacher)
+    with pytest.raises(UsageError, match=r"`loss='l2'` is not an alignment loss; choose one of \('m-tsa', 'tsa'"):
+        alignment_loss("l2", student, teacher)
 
 
 def test_latent_frame_0_is_dropped_exactly_when_the_teacher_skips_pixel_frame_0(tiny):

@@ -23,7 +23,7 @@ from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
 from diffusers_tsa.adapters.base import TrainingOptions
 from diffusers_tsa.adapters.flow_matching import FlowMatching
 from diffusers_tsa.adapters.ltx_video import LTXVideoAdapter, LTXVideoSpec, pack_latents
-from diffusers_tsa.cli import FlagError, plan_training
+from diffusers_tsa.cli import FlagError, flag_errors
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_videomae, write_test_dataset
 from diffusers_tsa.testing.ltx_video import (
@@ -32,6 +32,7 @@ from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_WIDTH,
     tiny_ltx_video_components,
 )
+from diffusers_tsa.training import plan_training
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
@@ -399,7 +400,7 @@ def test_flag_errors_name_the_flag_before_loading_weights(tiny, tmp_path, flags,
     loader = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
     script = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(script)
-    with pytest.raises(FlagError, match=message):
+    with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(script.parse_args([*script_flags(tiny, tmp_path / "out"), *flags]))
 
 

@@ -24,7 +24,7 @@ from test_train_script import (
 
 from diffusers_tsa.adapters import ADAPTERS, load_spec
 from diffusers_tsa.adapters.base import TrainingOptions
-from diffusers_tsa.cli import FlagError, plan_training
+from diffusers_tsa.cli import FlagError, flag_errors
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
 from diffusers_tsa.teachers import TeacherInput, load_teacher
@@ -36,7 +36,7 @@ from diffusers_tsa.testing.ltx_video import (
     tiny_ltx_video_components,
 )
 from diffusers_tsa.testing.wan import tiny_wan_components
-from diffusers_tsa.training import TrainingClips, collate_examples, model_inputs
+from diffusers_tsa.training import TrainingClips, collate_examples, model_inputs, plan_training
 
 
 PROMPT = "a white square moves right"
@@ -310,7 +310,7 @@ def test_a_cache_made_with_other_settings_is_refused_naming_the_flag(tiny, tmp_p
             *flags,
         ]
     )
-    with pytest.raises(FlagError, match=message):
+    with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(args)
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from test_model_card import check_stock_lora_reload
 
 from diffusers_tsa import TeacherFeatures, TeacherInput, load_teacher
-from diffusers_tsa.cli import FlagError, plan_training
+from diffusers_tsa.cli import FlagError, flag_errors
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.testing import (
     tiny_cogvideox_components,
@@ -23,7 +23,7 @@ from diffusers_tsa.testing import (
     write_test_clip,
     write_test_dataset,
 )
-from diffusers_tsa.training import read_agreement
+from diffusers_tsa.training import plan_training, read_agreement
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
@@ -488,7 +488,7 @@ def parse_script_args(flags):
 def test_flag_errors_name_the_flag(tiny, tmp_path, flags, message):
     flags = [str(tiny / flag[5:]) if flag.startswith("tiny:") else flag for flag in flags]
     args = parse_script_args([*common_flags(tiny, tmp_path / "out"), *flags])
-    with pytest.raises(FlagError, match=message):
+    with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(args)
 
 
@@ -525,7 +525,7 @@ def test_teacher_settings_must_match_precomputed_features(tiny, tmp_path):
             "64",
         ]
     )
-    with pytest.raises(FlagError, match=r"features on a \(4, 2, 3\) grid .* gives \(4, 4, 3\)"):
+    with pytest.raises(FlagError, match=r"features on a \(4, 2, 3\) grid .* gives \(4, 4, 3\)"), flag_errors():
         plan_training(args)
 
 
@@ -687,7 +687,7 @@ def test_a_plain_dataset_map_of_teacher_features_trains_on_its_stored_values(tin
 )
 def test_precomputed_features_made_with_other_settings_are_refused(tiny, tmp_path, flags, message):
     plain_map(tiny, tmp_path / "pre")
-    with pytest.raises(FlagError, match=message):
+    with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "pre", tmp_path / "out", *flags)))
 
 
@@ -696,15 +696,18 @@ def test_precomputed_features_with_unknown_or_mixed_settings_are_refused(tiny, t
 
     mapped = plain_map(tiny, tmp_path / "pre")
     mapped.remove_columns("teacher_settings").save_to_disk(tmp_path / "unknown")
-    with pytest.raises(
-        FlagError,
-        match=r"no 'teacher_settings' column beside them, so the settings they were made "
-        r"with are unknown; precompute them again",
+    with (
+        pytest.raises(
+            FlagError,
+            match=r"no 'teacher_settings' column beside them, so the settings they were made "
+            r"with are unknown; precompute them again",
+        ),
+        flag_errors(),
     ):
         plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "unknown", tmp_path / "out")))
     other = plain_map(tiny, tmp_path / "other", mask_ratio=0.5)
     datasets.concatenate_datasets([mapped, other]).save_to_disk(tmp_path / "mixed")
-    with pytest.raises(FlagError, match=r"made with 2 different settings"):
+    with pytest.raises(FlagError, match=r"made with 2 different settings"), flag_errors():
         plan_training(parse_script_args(precomputed_flags(tiny, tmp_path / "mixed", tmp_path / "out")))
 
 
@@ -807,6 +810,6 @@ def test_folders_without_a_model_or_teacher_config_are_refused_naming_the_flag(t
         ("--teacher_model_name_or_path", "has no readable teacher config"),
     ):
         args = parse_script_args([*common_flags(tiny, tmp_path / "out"), flag, str(empty)])
-        with pytest.raises(FlagError, match=rf"^{flag}='{empty}' {message}: .*{empty}") as err:
+        with pytest.raises(FlagError, match=rf"^{flag}='{empty}' {message}: .*{empty}") as err, flag_errors():
             plan_training(args)
         assert "\n" not in str(err.value)

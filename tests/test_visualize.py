@@ -265,7 +265,7 @@ def test_the_validation_recipe_renders_from_training_tensors(tiny, tmp_path):
             adapter.encode_videos(batch["videos"]), adapter.encode_prompts(batch["captions"])
         )
         features, mask = alignment.targets(batch)
-    agreement = alignment_agreement(student, features, tau=config.temperature, query_mask=mask)
+    agreement = alignment_agreement(student, features, tau=config.options.temperature, query_mask=mask)
     assert 0 <= agreement.top1 <= 1 and agreement.kl >= 0 and agreement.num_pairs == int(mask.sum()) * 4
 
     seen = alignment.teacher.prepare(batch["videos"])
@@ -280,7 +280,7 @@ def test_the_validation_recipe_renders_from_training_tensors(tiny, tmp_path):
     picture = render_correspondence(frames, {k: m[:, 0] for k, m in maps.items()}, queries[0], temperatures)
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
     check_png(save_png(picture, tmp_path / "validation" / "correspondence.png"))
-    check_png(save_png(render_motion_masks(frames, mask[0], [config.mask_ratio]), tmp_path / "mask.png"))
+    check_png(save_png(render_motion_masks(frames, mask[0], [config.options.mask_ratio]), tmp_path / "mask.png"))
     video = correspondence_video(frames, {k: m[:, 1] for k, m in maps.items()}, queries[1], temperatures)
     check_mp4(save_mp4(video, tmp_path / "correspondence.mp4", fps=4), TEACHER_GRID[0])
 

@@ -22,6 +22,7 @@ from ..adapters import ADAPTERS, load_spec
 from ..adapters.base import TrainingOptions
 from ..errors import DatasetError
 from ..teachers import load_teacher, teacher_config, teacher_geometry
+from ..training.plan import clip_spec, load_dataset, teacher_input
 from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
 
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
     group.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
     cli.add_teacher_arguments(parser)
-    cli.add_mask_ratio_argument(parser)
+    cli.add_loss_option_arguments(parser, targets_only=True)
     group = parser.add_argument_group("output")
     group.add_argument(
         "--storage_dtype",
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 "Nothing to precompute: give --pretrained_model_name_or_path (latents and prompt embeddings), "
                 "--teacher_model_name_or_path (teacher features), or both."
             )
-        clip = cli.clip_spec(args)
+        clip = clip_spec(args)
         TeacherFeatures.check_settings(clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio)
         spec = options = geometry = None
         if args.pretrained_model_name_or_path is not None:
@@ -121,10 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         }
         if args.teacher_model_name_or_path is not None:
             config = teacher_config(args.teacher_model_name_or_path, **teacher_options)
-            geometry = teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config)
+            geometry = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
-        table = cli.load_dataset(args, split=args.split, cache_dir=args.cache_dir)
+        table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
     transforms = []
     if spec is not None:
         adapter = ADAPTERS[spec.family].from_pretrained(

@@ -12,6 +12,7 @@ import datasets
 from ..data import ClipSpec
 from ..data.columns import INPUTS_SETTINGS_COLUMN, MASK_COLUMN, SETTINGS_COLUMN
 from ..errors import DatasetError, UsageError
+from ..loss_registry import LossOptions, target_options
 from .model_inputs import INPUTS_FORMAT_VERSION
 from .teacher_features import FEATURES_FORMAT_VERSION
 from .transform import STORAGE_DTYPES, array_feature
@@ -122,26 +123,27 @@ def typed_inputs_table(table: datasets.Dataset, settings: dict) -> datasets.Data
 
 
 def check_precomputed_settings(
-    settings: dict, *, clip: ClipSpec, mask_ratio: float, teacher_input: Mapping[str, int] | None = None
+    settings: dict, *, clip: ClipSpec, options: LossOptions, teacher_input: Mapping[str, int] | None = None
 ) -> None:
     """Compares the settings precomputed features were made with to the training ones.
 
     Args:
         settings (`dict`): `precomputed_settings(table, ...)`.
         clip (`ClipSpec`): how training reads clips.
-        mask_ratio (`float`): the M-TSA share `k` training uses.
+        options (`LossOptions`): the options of training's alignment loss; those that shape the teacher targets
+            (`target_options`: M-TSA's `mask_ratio`) must be the ones recorded.
         teacher_input (`Mapping[str, int]`, *optional*): the `TeacherInput` fields training was given
             (`num_frames`, `height`, `width`; only those set).
 
     Raises:
         `UsageError`: naming each setting that differs, as recorded and as given.
     """
-    recorded = {f"ClipSpec.{key}": value for key, value in settings["clip"].items()}
-    recorded["mask_ratio"] = settings["mask_ratio"]
-    recorded.update({f"TeacherInput.{key}": value for key, value in settings["teacher_input"].items()})
     given = {f"ClipSpec.{key}": value for key, value in asdict(clip).items()}
-    given["mask_ratio"] = mask_ratio
+    given.update(target_options(options))
     given.update({f"TeacherInput.{key}": value for key, value in (teacher_input or {}).items()})
+    recorded = {f"ClipSpec.{key}": value for key, value in settings["clip"].items()}
+    recorded.update({name: settings.get(name) for name in target_options(options)})
+    recorded.update({f"TeacherInput.{key}": value for key, value in settings["teacher_input"].items()})
     refuse_differences("teacher features", recorded, given, _PRECOMPUTE_AGAIN)
 
 

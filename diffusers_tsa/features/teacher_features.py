@@ -14,7 +14,7 @@ import torch
 
 from ..data import ClipSpec, describe_source
 from ..data.columns import FEATURES_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, VALID_COLUMN
-from ..errors import UsageError
+from ..loss_registry import MTSAOptions, check_option, registered_options
 from ..masking import motion_saliency_mask
 from ..teachers import VideoTeacher
 from .transform import STORAGE_DTYPES, ClipTransform, from_storage, storage_bytes, to_storage
@@ -98,7 +98,7 @@ class TeacherFeatures(ClipTransform):
         *,
         video_column: str = "video",
         storage_dtype: str = "float16",
-        mask_ratio: float = 0.2,
+        mask_ratio: float = MTSAOptions.mask_ratio,
         teacher_batch_size: int = 4,
         decode_workers: int = 4,
     ):
@@ -124,11 +124,12 @@ class TeacherFeatures(ClipTransform):
         self.settings_json = json.dumps(self.settings(), sort_keys=True)
 
     @classmethod
-    def check_settings(cls, clip: ClipSpec, *, storage_dtype: str = "float16", mask_ratio: float = 0.2) -> None:
+    def check_settings(
+        cls, clip: ClipSpec, *, storage_dtype: str = "float16", mask_ratio: float = MTSAOptions.mask_ratio
+    ) -> None:
         """Raises `UsageError` for settings that cannot be precomputed (checked before any teacher is loaded)."""
         cls.check_storage(clip, storage_dtype)
-        if not 0.0 < mask_ratio <= 1.0:
-            raise UsageError(f"`mask_ratio={mask_ratio}` must be in (0, 1].")
+        check_option(registered_options()["mask_ratio"], mask_ratio)  # M-TSA's option, one check
 
     def settings(self) -> dict:
         """Everything the added columns depend on (the teacher by its fingerprint), as JSON-ready values."""

@@ -175,7 +175,8 @@ class VideoTeacher(torch.nn.Module):
 
     A teacher knows its input (`TeacherInput`), its normalisation, its tubelet `(Pt, Ph, Pw)` (also the motion
     mask's), its token grid `(F, H, W)` and width `C`. `encode` returns the output of its last block for every
-    token, with no final norm and no pooling (VideoREPA's convention). Subclasses implement `_tokens`.
+    token, with no final norm and no pooling (VideoREPA's convention). Subclasses set `backbone_class` (what
+    `from_pretrained` loads) and `weight_prefixes`, and implement `_tokens`.
 
     Args:
         backbone (`torch.nn.Module`): the encoder; frozen and put in eval mode here.
@@ -188,6 +189,8 @@ class VideoTeacher(torch.nn.Module):
         std (`tuple[float, float, float]`, defaults to ImageNet's): per-channel std of inputs in [0, 1].
     """
 
+    #: The transformers model class (its name, imported on loading) that `from_pretrained` loads the backbone with.
+    backbone_class: str
     #: State-dict key prefixes of the weights `encode` reads, which a checkpoint must fill exactly.
     weight_prefixes: tuple[str, ...] = ("",)
 
@@ -290,12 +293,22 @@ class VideoTeacher(torch.nn.Module):
         return self.encode_prepared(self.prepare(video))
 
     @classmethod
-    def _load_backbone(cls, model_class, name_or_path: str, **kwargs):
-        """`model_class.from_pretrained(name_or_path, **kwargs)`, refused (`check_weights`) when the checkpoint does
-        not fill `weight_prefixes` exactly, e.g. when it was written for another version of transformers."""
+    def from_pretrained(cls, name_or_path: str, input: TeacherInput, **kwargs) -> VideoTeacher:
+        """Loads the teacher's backbone with `transformers.<backbone_class>.from_pretrained(name_or_path, **kwargs)`
+        and sets it up for `input`.
+
+        Args:
+            name_or_path (`str`): a transformers checkpoint (Hub name or folder) of the teacher's family.
+            input (`TeacherInput`): frames and size the teacher sees.
+            **kwargs: passed to `from_pretrained` (`config`, `revision`, `cache_dir`, `trust_remote_code`).
+
+        Raises:
+            `CheckpointError`: when the checkpoint does not fill `weight_prefixes` exactly (`check_weights`), e.g. when
+                it was written for another version of transformers.
+        """
         import transformers
 
-        model, loading_info = model_class.from_pretrained(
+        model, loading_info = getattr(transformers, cls.backbone_class).from_pretrained(
             name_or_path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
         check_weights(
@@ -305,7 +318,7 @@ class VideoTeacher(torch.nn.Module):
             fix=f"Convert or save it again with this transformers ({transformers.__version__}), or check that "
             "`name_or_path` names the checkpoint you meant.",
         )
-        return model
+        return cls(model, name=name_or_path, input=input)
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Last-block tokens `(B, F * H * W, C)` in `(f, h, w)` order of normalised pixels `(B, T, C, H, W)`."""

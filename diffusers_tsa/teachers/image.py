@@ -25,6 +25,7 @@ class ImageTeacher(VideoTeacher):
         input (`TeacherInput`): frames and size the teacher sees.
     """
 
+    backbone_class = "AutoModel"  # e.g. `facebook/dinov2-base`, `facebook/dinov2-with-registers-base`
     # Embeddings, blocks and final norm of DINOv2 (`encoder.`, `layernorm.`) and DINOv3 (`model.`, `norm.`); not a
     # classification head.
     weight_prefixes = ("embeddings.", "encoder.", "layernorm.", "model.", "norm.")
@@ -32,17 +33,6 @@ class ImageTeacher(VideoTeacher):
     def __init__(self, model, *, name: str, input: TeacherInput):
         super().__init__(model, name=name, input=input, **patch_sizes(model.config))
         self.num_prefix_tokens = 1 + getattr(model.config, "num_register_tokens", 0)  # class + registers
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, input: TeacherInput, **kwargs) -> ImageTeacher:
-        """Loads a transformers image backbone, e.g. `facebook/dinov2-base` or `facebook/dinov2-with-registers-base`.
-
-        Raises:
-            `CheckpointError`: when the checkpoint's weights do not fill the backbone (`check_weights`).
-        """
-        from transformers import AutoModel
-
-        return cls(cls._load_backbone(AutoModel, name_or_path, **kwargs), name=name_or_path, input=input)
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         frames = rearrange(pixels, "b t c h w -> (b t) c h w")

@@ -47,6 +47,7 @@ class VideoMAETeacher(VideoTeacher):
         input (`TeacherInput`): frames and size the teacher sees.
     """
 
+    backbone_class = "VideoMAEModel"  # pretraining and classification checkpoints give their encoder
     weight_prefixes = ("embeddings.", "encoder.")
 
     def __init__(self, model, *, name: str, input: TeacherInput):
@@ -60,17 +61,6 @@ class VideoMAETeacher(VideoTeacher):
         embeddings.num_patches = embeddings.patch_embeddings.num_patches = embeddings.position_embeddings.shape[1]
         config.image_size, config.num_frames = [input.height, input.width], input.num_frames
         model.layernorm = None  # the last block's output, as VideoREPA reads it
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, input: TeacherInput, **kwargs) -> VideoMAETeacher:
-        """Loads a transformers VideoMAE checkpoint (pretraining and classification checkpoints give their encoder).
-
-        Raises:
-            `CheckpointError`: when the checkpoint's weights do not fill the encoder (`check_weights`).
-        """
-        from transformers import VideoMAEModel
-
-        return cls(cls._load_backbone(VideoMAEModel, name_or_path, **kwargs), name=name_or_path, input=input)
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values=pixels).last_hidden_state

@@ -37,6 +37,7 @@ class VJEPA2Teacher(VideoTeacher):
         input (`TeacherInput`): frames and size the teacher sees.
     """
 
+    backbone_class = "VJEPA2Model"  # e.g. `facebook/vjepa2-vitl-fpc64-256`
     weight_prefixes = ("encoder.embeddings.", "encoder.layer.")  # not the predictor, nor the final norm
 
     def __init__(self, model, *, name: str, input: TeacherInput):
@@ -45,17 +46,6 @@ class VJEPA2Teacher(VideoTeacher):
         positions = _GridPositions(self.grid)
         for layer in model.encoder.layer:
             layer.attention.get_position_ids = positions
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, input: TeacherInput, **kwargs) -> VJEPA2Teacher:
-        """Loads a transformers V-JEPA 2 checkpoint, e.g. `facebook/vjepa2-vitl-fpc64-256`.
-
-        Raises:
-            `CheckpointError`: when the checkpoint's weights do not fill the encoder (`check_weights`).
-        """
-        from transformers import VJEPA2Model
-
-        return cls(cls._load_backbone(VJEPA2Model, name_or_path, **kwargs), name=name_or_path, input=input)
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone.encoder(pixel_values_videos=pixels).last_hidden_state

@@ -1,6 +1,7 @@
-"""Pieces of the training script that are worth testing on their own: the alignment term, checkpoints, data."""
+"""Pieces of the training script that are worth testing on their own: the plan, the alignment term, checkpoints,
+data."""
 
-from .alignment import ALIGNMENT_LOSSES, AlignedTransformer, Alignment, AlignmentConfig, alignment_loss
+from .alignment import AlignedTransformer, Alignment, AlignmentConfig, alignment_loss
 from .checkpoints import (
     ACCELERATE_FILES,
     check_checkpoint,
@@ -13,12 +14,12 @@ from .checkpoints import (
 from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples, model_inputs
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
+from .plan import TrainingPlan, plan_training
 from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
 
 
 __all__ = [
     "ACCELERATE_FILES",
-    "ALIGNMENT_LOSSES",
     "AlignedTransformer",
     "Alignment",
     "AlignmentConfig",
@@ -28,12 +29,14 @@ __all__ = [
     "ProbeResult",
     "ShuffledOrder",
     "TrainingClips",
+    "TrainingPlan",
     "alignment_loss",
     "check_checkpoint",
     "checkpoint_step",
     "collate_examples",
     "list_checkpoints",
     "model_inputs",
+    "plan_training",
     "prune_checkpoints",
     "read_agreement",
     "resolve_checkpoint",

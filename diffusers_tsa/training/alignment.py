@@ -23,15 +23,12 @@ from ..adapters.base import ModelAdapter
 from ..errors import GridError, UsageError
 from ..features import teacher_targets
 from ..hooks import BlockFeatureExtractor
-from ..losses import crepa_loss, repa_loss, trd_loss, tsa_loss
+from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, get_alignment_loss
 from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector, GridResampling
 from ..teachers import TeacherGeometry, VideoTeacher, load_teacher
 
 
 Grid = tuple[int, int, int]
-
-#: The alignment losses: the paper's method, its unmasked form, and the baselines (VideoREPA, REPA, CREPA).
-ALIGNMENT_LOSSES = ("m-tsa", "tsa", "trd", "repa", "crepa")
 
 
 def alignment_loss(
@@ -40,40 +37,26 @@ def alignment_loss(
     teacher: torch.Tensor,
     *,
     motion_mask: torch.Tensor | None = None,
-    tau: float = 0.1,
-    adjacent_distance: int = 1,
-    temporal_decay: float = 1.0,
-    cumulative_neighbors: bool = False,
+    options: LossOptions | None = None,
 ) -> torch.Tensor:
-    """The alignment loss `name` between projected student features and teacher features.
+    """The registered alignment loss `name` between projected student features and teacher features.
 
     Args:
-        name (`str`): one of `ALIGNMENT_LOSSES`.
+        name (`str`): a key of `ALIGNMENT_LOSSES` (`"m-tsa"`, `"tsa"`, `"trd"`, `"repa"`, `"crepa"`, or one added with
+            `register_alignment_loss`).
         student (`torch.Tensor`): `(B, F, H, W, C)` projected diffusion features.
         teacher (`torch.Tensor`): `(B, F, H, W, C)` teacher features.
-        motion_mask (`torch.Tensor`, *optional*): `(B, F, H, W)` bool queries, required for `"m-tsa"`.
-        tau (`float`, defaults to 0.1): TSA temperature.
-        adjacent_distance, temporal_decay, cumulative_neighbors: CREPA's neighbours (`crepa_loss`).
+        motion_mask (`torch.Tensor`, *optional*): `(B, F, H, W)` bool queries, required by a masked loss (`"m-tsa"`).
+        options (`LossOptions`, *optional*): the loss's options, e.g. `MTSAOptions(temperature=0.1)` or
+            `CREPAOptions(crepa_adjacent_distance=2)`; `None` takes their defaults.
+
+    Returns:
+        `torch.Tensor`: the scalar loss.
+
+    Raises:
+        `UsageError`: for an unknown `name`, options of another loss, or a masked loss without `motion_mask`.
     """
-    if name == "m-tsa":
-        if motion_mask is None:
-            raise UsageError("`loss='m-tsa'` needs motion masks (`motion_mask`).")
-        return tsa_loss(student, teacher, tau=tau, query_mask=motion_mask)
-    if name == "tsa":
-        return tsa_loss(student, teacher, tau=tau)
-    if name == "trd":
-        return trd_loss(student, teacher)
-    if name == "repa":
-        return repa_loss(student, teacher)
-    if name == "crepa":
-        return crepa_loss(
-            student,
-            teacher,
-            adjacent_distance=adjacent_distance,
-            temporal_decay=temporal_decay,
-            cumulative_neighbors=cumulative_neighbors,
-        )
-    raise UsageError(f"`loss={name!r}` is not an alignment loss; choose one of {ALIGNMENT_LOSSES}.")
+    return get_alignment_loss(name)(student, teacher, options, motion_mask=motion_mask)
 
 
 @dataclass(frozen=True)
@@ -81,19 +64,17 @@ class AlignmentConfig:
     """What the alignment term is, checked against the student's and the teacher's configs.
 
     Args:
-        loss (`str`): one of `ALIGNMENT_LOSSES`.
+        loss (`str`): a key of `ALIGNMENT_LOSSES`.
         depth (`int`): the student block whose output is aligned, counted from 1.
         student_grid (`tuple[int, int, int]`): the hooked block's token grid (F, H, W).
         student_width (`int`): the hooked block's width.
         teacher_grid (`tuple[int, int, int]`): the teacher's token grid (F, H, W).
         teacher_width (`int`): the teacher's feature width.
         weight (`float`, defaults to 0.5): lambda of Eq. 14.
-        temperature (`float`, defaults to 0.1): tau of Eq. 8.
-        mask_ratio (`float`, defaults to 0.2): share `k` of M-TSA queries per frame (Eq. 12).
+        options (`LossOptions`, *optional*): the loss's options, an instance of `ALIGNMENT_LOSSES[loss].options`
+            (e.g. `MTSAOptions(temperature=0.1, mask_ratio=0.2)`, `CREPAOptions(crepa_adjacent_distance=2)`); `None`
+            is replaced by their defaults.
         projector_hidden_dim (`int`, defaults to 2048): the projector's MLP width.
-        crepa_adjacent_distance (`int`, defaults to 1): CREPA's neighbour distance D (`crepa_loss`).
-        crepa_temporal_decay (`float`, defaults to 1.0): CREPA's tau; a neighbour at distance d weighs e^(-d / tau).
-        crepa_cumulative_neighbors (`bool`, defaults to `False`): CREPA with every distance 1..D.
         teacher (`TeacherGeometry`, *optional*): the teacher to run online; `None` takes the targets from each batch
             (`teacher_features` and `motion_mask`, from the dataset's `features_column`).
         teacher_config (`transformers.PretrainedConfig`, *optional*): the teacher's config, already read.
@@ -103,7 +84,8 @@ class AlignmentConfig:
             exactly then.
 
     Raises:
-        `UsageError`: for a value out of range, or (`GridError`) a teacher grid the projector cannot reach.
+        `UsageError`: for a value out of range or options of another loss (each option is checked by its options
+            dataclass), or (`GridError`) a teacher grid the projector cannot reach.
     """
 
     loss: str
@@ -113,12 +95,8 @@ class AlignmentConfig:
     teacher_grid: Grid
     teacher_width: int
     weight: float = 0.5
-    temperature: float = 0.1
-    mask_ratio: float = 0.2
+    options: LossOptions | None = None
     projector_hidden_dim: int = 2048
-    crepa_adjacent_distance: int = 1
-    crepa_temporal_decay: float = 1.0
-    crepa_cumulative_neighbors: bool = False
     teacher: TeacherGeometry | None = None
     teacher_config: Any = field(default=None, compare=False, repr=False)
     features_column: str | None = None
@@ -126,20 +104,17 @@ class AlignmentConfig:
 
     def __post_init__(self):
         bad = []
-        if self.loss not in ALIGNMENT_LOSSES:
-            bad.append(f"`loss={self.loss!r}` must be one of {ALIGNMENT_LOSSES}")
-        if self.temperature <= 0:
-            bad.append(f"`temperature={self.temperature}` must be positive")
-        if not 0 < self.mask_ratio <= 1:
-            bad.append(f"`mask_ratio={self.mask_ratio}` must be in (0, 1]")
+        entry = ALIGNMENT_LOSSES.get(self.loss)
+        if entry is None:
+            bad.append(f"`loss={self.loss!r}` must be one of {tuple(ALIGNMENT_LOSSES)}")
+        elif self.options is None:
+            object.__setattr__(self, "options", entry.options())
+        elif type(self.options) is not entry.options:
+            bad.append(f"`options={self.options!r}` must be `{entry.options.__name__}` for `loss={self.loss!r}`")
         if self.weight < 0:
             bad.append(f"`weight={self.weight}` must be >= 0")
         if self.projector_hidden_dim < 1:
             bad.append(f"`projector_hidden_dim={self.projector_hidden_dim}` must be >= 1")
-        if self.crepa_adjacent_distance < 0:
-            bad.append(f"`crepa_adjacent_distance={self.crepa_adjacent_distance}` must be >= 0")
-        if self.crepa_temporal_decay <= 0:
-            bad.append(f"`crepa_temporal_decay={self.crepa_temporal_decay}` must be positive")
         if bad:
             raise UsageError("Invalid alignment settings: " + "; ".join(bad) + ".")
         try:
@@ -163,8 +138,8 @@ class AlignmentConfig:
 
     @property
     def masked(self) -> bool:
-        """Whether the loss takes M-TSA's motion-saliency queries."""
-        return self.loss == "m-tsa"
+        """Whether the loss takes M-TSA's motion-saliency queries (its options then have their `mask_ratio`)."""
+        return ALIGNMENT_LOSSES[self.loss].masked
 
 
 class Alignment:
@@ -246,7 +221,8 @@ class Alignment:
         computed by the online teacher from `batch["videos"]`, or read from the precomputed `batch` columns."""
         if self.teacher is None:
             return batch["teacher_features"], batch.get("motion_mask")
-        return teacher_targets(self.teacher, batch["videos"], self.config.mask_ratio if self.config.masked else None)
+        mask_ratio = self.config.options.mask_ratio if self.config.masked else None
+        return teacher_targets(self.teacher, batch["videos"], mask_ratio)
 
     def loss(self, student: torch.Tensor, batch: dict) -> torch.Tensor:
         """The unweighted alignment loss of projected student features `(B, F, H, W, C)` against the batch's targets."""
@@ -254,17 +230,7 @@ class Alignment:
             features, mask = self.targets(batch)
         features = features.to(student.device, torch.float32)  # stored features come in their 2-byte dtype
         mask = None if mask is None else mask.to(student.device)
-        config = self.config
-        return alignment_loss(
-            config.loss,
-            student,
-            features,
-            motion_mask=mask,
-            tau=config.temperature,
-            adjacent_distance=config.crepa_adjacent_distance,
-            temporal_decay=config.crepa_temporal_decay,
-            cumulative_neighbors=config.crepa_cumulative_neighbors,
-        )
+        return alignment_loss(self.config.loss, student, features, motion_mask=mask, options=self.config.options)
 
     def save_projector(self, output_dir: str | os.PathLike) -> None:
         """Writes the projector to `output_dir/alignment_projector` (beside, never inside, the transformer weights)."""

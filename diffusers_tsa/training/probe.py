@@ -35,6 +35,7 @@ from ..diagnostics import (
 )
 from ..errors import UsageError
 from ..features.precomputed import precomputed_settings
+from ..loss_registry import MTSAOptions
 from ..masking import motion_saliency_mask
 from ..teachers import TeacherInput
 from ..visualize import render_correspondence, render_motion_masks, require_matplotlib, save_png
@@ -152,6 +153,10 @@ class AlignmentProbe:
         batch["videos"] = batch["videos"].to(device)
         return cls(alignment, adapter, batch, teacher_input=teacher_input, tubelet=tubelet, seed=seed)
 
+    def _tsa_setting(self, name: str) -> float:
+        """The run's `temperature` or `mask_ratio` where its loss has that option, else M-TSA's default."""
+        return getattr(self.alignment.config.options, name, getattr(MTSAOptions, name))
+
     def _teacher_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's features `(1, F, H, W, C)` and the motion mask `(1, F, H, W)` (from the pixels when the loss
         takes no mask), computed once."""
@@ -159,7 +164,7 @@ class AlignmentProbe:
             features, mask = self.alignment.targets(self.batch)
             if mask is None:
                 frames = teacher_frames(self.batch["videos"], self.teacher_input)
-                mask = motion_saliency_mask(frames, tubelet=self.tubelet, ratio=self.alignment.config.mask_ratio)
+                mask = motion_saliency_mask(frames, tubelet=self.tubelet, ratio=self._tsa_setting("mask_ratio"))
             self._targets = features.float(), mask
         return self._targets
 
@@ -185,7 +190,7 @@ class AlignmentProbe:
         features, mask = features.to(student.device), mask.to(student.device)
         config = self.alignment.config
         agreement = alignment_agreement(
-            student, features, tau=config.temperature, query_mask=mask if config.masked else None
+            student, features, tau=self._tsa_setting("temperature"), query_mask=mask if config.masked else None
         )
         result = ProbeResult(step, agreement)
         self.last_step = step
@@ -210,7 +215,7 @@ class AlignmentProbe:
         seen = teacher_frames(videos, self.teacher_input)[0]
         shown = teacher_frames(videos, self.teacher_input, size=tuple(videos.shape[-2:]))[0].cpu()
         (query,) = salient_queries(seen.cpu(), self.tubelet, frame=0, k=1)
-        temperatures = sorted({1.0, self.alignment.config.temperature}, reverse=True)
+        temperatures = sorted({1.0, self._tsa_setting("temperature")}, reverse=True)
         index = query_tokens(tuple(teacher.shape[1:4]), [query])
         maps = {
             name: correspondence_maps(grid[0], index, tau=temperatures)[:, 0].cpu()
@@ -218,7 +223,7 @@ class AlignmentProbe:
         }
         return {
             "correspondence": render_correspondence(shown, maps, query, temperatures),
-            "motion_mask": render_motion_masks(shown, mask[0].cpu(), [self.alignment.config.mask_ratio]),
+            "motion_mask": render_motion_masks(shown, mask[0].cpu(), [self._tsa_setting("mask_ratio")]),
         }
 
 

@@ -36,6 +36,7 @@ from ..features import teacher_targets
 from ..masking import motion_saliency_mask
 from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector
 from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
+from ..training.plan import clip_spec, teacher_input
 from . import (
     correspondence_video,
     motion_mask_video,
@@ -130,7 +131,7 @@ def _add_correspondence_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1.0, 0.1],
         help="Softmax temperature(s) tau, a row each (1.0 0.1: the raw and the tempered correspondences).",
     )
-    cli.add_mask_ratio_argument(group)
+    cli.add_loss_option_arguments(group, targets_only=True)
     group = parser.add_argument_group("student (optional: without it, the teacher alone)")
     group.add_argument("--pretrained_model_name_or_path", default=None, help="The base model (a diffusers pipeline).")
     group.add_argument("--model_family", default="auto", help="Its family (auto: from its model_index.json).")
@@ -173,7 +174,7 @@ def _read_clip(args: argparse.Namespace) -> tuple[ClipSpec, torch.Tensor]:
     is loaded)."""
     if args.fps <= 0 or args.num_columns < 1:
         raise cli.FlagError(f"--fps {args.fps:g} must be positive and --num_columns {args.num_columns} at least 1.")
-    clip = cli.clip_spec(args)
+    clip = clip_spec(args)
     try:
         return clip, read_video(args.video, clip)[None]
     except VideoDecodeError as err:
@@ -188,7 +189,7 @@ def _teacher(args: argparse.Namespace, clip: ClipSpec):
         revision=args.teacher_revision,
         cache_dir=args.cache_dir,
     )
-    return teacher_geometry(args.teacher_model_name_or_path, cli.teacher_input(args, clip, config), config), config
+    return teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config), config
 
 
 def _check_ratios(ratios: list[float]) -> list[float]:

@@ -1,0 +1,27 @@
+"""The command-line layer: the flag groups the commands share (`flags`) and the translation of the library's errors
+into flag errors (`errors`)."""
+
+from .errors import FLAGS, FlagError, flag_errors, run, translate
+from .flags import (
+    add_alignment_arguments,
+    add_clip_arguments,
+    add_dataset_arguments,
+    add_loss_option_arguments,
+    add_model_training_arguments,
+    add_teacher_arguments,
+)
+
+
+__all__ = [
+    "FLAGS",
+    "FlagError",
+    "add_alignment_arguments",
+    "add_clip_arguments",
+    "add_dataset_arguments",
+    "add_loss_option_arguments",
+    "add_model_training_arguments",
+    "add_teacher_arguments",
+    "flag_errors",
+    "run",
+    "translate",
+]

@@ -1,0 +1,120 @@
+"""How library errors come back as flag errors.
+
+The library speaks Python: its errors name arguments as `name=value` (`depth=99`, `TeacherInput.height=40`). This
+module maps each such name to the flag that sets it (`FLAGS`), so that a user mistake ends a command with one line,
+`error: --alignment_depth=99 is out of range ...`, before any weight is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections import ChainMap
+from typing import Callable, Iterator, Mapping, TypeVar
+
+from ..errors import UsageError
+from ..loss_registry import registered_options
+
+
+T = TypeVar("T")
+
+
+class _LossOptionFlags(Mapping):
+    """Option name -> flag of every option of the registered alignment losses, read from the registry at each lookup
+    (a loss registered after this module is imported has its flags too)."""
+
+    def __getitem__(self, name: str) -> str:
+        return registered_options()[name].flag
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registered_options())
+
+    def __len__(self) -> int:
+        return len(registered_options())
+
+
+_ARGUMENT_FLAGS = {
+    "pretrained_model_name_or_path": "--pretrained_model_name_or_path",
+    "family": "--model_family",
+    "revision": "--revision",
+    "variant": "--variant",
+    "id_token": "--id_token",
+    "dataset_name": "--dataset_name",
+    "instance_data_root": "--instance_data_root",
+    "caption_column": "--caption_column",
+    "video_column": "--video_column",
+    "ClipSpec.height": "--height",
+    "ClipSpec.width": "--width",
+    "ClipSpec.max_num_frames": "--max_num_frames",
+    "ClipSpec.skip_frames_start": "--skip_frames_start",
+    "ClipSpec.skip_frames_end": "--skip_frames_end",
+    "ClipSpec.reshape_mode": "--video_reshape_mode",
+    # The clip size as a model spec checks it (`ModelSpec.check_clip`).
+    "num_frames": "--max_num_frames",
+    "height": "--height",
+    "width": "--width",
+    "vae_slicing": "--enable_slicing",
+    "vae_tiling": "--enable_tiling",
+    "use_dynamic_cfg": "--use_dynamic_cfg",
+    "name_or_path": "--teacher_model_name_or_path",
+    "teacher_model_name_or_path": "--teacher_model_name_or_path",
+    "TeacherInput": "--teacher_*",
+    "TeacherInput.num_frames": "--teacher_num_frames",
+    "TeacherInput.height": "--teacher_height",
+    "TeacherInput.width": "--teacher_width",
+    "depth": "--alignment_depth",
+    "loss": "--alignment_loss",
+    "weight": "--alignment_weight",
+    "features_column": "--teacher_features_column",
+    "random_flip": "--random_flip",
+    "validation_video": "--validation_video",
+    "projector_hidden_dim": "--projector_hidden_dim",
+    "storage_dtype": "--storage_dtype",
+    "max_sequence_length": "--max_sequence_length",
+    "flow_matching": "--flow_*",
+    "weighting_scheme": "--flow_weighting_scheme",
+    "logit_std": "--flow_logit_std",
+    "shift": "--flow_shift",
+    "expert": "--expert",
+    "resume_from_checkpoint": "--resume_from_checkpoint",
+    "output_dir": "--output_dir",
+}
+#: Library argument (as error messages spell it) -> the flag that sets it; the options of the alignment losses come
+#: from the loss registry (`temperature` -> `--tsa_temperature`, `crepa_cumulative_neighbors` -> ...).
+FLAGS: Mapping[str, str] = ChainMap(_ARGUMENT_FLAGS, _LossOptionFlags())
+_ARGUMENT = re.compile(r"`([A-Za-z_][\w.]*)(=[^`]*)?`")
+
+
+class FlagError(UsageError):
+    """A flag, or a combination of flags, that cannot work; the message names the flag and what would."""
+
+
+def translate(message: str, flags: Mapping[str, str] = FLAGS) -> str:
+    """`message` with each library argument it names (`` `depth=99` ``) replaced by its flag
+    (`--alignment_depth=99`); names `flags` does not know are left as they are."""
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2) or ""
+        return flags[name] + value if name in flags else match.group(0)
+
+    return _ARGUMENT.sub(flag, message)
+
+
+@contextlib.contextmanager
+def flag_errors(flags: Mapping[str, str] = FLAGS) -> Iterator[None]:
+    """Turns the library's `UsageError`s raised inside the block into `FlagError`s that name the flags."""
+    try:
+        yield
+    except FlagError:
+        raise
+    except UsageError as err:
+        raise FlagError(translate(str(err), flags)) from None
+
+
+def run(main: Callable[[], T], flags: Mapping[str, str] = FLAGS) -> T:
+    """Runs a command's `main`; a user mistake ends it with one `error: ...` line (exit status 1), no traceback."""
+    try:
+        return main()
+    except UsageError as err:
+        sys.exit(f"error: {translate(str(err), flags)}")

@@ -1,0 +1,175 @@
+"""The flag groups the commands share, each declaring its flags, their defaults and help in one place.
+
+Each `add_*_arguments` adds one group to an `argparse` parser; `diffusers_tsa.training.plan` reads the resulting
+namespace into library objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..adapters.flow_matching import WEIGHTING_SCHEMES
+from ..data.video import RESHAPE_MODES
+from ..features import FEATURES_COLUMN
+from ..loss_registry import ALIGNMENT_LOSSES, registered_options
+
+
+def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The family's training options (`TrainingOptions`): text length, flow matching (Wan, LTX-Video; finetrainers'
+    flag names and defaults) and the expert of a two-expert checkpoint."""
+    group = parser.add_argument_group("model training options")
+    group.add_argument(
+        "--max_sequence_length",
+        type=int,
+        default=None,
+        help="Text tokens per prompt (default: the family's pipeline default: 226 CogVideoX, 512 Wan, 128 LTX).",
+    )
+    group.add_argument(
+        "--flow_weighting_scheme",
+        type=str,
+        default="logit_normal",
+        choices=WEIGHTING_SCHEMES,
+        help="Flow-matching families: how noise levels are drawn or the loss weighted (logit_normal).",
+    )
+    group.add_argument("--flow_logit_mean", type=float, default=0.0, help="Mean of the logit-normal draw (0.0).")
+    group.add_argument("--flow_logit_std", type=float, default=1.0, help="Std of the logit-normal draw (1.0).")
+    group.add_argument("--flow_mode_scale", type=float, default=1.29, help="Scale of the 'mode' draw (1.29).")
+    group.add_argument(
+        "--flow_shift", type=float, default=1.0, help="Shift of the noise levels; above 1 favours noisier ones (1.0)."
+    )
+    group.add_argument(
+        "--expert",
+        type=str,
+        default=None,
+        help="Two-expert checkpoints (Wan 2.2 A14B): the expert that trains, 'high_noise' (transformer) or "
+        "'low_noise' (transformer_2), each on its own noise levels; the other stays as it is.",
+    )
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--dataset_name`, `--dataset_config_name`, `--instance_data_root`, `--video_column`, `--caption_column`, as
+    in diffusers' `train_cogvideox_lora.py`."""
+    group = parser.add_argument_group("dataset")
+    group.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="A Hub dataset, a folder written by `save_to_disk` (e.g. by `python -m diffusers_tsa.features`), or a "
+        "CSV/JSON/JSONL metadata file with caption and video columns.",
+    )
+    group.add_argument("--dataset_config_name", type=str, default=None, help="The config of a Hub dataset.")
+    group.add_argument(
+        "--instance_data_root",
+        type=str,
+        default=None,
+        help="Folder of the clips; alone, it holds two text files named by --caption_column and --video_column.",
+    )
+    group.add_argument(
+        "--video_column",
+        type=str,
+        default="video",
+        help="Dataset column with the videos, or the file under --instance_data_root listing one video path a line.",
+    )
+    group.add_argument(
+        "--caption_column",
+        type=str,
+        default="text",
+        help="Dataset column with the captions, or the file under --instance_data_root with one caption a line.",
+    )
+
+
+def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    """How clips are read (`ClipSpec`); training and precomputed features must be given the same values."""
+    group = parser.add_argument_group("clips (the same for precomputing and training)")
+    group.add_argument("--height", type=int, default=480, help="All input videos are resized to this height (480).")
+    group.add_argument("--width", type=int, default=720, help="All input videos are resized to this width (720).")
+    group.add_argument(
+        "--max_num_frames", type=int, default=49, help="Frames kept per clip, uniform stride, trimmed to 4k+1 (49)."
+    )
+    group.add_argument("--skip_frames_start", type=int, default=0, help="Frames dropped at the start of a clip (0).")
+    group.add_argument("--skip_frames_end", type=int, default=0, help="Frames dropped at the end of a clip (0).")
+    group.add_argument(
+        "--video_reshape_mode",
+        type=str,
+        default="center",
+        choices=RESHAPE_MODES,
+        help="Crop after an aspect-preserving resize ('center', 'random'; precomputed features need a fixed crop) "
+        "or resize to the size ('none').",
+    )
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """The video teacher and what it sees of each clip (`TeacherInput`)."""
+    group = parser.add_argument_group("teacher")
+    group.add_argument(
+        "--teacher_model_name_or_path",
+        "--teacher",
+        type=str,
+        default=None,
+        required=required,
+        help="Teacher: a VideoMAE/VideoMAEv2 folder or Hub id, a raw VideoMAEv2 .pth, V-JEPA 2, or an image model run "
+        "frame by frame (DINOv2, DINOv2 with registers, DINOv3)."
+        + ("" if required else " Needed to run the teacher online; optional with precomputed features."),
+    )
+    group.add_argument("--teacher_revision", type=str, default=None, help="Hub revision of the teacher.")
+    group.add_argument(
+        "--teacher_dtype",
+        type=str,
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="Dtype the teacher runs in, whatever --mixed_precision is (float32, as VideoREPA runs its ViT; half "
+        "precision is about 2x faster on GPUs, but the tempered softmax of tau = 0.1 amplifies its rounding).",
+    )
+    group.add_argument("--teacher_num_frames", type=int, default=None, help="Teacher frames (clip frames - 1).")
+    group.add_argument("--teacher_height", type=int, default=None, help="Teacher input height (--height / 3).")
+    group.add_argument("--teacher_width", type=int, default=None, help="Teacher input width (--width / 3).")
+    group.add_argument(
+        "--trust_remote_code", action="store_true", help="Allow a teacher checkpoint's own code to run (off)."
+    )
+
+
+def add_loss_option_arguments(parser: argparse._ActionsContainer, *, targets_only: bool = False) -> None:
+    """One flag per option of the registered alignment losses (`ALIGNMENT_LOSSES`), as each `loss_option` declares
+    it: `--tsa_temperature`, `--tsa_mask_ratio`, `--crepa_*`; with `targets_only`, only the options that shape the
+    teacher targets (`--tsa_mask_ratio`, also recorded with precomputed masks), for the commands that compute them."""
+    for option in registered_options().values():
+        if targets_only and not option.targets:
+            continue
+        if option.type is bool:
+            kind = {"action": "store_true", "help": f"{option.help} (off)."}
+        else:
+            kind = {"type": option.type, "default": option.default, "help": f"{option.help} ({option.default})."}
+        parser.add_argument(option.flag, *option.aliases, **kind)
+
+
+def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The alignment term of Eq. 14 (`AlignmentConfig`)."""
+    group = parser.add_argument_group("alignment (TSA)")
+    losses = ", ".join(f"'{name}' ({loss.description})" for name, loss in ALIGNMENT_LOSSES.items())
+    group.add_argument(
+        "--alignment_loss",
+        type=str,
+        default="m-tsa",
+        choices=[*ALIGNMENT_LOSSES, "none"],
+        help=f"The alignment loss: {losses}, or 'none' (plain fine-tuning); default 'm-tsa'.",
+    )
+    group.add_argument(
+        "--alignment_depth",
+        type=int,
+        default=None,
+        help="Align the output of this transformer block, counted from 1 (default: the family's, e.g. 18 of 30 for "
+        "CogVideoX-2B, the paper's best).",
+    )
+    group.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
+    add_loss_option_arguments(group)
+    group.add_argument(
+        "--teacher_features_column",
+        type=str,
+        default=None,
+        help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
+        "the teacher runs online.",
+    )
+    group.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
+    group.add_argument(
+        "--projector_learning_rate", type=float, default=None, help="Projector learning rate (--learning_rate)."
+    )

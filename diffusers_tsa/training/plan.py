@@ -1,0 +1,291 @@
+"""The training plan: every config the training flags name (student, teacher, dataset) read once, and the flags
+checked against them, before any weight is loaded.
+
+The functions here read an `argparse.Namespace` with the attributes the flag groups of `diffusers_tsa.cli` and the
+training script define (`args.height`, `args.alignment_loss`, ...), so that a command and its tests plan from the
+same parsed flags. Their errors are `UsageError`s naming the library's arguments (`` `features_column` ``,
+`` `depth=99` ``); `diffusers_tsa.cli` turns them into the flags' names.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+
+from ..adapters import ModelSpec, load_spec
+from ..adapters.base import TrainingOptions
+from ..adapters.flow_matching import FlowMatching
+from ..data import ClipSpec, load_video_dataset
+from ..data.columns import LATENTS_COLUMN
+from ..errors import UsageError
+from ..features import FEATURES_COLUMN, MASK_COLUMN
+from ..features.model_inputs import model_identity_of
+from ..features.precomputed import (
+    check_inputs_settings,
+    check_precomputed_settings,
+    inputs_settings,
+    precomputed_settings,
+    typed_inputs_table,
+    typed_precomputed_table,
+)
+from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, options_of
+from ..projector import PROJECTOR_FILES
+from ..teachers import TeacherInput, teacher_config, teacher_geometry
+from ..teachers.base import patch_sizes
+from .alignment import AlignmentConfig
+from .checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
+from .data import DataOrder
+
+
+def clip_spec(args: argparse.Namespace) -> ClipSpec:
+    """The `ClipSpec` of the clip flags."""
+    return ClipSpec(
+        height=args.height,
+        width=args.width,
+        max_num_frames=args.max_num_frames,
+        skip_frames_start=args.skip_frames_start,
+        skip_frames_end=args.skip_frames_end,
+        reshape_mode=args.video_reshape_mode,
+    )
+
+
+def teacher_input(args: argparse.Namespace, clip: ClipSpec, config) -> TeacherInput:
+    """The `TeacherInput` of the teacher flags for clips read as `clip` (the paper's rule, on the patch grid of the
+    teacher whose `config` is given, for what is not given)."""
+    sizes = patch_sizes(config)
+    return TeacherInput.for_clip(
+        clip.num_frames,
+        clip.height,
+        clip.width,
+        teacher_num_frames=args.teacher_num_frames,
+        teacher_height=args.teacher_height,
+        teacher_width=args.teacher_width,
+        patch_size=sizes["patch_size"],
+        tubelet_size=sizes["tubelet_size"],
+    )
+
+
+def load_dataset(args: argparse.Namespace, **kwargs) -> datasets.Dataset:
+    """The caption/video table the dataset flags name (`load_video_dataset`)."""
+    return load_video_dataset(
+        args.dataset_name,
+        instance_data_root=args.instance_data_root,
+        caption_column=args.caption_column,
+        video_column=args.video_column,
+        dataset_config_name=args.dataset_config_name,
+        **kwargs,
+    )
+
+
+def training_options(args: argparse.Namespace) -> TrainingOptions:
+    """The `TrainingOptions` of the model flags (`--max_sequence_length`, `--flow_*`, `--expert`)."""
+    flow = FlowMatching(
+        weighting_scheme=args.flow_weighting_scheme,
+        logit_mean=args.flow_logit_mean,
+        logit_std=args.flow_logit_std,
+        mode_scale=args.flow_mode_scale,
+        shift=args.flow_shift,
+    )
+    return TrainingOptions(max_sequence_length=args.max_sequence_length, flow_matching=flow, expert=args.expert)
+
+
+def loss_options(args: argparse.Namespace, loss: str) -> LossOptions:
+    """The options of the alignment loss `loss` as its flags set them (`diffusers_tsa.cli.add_loss_option_arguments`).
+
+    Raises:
+        `UsageError`: naming each option whose value fails its check.
+    """
+    options = ALIGNMENT_LOSSES[loss].options
+    return options(**{option.name: getattr(args, option.dest) for option in options_of(options)})
+
+
+def alignment_config(
+    args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
+) -> AlignmentConfig | None:
+    """The alignment flags checked against the student's `spec`, the teacher's config and the dataset's columns
+    (`None` for `--alignment_loss none`); reads the teacher's config once, and no weight."""
+    if args.alignment_loss == "none":
+        return None
+    options = loss_options(args, args.alignment_loss)
+    depth = spec.default_depth if args.alignment_depth is None else args.alignment_depth
+    spec.check_depth(depth)
+    column = args.teacher_features_column
+    if column is not None and column not in table.column_names:
+        raise UsageError(
+            f"`features_column` {column!r} is not a column of the dataset ({table.column_names}); precompute it with "
+            "`python -m diffusers_tsa.features`, or leave it unset to run the teacher online."
+        )
+    if column is None and FEATURES_COLUMN in table.column_names:
+        column = FEATURES_COLUMN
+    teacher, config, drop_first_frame = None, None, True
+    if args.teacher_model_name_or_path is not None:
+        config = teacher_config(
+            args.teacher_model_name_or_path,
+            trust_remote_code=args.trust_remote_code,
+            revision=args.teacher_revision,
+            cache_dir=args.cache_dir,
+        )
+        teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
+        drop_first_frame = teacher.input.drop_first_frame
+    if column is not None:
+        if args.random_flip or args.video_reshape_mode == "random":
+            raise UsageError(
+                "`random_flip` and `ClipSpec.reshape_mode` random change the clip after its teacher features were "
+                "precomputed; drop them, or run the teacher online (no `features_column`)."
+            )
+        if ALIGNMENT_LOSSES[args.alignment_loss].masked and MASK_COLUMN not in table.column_names:
+            raise UsageError(f"`loss` {args.alignment_loss} needs the '{MASK_COLUMN}' column next to '{column}'.")
+        settings = precomputed_settings(table, column)
+        grid, width = tuple(settings["grid"]), settings["hidden_size"]
+        if teacher is not None and (teacher.grid, teacher.hidden_size) != (grid, width):
+            raise UsageError(
+                f"`features_column` holds features on a {grid} grid of width {width}, but "
+                f"`teacher_model_name_or_path` with these sizes gives {teacher.grid} of width {teacher.hidden_size}; "
+                "precompute again with the same teacher and `TeacherInput` sizes."
+            )
+        given = {key: getattr(args, f"teacher_{key}") for key in ("num_frames", "height", "width")}
+        check_precomputed_settings(
+            settings,
+            clip=clip,
+            options=options,
+            teacher_input={key: value for key, value in given.items() if value is not None},
+        )
+        drop_first_frame = settings["teacher_input"]["drop_first_frame"]
+        teacher, config = None, None  # the targets come with each batch
+    elif teacher is None:
+        raise UsageError(
+            f"`loss` {args.alignment_loss} needs `teacher_model_name_or_path` (to run the teacher online) or a "
+            "dataset with precomputed teacher features (`features_column`)."
+        )
+    else:
+        grid, width = teacher.grid, teacher.hidden_size
+    return AlignmentConfig(
+        loss=args.alignment_loss,
+        depth=depth,
+        student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width),
+        student_width=spec.hidden_size,
+        teacher_grid=grid,
+        teacher_width=width,
+        weight=args.alignment_weight,
+        options=options,
+        projector_hidden_dim=args.projector_hidden_dim,
+        teacher=teacher,
+        teacher_config=config,
+        features_column=column,
+        drop_first_frame=drop_first_frame,
+    )
+
+
+def precomputed_inputs(
+    args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
+) -> dict | None:
+    """The settings of the dataset's precomputed latents and prompt embeddings (`ModelInputs`), checked against the
+    training flags; `None` when the dataset has none (the VAE and the text encoder then run at every step)."""
+    if LATENTS_COLUMN not in table.column_names:
+        return None
+    if args.random_flip or args.video_reshape_mode == "random":
+        raise UsageError(
+            "`random_flip` and `ClipSpec.reshape_mode` random change the clip after its latents were precomputed; "
+            "drop them, or train on a dataset without the precomputed columns."
+        )
+    settings = inputs_settings(table)
+    given = {
+        **model_identity_of(spec),
+        "max_sequence_length": args.max_sequence_length,
+        "id_token": args.id_token,
+        **{f"ClipSpec.{key}": value for key, value in asdict(clip).items()},
+    }
+    check_inputs_settings(settings, given)
+    return settings
+
+
+def check_validation_video(video: str, alignment: AlignmentConfig | None) -> None:
+    """`validation_video` is a file, and the run has an online teacher to compute its targets."""
+    if not Path(video).is_file():
+        raise UsageError(f"`validation_video` {video!r} is not a file; give a video clip, or leave it unset.")
+    if alignment is None or alignment.teacher is None:
+        raise UsageError(
+            "`validation_video` measures the alignment with the teacher online, and this run "
+            f"{'has no alignment term' if alignment is None else 'reads precomputed teacher features'}: leave it unset "
+            "(the probe then uses the dataset's first clip)."
+        )
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything the training flags describe, read from the configs (student, teacher) and the dataset's table,
+    and checked, before any weight is loaded.
+
+    Attributes:
+        spec (`ModelSpec`): the student checkpoint.
+        clip (`ClipSpec`): how clips are read.
+        table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
+        alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
+        options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
+        resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
+        inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
+            (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
+    """
+
+    spec: ModelSpec
+    clip: ClipSpec
+    table: datasets.Dataset
+    alignment: AlignmentConfig | None
+    options: TrainingOptions
+    resume: Path | None = None
+    inputs: dict | None = None
+
+    @property
+    def inputs_columns(self) -> list[str]:
+        """The table's model-input columns (`latent_moments` first); empty without precomputed inputs."""
+        return list(self.inputs["columns"]) if self.inputs else []
+
+    @property
+    def needs_videos(self) -> bool:
+        """Whether training decodes the clips: for the VAE, or for an online teacher."""
+        return self.inputs is None or (self.alignment is not None and self.alignment.teacher is not None)
+
+
+def plan_training(args: argparse.Namespace) -> TrainingPlan:
+    """Reads every config the training flags name, once, and checks the flags against them (no weights).
+
+    Raises:
+        `UsageError`: naming the argument, the value and what would work.
+    """
+    spec = load_spec(
+        args.pretrained_model_name_or_path,
+        family=args.model_family,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+    )
+    clip = clip_spec(args)
+    spec.check_clip(clip.num_frames, clip.height, clip.width)
+    options = training_options(args)
+    spec.check_options(
+        vae_slicing=args.enable_slicing,
+        vae_tiling=args.enable_tiling,
+        use_dynamic_cfg=args.use_dynamic_cfg,
+        training=options,
+    )
+    spec = spec.for_training(options)
+    table = load_dataset(args, cache_dir=args.cache_dir)
+    inputs = precomputed_inputs(args, spec, clip, table)
+    alignment = alignment_config(args, spec, clip, table)
+    if getattr(args, "validation_video", None):
+        check_validation_video(args.validation_video, alignment)
+    if alignment is not None and alignment.features_column is not None:
+        table = typed_precomputed_table(table, alignment.features_column)
+    if inputs is not None:
+        table = typed_inputs_table(table, inputs)
+    resume = None
+    if args.resume_from_checkpoint:
+        resume = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if resume is not None:  # every file the resumed run loads, present and not empty
+        projector = PROJECTOR_FILES if alignment is not None else ()
+        check_checkpoint(
+            resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
+        )
+    return TrainingPlan(spec, clip, table, alignment, options, resume, inputs)
