@@ -8,8 +8,7 @@ import pytest
 import torch
 from diffusers import CogVideoXPipeline, WanPipeline
 
-from diffusers_tsa.adapters import ADAPTERS, load_spec
-from diffusers_tsa.adapters.base import LORA_WEIGHT_NAME, TrainingOptions
+from diffusers_tsa.adapters import ADAPTERS, LORA_WEIGHT_NAME, TrainingOptions, load_spec
 from diffusers_tsa.adapters.wan import lora_expert
 from diffusers_tsa.errors import CheckpointError, ModelLayoutError
 from diffusers_tsa.testing import tiny_cogvideox_components

@@ -22,8 +22,7 @@ from test_train_script import (
     precomputed_flags,
 )
 
-from diffusers_tsa.adapters import ADAPTERS, load_spec
-from diffusers_tsa.adapters.base import TrainingOptions
+from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
 from diffusers_tsa.cli import FlagError, plan_training
 from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..adapters.base import ModelAdapter
+from ..adapters.adapter import ModelAdapter
 from ..errors import GridError, UsageError
 from ..masking import motion_saliency_mask
 from ..projector import AlignmentProjector, GridResampling
