@@ -1,26 +1,31 @@
-"""What trains, recorded once by the adapter (`training_mode`), and what a run saves and resumes from by it
-(`save_trained`, `load_trained`), on tiny offline pipelines: CogVideoX for the stock layout, Wan 2.2 A14B-like for a
-trained expert's slot."""
+"""A training run's spec and adapter on tiny offline pipelines: the family's defaults filled in once
+(`ModelSpec.for_training`), what trains, recorded once by the adapter (`training_mode`), and what a run saves and
+resumes from by it (`save_trained`, `load_trained`): CogVideoX for the stock layout, Wan 2.2 A14B-like for a trained
+expert's slot."""
 
 from pathlib import Path
 
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
 
 from diffusers_tsa.adapters import ADAPTERS, LORA_WEIGHT_NAME, TrainingOptions, load_spec
+from diffusers_tsa.adapters.nova import NOVASpec
 from diffusers_tsa.adapters.wan import lora_expert
 from diffusers_tsa.errors import CheckpointError, ModelLayoutError
 from diffusers_tsa.testing import tiny_cogvideox_components
+from diffusers_tsa.testing.ltx_video import tiny_ltx_video_components
 from diffusers_tsa.testing.wan import tiny_wan_components
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny CogVideoX and a tiny two-expert Wan pipeline, saved to disk."""
+    """A tiny CogVideoX, Wan 2.1, two-expert Wan and LTX-Video pipeline, saved to disk."""
     root = tmp_path_factory.mktemp("training")
     CogVideoXPipeline(**tiny_cogvideox_components()).save_pretrained(root / "cogvideox")
+    WanPipeline(**tiny_wan_components()).save_pretrained(root / "wan")
     WanPipeline(**tiny_wan_components(two_experts=True)).save_pretrained(root / "experts")
+    LTXPipeline(**tiny_ltx_video_components()).save_pretrained(root / "ltx_video")
     return root
 
 
@@ -45,6 +50,33 @@ def saved(folder: Path) -> set[str]:
 def assert_same_weights(a, b) -> None:
     theirs = b.transformer.state_dict()
     assert all(torch.equal(value, theirs[key]) for key, value in a.transformer.state_dict().items())
+
+
+@pytest.mark.parametrize("name, default", [("cogvideox", 16), ("wan", 512), ("ltx_video", 128)])
+def test_for_training_fills_in_the_familys_text_length_once(tiny, name, default):
+    """The pipeline's own default (CogVideoX: its config's `max_text_seq_length`, 16 for the tiny one), held by the
+    spec's `options` and the adapter's; a given length stays; a spec made again for the same options is the same."""
+    spec = load_spec(tiny / name)
+    assert spec.options is None and spec.default_max_sequence_length == default
+    trained = spec.for_training(TrainingOptions())
+    assert trained.options == TrainingOptions(max_sequence_length=default)
+    assert trained.for_training(TrainingOptions()) == trained
+    if name != "cogvideox":  # CogVideoX's text length is fixed by its config
+        assert spec.for_training(TrainingOptions(max_sequence_length=7)).options.max_sequence_length == 7
+    adapter = ADAPTERS[spec.family].from_pretrained(spec, transformer=False)
+    assert adapter.options == trained.options and adapter.spec == trained
+
+
+def test_for_training_refuses_what_check_options_refuses(tiny):
+    with pytest.raises(ModelLayoutError, match=r"`expert=None` names no expert"):
+        load_spec(tiny / "experts").for_training(TrainingOptions())
+    with pytest.raises(ModelLayoutError, match=r"`max_sequence_length=32`: CogVideoX's prompts have 16 tokens"):
+        load_spec(tiny / "cogvideox").for_training(TrainingOptions(max_sequence_length=32))
+    nova = NOVASpec(pretrained_model_name_or_path="", num_blocks=32, hidden_size=1024, min_depth=17, text_token_len=8)
+    assert nova.for_training(TrainingOptions()).options.max_sequence_length == 8
+    assert nova.for_training(TrainingOptions(max_sequence_length=8)).options.max_sequence_length == 8
+    with pytest.raises(ModelLayoutError, match=r"`max_sequence_length=7`: not supported by NOVA"):
+        nova.for_training(TrainingOptions(max_sequence_length=7))
 
 
 def test_the_training_mode_is_chosen_once(tiny):
