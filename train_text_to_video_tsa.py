@@ -435,7 +435,7 @@ def main(args):
     plan = plan_training(args)
     if plan.alignment:
         args.alignment_depth = plan.alignment.depth  # the family's default when not given
-    args.fps = args.fps or plan.spec.usage_fps
+    args.fps = args.fps or plan.spec.fps
 
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
@@ -691,7 +691,7 @@ def main(args):
         num_inference_steps=args.validation_num_inference_steps,
         guidance_scale=args.guidance_scale,
         use_dynamic_cfg=args.use_dynamic_cfg,
-        max_sequence_length=args.max_sequence_length,
+        max_sequence_length=plan.spec.options.max_sequence_length,
     )
 
     def validate(step):

@@ -113,8 +113,8 @@ FLAGS = {
 }
 
 
-def generation_settings(args: argparse.Namespace):
-    """The generation flags as the adapters take them."""
+def generation_settings(args: argparse.Namespace, spec):
+    """The generation flags as the adapters take them, the text length resolved for `spec`'s family."""
     from diffusers_tsa.adapters import GenerationSettings
 
     return GenerationSettings(
@@ -124,7 +124,7 @@ def generation_settings(args: argparse.Namespace):
         num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
         use_dynamic_cfg=args.use_dynamic_cfg,
-        max_sequence_length=args.max_sequence_length,
+        max_sequence_length=spec.resolve_max_sequence_length(args.max_sequence_length),
     )
 
 
@@ -304,7 +304,7 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     # and their names are the protocol's.
     spec, scheduler = (None, args.scheduler or "") if args.manifest_only else load_checked_spec(args)
     if spec is not None and args.fps is None:
-        args.fps = spec.usage_fps  # the family's frame rate
+        args.fps = spec.fps  # the family's frame rate
     plan = plan_videos(
         benchmark,
         entries,
@@ -332,7 +332,7 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     from tqdm.auto import tqdm
 
     pipe = load_pipeline(spec, args, scheduler)
-    settings = generation_settings(args)
+    settings = generation_settings(args, spec)
     for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
         frames = spec.generate(pipe, record.generation_prompt, settings, generator)

@@ -84,7 +84,7 @@ def test_the_spec_reads_patch_size_t_and_pads_the_token_grid(tiny15):
         max_width=2400,
     )
     assert real.token_grid(81, 768, 1360) == (11, 48, 85) and real.default_depth == 25
-    assert (spec.usage_fps, spec10.usage_fps) == (16, 8)
+    assert (spec.fps, spec10.fps) == (16, 8)
     # CogVideoX 1.0 as before: no temporal patches, one token frame per latent frame.
     assert (spec10.patch_size_t, spec10.max_height, spec10.max_width) == (1, None, None)
     assert spec10.token_grid(FRAMES, HEIGHT, WIDTH) == (5, 6, 9)

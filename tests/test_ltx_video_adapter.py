@@ -19,8 +19,7 @@ from peft import LoraConfig
 from safetensors.torch import load_file
 from test_model_card import check_card_code
 
-from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
-from diffusers_tsa.adapters.base import TrainingOptions
+from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.adapters.flow_matching import FlowMatching
 from diffusers_tsa.adapters.ltx_video import LTXVideoAdapter, LTXVideoSpec, pack_latents
 from diffusers_tsa.cli import FlagError, flag_errors

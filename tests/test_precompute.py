@@ -22,11 +22,12 @@ from test_train_script import (
     precomputed_flags,
 )
 
-from diffusers_tsa.adapters import ADAPTERS, load_spec
-from diffusers_tsa.adapters.base import TrainingOptions
+from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
 from diffusers_tsa.cli import FlagError, flag_errors
 from diffusers_tsa.data import ClipSpec, load_video_dataset
+from diffusers_tsa.errors import UsageError
 from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
+from diffusers_tsa.features.precomputed import check_inputs_settings
 from diffusers_tsa.teachers import TeacherInput, load_teacher
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
 from diffusers_tsa.testing.ltx_video import (
@@ -312,6 +313,22 @@ def test_a_cache_made_with_other_settings_is_refused_naming_the_flag(tiny, tmp_p
     )
     with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(args)
+
+
+def test_the_recorded_text_length_is_the_resolved_one_and_an_older_none_is_the_default(tiny):
+    """A cache records the length its prompts were padded to, never `None`; a cache precomputed before that, whose
+    `None` meant the family's default, matches a run at the default and is refused for another length."""
+    clip = FAMILIES["wan"][2]
+    settings = ModelInputs(adapter(tiny, "wan", transformer=False), clip).settings()
+    assert settings["max_sequence_length"] == 16
+    spec, older = load_spec(tiny / "wan"), {**settings, "max_sequence_length": None}
+    given = {"id_token": None, **{f"ClipSpec.{key}": value for key, value in settings["clip"].items()}}
+    check_inputs_settings(settings, spec.for_training(TrainingOptions(max_sequence_length=16)), given)
+    check_inputs_settings(older, spec.for_training(TrainingOptions()), given)
+    with pytest.raises(UsageError, match=r"made with `max_sequence_length=16`, but training is given `max_seq.*=512`"):
+        check_inputs_settings(settings, spec.for_training(TrainingOptions()), given)
+    with pytest.raises(UsageError, match=r"made with `max_sequence_length=512`, but training is given `max_seq.*=16`"):
+        check_inputs_settings(older, spec.for_training(TrainingOptions(max_sequence_length=16)), given)
 
 
 def test_a_matching_cache_plans_a_run_without_the_encoders(tiny, tmp_path):

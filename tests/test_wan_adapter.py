@@ -15,8 +15,7 @@ from diffusers import WanPipeline, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 from test_model_card import card_code, check_card_code, check_stock_lora_reload
 
-from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, load_spec
-from diffusers_tsa.adapters.base import LORA_WEIGHT_NAME, TrainingOptions
+from diffusers_tsa.adapters import ADAPTERS, LORA_WEIGHT_NAME, GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.adapters.flow_matching import FlowMatching
 from diffusers_tsa.adapters.wan import EXPERT_METADATA_KEY, WanAdapter, WanSpec, lora_expert
 from diffusers_tsa.cli import translate
@@ -24,6 +23,7 @@ from diffusers_tsa.errors import CheckpointError, GridError, ModelLayoutError
 from diffusers_tsa.projector import AlignmentProjector
 from diffusers_tsa.testing import tiny_videomae, write_test_dataset
 from diffusers_tsa.testing.wan import tiny_wan_components
+from diffusers_tsa.training.card_code import usage_code
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
@@ -79,7 +79,7 @@ def test_the_spec_reads_grids_depth_and_experts_from_the_configs(tiny):
     assert (ti2v.vae_scale, ti2v.expand_timesteps) == (16, True)
     assert ti2v.token_grid(FRAMES, HEIGHT, WIDTH) == (3, 2, 3) and ti2v.token_grid(121, 704, 1280) == (31, 22, 40)
     assert (spec.two_experts, experts.two_experts, experts.boundary_ratio) == (False, True, 0.875)
-    assert (spec.usage_fps, experts.usage_fps, ti2v.usage_fps) == (16, 16, 24)
+    assert (spec.fps, experts.fps, ti2v.fps) == (16, 16, 24)
     # The paper's share of the blocks, within [1, num_blocks].
     assert spec.default_depth == 1 and spec.min_depth == 1
     assert replace(spec, num_blocks=30).default_depth == 18 and replace(spec, num_blocks=40).default_depth == 24
@@ -470,9 +470,9 @@ def test_the_model_card_code_runs_for_a_wan_lora(tiny, tmp_path, name, expert):
 
 
 def test_a_two_expert_card_without_the_expert_loads_through_the_spec(tiny):
-    code = load_spec(tiny / "experts").usage_code("out", "full", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
+    code = usage_code(load_spec(tiny / "experts"), "out", "full", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
     assert "load_spec(" in code and ".load_trained_pipeline(" in code and "transformer=" in code
     known = load_spec(tiny / "experts").for_training(TrainingOptions(expert="low_noise"))
-    code = known.usage_code("out", "full", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
+    code = usage_code(known, "out", "full", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
     assert 'subfolder="transformer_2"' in code and "transformer_2=transformer" in code
     assert known.saved_files("full") == ("transformer_2/config.json",)

@@ -30,8 +30,10 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import GridError, ModelLayoutError
-from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
+from .adapter import ComponentClasses, ModelAdapter
+from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
+from .spec import Grid, ModelSpec
 
 
 def check_transformer_config(name: str, config: dict) -> None:
@@ -104,9 +106,14 @@ class CogVideoXSpec(ModelSpec):
         )
 
     @property
-    def usage_fps(self) -> int:
-        """Frame rate of the model card's video: 16 for CogVideoX 1.5 (its 81 frames are 5 s), 8 for 1.0."""
+    def fps(self) -> int:
+        """The frame rate of the videos: 16 for CogVideoX 1.5 (its 81 frames are 5 s), 8 for 1.0."""
         return 16 if self.patch_size_t > 1 else 8
+
+    @property
+    def default_max_sequence_length(self) -> int:
+        """CogVideoX's prompts have the length its text positions are built for: its config's `max_text_seq_length`."""
+        return self.max_text_seq_length
 
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
         """Token frames are the latent frames, padded to a multiple of `patch_size_t`, over `patch_size_t`."""
@@ -187,7 +194,7 @@ class CogVideoXSpec(ModelSpec):
             "num_inference_steps": settings.num_inference_steps,
             "guidance_scale": settings.guidance_scale,
             "use_dynamic_cfg": True if settings.use_dynamic_cfg is None else settings.use_dynamic_cfg,
-            "max_sequence_length": settings.max_sequence_length or self.max_text_seq_length,
+            "max_sequence_length": self.resolve_max_sequence_length(settings.max_sequence_length),
         }
 
 
@@ -202,34 +209,14 @@ class CogVideoXAdapter(ModelAdapter):
         self._alphas_cumprod = self.scheduler.alphas_cumprod
 
     @classmethod
-    def from_pretrained(
-        cls,
-        spec,
-        *,
-        variant=None,
-        weight_dtype=torch.float32,
-        transformer_dtype=None,
-        device="cpu",
-        options=TrainingOptions(),
-        encoders=True,
-        transformer=True,
-    ) -> CogVideoXAdapter:
+    def component_classes(cls, spec: CogVideoXSpec) -> ComponentClasses:
+        """T5, CogVideoX's VAE, and the DPM scheduler the evaluation protocol samples with (`use_sampler`)."""
         from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler
         from transformers import T5EncoderModel
 
-        components = cls.load_components(
-            spec,
-            text_encoder_class=T5EncoderModel,
-            vae_class=AutoencoderKLCogVideoX,
-            scheduler=CogVideoXDPMScheduler,
-            variant=variant,
-            weight_dtype=weight_dtype,
-            transformer_dtype=transformer_dtype,
-            device=device,
-            encoders=encoders,
-            transformer=transformer,
+        return ComponentClasses(
+            text_encoder=T5EncoderModel, vae=AutoencoderKLCogVideoX, scheduler=CogVideoXDPMScheduler
         )
-        return cls(spec, **components, options=options)
 
     def latent_normalization(self) -> tuple[float, float]:
         """CogVideoX's latents are the VAE sample times `scaling_factor`."""
@@ -242,11 +229,11 @@ class CogVideoXAdapter(ModelAdapter):
     @torch.no_grad()
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads
-        them."""
+        them (`options.max_sequence_length` is the spec's `max_text_seq_length`)."""
         tokens = self.tokenizer(
             prompts,
             padding="max_length",
-            max_length=self.spec.max_text_seq_length,
+            max_length=self.options.max_sequence_length,
             truncation=True,
             add_special_tokens=True,
             return_tensors="pt",

@@ -19,8 +19,10 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import GridError, ModelLayoutError
-from .base import GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions
+from .adapter import ComponentClasses, ModelAdapter
+from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
+from .spec import Grid, ModelSpec
 
 
 class LTXPromptEmbeds(NamedTuple):
@@ -44,21 +46,21 @@ def pack_latents(latents: torch.Tensor) -> torch.Tensor:
 class LTXVideoSpec(ModelSpec):
     """LTX-Video's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent
     frame) that compresses `spatial_compression` pixels into one latent pixel, a transformer with patch 1 (one token
-    per latent pixel), and prompts of `max_sequence_length` T5 tokens by default."""
+    per latent pixel), and prompts of `default_max_sequence_length` T5 tokens by default."""
 
     family = "ltx_video"
     pipeline_class_name = "LTXPipeline"
     transformer_class_name = "LTXVideoTransformer3DModel"
     samplers = ("pipeline",)
     uses_flow_matching = True
-    #: The frame rate LTX-Video is conditioned on (`LTXPipeline`'s default, through the RoPE time scale): training
-    #: and generation use the same, and the model card writes its video at it.
-    frame_rate: ClassVar[int] = 25
-    usage_fps = frame_rate
+    #: The frame rate LTX-Video is conditioned on (`LTXPipeline`'s default `frame_rate`, through the RoPE time
+    #: scale): training and generation use the same, and the videos are written at it.
+    fps: ClassVar[int] = 25
+    #: `LTXPipeline`'s default text length.
+    default_max_sequence_length: ClassVar[int] = 128
 
     temporal_compression: int = 8
     spatial_compression: int = 32
-    max_sequence_length: int = 128
 
     @classmethod
     def from_configs(
@@ -99,8 +101,8 @@ class LTXVideoSpec(ModelSpec):
         )
 
     def rope_interpolation_scale(self) -> tuple[float, float, float]:
-        """The transformer's RoPE scale (frame, row, column) at `frame_rate`, as `LTXPipeline` computes it."""
-        return (self.temporal_compression / self.frame_rate, self.spatial_compression, self.spatial_compression)
+        """The transformer's RoPE scale (frame, row, column) at `fps`, as `LTXPipeline` computes it."""
+        return (self.temporal_compression / self.fps, self.spatial_compression, self.spatial_compression)
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
         t, step = self.temporal_compression, self.size_multiple
@@ -135,7 +137,7 @@ class LTXVideoSpec(ModelSpec):
         if training.max_sequence_length is not None and training.max_sequence_length < 1:
             raise ModelLayoutError(
                 f"`max_sequence_length={training.max_sequence_length}` must be positive (LTX-Video's pipeline uses "
-                f"{self.max_sequence_length})."
+                f"{self.default_max_sequence_length})."
             )
 
     @property
@@ -147,15 +149,15 @@ class LTXVideoSpec(ModelSpec):
         return super().default_depth
 
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
-        """`LTXPipeline` arguments, at the frame rate the model was trained for (`frame_rate`)."""
+        """`LTXPipeline` arguments, at the frame rate the model was trained for (`fps`)."""
         return {
             "num_frames": settings.num_frames,
             "height": settings.height,
             "width": settings.width,
-            "frame_rate": self.frame_rate,
+            "frame_rate": self.fps,
             "num_inference_steps": settings.num_inference_steps,
             "guidance_scale": settings.guidance_scale,
-            "max_sequence_length": settings.max_sequence_length or self.max_sequence_length,
+            "max_sequence_length": self.resolve_max_sequence_length(settings.max_sequence_length),
         }
 
 
@@ -166,35 +168,14 @@ class LTXVideoAdapter(ModelAdapter):
     spec_class = LTXVideoSpec
 
     @classmethod
-    def from_pretrained(
-        cls,
-        spec,
-        *,
-        variant=None,
-        weight_dtype=torch.float32,
-        transformer_dtype=None,
-        device="cpu",
-        options=TrainingOptions(),
-        encoders=True,
-        transformer=True,
-    ) -> LTXVideoAdapter:
+    def component_classes(cls, spec: LTXVideoSpec) -> ComponentClasses:
+        """T5, LTX-Video's VAE, and the checkpoint's flow-matching Euler scheduler."""
         from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
         from transformers import T5EncoderModel
 
-        spec.check_options(training=options)
-        components = cls.load_components(
-            spec,
-            text_encoder_class=T5EncoderModel,
-            vae_class=AutoencoderKLLTXVideo,
-            scheduler=FlowMatchEulerDiscreteScheduler,
-            variant=variant,
-            weight_dtype=weight_dtype,
-            transformer_dtype=transformer_dtype,
-            device=device,
-            encoders=encoders,
-            transformer=transformer,
+        return ComponentClasses(
+            text_encoder=T5EncoderModel, vae=AutoencoderKLLTXVideo, scheduler=FlowMatchEulerDiscreteScheduler
         )
-        return cls(spec, **components, options=options)
 
     def latent_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
         """LTX-Video's latents are the VAE sample normalised per channel as `LTXPipeline._normalize_latents` does:
@@ -204,11 +185,11 @@ class LTXVideoAdapter(ModelAdapter):
     @torch.no_grad()
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, T5 embeddings `(B, L, D)`, and `prompt_attention_mask` `(B, L)`, padded as
-        `LTXPipeline` pads them to `L = max_sequence_length` tokens (the training option, or the pipeline's 128)."""
+        `LTXPipeline` pads them to `L = options.max_sequence_length` tokens (by default the pipeline's 128)."""
         tokens = self.tokenizer(
             prompts,
             padding="max_length",
-            max_length=self.options.max_sequence_length or self.spec.max_sequence_length,
+            max_length=self.options.max_sequence_length,
             truncation=True,
             add_special_tokens=True,
             return_tensors="pt",

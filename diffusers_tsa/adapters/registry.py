@@ -6,7 +6,8 @@ import os
 
 from ..errors import ModelLayoutError
 from ..paths import check_local_path
-from .base import ModelAdapter, ModelSpec
+from .adapter import ModelAdapter
+from .spec import ModelSpec
 
 
 #: Family name (`ModelSpec.family`, the training script's `--model_family`) -> adapter class.

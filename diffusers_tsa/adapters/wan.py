@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange, repeat
@@ -32,17 +32,17 @@ from torch import nn
 from ..compat import dtype_argument
 from ..errors import CheckpointError, GridError, ModelLayoutError
 from ..hooks import unwrap_model
-from .base import LORA_WEIGHT_NAME, GenerationSettings, Grid, ModelAdapter, ModelSpec, TrainingOptions, py_literal
+from .adapter import ComponentClasses, ModelAdapter
 from .flow_matching import FlowMatching
+from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
+from .spec import LORA_WEIGHT_NAME, Grid, ModelSpec
 
 
 #: The experts of a two-expert checkpoint (Wan 2.2 A14B) -> the pipeline component each one is.
 EXPERTS = {"high_noise": "transformer", "low_noise": "transformer_2"}
 #: Key of the safetensors header entry naming the expert a LoRA file trained (two-expert checkpoints only).
 EXPERT_METADATA_KEY = "diffusers_tsa.wan_expert"
-#: `WanPipeline`'s default text length.
-DEFAULT_MAX_SEQUENCE_LENGTH = 512
 
 
 def lora_expert(path: str | os.PathLike) -> str | None:
@@ -65,6 +65,8 @@ class WanSpec(ModelSpec):
     pipeline_class_name = "WanPipeline"
     transformer_class_name = "WanTransformer3DModel"
     uses_flow_matching = True
+    #: `WanPipeline`'s default text length.
+    default_max_sequence_length: ClassVar[int] = 512
 
     temporal_compression: int = 4
     vae_scale: int = 8
@@ -72,8 +74,6 @@ class WanSpec(ModelSpec):
     boundary_ratio: float | None = None
     expand_timesteps: bool = False
     scheduler_class_name: str = "UniPCMultistepScheduler"
-    #: The expert a training run trains (`for_training`); `None` when unknown (a spec read for evaluation).
-    expert: str | None = None
 
     @classmethod
     def from_configs(cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None) -> WanSpec:
@@ -98,7 +98,7 @@ class WanSpec(ModelSpec):
         )
 
     @property
-    def usage_fps(self) -> int:
+    def fps(self) -> int:
         """The frame rate of the videos: 16 for Wan 2.1 and 2.2 A14B, 24 for Wan 2.2 TI2V-5B (`expand_timesteps`)."""
         return 24 if self.expand_timesteps else 16
 
@@ -106,6 +106,20 @@ class WanSpec(ModelSpec):
     def two_experts(self) -> bool:
         """Whether the checkpoint has a high-noise and a low-noise expert (Wan 2.2 A14B)."""
         return self.boundary_ratio is not None
+
+    @property
+    def expert(self) -> str | None:
+        """The expert a training run trains (`options.expert`, from `for_training`); `None` when unknown (a spec read
+        for evaluation) or for a one-transformer checkpoint."""
+        return self.options.expert if self.options is not None else None
+
+    @property
+    def trained_slot(self) -> str | None:
+        """`transformer`, or for a two-expert checkpoint its trained expert's slot (`transformer_2` for the
+        low-noise one), `None` when the expert is not known."""
+        if not self.two_experts:
+            return "transformer"
+        return EXPERTS[self.expert] if self.expert else None
 
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
         latent_frames = (num_frames - 1) // self.temporal_compression + 1
@@ -152,7 +166,7 @@ class WanSpec(ModelSpec):
         if training.max_sequence_length is not None and training.max_sequence_length < 1:
             raise ModelLayoutError(
                 f"`max_sequence_length={training.max_sequence_length}` must be positive (Wan's default is "
-                f"{DEFAULT_MAX_SEQUENCE_LENGTH})."
+                f"{self.default_max_sequence_length})."
             )
         if self.two_experts and training.expert not in EXPERTS:
             choices = " or ".join(f"`expert={name!r}` ({slot})" for name, slot in EXPERTS.items())
@@ -161,16 +175,6 @@ class WanSpec(ModelSpec):
                 f"`expert={training.expert!r}` {problem} this two-expert Wan checkpoint (split at boundary_ratio "
                 f"{self.boundary_ratio}); a run trains one of them: {choices}."
             )
-
-    def for_training(self, options: TrainingOptions) -> WanSpec:
-        """A copy that knows the expert the run trains, for its saved files and the model card's code."""
-        return replace(self, expert=options.expert)
-
-    def saved_files(self, training_mode: str) -> tuple[str, ...]:
-        """As the base; a full fine-tune of a two-expert checkpoint is saved in its expert's folder."""
-        if training_mode == "full" and self.two_experts:
-            return (f"{EXPERTS[self.expert]}/config.json",) if self.expert else ()
-        return super().saved_files(training_mode)
 
     def load_trained_pipeline(
         self,
@@ -236,16 +240,6 @@ class WanSpec(ModelSpec):
         if scale != 1.0:
             pipe.set_adapters(pipe.get_active_adapters(), [scale])
 
-    def _usage_lora(self, weights: str) -> tuple[list[tuple[str, str]], str]:
-        """As the base; a low-noise expert's LoRA goes into `transformer_2`."""
-        imports, load = super()._usage_lora(weights)
-        if self.expert == "low_noise":
-            load = load.removesuffix(")") + ", load_into_transformer_2=True)"
-        return imports, load
-
-    def _usage_slot(self) -> str:
-        return EXPERTS[self.expert] if self.two_experts and self.expert else "transformer"
-
     def _lora_file(self, lora: str | os.PathLike, weight_name: str | None) -> str:
         """The local path of the LoRA file `load_lora_weights` reads (downloaded from the Hub if needed)."""
         name = weight_name or LORA_WEIGHT_NAME
@@ -257,29 +251,10 @@ class WanSpec(ModelSpec):
 
         return hf_hub_download(os.fspath(lora), name, cache_dir=self.cache_dir)
 
-    def usage_code(self, weights: str, training_mode: str, prompt: str, settings: GenerationSettings) -> str:
-        """As the base: stock `WanPipeline` code, with the trained expert of a two-expert checkpoint in its slot
-        (`load_into_transformer_2=True`, `transformer_2=`). When the expert is not known (a spec not made
-        `for_training`), the code loads the output with `load_trained_pipeline`, which reads it from the files."""
-        code = super().usage_code(weights, training_mode, prompt, settings)
-        if not self.two_experts or self.expert is not None:
-            return code
-        lines = code.splitlines()
-        device = next(line for line in lines if line.startswith("device, dtype = "))
-        source = f"transformer={py_literal(weights)}"
-        if training_mode == "lora":  # the file named, as the base does: a Hub repository read offline needs it
-            source = f"lora={py_literal(weights)}, lora_weight_name={py_literal(LORA_WEIGHT_NAME)}"
-        load = [
-            f"pipe = load_spec({py_literal(self.pretrained_model_name_or_path)}).load_trained_pipeline(",
-            f"    {source}, dtype=dtype, device=device,",
-            ")",
-        ]
-        imports = [
-            "import torch",
-            "from diffusers.utils import export_to_video",
-            "from diffusers_tsa.adapters import load_spec",
-        ]
-        return "\n".join([*imports, "", device, *load, *lines[lines.index("pipe = pipe.to(device)") + 1 :]])
+    @property
+    def usage_lora_kwargs(self) -> dict[str, Any]:
+        """A low-noise expert's LoRA goes into `transformer_2` (`load_into_transformer_2=True`)."""
+        return {"load_into_transformer_2": True} if self.expert == "low_noise" else {}
 
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`WanPipeline` arguments (no dynamic guidance; text length the pipeline's 512 unless given)."""
@@ -289,7 +264,7 @@ class WanSpec(ModelSpec):
             "width": settings.width,
             "num_inference_steps": settings.num_inference_steps,
             "guidance_scale": settings.guidance_scale,
-            "max_sequence_length": settings.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH,
+            "max_sequence_length": self.resolve_max_sequence_length(settings.max_sequence_length),
         }
 
 
@@ -301,42 +276,22 @@ class WanAdapter(ModelAdapter):
     spec_class = WanSpec
 
     @classmethod
-    def from_pretrained(
-        cls,
-        spec,
-        *,
-        variant=None,
-        weight_dtype=torch.float32,
-        transformer_dtype=None,
-        device="cpu",
-        options=TrainingOptions(),
-        encoders=True,
-        transformer=True,
-    ) -> WanAdapter:
-        """Loads the components; of a two-expert checkpoint only the expert `options.expert` names."""
+    def component_classes(cls, spec: WanSpec) -> ComponentClasses:
+        """UMT5, Wan's VAE, and the checkpoint's own scheduler (for validation videos); the transformer read is the
+        trained expert's (`spec.trained_slot`)."""
         import diffusers
         from transformers import UMT5EncoderModel
 
-        spec.check_options(training=options)
-        components = cls.load_components(
-            spec,
-            text_encoder_class=UMT5EncoderModel,
-            vae_class=diffusers.AutoencoderKLWan,
-            scheduler=getattr(diffusers, spec.scheduler_class_name),  # the checkpoint's own, for validation videos
-            transformer_subfolder=EXPERTS.get(options.expert, "transformer"),
-            variant=variant,
-            weight_dtype=weight_dtype,
-            transformer_dtype=transformer_dtype,
-            device=device,
-            encoders=encoders,
-            transformer=transformer,
+        return ComponentClasses(
+            text_encoder=UMT5EncoderModel,
+            vae=diffusers.AutoencoderKLWan,
+            scheduler=getattr(diffusers, spec.scheduler_class_name),
         )
-        return cls(spec, **components, options=options)
 
     @property
     def slot(self) -> str:
         """The pipeline component that trains: `transformer`, or `transformer_2` for the low-noise expert."""
-        return EXPERTS.get(self.options.expert, "transformer")
+        return self.spec.trained_slot
 
     @property
     def sigma_range(self) -> tuple[float, float]:
@@ -356,15 +311,15 @@ class WanAdapter(ModelAdapter):
 
     @torch.no_grad()
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Captions -> `prompt_embeds`, UMT5 embeddings `(B, L, D)`, L = `options.max_sequence_length` or 512, as
-        `WanPipeline` encodes them: cleaned, padded to L, the encoder masked and the padding positions zeroed."""
+        """Captions -> `prompt_embeds`, UMT5 embeddings `(B, L, D)`, L = `options.max_sequence_length` (by default
+        512), as `WanPipeline` encodes them: cleaned, padded to L, the encoder masked and the padding positions
+        zeroed."""
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
-        length = self.options.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
         tokens = self.tokenizer(
             [prompt_clean(prompt) for prompt in prompts],
             padding="max_length",
-            max_length=length,
+            max_length=self.options.max_sequence_length,
             truncation=True,
             add_special_tokens=True,
             return_attention_mask=True,
@@ -442,18 +397,14 @@ class WanAdapter(ModelAdapter):
             )
         super().load_lora_weights(input_dir, transformer)
 
-    def save_transformer(self, output_dir, transformer: nn.Module) -> None:
-        """Writes the trained transformer to `output_dir/<slot>` (`transformer_2/` for the low-noise expert)."""
-        transformer.save_pretrained(Path(output_dir) / self.slot)
-
     def load_transformer(self, input_dir, transformer: nn.Module) -> None:
+        """As the base, from the trained expert's folder (`slot`), refusing a checkpoint without it."""
         if not (Path(input_dir) / self.slot / "config.json").is_file():
             raise CheckpointError(
                 f"{input_dir} has no `{self.slot}/` folder: it is not a full fine-tune of this run's transformer "
                 f"(`expert={self.options.expert!r}`); resume from a checkpoint of a run with the same expert."
             )
-        saved = type(transformer).from_pretrained(input_dir, subfolder=self.slot)
-        transformer.load_state_dict(saved.state_dict())
+        super().load_transformer(input_dir, transformer)
 
     # --- Validation -------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..adapters.base import ModelAdapter
+from ..adapters.adapter import ModelAdapter
 from ..errors import UsageError
 from ..projector import AlignmentProjector, GridResampling
 

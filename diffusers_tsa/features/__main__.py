@@ -19,7 +19,7 @@ import torch
 
 from .. import cli
 from ..adapters import ADAPTERS, load_spec
-from ..adapters.base import TrainingOptions
+from ..adapters.options import TrainingOptions
 from ..errors import DatasetError
 from ..teachers import load_teacher, teacher_config, teacher_geometry
 from ..training.plan import clip_spec, load_dataset, teacher_input

@@ -15,7 +15,8 @@ from dataclasses import asdict
 import datasets
 import torch
 
-from ..adapters.base import ModelAdapter, ModelSpec
+from ..adapters.adapter import ModelAdapter
+from ..adapters.spec import ModelSpec
 from ..data import ClipSpec, describe_source
 from ..data.columns import (
     CAPTION,
@@ -114,7 +115,7 @@ class ModelInputs(ClipTransform):
             "format": INPUTS_FORMAT_VERSION,
             "model": model_identity_of(self.adapter.spec),
             "variant": self.variant,
-            "max_sequence_length": self.adapter.options.max_sequence_length,
+            "max_sequence_length": self.adapter.options.max_sequence_length,  # resolved: never None
             "clip": asdict(self.clip),
             "id_token": self.id_token,
             "caption_column": self.caption_column,

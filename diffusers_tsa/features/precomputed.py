@@ -9,11 +9,12 @@ from typing import Mapping
 
 import datasets
 
+from ..adapters.spec import ModelSpec
 from ..data import ClipSpec
 from ..data.columns import INPUTS_SETTINGS_COLUMN, MASK_COLUMN, SETTINGS_COLUMN
 from ..errors import DatasetError, UsageError
 from ..loss_registry import LossOptions, target_options
-from .model_inputs import INPUTS_FORMAT_VERSION
+from .model_inputs import INPUTS_FORMAT_VERSION, model_identity_of
 from .teacher_features import FEATURES_FORMAT_VERSION
 from .transform import STORAGE_DTYPES, array_feature
 
@@ -86,13 +87,16 @@ def inputs_settings(table: datasets.Dataset) -> dict:
     )
 
 
-def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
+def check_inputs_settings(settings: dict, spec: ModelSpec, given: Mapping[str, object]) -> None:
     """Compares the settings precomputed model inputs were made with to training's.
 
     Args:
         settings (`dict`): `inputs_settings(table)`.
-        given (`Mapping[str, object]`): training's values by the names errors use: `family`,
-            `pretrained_model_name_or_path`, `revision`, `variant`, `max_sequence_length`, `id_token` and the
+        spec (`ModelSpec`): the student as training trains it (`for_training`): its checkpoint (`model_identity_of`)
+            and its text length (`options.max_sequence_length`, the family's default filled in). A
+            `max_sequence_length` recorded as `None` (inputs precomputed before the precompute recorded the resolved
+            length) is the family's default.
+        given (`Mapping[str, object]`): training's other values by the names errors use: `id_token` and the
             `ClipSpec.*` fields (see `ModelInputs.settings`).
 
     Raises:
@@ -100,10 +104,11 @@ def check_inputs_settings(settings: dict, given: Mapping[str, object]) -> None:
     """
     recorded = {
         **settings["model"],
-        "max_sequence_length": settings["max_sequence_length"],
+        "max_sequence_length": spec.resolve_max_sequence_length(settings["max_sequence_length"]),
         "id_token": settings["id_token"],
     }
     recorded.update({f"ClipSpec.{key}": value for key, value in settings["clip"].items()})
+    given = {**model_identity_of(spec), "max_sequence_length": spec.options.max_sequence_length, **given}
     refuse_differences("latents and prompt embeddings", recorded, given, _INPUTS_AGAIN)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.base import ModelAdapter
+from ..adapters.adapter import ModelAdapter
 from ..errors import GridError, UsageError
 from ..features import teacher_targets
 from ..hooks import BlockFeatureExtractor

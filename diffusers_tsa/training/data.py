@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..adapters.base import ModelAdapter
+from ..adapters.adapter import ModelAdapter
 from ..data import CAPTION, VIDEO, ClipSpec, read_video
 from ..data.columns import INPUTS_VALID_COLUMN, LATENTS_COLUMN, MASK_COLUMN, VALID_COLUMN, training_caption
 from ..errors import DatasetError, VideoDecodeError

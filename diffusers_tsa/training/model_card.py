@@ -7,7 +7,9 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..adapters.base import GenerationSettings, ModelSpec
+from ..adapters.options import GenerationSettings
+from ..adapters.spec import ModelSpec
+from .card_code import usage_code
 
 
 #: The example prompt of a card when validation generated nothing.
@@ -28,7 +30,7 @@ def save_model_card(
     generation: GenerationSettings,
 ) -> Path:
     """Writes `output_dir/README.md`: base model, method, every alignment hyperparameter, dataset, tags, the
-    family's code to load and run the result (`spec.usage_code`) and the validation videos.
+    family's code to load and run the result (`usage_code`) and the validation videos.
 
     Args:
         repo_id (`str`): the card's title: the Hub repository (`--hub_model_id`), or a repo-id-like name for a local
@@ -49,7 +51,7 @@ def save_model_card(
     method = hyperparameters.get("alignment_loss", "none")
     rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in hyperparameters.items())
     gallery = "\n".join(f"- *{prompt}*: [{video}]({video})" for prompt, video in zip(validation_prompts, videos))
-    code = spec.usage_code(weights, training_mode, (validation_prompts or [DEFAULT_PROMPT])[0], generation)
+    code = usage_code(spec, weights, training_mode, (validation_prompts or [DEFAULT_PROMPT])[0], generation)
     base = base_model if os.path.exists(base_model) else f"[{base_model}](https://huggingface.co/{base_model})"
     description = f"""
 # {repo_id}

@@ -16,13 +16,12 @@ from pathlib import Path
 import datasets
 
 from ..adapters import ModelSpec, load_spec
-from ..adapters.base import TrainingOptions
 from ..adapters.flow_matching import FlowMatching
+from ..adapters.options import TrainingOptions
 from ..data import ClipSpec, load_video_dataset
 from ..data.columns import LATENTS_COLUMN
 from ..errors import UsageError
 from ..features import FEATURES_COLUMN, MASK_COLUMN
-from ..features.model_inputs import model_identity_of
 from ..features.precomputed import (
     check_inputs_settings,
     check_precomputed_settings,
@@ -192,13 +191,8 @@ def precomputed_inputs(
             "drop them, or train on a dataset without the precomputed columns."
         )
     settings = inputs_settings(table)
-    given = {
-        **model_identity_of(spec),
-        "max_sequence_length": args.max_sequence_length,
-        "id_token": args.id_token,
-        **{f"ClipSpec.{key}": value for key, value in asdict(clip).items()},
-    }
-    check_inputs_settings(settings, given)
+    given = {"id_token": args.id_token, **{f"ClipSpec.{key}": value for key, value in asdict(clip).items()}}
+    check_inputs_settings(settings, spec, given)
     return settings
 
 

@@ -21,7 +21,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..adapters.base import ModelAdapter
+from ..adapters.adapter import ModelAdapter
 from ..data import CAPTION, VIDEO, ClipSpec
 from ..data.columns import LATENTS_COLUMN
 from ..diagnostics import (

@@ -15,7 +15,7 @@ from torch import nn
 from ...compat import dtype_argument
 from ...errors import ModelLayoutError
 from ...hooks import BlockFeatureExtractor, unwrap_model
-from ..base import ModelAdapter, TrainingOptions
+from ..adapter import ModelAdapter
 from ..registry import register_adapter
 from .lora import LORA_WEIGHT_NAME, read_nova_lora, save_nova_lora
 from .spec import NOVASpec
@@ -43,20 +43,19 @@ class NOVAAdapter(ModelAdapter):
         self._image_tokens_per_prefix_token = (video_patch // transformer.image_encoder.patch_embed.patch_size) ** 2
 
     @classmethod
-    def from_pretrained(
+    def load_components(
         cls,
-        spec,
+        spec: NOVASpec,
         *,
         variant=None,
         weight_dtype=torch.float32,
         transformer_dtype=None,
         device="cpu",
-        options=TrainingOptions(),
         encoders=True,
         transformer=True,
-    ) -> NOVAAdapter:
-        """See `ModelAdapter.from_pretrained`; the transformer is always loaded: NOVA's prompts are padded with its
-        `text_embed` (`text_encoder_outputs`, `conditioning`)."""
+    ) -> dict:
+        """NOVA's components, read through `NOVAPipeline` (`diffnext`'s classes); the transformer is always loaded:
+        NOVA's prompts are padded with its `text_embed` (`text_encoder_outputs`, `conditioning`)."""
         kwargs = {"revision": spec.revision, "variant": variant, "cache_dir": spec.cache_dir}
         dtype = dtype_argument()
         transformer = (
@@ -89,16 +88,14 @@ class NOVAAdapter(ModelAdapter):
             return {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
 
         pipe = load_pipeline() if encoders else load_pipeline(tokenizer=None, text_encoder=None, vae=None)
-        return cls(
-            spec,
-            tokenizer=pipe.tokenizer,
-            text_encoder=pipe.text_encoder,
-            vae=pipe.vae,
-            transformer=transformer,
-            scheduler=pipe.scheduler,
-            options=options,
-            load_encoders=None if encoders else load_encoders,
-        )
+        return {
+            "tokenizer": pipe.tokenizer,
+            "text_encoder": pipe.text_encoder,
+            "vae": pipe.vae,
+            "transformer": transformer,
+            "scheduler": pipe.scheduler,
+            "load_encoders": None if encoders else load_encoders,
+        }
 
     def latent_normalization(self) -> tuple[float, float]:
         """NOVA's latents are scaled as its `vae.scale_` scales them: `(z - shift_factor) * scaling_factor`."""
@@ -165,11 +162,11 @@ class NOVAAdapter(ModelAdapter):
 
     # --- What trains and what is saved ------------------------------------------------------------------------
 
-    def add_lora(self, rank: int, alpha: float) -> None:
-        """LoRA (PEFT) on every attention projection of the video and image encoders (`attn.qkv`, `attn.proj`)."""
-        from peft import LoraConfig, inject_adapter_in_model
+    def _inject_lora(self, config) -> None:
+        """PEFT's `inject_adapter_in_model` (NOVA's transformer has no `add_adapter`), on every attention projection
+        of the video and image encoders (`attn.qkv`, `attn.proj`)."""
+        from peft import inject_adapter_in_model
 
-        config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True, target_modules=self.lora_target_modules)
         inject_adapter_in_model(config, self.transformer)
 
     def enable_full_training(self) -> None:

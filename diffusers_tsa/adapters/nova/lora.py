@@ -14,7 +14,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ...hooks import unwrap_model
-from ..base import LORA_WEIGHT_NAME
+from ..spec import LORA_WEIGHT_NAME
 
 
 # The safetensors metadata key under which diffusers stores LoRA configs (rank, alpha, target modules).

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ...errors import GridError, ModelLayoutError
-from ..base import GenerationSettings, Grid, ModelSpec, TrainingOptions, py_literal
+from ..options import GenerationSettings, TrainingOptions
+from ..spec import Grid, ModelSpec
 
 
 DIFFNEXT_INSTALL = (
@@ -48,13 +49,16 @@ class NOVASpec(ModelSpec):
     """NOVA's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent frame,
     clips longer than `tile_frames` encoded in tiles of that many frames overlapping by one), `vae_scale` pixels per
     latent pixel, `patch_size` latent pixels per image token, and without RoPE a position table fixed to
-    `image_size` (height, width) pixels. `transformer_module` is the `(module, class)` entry of `model_index.json`."""
+    `image_size` (height, width) pixels; prompts of `text_token_len` tokens (its `text_embed`'s). `transformer_module`
+    is the `(module, class)` entry of `model_index.json`."""
 
     family = "nova"
     pipeline_class_name = "NOVAPipeline"
+    fps = 12
     usage_imports = ("diffnext.pipelines", "diffnext.utils")
     usage_dtype = "float16"  # as NOVA's own examples load it
-    usage_fps = 12
+    #: `NOVAPipeline` has no `load_lora_weights`: the card's code loads the LoRA with `load_nova_lora`.
+    usage_lora_loader = ("diffusers_tsa.adapters.nova", "load_nova_lora")
 
     image_size: tuple[int, int] = (480, 768)
     vae_scale: int = 8
@@ -62,6 +66,7 @@ class NOVASpec(ModelSpec):
     patch_size: int = 2
     tile_frames: int = 0
     rotary_pos_embed: bool = False
+    text_token_len: int = 256
     transformer_module: tuple[str, str] = ("diffnext.models.transformers.transformer_nova", "NOVATransformer3DModel")
 
     @classmethod
@@ -96,8 +101,14 @@ class NOVASpec(ModelSpec):
             patch_size=encoder.patch_embed.patch_size,
             tile_frames=getattr(vae, "sample_min_t", 0),
             rotary_pos_embed=bool(config.get("rotary_pos_embed", False)),
+            text_token_len=transformer.text_embed.num_tokens,
             transformer_module=tuple(model_index["transformer"]),
         )
+
+    @property
+    def default_max_sequence_length(self) -> int:
+        """NOVA's prompts have the length its text embedding was trained with (`text_token_len`)."""
+        return self.text_token_len
 
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
         pixels = self.vae_scale * self.patch_size
@@ -148,7 +159,7 @@ class NOVASpec(ModelSpec):
         bad = [f"`{name}=True`" for name, value in (("vae_slicing", vae_slicing), ("vae_tiling", vae_tiling)) if value]
         if use_dynamic_cfg:
             bad.append("`use_dynamic_cfg=True`")
-        if training.max_sequence_length is not None:
+        if training.max_sequence_length not in (None, self.text_token_len):
             bad.append(f"`max_sequence_length={training.max_sequence_length}`")
         if bad:
             raise ModelLayoutError(
@@ -171,12 +182,8 @@ class NOVASpec(ModelSpec):
 
         load_nova_lora(pipe.transformer, lora, weight_name=weight_name or LORA_WEIGHT_NAME, scale=scale)
 
-    def _usage_lora(self, weights: str) -> tuple[list[tuple[str, str]], str]:
-        """`load_nova_lora` (`NOVAPipeline` has no `load_lora_weights`), which reads a folder or a Hub repository."""
-        load = f"load_nova_lora(pipe.transformer, {py_literal(weights)})"
-        return [("diffusers_tsa.adapters.nova", "load_nova_lora")], load
-
-    def _usage_transformer(self) -> tuple[str, str]:
+    @property
+    def usage_transformer(self) -> tuple[str, str]:
         """The `transformer` entry of the checkpoint's `model_index.json` (no `diffnext` import needed)."""
         return self.transformer_module
 

@@ -1,0 +1,277 @@
+"""`ModelSpec`: one model family's checkpoint as read from its configs, with no weight loaded.
+
+A spec knows the family's shape rules and refuses what the model cannot take, fills in the family's defaults for a
+training run (`for_training`), loads the stock pipeline with trained weights, and generates with it. It also states,
+as plain attributes, what the model card's "Use it" code needs to know about the family (`usage_*`,
+`trained_slot`); `diffusers_tsa.training.card_code` writes that code. The training components are the family's
+`ModelAdapter` (`adapters/adapter.py`).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..compat import dtype_argument
+from ..errors import ModelLayoutError
+from .flow_matching import FlowMatching
+from .options import GenerationSettings, TrainingOptions
+
+
+Grid = tuple[int, int, int]
+
+#: The LoRA file a training run writes (diffusers' `load_lora_weights` default).
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+@dataclass(frozen=True)
+class ModelSpec(abc.ABC):
+    """A checkpoint of one model family, as read from its configs without loading any weight.
+
+    Attributes:
+        pretrained_model_name_or_path (`str`): the base pipeline (Hub id or folder).
+        num_blocks (`int`): blocks that an alignment `depth` counts.
+        hidden_size (`int`): width of the hooked block's hidden states (the projector's input).
+        min_depth (`int`): the shallowest block whose output carries spatio-temporal video tokens.
+        revision (`str`, *optional*): Hub revision of the checkpoint.
+        cache_dir (`str`, *optional*): Hub cache folder.
+        options (`TrainingOptions`, *optional*): the options of the run this spec was made for (`for_training`),
+            with the family's defaults filled in (`max_sequence_length` is never `None`); `None` for a spec read
+            from its configs alone (evaluation).
+    """
+
+    #: The adapter family (`"cogvideox"`, `"nova"`), the training script's `--model_family`.
+    family: ClassVar[str]
+    #: `_class_name` of this family's `model_index.json`.
+    pipeline_class_name: ClassVar[str]
+    #: The transformer's class (in diffusers, for the families whose `transformer_class` does not override it).
+    transformer_class_name: ClassVar[str] = ""
+    #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
+    #: keeps the checkpoint's own scheduler.
+    samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
+    #: Whether the family's evaluation protocol decodes with VAE slicing and tiling on (`eval.generate`'s default).
+    protocol_vae_tiling: ClassVar[bool] = False
+    #: The family's frame rate: of the validation, evaluation and model card videos alike.
+    fps: ClassVar[int] = 8
+    #: Text tokens per prompt when `max_sequence_length` is not given: the family's pipeline default.
+    default_max_sequence_length: ClassVar[int]
+    #: Whether the family trains with `FlowMatching` (its options are refused otherwise).
+    uses_flow_matching: ClassVar[bool] = False
+
+    pretrained_model_name_or_path: str
+    num_blocks: int
+    hidden_size: int
+    min_depth: int
+    revision: str | None = None
+    cache_dir: str | None = None
+    options: TrainingOptions | None = None
+
+    @classmethod
+    @abc.abstractmethod
+    def from_configs(
+        cls,
+        pretrained_model_name_or_path: str,
+        model_index: dict,
+        *,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> ModelSpec:
+        """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read."""
+
+    @staticmethod
+    def transformer_fields(name: str, config: dict, *, revision: str | None, cache_dir: str | None) -> dict[str, Any]:
+        """The fields every spec reads the same way from a diffusers transformer config (`num_layers` blocks,
+        `num_attention_heads * attention_head_dim` wide, each block alignable), for `from_configs`."""
+        return {
+            "pretrained_model_name_or_path": name,
+            "num_blocks": config["num_layers"],
+            "hidden_size": config["num_attention_heads"] * config["attention_head_dim"],
+            "min_depth": 1,
+            "revision": revision,
+            "cache_dir": cache_dir,
+        }
+
+    # --- Shape rules and checks ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
+        """The (F, H, W) grid of the hooked block's video tokens for clips of this size."""
+
+    @abc.abstractmethod
+    def check_clip(self, num_frames: int, height: int, width: int) -> None:
+        """Raises `GridError`, naming the sizes that work, for a clip size the model cannot take."""
+
+    @property
+    def default_depth(self) -> int:
+        """The block aligned by default: the paper's share of the blocks (18 of CogVideoX-2B's 30, its best in the
+        depth ablation), within [min_depth, num_blocks]. Families may state another with their reason."""
+        return min(max(round(0.6 * self.num_blocks), self.min_depth), self.num_blocks)
+
+    def check_depth(self, depth: int) -> None:
+        """Raises `ModelLayoutError` for an alignment `depth` outside [min_depth, num_blocks]."""
+        if not self.min_depth <= depth <= self.num_blocks:
+            raise ModelLayoutError(
+                f"`depth={depth}` is out of range for this {self.family} model: it must be in "
+                f"[{self.min_depth}, {self.num_blocks}] (depth d aligns the output of the d-th block; the paper "
+                "uses 18 for CogVideoX-2B)."
+            )
+
+    def check_options(
+        self,
+        *,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        use_dynamic_cfg: bool | None = None,
+        training: TrainingOptions = TrainingOptions(),
+    ) -> None:
+        """Raises `ModelLayoutError` for an option the family does not support: here, flow-matching options for a
+        family that does not train with flow matching, and an expert for a single-transformer checkpoint."""
+        if not self.uses_flow_matching and training.flow_matching != FlowMatching():
+            raise ModelLayoutError(
+                f"{self.family} does not train with flow matching: drop the `flow_matching` options."
+            )
+        if training.expert is not None:
+            raise ModelLayoutError(
+                f"`expert={training.expert!r}`: this {self.family} checkpoint has one transformer; experts are for "
+                "two-expert checkpoints (Wan 2.2 A14B)."
+            )
+
+    def resolve_max_sequence_length(self, max_sequence_length: int | None) -> int:
+        """`max_sequence_length`, or the family's `default_max_sequence_length` for `None`."""
+        return self.default_max_sequence_length if max_sequence_length is None else max_sequence_length
+
+    def for_training(self, options: TrainingOptions) -> ModelSpec:
+        """The spec as a run with `options` trains it: `options` checked (`check_options`) and held, with the
+        family's defaults filled in (`max_sequence_length`), in `options`; what the run saves and the model card's
+        code follow from them (Wan 2.2 A14B's expert)."""
+        self.check_options(training=options)
+        length = self.resolve_max_sequence_length(options.max_sequence_length)
+        return replace(self, options=replace(options, max_sequence_length=length))
+
+    @property
+    def trained_slot(self) -> str | None:
+        """The pipeline component that the trained transformer is, and the subfolder a full fine-tune is saved in:
+        `"transformer"`; `None` where only the saved files tell (a two-expert checkpoint whose spec was not made
+        `for_training`)."""
+        return "transformer"
+
+    def saved_files(self, training_mode: str) -> tuple[str, ...]:
+        """The files a training run writes for `training_mode` (`"lora"` or `"full"`), and each checkpoint holds:
+        the LoRA file, or the config of the full transformer in `trained_slot` (none known without it)."""
+        if training_mode == "lora":
+            return (LORA_WEIGHT_NAME,)
+        return (f"{self.trained_slot}/config.json",) if self.trained_slot else ()
+
+    # --- Stock pipeline ----------------------------------------------------------------------------------------
+
+    @property
+    def pipeline_class(self) -> type:
+        """The stock pipeline class that loads this checkpoint and what training writes (diffusers'
+        `pipeline_class_name`; families outside diffusers override it)."""
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class_name)
+
+    @property
+    def transformer_class(self) -> type:
+        """The transformer class (`from_pretrained` of a full fine-tune): diffusers' `transformer_class_name`."""
+        import diffusers
+
+        return getattr(diffusers, self.transformer_class_name)
+
+    def load_trained_pipeline(
+        self,
+        *,
+        lora: str | os.PathLike | None = None,
+        transformer: str | os.PathLike | None = None,
+        transformer_subfolder: str | None = "transformer",
+        lora_weight_name: str | None = None,
+        lora_scale: float = 1.0,
+        variant: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = "cpu",
+    ) -> Any:
+        """The stock pipeline of this checkpoint, as a user loads a training run's output.
+
+        Args:
+            lora (`str` or `os.PathLike`, *optional*): a LoRA (training output folder or Hub id) to load on the base.
+            transformer (`str` or `os.PathLike`, *optional*): a fine-tuned transformer replacing the base one.
+            transformer_subfolder (`str`, *optional*, defaults to `"transformer"`): where `transformer` holds it
+                (the training script's layout); `None` for a bare transformer folder.
+            lora_weight_name (`str`, *optional*): the LoRA file, when the folder holds several.
+            lora_scale (`float`, defaults to 1.0): strength of the LoRA.
+            variant (`str`, *optional*): weights variant of the base model, e.g. `"fp16"`.
+            dtype (`torch.dtype`, defaults to `torch.float32`): weights dtype.
+            device (`torch.device` or `str`, *optional*): where the pipeline goes; `None` leaves it on the CPU
+                (for `enable_model_cpu_offload`).
+        """
+        if lora is not None and transformer is not None:
+            raise ModelLayoutError("Pass `lora` or `transformer`, not both: a LoRA goes on the base transformer.")
+        kwargs = {"revision": self.revision, "variant": variant, "cache_dir": self.cache_dir, dtype_argument(): dtype}
+        if transformer is not None:
+            kwargs["transformer"] = self.transformer_class.from_pretrained(
+                transformer, subfolder=transformer_subfolder, cache_dir=self.cache_dir, **{dtype_argument(): dtype}
+            )
+        pipe = self.pipeline_class.from_pretrained(self.pretrained_model_name_or_path, **kwargs)
+        if lora is not None:
+            self._load_lora(pipe, lora, weight_name=lora_weight_name, scale=lora_scale)
+        return pipe if device is None else pipe.to(device)
+
+    def _load_lora(self, pipe, lora: str | os.PathLike, *, weight_name: str | None, scale: float) -> None:
+        """Loads a LoRA with diffusers' `load_lora_weights`: rank and alpha come from the file's metadata."""
+        pipe.load_lora_weights(lora, weight_name=weight_name)
+        if scale != 1.0:
+            pipe.set_adapters(pipe.get_active_adapters(), [scale])
+
+    # --- What the model card's "Use it" code needs (`diffusers_tsa.training.card_code`) ------------------------
+
+    #: The modules the card's code imports the pipeline and `export_to_video` from, and the dtype it generates in on
+    #: a GPU.
+    usage_imports: ClassVar[tuple[str, str]] = ("diffusers", "diffusers.utils")
+    usage_dtype: ClassVar[str] = "bfloat16"
+    #: `(module, function)` that loads a LoRA as `function(pipe.transformer, weights)`, for a pipeline without
+    #: `load_lora_weights`; `None`: the card calls `pipe.load_lora_weights`.
+    usage_lora_loader: ClassVar[tuple[str, str] | None] = None
+
+    @property
+    def usage_lora_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `load_lora_weights`, beyond the file's name, that put the trained LoRA in
+        `trained_slot`: none here."""
+        return {}
+
+    @property
+    def usage_transformer(self) -> tuple[str, str]:
+        """The module the card's code imports `transformer_class` from, and its name."""
+        return "diffusers", self.transformer_class_name
+
+    # --- Generation --------------------------------------------------------------------------------------------
+
+    def sampler(self, name: str | None = None) -> str:
+        """The sampler `name` checked against `samplers`; `None` is the family's protocol (the first)."""
+        if name is None:
+            return self.samplers[0]
+        if name not in self.samplers:
+            raise ModelLayoutError(
+                f"`scheduler={name!r}` is not a {self.family} sampler; choose one of {self.samplers}."
+            )
+        return name
+
+    def use_sampler(self, pipe, name: str | None = None) -> str:
+        """Puts the sampler `name` (see `sampler`) in `pipe` and returns its name; `"pipeline"` changes nothing."""
+        return self.sampler(name)
+
+    @abc.abstractmethod
+    def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        """The keyword arguments of this family's pipeline call for `settings` (a `None` `max_sequence_length` is
+        `resolve_max_sequence_length`'s default)."""
+
+    def generate(
+        self, pipe, prompt: str, settings: GenerationSettings, generator: torch.Generator | None = None
+    ) -> np.ndarray:
+        """One video of `prompt`: float32 frames `(T, H, W, 3)` in [0, 1], what `export_to_video` takes."""
+        return pipe(prompt=prompt, generator=generator, output_type="np", **self.pipeline_kwargs(settings)).frames[0]
