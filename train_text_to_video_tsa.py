@@ -73,23 +73,8 @@ def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="Fine-tune a text-to-video model with TSA / M-TSA.")
 
     # Model information
-    parser.add_argument(
-        "--pretrained_model_name_or_path",
-        type=str,
-        required=True,
-        help="Base pipeline: a Hub model id (e.g. THUDM/CogVideoX-2b) or a local folder.",
-    )
-    parser.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
-    parser.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
+    cli.add_student_arguments(parser)
     parser.add_argument("--cache_dir", type=str, default=None, help="Where downloaded models and datasets are stored.")
-    parser.add_argument(
-        "--model_family",
-        type=str,
-        default="auto",
-        choices=["auto", *ADAPTERS],
-        help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
-    )
-
     cli.add_model_training_arguments(parser)
 
     # Dataset information
@@ -204,8 +189,6 @@ def parse_args(input_args=None):
     parser.add_argument("--lr_warmup_steps", type=int, default=500, help="Warm-up optimizer steps (500).")
     parser.add_argument("--lr_num_cycles", type=int, default=1, help="Restarts of cosine_with_restarts.")
     parser.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial scheduler.")
-    parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
-    parser.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
 
     # Alignment (TSA) and its video teacher
     cli.add_alignment_arguments(parser)

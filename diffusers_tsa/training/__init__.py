@@ -14,7 +14,7 @@ from .checkpoints import (
 from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples, model_inputs
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
-from .plan import TrainingPlan, plan_training
+from .plan import StudentPlan, TrainingPlan, plan_student, plan_training
 from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
 
 
@@ -29,6 +29,7 @@ __all__ = [
     "OutputDirLock",
     "ProbeResult",
     "ShuffledOrder",
+    "StudentPlan",
     "TrainingClips",
     "TrainingPlan",
     "alignment_loss",
@@ -37,6 +38,7 @@ __all__ = [
     "collate_examples",
     "list_checkpoints",
     "model_inputs",
+    "plan_student",
     "plan_training",
     "prune_checkpoints",
     "read_agreement",
