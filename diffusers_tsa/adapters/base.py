@@ -397,6 +397,9 @@ class ModelAdapter(abc.ABC):
         self.transformer, self.scheduler = transformer, scheduler
         self._load_encoders = load_encoders
         self._vae_options = {"slicing": False, "tiling": False}
+        #: What trains: `None` until chosen, then `"lora"` (`add_lora`) or `"full"` (`enable_full_training`); it says
+        #: what `save_trained` writes and `load_trained` reads.
+        self.training_mode: str | None = None
 
     @contextlib.contextmanager
     def encoders_loaded(self) -> Iterator[None]:
@@ -592,16 +595,68 @@ class ModelAdapter(abc.ABC):
     # --- What trains and what is saved ------------------------------------------------------------------------
 
     def add_lora(self, rank: int, alpha: float) -> None:
-        """Adds a trainable LoRA adapter (PEFT) on `lora_target_modules` of the transformer."""
+        """Trains a LoRA adapter (PEFT) of rank `rank` and scale `alpha / rank` on `lora_target_modules` of the
+        transformer: sets `training_mode` to `"lora"`."""
         from peft import LoraConfig
 
+        self._choose_training_mode("lora")
         config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True, target_modules=self.lora_target_modules)
+        self._inject_lora(config)
+
+    def _inject_lora(self, config) -> None:
+        """Adds the PEFT adapter `config` (a `LoraConfig`) to the transformer, as the `default` adapter."""
         self.transformer.add_adapter(config)
 
     def enable_full_training(self) -> None:
-        """Makes the transformer's weights trainable for full fine-tuning (families override this to keep the
-        modules their own trainer freezes frozen)."""
+        """Makes the transformer's weights trainable for full fine-tuning: sets `training_mode` to `"full"` (families
+        override this to keep the modules their own trainer freezes frozen)."""
+        self._choose_training_mode("full")
         self.transformer.requires_grad_(True)
+
+    def _choose_training_mode(self, mode: str) -> None:
+        """Records `training_mode`; a run trains one way, chosen once."""
+        if self.training_mode is not None:
+            raise ModelLayoutError(
+                f"This adapter already trains with `training_mode={self.training_mode!r}`; `{mode!r}` cannot be "
+                "added: call `add_lora` or `enable_full_training` once, on a freshly loaded adapter."
+            )
+        self.training_mode = mode
+
+    def save_trained(self, output_dir: str | os.PathLike, transformer: nn.Module) -> None:
+        """Writes what trains in its stock format, by `training_mode`: the LoRA (`save_lora_weights`) or the full
+        transformer (`save_transformer`), the files `spec.saved_files(training_mode)` names.
+
+        Args:
+            output_dir (`str` or `os.PathLike`): the training output or checkpoint folder.
+            transformer (`nn.Module`): the trained transformer (possibly wrapped), `self.transformer` or its
+                distributed wrapper.
+        """
+        if self._trained_mode("save_trained") == "lora":
+            self.save_lora_weights(output_dir, transformer)
+        else:
+            self.save_transformer(output_dir, transformer)
+
+    def load_trained(self, input_dir: str | os.PathLike, transformer: nn.Module) -> None:
+        """Loads exactly what `save_trained` wrote in `input_dir` into `transformer` (resuming), by `training_mode`:
+        the LoRA into its live adapter (`load_lora_weights`) or every weight (`load_transformer`).
+
+        Args:
+            input_dir (`str` or `os.PathLike`): a folder `save_trained` wrote (a checkpoint).
+            transformer (`nn.Module`): the transformer being trained (possibly wrapped).
+        """
+        if self._trained_mode("load_trained") == "lora":
+            self.load_lora_weights(input_dir, transformer)
+        else:
+            self.load_transformer(input_dir, transformer)
+
+    def _trained_mode(self, caller: str) -> str:
+        """`training_mode`, refusing an adapter with nothing chosen to train."""
+        if self.training_mode is None:
+            raise ModelLayoutError(
+                f"`{caller}` needs to know what trains: call `add_lora(rank, alpha)` or `enable_full_training()` "
+                "first."
+            )
+        return self.training_mode
 
     def enable_gradient_checkpointing(self) -> None:
         """Recomputes the transformer's activations in backward."""

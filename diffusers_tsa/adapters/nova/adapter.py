@@ -165,11 +165,11 @@ class NOVAAdapter(ModelAdapter):
 
     # --- What trains and what is saved ------------------------------------------------------------------------
 
-    def add_lora(self, rank: int, alpha: float) -> None:
-        """LoRA (PEFT) on every attention projection of the video and image encoders (`attn.qkv`, `attn.proj`)."""
-        from peft import LoraConfig, inject_adapter_in_model
+    def _inject_lora(self, config) -> None:
+        """PEFT's `inject_adapter_in_model` (NOVA's transformer has no `add_adapter`), on every attention projection
+        of the video and image encoders (`attn.qkv`, `attn.proj`)."""
+        from peft import inject_adapter_in_model
 
-        config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True, target_modules=self.lora_target_modules)
         inject_adapter_in_model(config, self.transformer)
 
     def enable_full_training(self) -> None:
