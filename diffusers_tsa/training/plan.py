@@ -276,6 +276,7 @@ class TrainingPlan:
         table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
         options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
+        fps (`int`): the frame rate of the validation videos (`fps`, default: the family's `usage_fps`).
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
         inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
             (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
@@ -286,6 +287,7 @@ class TrainingPlan:
     table: datasets.Dataset
     alignment: AlignmentConfig | None
     options: TrainingOptions
+    fps: int
     resume: Path | None = None
     inputs: dict | None = None
 
@@ -334,4 +336,4 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         check_checkpoint(
             resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
         )
-    return TrainingPlan(spec, clip, table, alignment, student.options, resume, inputs)
+    return TrainingPlan(spec, clip, table, alignment, student.options, args.fps or spec.usage_fps, resume, inputs)
