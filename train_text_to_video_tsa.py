@@ -17,7 +17,8 @@
 The script follows diffusers' `examples/cogvideo/train_cogvideox_lora.py` (same flags where they overlap) and adds
 the alignment term of the paper (Eq. 14): L = L_diffusion + alignment_weight * L_M-TSA, between the output of one
 transformer block, projected onto a video foundation model's token grid, and that model's features of the clean
-clip. Model specifics live in `diffusers_tsa.adapters` (CogVideoX, NOVA), so this loop is model-agnostic.
+clip. Model specifics live in `diffusers_tsa.adapters`, one module per family (CogVideoX 1.0 and 1.5, Wan 2.1 and 2.2,
+LTX-Video, NOVA), so this loop is model-agnostic.
 
     accelerate launch train_text_to_video_tsa.py --pretrained_model_name_or_path THUDM/CogVideoX-2b \\
         --instance_data_root data --caption_column prompts.txt --video_column videos.txt \\
@@ -47,16 +48,19 @@ from tqdm.auto import tqdm
 
 from diffusers_tsa import cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
-from diffusers_tsa.errors import NonFiniteLossError
 from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, options_of
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
     AlignmentProbe,
     DataOrder,
+    NonFiniteBatches,
     OutputDirLock,
+    RunningMeans,
     ShuffledOrder,
     TrainingClips,
+    TrainingSchedule,
+    UnreadableClips,
     checkpoint_step,
     collate_examples,
     model_inputs,
@@ -74,23 +78,8 @@ def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="Fine-tune a text-to-video model with TSA / M-TSA.")
 
     # Model information
-    parser.add_argument(
-        "--pretrained_model_name_or_path",
-        type=str,
-        required=True,
-        help="Base pipeline: a Hub model id (e.g. THUDM/CogVideoX-2b) or a local folder.",
-    )
-    parser.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
-    parser.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
+    cli.add_student_arguments(parser)
     parser.add_argument("--cache_dir", type=str, default=None, help="Where downloaded models and datasets are stored.")
-    parser.add_argument(
-        "--model_family",
-        type=str,
-        default="auto",
-        choices=["auto", *ADAPTERS],
-        help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
-    )
-
     cli.add_model_training_arguments(parser)
 
     # Dataset information
@@ -205,8 +194,6 @@ def parse_args(input_args=None):
     parser.add_argument("--lr_warmup_steps", type=int, default=500, help="Warm-up optimizer steps (500).")
     parser.add_argument("--lr_num_cycles", type=int, default=1, help="Restarts of cosine_with_restarts.")
     parser.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial scheduler.")
-    parser.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
-    parser.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
 
     # Alignment (TSA) and its video teacher
     cli.add_alignment_arguments(parser)
@@ -336,9 +323,22 @@ def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
     return False
 
 
-def card_hyperparameters(args, spec) -> dict:
-    """The settings the model card lists: alignment (with the options of its loss), optimisation, the family's
-    training options and data."""
+def resolved_settings(plan, learning_rate: float, projector_learning_rate: float | None, schedule) -> dict:
+    """The settings the run resolved from its flags, configs and data, under their flags' names (the flags stay as
+    given): the aligned block, the validation frame rate, the learning rates after --scale_lr, the steps and epochs."""
+    return {
+        "alignment_depth": plan.alignment.depth if plan.alignment else None,
+        "fps": plan.fps,
+        "learning_rate": learning_rate,
+        "projector_learning_rate": projector_learning_rate,
+        "max_train_steps": schedule.max_train_steps,
+        "num_train_epochs": schedule.num_train_epochs,
+    }
+
+
+def card_hyperparameters(args, spec, resolved: dict) -> dict:
+    """The settings the model card lists: alignment (with the options of its loss), optimisation, the family's training
+    options and data, as the run resolved them (`resolved_settings`)."""
     loss = ALIGNMENT_LOSSES.get(args.alignment_loss)  # None for --alignment_loss none
     keys = [
         "training_mode",
@@ -366,10 +366,10 @@ def card_hyperparameters(args, spec) -> dict:
         keys += ["flow_weighting_scheme", "flow_logit_mean", "flow_logit_std", "flow_mode_scale", "flow_shift"]
     if args.expert is not None:
         keys.append("expert")
-    return {key: getattr(args, key) for key in keys}
+    return {key: resolved[key] if key in resolved else getattr(args, key) for key in keys}
 
 
-def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False):
+def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False):
     """Generates `--num_validation_videos` per validation prompt with a stock pipeline; writes them under
     output_dir/validation/ and to the trackers. Returns the written paths and their prompts."""
     prompts = args.validation_prompt.split(args.validation_prompt_separator)
@@ -382,9 +382,9 @@ def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False
     for p, prompt in enumerate(prompts):
         for i in range(args.num_validation_videos):
             with torch.no_grad(), accelerator.autocast():
-                frames = spec.generate(pipe, prompt, settings, generator)  # (T, H, W, 3) in [0, 1]
+                frames = plan.spec.generate(pipe, prompt, settings, generator)  # (T, H, W, 3) in [0, 1]
             path = folder / f"{'final' if final else f'step-{step}'}-{p}-{i}.mp4"
-            export_to_video(list(frames), str(path), fps=args.fps)
+            export_to_video(list(frames), str(path), fps=plan.fps)
             paths.append(str(path.relative_to(args.output_dir)))
             videos_for_tracker.append((prompt, frames))
     for tracker in accelerator.trackers:
@@ -395,7 +395,7 @@ def log_validation(pipe, spec, settings, args, accelerator, step, *, final=False
             tracker.log(
                 {
                     phase: [
-                        wandb.Video(str(Path(args.output_dir) / path), caption=prompt, fps=args.fps)
+                        wandb.Video(str(Path(args.output_dir) / path), caption=prompt, fps=plan.fps)
                         for path, (prompt, _) in zip(paths, videos_for_tracker)
                     ]
                 },
@@ -433,9 +433,6 @@ def log_probe(probe, args, accelerator, step):
 def main(args):
     # Read every config (student, teacher, dataset) once and check the flags against them before any weight loads.
     plan = plan_training(args)
-    if plan.alignment:
-        args.alignment_depth = plan.alignment.depth  # the family's default when not given
-    args.fps = args.fps or plan.spec.fps
 
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
@@ -493,7 +490,7 @@ def main(args):
     )
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
 
-    # Choose what trains: a LoRA adapter, or every transformer weight (kept in fp32).
+    # Choose what trains: a LoRA adapter, or every transformer weight (kept in fp32); the adapter saves and loads it.
     if args.training_mode == "lora":
         adapter.add_lora(args.rank, args.lora_alpha)
     else:
@@ -532,34 +529,19 @@ def main(args):
             seed=data_order.seed,
         )
 
-    def save_trained(transformer, output_dir) -> None:
-        """The LoRA or the full transformer in its stock format, and the projector beside it."""
-        if args.training_mode == "lora":
-            adapter.save_lora_weights(output_dir, transformer)
-        else:
-            adapter.save_transformer(output_dir, transformer)
-        if alignment:
-            alignment.save_projector(output_dir)
-
-    # Custom saving & loading hooks so that `accelerator.save_state(...)` writes the weights in their stock format.
+    # Custom saving & loading hooks so that `accelerator.save_state(...)` writes the weights in their stock format
+    # (the LoRA or the transformer, and the projector beside them), and the data order.
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for saved in models:
-                save_trained(accelerator.unwrap_model(saved).transformer, output_dir)
+                accelerator.unwrap_model(saved).save_trained(output_dir)
                 if weights:
                     weights.pop()  # make sure the model is not saved again
             data_order.save(output_dir)
 
     def load_model_hook(models, input_dir):
         while models:
-            transformer = accelerator.unwrap_model(models.pop()).transformer
-            if args.training_mode == "lora":
-                adapter.load_lora_weights(input_dir, transformer)
-            else:
-                adapter.load_transformer(input_dir, transformer)
-            if alignment:
-                alignment.load_projector(input_dir)
-            cast_training_params([transformer], dtype=torch.float32)
+            accelerator.unwrap_model(models.pop()).load_trained(input_dir)
         data_order.load(input_dir)
 
     accelerator.register_save_state_pre_hook(save_model_hook)
@@ -568,17 +550,13 @@ def main(args):
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    projector_lr = args.projector_learning_rate or args.learning_rate
-    if args.scale_lr:
-        scale = args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
-        args.learning_rate, projector_lr = args.learning_rate * scale, projector_lr * scale
-
-    # Optimizer: the transformer's trainable weights and the projector, each at its learning rate.
-    params_to_optimize = [
-        {"params": [p for p in adapter.transformer.parameters() if p.requires_grad], "lr": args.learning_rate}
-    ]
-    if alignment:
-        params_to_optimize.append({"params": list(alignment.projector.parameters()), "lr": projector_lr})
+    # Optimizer: the transformer's trainable weights and the projector, each at its learning rate (both scaled by
+    # GPUs x accumulation x batch size under --scale_lr).
+    lr_scale = args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    lr_scale = lr_scale if args.scale_lr else 1
+    learning_rate = args.learning_rate * lr_scale
+    projector_lr = (args.projector_learning_rate or args.learning_rate) * lr_scale if alignment else None
+    params_to_optimize = model.parameter_groups(learning_rate, projector_lr)
     optimizer = get_optimizer(args, params_to_optimize)
 
     # Dataset and DataLoader: clips are decoded in the workers (not at all when every frozen model's output is
@@ -605,17 +583,18 @@ def main(args):
     )
 
     # Scheduler and math around the number of training steps.
-    overrode_max_train_steps = False
-    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    if args.max_train_steps is None:
-        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
-        overrode_max_train_steps = True
+    steps = {
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "max_train_steps": args.max_train_steps,
+        "num_train_epochs": args.num_train_epochs,
+    }
+    schedule = TrainingSchedule.resolve(len(train_dataloader), **steps)
     # A prepared scheduler steps once per process on each optimizer step.
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
+        num_training_steps=schedule.max_train_steps * accelerator.num_processes,
         num_cycles=args.lr_num_cycles,
         power=args.lr_power,
     )
@@ -626,13 +605,11 @@ def main(args):
     )
 
     # We need to recalculate our total training steps as the size of the training dataloader may have changed.
-    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    if overrode_max_train_steps:
-        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
-    args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    schedule = TrainingSchedule.resolve(len(train_dataloader), **steps)
 
-    # Trackers get the configuration (which holds no token: --hub_token is refused).
-    config = {k: v for k, v in vars(args).items() if k != "hub_token"}
+    # Trackers get the configuration as resolved (which holds no token: --hub_token is refused).
+    resolved = resolved_settings(plan, learning_rate, projector_lr, schedule)
+    config = {**{k: v for k, v in vars(args).items() if k != "hub_token"}, **resolved}
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_name or "text-to-video-tsa", config=config)
         Path(args.output_dir, "training_config.json").write_text(json.dumps(config, indent=2))
@@ -640,8 +617,10 @@ def main(args):
     # Train!
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
-    logger.info(f"  Model family = {plan.spec.family}, training mode = {args.training_mode}")
-    logger.info(f"  Alignment = {args.alignment_loss} at block {args.alignment_depth}, weight {args.alignment_weight}")
+    logger.info(f"  Model family = {plan.spec.family}, training mode = {adapter.training_mode}")
+    logger.info(
+        f"  Alignment = {args.alignment_loss} at block {resolved['alignment_depth']}, weight {args.alignment_weight}"
+    )
     if alignment:
         logger.info(
             f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
@@ -657,11 +636,11 @@ def main(args):
     )
     logger.info(f"  Num trainable parameters = {sum(p.numel() for g in params_to_optimize for p in g['params'])}")
     logger.info(f"  Num examples = {len(train_dataset)}")
-    logger.info(f"  Num epochs = {args.num_train_epochs}")
+    logger.info(f"  Num epochs = {schedule.num_train_epochs}")
     logger.info(f"  Instantaneous batch size per device = {args.train_batch_size}")
     logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
     logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
-    logger.info(f"  Total optimization steps = {args.max_train_steps}")
+    logger.info(f"  Total optimization steps = {schedule.max_train_steps}")
     global_step = 0
     first_epoch = 0
     resume_batches = 0
@@ -671,13 +650,13 @@ def main(args):
         logger.info(f"Resuming from checkpoint {plan.resume}")
         accelerator.load_state(str(plan.resume))
         global_step = checkpoint_step(plan.resume)
-        first_epoch = global_step // num_update_steps_per_epoch
-        resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+        first_epoch = global_step // schedule.steps_per_epoch
+        resume_batches = (global_step % schedule.steps_per_epoch) * args.gradient_accumulation_steps
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {args.output_dir} yet: starting a new training run.")
 
     progress_bar = tqdm(
-        range(0, args.max_train_steps),
+        range(0, schedule.max_train_steps),
         initial=global_step,
         desc="Steps",
         disable=not accelerator.is_local_main_process,
@@ -701,7 +680,7 @@ def main(args):
         if args.validation_prompt:
             with adapter.encoders_loaded():
                 pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
-                log_validation(pipe, plan.spec, generation, args, accelerator, step)
+                log_validation(pipe, plan, generation, args, accelerator, step)
                 del pipe
         model.train()
 
@@ -710,23 +689,22 @@ def main(args):
     if probe and global_step == 0:
         log_probe(probe, args, accelerator, 0)  # where the alignment starts
 
-    unreadable = {}  # clip -> why it could not be read: each warned about and counted once
-    skipped_batches = nonfinite_in_a_row = 0
+    unreadable = UnreadableClips()  # each warned about and counted once
+    nonfinite = NonFiniteBatches(args.max_nonfinite_steps)
+    running = RunningMeans()  # the loss terms over the batches of an optimizer step
     validation = {"paths": [], "prompts": []}
     model.train()
-    for epoch in range(first_epoch, args.num_train_epochs):
+    for epoch in range(first_epoch, schedule.num_train_epochs):
         train_dataloader.set_epoch(epoch)
         epoch_loader = train_dataloader
         if epoch == first_epoch and resume_batches:
             epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
-        running = {"diffusion": 0.0, "alignment": 0.0, "total": 0.0, "count": 0}
+        running.reset()
         step_start = time.perf_counter()
 
         for batch in epoch_loader:
-            for clip, reason in batch["skipped"]:
-                if clip not in unreadable:
-                    unreadable[clip] = reason
-                    logger.warning(f"Skipping unreadable clip {clip}: {reason}", main_process_only=False)
+            for clip, reason in unreadable.add(batch["skipped"]):
+                logger.warning(f"Skipping unreadable clip {clip}: {reason}", main_process_only=False)
             with accelerator.accumulate(model):
                 latents, conditioning = model_inputs(adapter, batch, dtype=weight_dtype)
                 terms, student = model(latents, conditioning)
@@ -738,20 +716,10 @@ def main(args):
                 values = torch.stack([diffusion_loss.detach(), align.detach(), loss.detach()]).float()
                 if all_finite(values, accelerator, global_step + 1):
                     accelerator.backward(loss)
-                    for key, value in zip(("diffusion", "alignment", "total"), values.tolist()):
-                        running[key] += value
-                    running["count"] += 1
-                    nonfinite_in_a_row = 0
+                    running.add(dict(zip(("diffusion", "alignment", "total"), values.tolist())))
+                    nonfinite.finite()
                 else:
-                    skipped_batches += 1
-                    nonfinite_in_a_row += 1
-                    if nonfinite_in_a_row >= args.max_nonfinite_steps:
-                        raise NonFiniteLossError(
-                            f"{nonfinite_in_a_row} batches in a row had a non-finite loss (see the warnings): a "
-                            "teacher or a clip that gives NaN (run the teacher with --teacher_dtype float32), or a "
-                            "learning rate too high; the last checkpoint holds the training state before them. "
-                            "Raise --max_nonfinite_steps to skip more."
-                        )
+                    nonfinite.skip()  # stops training after --max_nonfinite_steps in a row
 
                 grad_norm = None
                 if accelerator.sync_gradients:
@@ -764,21 +732,21 @@ def main(args):
             if accelerator.sync_gradients:
                 progress_bar.update(1)
                 global_step += 1
-                count = running.pop("count")  # batches trained on; a step of skipped batches logs no loss
-                logs = {f"loss/{k}": v / count for k, v in running.items()} if count else {}
+                # A step of skipped batches logs no loss.
+                logs = {f"loss/{k}": v for k, v in running.means().items()}
                 logs.update(
                     {
                         "lr": lr_scheduler.get_last_lr()[0],
                         "step_time": time.perf_counter() - step_start,
                         "data/skipped_clips": len(unreadable),
-                        "data/skipped_batches": skipped_batches,
+                        "data/skipped_batches": nonfinite.total,
                     }
                 )
-                if count and grad_norm is not None:
+                if running.count and grad_norm is not None:
                     logs["grad_norm"] = float(grad_norm)
                 progress_bar.set_postfix(loss=logs.get("loss/total", "skipped"), lr=logs["lr"])
                 accelerator.log(logs, step=global_step)
-                running = {"diffusion": 0.0, "alignment": 0.0, "total": 0.0, "count": 0}
+                running.reset()
                 step_start = time.perf_counter()
 
                 if global_step % args.checkpointing_steps == 0:
@@ -795,7 +763,7 @@ def main(args):
                 if validating and args.validation_steps and global_step % args.validation_steps == 0:
                     validate(global_step)
 
-            if global_step >= args.max_train_steps:
+            if global_step >= schedule.max_train_steps:
                 break
 
         if validating and args.validation_epochs and (epoch + 1) % args.validation_epochs == 0:
@@ -807,36 +775,34 @@ def main(args):
     # Save the final weights (the LoRA or the transformer, and the projector beside them).
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        transformer = accelerator.unwrap_model(model).transformer
-        save_trained(transformer, args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
+        trained = accelerator.unwrap_model(model)
+        trained.save_trained(args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
         if unreadable:
-            names = sorted(unreadable)
             logger.warning(
-                f"{len(names)} unreadable clip(s) were skipped during training: {', '.join(names[:10])}"
-                + (", ..." if len(names) > 10 else "")
+                f"{len(unreadable)} unreadable clip(s) were skipped during training: {unreadable.summary()}"
             )
-        if skipped_batches:
-            logger.warning(f"{skipped_batches} batch(es) with a non-finite loss were skipped during training.")
+        if nonfinite.total:
+            logger.warning(f"{nonfinite.total} batch(es) with a non-finite loss were skipped during training.")
 
         # Final validation with a stock pipeline loaded from what was just saved, as a user would load it.
         if args.validation_prompt and args.num_validation_videos > 0:
-            del transformer
+            del trained
             free_memory()
-            trained = {"lora" if args.training_mode == "lora" else "transformer": args.output_dir}
+            weights = {"lora" if adapter.training_mode == "lora" else "transformer": args.output_dir}
             pipe = plan.spec.load_trained_pipeline(
-                **trained, variant=args.variant, dtype=weight_dtype, device=accelerator.device
+                **weights, variant=args.variant, dtype=weight_dtype, device=accelerator.device
             )
             plan.spec.use_sampler(pipe)  # the evaluation protocol's sampler, as during training
             validation["paths"], validation["prompts"] = log_validation(
-                pipe, plan.spec, generation, args, accelerator, global_step, final=True
+                pipe, plan, generation, args, accelerator, global_step, final=True
             )
         save_model_card(
             repo_id or args.hub_model_id or Path(args.output_dir).name,
             args.output_dir,
             spec=plan.spec,
             weights=repo_id or args.output_dir,
-            training_mode=args.training_mode,
-            hyperparameters=card_hyperparameters(args, plan.spec),
+            training_mode=adapter.training_mode,
+            hyperparameters=card_hyperparameters(args, plan.spec, resolved),
             dataset=args.dataset_name or args.instance_data_root,
             validation_prompts=validation["prompts"],
             videos=validation["paths"],

@@ -101,6 +101,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 FLAGS = {
     "pretrained_model_name_or_path": "--pretrained_model_name_or_path",
     "family": "--model_family",
+    "revision": "--revision",
+    "max_sequence_length": "--max_sequence_length",
     "num_frames": "--num_frames",
     "height": "--height",
     "width": "--width",
@@ -155,23 +157,14 @@ def load_checked_spec(args: argparse.Namespace):
     """The base model's spec (its family's adapter, from its configs alone), checked against the generation flags
     (VAE slicing and tiling resolved to the family's protocol where not given), and the sampler the videos are
     generated with (`--scheduler`, by default the family's protocol)."""
-    from diffusers_tsa.adapters import load_spec
     from diffusers_tsa.cli import flag_errors
+    from diffusers_tsa.training.plan import plan_student
 
     for flag in ("--pretrained_model_name_or_path", "--lora", "--transformer"):
         model_source(flag, getattr(args, flag[2:]))
-    with flag_errors(FLAGS):
-        spec = load_spec(  # a folder or Hub id without a model_index.json is refused naming the flag
-            args.pretrained_model_name_or_path,
-            family=args.model_family,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-        )
-        resolve_vae_options(args, spec)
-        spec.check_clip(args.num_frames, args.height, args.width)
-        spec.check_options(
-            vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, use_dynamic_cfg=args.use_dynamic_cfg
-        )
+    with flag_errors(FLAGS):  # a folder or Hub id without a model_index.json is refused naming the flag
+        spec = plan_student(args, args.num_frames, args.height, args.width, use_dynamic_cfg=args.use_dynamic_cfg).spec
+        resolve_vae_options(args, spec)  # the protocol's values, which its family supports
         return spec, spec.sampler(args.scheduler)
 
 
@@ -389,18 +382,11 @@ def _shard(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from diffusers_tsa.cli import add_student_arguments
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Model.
-    parser.add_argument(
-        "--pretrained_model_name_or_path",
-        required=True,
-        help="Base pipeline, Hub id or folder (e.g. THUDM/CogVideoX-2b).",
-    )
-    parser.add_argument(
-        "--model_family",
-        default="auto",
-        help="Model adapter (cogvideox, nova, ...); default: read from the model's model_index.json.",
-    )
+    add_student_arguments(parser, protocol_vae=True)
     parser.add_argument("--lora", default=None, help="LoRA weights to load on the base: Hub id or folder.")
     parser.add_argument(
         "--lora_weight_name",
@@ -415,8 +401,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "folder with transformer/ works as is).",
     )
     parser.add_argument("--transformer_subfolder", default=None, help="Subfolder of --transformer holding it.")
-    parser.add_argument("--revision", default=None, help="Revision of the base model on the Hub.")
-    parser.add_argument("--variant", default=None, help="Weights variant of the base model, e.g. fp16.")
     parser.add_argument("--cache_dir", default=None, help="Where downloaded models are cached.")
     # Prompts.
     parser.add_argument(
@@ -478,12 +462,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Frame rate of the written mp4 (default: the family's; 8 for CogVideoX, as the paper).",
     )
     parser.add_argument(
-        "--max_sequence_length",
-        type=int,
-        default=None,
-        help="Text tokens (default: the model's own, 226 for CogVideoX).",
-    )
-    parser.add_argument(
         "--seed", type=int, default=42, help="Seed of each prompt's first video (default 42); video i uses seed + i."
     )
     parser.add_argument(
@@ -494,19 +472,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="Weights dtype (default bf16).")
     parser.add_argument("--device", default=None, help="Default: this process's accelerate device.")
-    parser.add_argument(
-        "--enable_slicing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="VAE slicing (default: the family's protocol, on for CogVideoX as VideoREPA generates).",
-    )
-    parser.add_argument(
-        "--enable_tiling",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="VAE tiling (default: the family's protocol, on for CogVideoX as VideoREPA generates; it changes "
-        "pixels, so it is recorded in manifest.csv and generation_settings.json).",
-    )
     parser.add_argument("--enable_model_cpu_offload", action="store_true", help="Offload idle models to the CPU.")
     # Output.
     parser.add_argument("--output_dir", required=True, help="Folder for videos/ and manifest.csv.")

@@ -148,6 +148,32 @@ def test_projector_saves_and_loads_beside_the_weights_and_refuses_another_shape(
         wider.load_projector(tmp_path)
 
 
+def test_the_aligned_transformer_gives_its_parameter_groups_and_saves_and_resumes_what_trains(tiny, tmp_path):
+    def aligned(alignment=True):
+        spec = load_spec(tiny / "base")
+        adapter = ADAPTERS[spec.family].from_pretrained(spec)
+        adapter.add_lora(4, 4)
+        return AlignedTransformer(adapter, Alignment.build(config(tiny), adapter) if alignment else None)
+
+    model = aligned()
+    groups = model.parameter_groups(1e-4, 1e-3)
+    trainable = [p for p in model.transformer.parameters() if p.requires_grad]
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3]
+    assert groups[0]["params"] == trainable and groups[1]["params"] == list(model.projector.parameters())
+    assert [g["lr"] for g in model.parameter_groups(1e-4)] == [1e-4, 1e-4]
+    assert len(aligned(alignment=False).parameter_groups(1e-4, 1e-3)) == 1  # no projector without alignment
+    with torch.no_grad():
+        for p in [*trainable, *model.projector.parameters()]:
+            p.add_(torch.randn_like(p))
+    model.save_trained(tmp_path)
+    assert (tmp_path / "pytorch_lora_weights.safetensors").is_file() and (tmp_path / "alignment_projector").is_dir()
+    resumed = aligned()
+    resumed.load_trained(tmp_path)
+    trained = dict(model.named_parameters())
+    assert all(torch.equal(p, trained[name]) for name, p in resumed.named_parameters() if p.requires_grad)
+    assert all(p.dtype == torch.float32 for p in resumed.parameters() if p.requires_grad)
+
+
 def test_bad_settings_are_refused_naming_the_argument(tiny):
     with pytest.raises(UsageError, match=r"`temperature=-1` must be positive; `mask_ratio=0` must be in \(0, 1\]"):
         config(tiny, options=MTSAOptions(mask_ratio=0, temperature=-1))

@@ -36,9 +36,7 @@ from diffusers_tsa.teachers.convert_videomaev2 import (
     videomaev2_config,
     videomaev2_to_transformers,
 )
-from diffusers_tsa.teachers.convert_videomaev2 import (
-    main as convert_main,
-)
+from diffusers_tsa.teachers.convert_videomaev2.__main__ import main as convert_main
 from diffusers_tsa.testing import tiny_dinov2, tiny_videomae, tiny_vjepa2
 
 

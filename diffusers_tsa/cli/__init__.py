@@ -8,6 +8,7 @@ from .flags import (
     add_dataset_arguments,
     add_loss_option_arguments,
     add_model_training_arguments,
+    add_student_arguments,
     add_teacher_arguments,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "add_dataset_arguments",
     "add_loss_option_arguments",
     "add_model_training_arguments",
+    "add_student_arguments",
     "add_teacher_arguments",
     "flag_errors",
     "run",

@@ -77,6 +77,8 @@ _ARGUMENT_FLAGS = {
     "logit_std": "--flow_logit_std",
     "shift": "--flow_shift",
     "expert": "--expert",
+    "teacher_dtype": "--teacher_dtype",
+    "max_nonfinite_steps": "--max_nonfinite_steps",
     "resume_from_checkpoint": "--resume_from_checkpoint",
     "output_dir": "--output_dir",
 }

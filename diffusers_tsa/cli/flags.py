@@ -8,22 +8,74 @@ from __future__ import annotations
 
 import argparse
 
+from ..adapters import ADAPTERS
 from ..adapters.flow_matching import WEIGHTING_SCHEMES
 from ..data.video import RESHAPE_MODES
 from ..features import FEATURES_COLUMN
 from ..loss_registry import ALIGNMENT_LOSSES, registered_options
 
 
-def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The family's training options (`TrainingOptions`): text length, flow matching (Wan, LTX-Video; finetrainers'
-    flag names and defaults) and the expert of a two-expert checkpoint."""
-    group = parser.add_argument_group("model training options")
+def add_student_arguments(
+    parser: argparse.ArgumentParser, *, optional: str | None = None, protocol_vae: bool = False
+) -> None:
+    """The student, the base model every command reads the same way (`diffusers_tsa.training.plan.plan_student`):
+    `--pretrained_model_name_or_path`, `--revision`, `--variant`, `--model_family`, its text length
+    (`--max_sequence_length`) and VAE memory savers (`--enable_slicing`, `--enable_tiling`).
+
+    Args:
+        parser (`argparse.ArgumentParser`): the command's parser.
+        optional (`str`, *optional*): for a command that runs without a student, what happens then (a sentence
+            added to the help of `--pretrained_model_name_or_path`, which is then not required).
+        protocol_vae (`bool`, defaults to `False`): for a command that generates for an evaluation protocol: the
+            VAE flags default to `None` (the family's protocol, `ModelSpec.protocol_vae_tiling`) and can be turned
+            off (`--no-enable_tiling`), since tiling changes the pixels.
+    """
+    group = parser.add_argument_group("student (the base model)")
+    group.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
+        required=optional is None,
+        help="Base pipeline: a Hub model id (e.g. THUDM/CogVideoX-2b) or a local folder."
+        + (f" {optional}" if optional else ""),
+    )
+    group.add_argument("--revision", type=str, default=None, help="Revision of the base model on the Hub.")
+    group.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
+    group.add_argument(
+        "--model_family",
+        type=str,
+        default="auto",
+        choices=["auto", *ADAPTERS],
+        help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
+    )
     group.add_argument(
         "--max_sequence_length",
         type=int,
         default=None,
-        help="Text tokens per prompt (default: the family's pipeline default: 226 CogVideoX, 512 Wan, 128 LTX).",
+        help="Text tokens per prompt (default: the family's pipeline default: 226 CogVideoX, 512 Wan, 128 LTX); "
+        "precomputed prompt embeddings, training and generation must be given the same.",
     )
+    if protocol_vae:
+        protocol = "default: the family's protocol, on for CogVideoX as VideoREPA generates"
+        group.add_argument(
+            "--enable_slicing", action=argparse.BooleanOptionalAction, default=None, help=f"VAE slicing ({protocol})."
+        )
+        group.add_argument(
+            "--enable_tiling",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"VAE tiling ({protocol}; it changes pixels, so it is recorded in manifest.csv and "
+            "generation_settings.json).",
+        )
+    else:
+        group.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
+        group.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
+
+
+def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The family's training options beyond the text length (`TrainingOptions`): flow matching (Wan, LTX-Video;
+    finetrainers' flag names and defaults) and the expert of a two-expert checkpoint."""
+    group = parser.add_argument_group("model training options")
     group.add_argument(
         "--flow_weighting_scheme",
         type=str,

@@ -18,11 +18,10 @@ import datasets
 import torch
 
 from .. import cli
-from ..adapters import ADAPTERS, load_spec
-from ..adapters.options import TrainingOptions
+from ..adapters import ADAPTERS
 from ..errors import DatasetError
 from ..teachers import load_teacher, teacher_config, teacher_geometry
-from ..training.plan import clip_spec, load_dataset, teacher_input
+from ..training.plan import clip_spec, load_dataset, plan_student, teacher_input
 from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
 
@@ -41,28 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="train", help="Split to read (train).")
     parser.add_argument("--cache_dir", default=None, help="datasets / Hub cache folder.")
     cli.add_clip_arguments(parser)
-    group = parser.add_argument_group("student (latents and prompt embeddings; the same as for training)")
-    group.add_argument(
-        "--pretrained_model_name_or_path",
-        type=str,
-        default=None,
-        help="Base pipeline whose VAE and text encoder encode the clips and captions (default: no latents).",
+    cli.add_student_arguments(
+        parser, optional="Its VAE and text encoder give latents and prompt embeddings (default: none are computed)."
     )
-    group.add_argument("--revision", type=str, default=None, help="Revision of the pretrained model on the Hub.")
-    group.add_argument("--variant", type=str, default=None, help="Variant of the model files, e.g. 'fp16'.")
-    group.add_argument(
-        "--model_family",
-        type=str,
-        default="auto",
-        choices=["auto", *ADAPTERS],
-        help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
-    )
-    group.add_argument(
-        "--max_sequence_length",
-        type=int,
-        default=None,
-        help="Text tokens per prompt, as training will be given (default: the family's pipeline default).",
-    )
+    group = parser.add_argument_group("latents and prompt embeddings (the same settings as for training)")
     group.add_argument("--id_token", type=str, default=None, help="Token prepended to every caption, as training's.")
     group.add_argument(
         "--encoder_dtype",
@@ -72,8 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Dtype the VAE and the text encoder run in (float32; bfloat16 is what a bf16 run uses online).",
     )
     group.add_argument("--vae_batch_size", type=int, default=1, help="Clips per VAE forward (1).")
-    group.add_argument("--enable_slicing", action="store_true", help="VAE slicing, to save memory.")
-    group.add_argument("--enable_tiling", action="store_true", help="VAE tiling, to save memory.")
     cli.add_teacher_arguments(parser)
     cli.add_loss_option_arguments(parser, targets_only=True)
     group = parser.add_argument_group("output")
@@ -104,17 +83,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         clip = clip_spec(args)
         TeacherFeatures.check_settings(clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio)
-        spec = options = geometry = None
+        student = geometry = None
         if args.pretrained_model_name_or_path is not None:
-            spec = load_spec(
-                args.pretrained_model_name_or_path,
-                family=args.model_family,
-                revision=args.revision,
-                cache_dir=args.cache_dir,
-            )
-            spec.check_clip(clip.num_frames, clip.height, clip.width)
-            options = TrainingOptions(max_sequence_length=args.max_sequence_length)
-            spec.check_options(vae_slicing=args.enable_slicing, vae_tiling=args.enable_tiling, training=options)
+            student = plan_student(args, clip.num_frames, clip.height, clip.width)
         teacher_options = {
             "trust_remote_code": args.trust_remote_code,
             "revision": args.teacher_revision,
@@ -127,13 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
     transforms = []
-    if spec is not None:
-        adapter = ADAPTERS[spec.family].from_pretrained(
-            spec,
+    if student is not None:
+        adapter = ADAPTERS[student.spec.family].from_pretrained(
+            student.spec,
             variant=args.variant,
             weight_dtype=getattr(torch, args.encoder_dtype),
             device=state.device,
-            options=options,
+            options=student.options,
             transformer=False,
         )
         adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)

@@ -11,6 +11,7 @@ import torch
 from ..errors import CheckpointError, UsageError
 from ..paths import check_local_path
 from .base import TeacherGeometry, TeacherInput, VideoTeacher, patch_sizes
+from .convert_videomaev2 import convert_videomaev2, read_videomaev2
 from .image import ImageTeacher
 from .videomae import VideoMAETeacher
 from .vjepa2 import VJEPA2Teacher
@@ -56,8 +57,6 @@ def teacher_config(
     check_local_path(name_or_path, "name_or_path")
     name = os.fspath(name_or_path)
     if _is_raw_checkpoint(name):
-        from .convert_videomaev2 import read_videomaev2  # not on import: `python -m` runs it as a script
-
         return read_videomaev2(name, shapes_only=True, num_attention_heads=num_attention_heads)[1]
     try:
         config = AutoConfig.from_pretrained(
@@ -129,8 +128,6 @@ def load_teacher(
     """
     name = os.fspath(name_or_path)
     if _is_raw_checkpoint(name):
-        from .convert_videomaev2 import convert_videomaev2
-
         model = convert_videomaev2(name, num_attention_heads=num_attention_heads)
         teacher = VideoMAETeacher(model, name=name, input=input)
     else:

@@ -11,11 +11,13 @@ from .checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from .counters import NonFiniteBatches, RunningMeans, UnreadableClips
 from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples, model_inputs
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
-from .plan import TrainingPlan, plan_training
+from .plan import StudentPlan, TrainingPlan, plan_student, plan_training
 from .probe import AlignmentProbe, ProbeResult, read_agreement, write_probe
+from .schedule import TrainingSchedule
 
 
 __all__ = [
@@ -25,17 +27,23 @@ __all__ = [
     "AlignmentConfig",
     "AlignmentProbe",
     "DataOrder",
+    "NonFiniteBatches",
     "OutputDirLock",
     "ProbeResult",
+    "RunningMeans",
     "ShuffledOrder",
+    "StudentPlan",
     "TrainingClips",
     "TrainingPlan",
+    "TrainingSchedule",
+    "UnreadableClips",
     "alignment_loss",
     "check_checkpoint",
     "checkpoint_step",
     "collate_examples",
     "list_checkpoints",
     "model_inputs",
+    "plan_student",
     "plan_training",
     "prune_checkpoints",
     "read_agreement",

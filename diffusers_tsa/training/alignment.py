@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.training_utils import cast_training_params
 from torch import nn
 
 from ..adapters.adapter import ModelAdapter
@@ -276,7 +277,34 @@ class AlignedTransformer(nn.Module):
         self.transformer = adapter.transformer
         self.projector = alignment.projector if alignment is not None else None
         self._adapter = adapter
+        self._alignment = alignment
         self._extractor = alignment.extractor if alignment is not None else None
+
+    def parameter_groups(
+        self, learning_rate: float, projector_learning_rate: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: the transformer's trainable weights at `learning_rate`, and the
+        projector's at `projector_learning_rate` (default: `learning_rate`)."""
+        groups = [{"params": [p for p in self.transformer.parameters() if p.requires_grad], "lr": learning_rate}]
+        if self.projector is not None:
+            lr = learning_rate if projector_learning_rate is None else projector_learning_rate
+            groups.append({"params": list(self.projector.parameters()), "lr": lr})
+        return groups
+
+    def save_trained(self, output_dir: str | os.PathLike) -> None:
+        """Writes what trains in its stock format, the LoRA or the full transformer (`ModelAdapter.save_trained`), and
+        the projector beside it (`Alignment.save_projector`)."""
+        self._adapter.save_trained(output_dir, self.transformer)
+        if self._alignment is not None:
+            self._alignment.save_projector(output_dir)
+
+    def load_trained(self, input_dir: str | os.PathLike) -> None:
+        """Loads what `save_trained` wrote (resuming a checkpoint) into the live modules; the transformer's trainable
+        weights stay in float32, as they train."""
+        self._adapter.load_trained(input_dir, self.transformer)
+        if self._alignment is not None:
+            self._alignment.load_projector(input_dir)
+        cast_training_params([self.transformer], dtype=torch.float32)
 
     def forward(
         self, latents: torch.Tensor, conditioning: torch.Tensor

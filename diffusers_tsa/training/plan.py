@@ -79,6 +79,66 @@ def load_dataset(args: argparse.Namespace, **kwargs) -> datasets.Dataset:
     )
 
 
+@dataclass(frozen=True)
+class StudentPlan:
+    """The student as the student flags (`diffusers_tsa.cli.add_student_arguments`) name it, checked.
+
+    Attributes:
+        spec (`ModelSpec`): the base model, read from its configs, as a run with `options` uses it
+            (`ModelSpec.for_training`).
+        options (`TrainingOptions`): the family's options (text length; flow matching and expert when training).
+        depth (`int`): the aligned block, counted from 1 (the family's default when not given).
+    """
+
+    spec: ModelSpec
+    options: TrainingOptions
+    depth: int
+
+
+def plan_student(
+    args: argparse.Namespace,
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    options: TrainingOptions | None = None,
+    use_dynamic_cfg: bool | None = None,
+    depth: int | None = None,
+) -> StudentPlan:
+    """Reads the student's configs (no weights) and checks it against the clip size, its options and the block depth:
+    one `load_spec` -> `check_clip` -> `check_options` -> `for_training` for every command.
+
+    Args:
+        args (`argparse.Namespace`): with the attributes of `add_student_arguments` (`pretrained_model_name_or_path`,
+            `model_family`, `revision`, `max_sequence_length`, `enable_slicing`, `enable_tiling`) and `cache_dir`.
+        num_frames (`int`), height (`int`), width (`int`): the clip or video size.
+        options (`TrainingOptions`, *optional*): the family's options (default: the text length alone).
+        use_dynamic_cfg (`bool`, *optional*): CogVideoX's dynamic guidance, for the commands that generate.
+        depth (`int`, *optional*): the aligned block (default: the family's `default_depth`).
+
+    Raises:
+        `UsageError`: naming the argument, the value and what would work.
+    """
+    spec = load_spec(
+        args.pretrained_model_name_or_path,
+        family=args.model_family,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+    )
+    spec.check_clip(num_frames, height, width)
+    options = TrainingOptions(max_sequence_length=args.max_sequence_length) if options is None else options
+    spec.check_options(
+        vae_slicing=args.enable_slicing,
+        vae_tiling=args.enable_tiling,
+        use_dynamic_cfg=use_dynamic_cfg,
+        training=options,
+    )
+    spec = spec.for_training(options)
+    depth = spec.default_depth if depth is None else depth
+    spec.check_depth(depth)
+    return StudentPlan(spec, options, depth)
+
+
 def training_options(args: argparse.Namespace) -> TrainingOptions:
     """The `TrainingOptions` of the model flags (`--max_sequence_length`, `--flow_*`, `--expert`)."""
     flow = FlowMatching(
@@ -102,15 +162,14 @@ def loss_options(args: argparse.Namespace, loss: str) -> LossOptions:
 
 
 def alignment_config(
-    args: argparse.Namespace, spec: ModelSpec, clip: ClipSpec, table: datasets.Dataset
+    args: argparse.Namespace, student: StudentPlan, clip: ClipSpec, table: datasets.Dataset
 ) -> AlignmentConfig | None:
-    """The alignment flags checked against the student's `spec`, the teacher's config and the dataset's columns
-    (`None` for `--alignment_loss none`); reads the teacher's config once, and no weight."""
+    """The alignment flags checked against the `student`, the teacher's config and the dataset's columns (`None` for
+    `--alignment_loss none`); reads the teacher's config once, and no weight."""
     if args.alignment_loss == "none":
         return None
     options = loss_options(args, args.alignment_loss)
-    depth = spec.default_depth if args.alignment_depth is None else args.alignment_depth
-    spec.check_depth(depth)
+    spec, depth = student.spec, student.depth
     column = args.teacher_features_column
     if column is not None and column not in table.column_names:
         raise UsageError(
@@ -219,6 +278,7 @@ class TrainingPlan:
         table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
         options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
+        fps (`int`): the frame rate of the validation videos (`fps`, default: the family's `fps`).
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
         inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
             (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
@@ -229,6 +289,7 @@ class TrainingPlan:
     table: datasets.Dataset
     alignment: AlignmentConfig | None
     options: TrainingOptions
+    fps: int
     resume: Path | None = None
     inputs: dict | None = None
 
@@ -249,25 +310,20 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     Raises:
         `UsageError`: naming the argument, the value and what would work.
     """
-    spec = load_spec(
-        args.pretrained_model_name_or_path,
-        family=args.model_family,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-    )
     clip = clip_spec(args)
-    spec.check_clip(clip.num_frames, clip.height, clip.width)
-    options = training_options(args)
-    spec.check_options(
-        vae_slicing=args.enable_slicing,
-        vae_tiling=args.enable_tiling,
+    student = plan_student(
+        args,
+        clip.num_frames,
+        clip.height,
+        clip.width,
+        options=training_options(args),
         use_dynamic_cfg=args.use_dynamic_cfg,
-        training=options,
+        depth=None if args.alignment_loss == "none" else args.alignment_depth,
     )
-    spec = spec.for_training(options)
+    spec = student.spec
     table = load_dataset(args, cache_dir=args.cache_dir)
     inputs = precomputed_inputs(args, spec, clip, table)
-    alignment = alignment_config(args, spec, clip, table)
+    alignment = alignment_config(args, student, clip, table)
     if getattr(args, "validation_video", None):
         check_validation_video(args.validation_video, alignment)
     if alignment is not None and alignment.features_column is not None:
@@ -282,4 +338,4 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         check_checkpoint(
             resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
         )
-    return TrainingPlan(spec, clip, table, alignment, options, resume, inputs)
+    return TrainingPlan(spec, clip, table, alignment, student.options, args.fps or spec.fps, resume, inputs)

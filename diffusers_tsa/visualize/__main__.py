@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import cli
-from ..adapters import ADAPTERS, ModelAdapter, ModelSpec, load_spec
+from ..adapters import ADAPTERS, ModelAdapter, ModelSpec
 from ..data import ClipSpec, read_video
 from ..diagnostics import (
     alignment_agreement,
@@ -36,7 +36,7 @@ from ..features import teacher_targets
 from ..masking import motion_saliency_mask
 from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector
 from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
-from ..training.plan import clip_spec, teacher_input
+from ..training.plan import StudentPlan, clip_spec, plan_student, teacher_input
 from . import (
     correspondence_video,
     motion_mask_video,
@@ -132,11 +132,8 @@ def _add_correspondence_arguments(parser: argparse.ArgumentParser) -> None:
         help="Softmax temperature(s) tau, a row each (1.0 0.1: the raw and the tempered correspondences).",
     )
     cli.add_loss_option_arguments(group, targets_only=True)
-    group = parser.add_argument_group("student (optional: without it, the teacher alone)")
-    group.add_argument("--pretrained_model_name_or_path", default=None, help="The base model (a diffusers pipeline).")
-    group.add_argument("--model_family", default="auto", help="Its family (auto: from its model_index.json).")
-    group.add_argument("--revision", default=None, help="Hub revision of the base model.")
-    group.add_argument("--variant", default=None, help="Weights variant of the base model, e.g. fp16.")
+    cli.add_student_arguments(parser, optional="Without it, the maps show the teacher alone.")
+    group = parser.add_argument_group("the trained student")
     group.add_argument(
         "--run_dir",
         default=None,
@@ -280,12 +277,16 @@ def _projector(run_dir: str | None, expected: dict) -> AlignmentProjector | None
     return projector
 
 
-def _load_student(args: argparse.Namespace, spec: ModelSpec, weights: dict[str, str], device: str) -> ModelAdapter:
+def _load_student(
+    args: argparse.Namespace, student: StudentPlan, weights: dict[str, str], device: str
+) -> ModelAdapter:
     """The base model with the run's trained `weights` (`_run_weights`), as `load_trained_pipeline` loads them, as an
     adapter."""
+    spec = student.spec
     pipe = spec.load_trained_pipeline(**weights, variant=args.variant, device=device)
     names = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
-    adapter = ADAPTERS[spec.family](spec, **{name: getattr(pipe, name) for name in names})
+    adapter = ADAPTERS[spec.family](spec, options=student.options, **{name: getattr(pipe, name) for name in names})
+    adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
     steps = adapter.scheduler.config.num_train_timesteps
     if not 0 <= args.timestep < steps:
         raise cli.FlagError(f"--timestep {args.timestep} must be in [0, {steps}).")
@@ -301,13 +302,9 @@ def _report_agreement(student, teacher, mask, temperatures, args) -> None:
 
 
 def _plan_student(args: argparse.Namespace, clip: ClipSpec, geometry: TeacherGeometry):
-    """The student's spec, depth, trained weights and projector, every flag checked before any weight is loaded."""
-    spec = load_spec(
-        args.pretrained_model_name_or_path, family=args.model_family, revision=args.revision, cache_dir=args.cache_dir
-    )
-    spec.check_clip(clip.num_frames, clip.height, clip.width)
-    depth = spec.default_depth if args.alignment_depth is None else args.alignment_depth
-    spec.check_depth(depth)
+    """The student, its trained weights and projector, every flag checked before any weight is loaded."""
+    student = plan_student(args, clip.num_frames, clip.height, clip.width, depth=args.alignment_depth)
+    spec = student.spec
     if args.timestep < 0:
         raise cli.FlagError(f"--timestep {args.timestep} must be at least 0.")
     weights = _run_weights(spec, args.run_dir) if args.run_dir else {}
@@ -320,7 +317,7 @@ def _plan_student(args: argparse.Namespace, clip: ClipSpec, geometry: TeacherGeo
             "teacher_grid": list(geometry.grid),
         },
     )
-    return spec, depth, weights, projector
+    return student, weights, projector
 
 
 def run_correspondence(args: argparse.Namespace) -> list[Path]:
@@ -336,8 +333,8 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
     geometry, config = _teacher(args, clip)
     seen = teacher_frames(video, geometry.input)[0]
     queries = _queries(args, clip, geometry, seen)
-    spec, depth, weights, projector = (
-        _plan_student(args, clip, geometry) if args.pretrained_model_name_or_path else (None, None, {}, None)
+    student, weights, projector = (
+        _plan_student(args, clip, geometry) if args.pretrained_model_name_or_path else (None, {}, None)
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher = load_teacher(
@@ -352,13 +349,13 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
     )
     features, mask = teacher_targets(teacher, video, args.tsa_mask_ratio)
     grids = {"teacher": features.float()}
-    if spec is not None:
-        adapter = _load_student(args, spec, weights, device)
+    if student is not None:
+        adapter = _load_student(args, student, weights, device)
         torch.manual_seed(args.seed)
         grids["student"] = student_features(
             adapter,
             video.to(device),
-            depth=depth,
+            depth=student.depth,
             timestep=args.timestep,
             prompts=args.prompt,
             projector=None if projector is None else projector.to(device),
@@ -368,7 +365,7 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
         if projector is None:
             print(
                 f"No projector (--run_dir with {PROJECTOR_SUBFOLDER}/): the student maps use the raw tokens of block "
-                f"{depth}, area-resampled to the teacher grid."
+                f"{student.depth}, area-resampled to the teacher grid."
             )
         else:
             _report_agreement(grids["student"], grids["teacher"], mask, temperatures, args)

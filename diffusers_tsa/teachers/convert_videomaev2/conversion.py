@@ -5,13 +5,13 @@ a raw state dict under the key "module". Its blocks are transformers' VideoMAE b
 separate q and v biases, LayerNorm eps 1e-6, fixed sinusoidal positions), so the conversion renames keys and splits
 qkv; nothing is approximated. The classification head (`fc_norm`, `head`) is not part of the features and is dropped.
 
-Usage:
+The command (`__main__`) writes the converted model to a folder:
+
     python -m diffusers_tsa.teachers.convert_videomaev2 vit_b_k710_dl_from_giant.pth videomaev2-base-distilled
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..errors import CheckpointError, GridError, ModelLayoutError, UsageError
-from .base import check_weights, multiples_near
+from ...errors import CheckpointError, GridError, ModelLayoutError
+from ..base import check_weights, multiples_near
 
 
 # (VideoMAEv2 name, transformers name), per block then top level; qkv is split separately.
@@ -45,14 +45,6 @@ _HF_BLOCK = re.compile(r"encoder\.layer\.(\d+)\.(.+)")
 _SIZE_KEYS = {"patch_embed.proj.weight": 5, "blocks.0.mlp.fc1.weight": 2}
 #: What `torch.load` and `safe_open` raise for a file that is not a readable checkpoint.
 _UNREADABLE = (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError, SafetensorError)
-#: This command's arguments, for the converter arguments its error messages name.
-FLAGS = {
-    "name_or_path": "src",
-    "dst": "dst",
-    "num_attention_heads": "--num_attention_heads",
-    "image_size": "--image_size",
-    "num_frames": "--num_frames",
-}
 
 
 def _rename(name: str, pairs: tuple[tuple[str, str], ...], reverse: bool) -> str | None:
@@ -341,41 +333,3 @@ def convert_videomaev2(name_or_path: str | os.PathLike, **config_options):
     model = VideoMAEModel(config)
     model.load_state_dict(weights, strict=True)
     return model.eval()
-
-
-def _make_folder(dst: str) -> None:
-    """Creates the output folder `dst`, or refuses one that cannot be created or written to."""
-    try:
-        Path(dst).mkdir(parents=True, exist_ok=True)
-        reason = None if os.access(dst, os.W_OK) else "it is not writable"
-    except OSError as err:
-        reason = err.strerror or str(err)
-    if reason:
-        raise UsageError(f"`dst={dst!r}` cannot be the output folder ({reason}); give a folder you can write to.")
-
-
-def _convert(args: argparse.Namespace) -> None:
-    options = {key: getattr(args, key) for key in ("num_attention_heads", "image_size", "num_frames")}
-    read_videomaev2(args.src, shapes_only=True, **options)  # every mistake, before a weight is read or a folder made
-    _make_folder(args.dst)
-    model = convert_videomaev2(args.src, **options)
-    model.save_pretrained(args.dst)
-    print(f"Wrote {args.dst} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters).")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The command line; a mistake ends it with one `error: ...` line that names the argument (exit status 1)."""
-    from ..cli import run
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="VideoMAEv2 checkpoint, e.g. vit_b_k710_dl_from_giant.pth.")
-    parser.add_argument("dst", help="Output folder (config.json + model.safetensors), for `--teacher`.")
-    parser.add_argument("--num_attention_heads", type=int, default=None, help="Default: hidden size // 64.")
-    parser.add_argument("--image_size", type=int, default=224, help="Training resolution (default 224).")
-    parser.add_argument("--num_frames", type=int, default=16, help="Training frames (default 16).")
-    args = parser.parse_args(argv)
-    run(lambda: _convert(args), FLAGS)
-
-
-if __name__ == "__main__":
-    main()

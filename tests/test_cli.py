@@ -1,0 +1,50 @@
+"""The command-line layer: every command declares the student flags through one group and checks them the same way."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from diffusers_tsa.features.__main__ import parse_args as features_args
+from diffusers_tsa.visualize.__main__ import parse_args as visualize_args
+from eval.generate import parse_args as generate_args
+
+
+SCRIPT = Path(__file__).parents[1] / "train_text_to_video_tsa.py"
+
+
+def training_args(argv):
+    spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_args(argv)
+
+
+#: Each command with the flags it needs besides the student's.
+COMMANDS = {
+    "train_text_to_video_tsa.py": (training_args, ["--instance_data_root", "data"]),
+    "python -m diffusers_tsa.features": (features_args, ["--output_dir", "out"]),
+    "python -m diffusers_tsa.visualize": (visualize_args, ["correspondence", "--video", "v.mp4", "--teacher", "t"]),
+    "python -m eval.generate": (generate_args, ["--benchmark", "vbench", "--output_dir", "out"]),
+}
+STUDENT = [
+    "--pretrained_model_name_or_path", "base", "--revision", "r1", "--variant", "fp16", "--model_family", "wan",
+    "--max_sequence_length", "64", "--enable_slicing", "--enable_tiling",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_reads_the_student_flags_alike(command):
+    parse, rest = COMMANDS[command]
+    args = parse([*rest, *STUDENT])
+    read = [getattr(args, key) for key in ("pretrained_model_name_or_path", "revision", "variant", "model_family")]
+    assert read == ["base", "r1", "fp16", "wan"]
+    assert (args.max_sequence_length, args.enable_slicing, args.enable_tiling) == (64, True, True)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_an_unknown_model_family(command, capsys):
+    parse, rest = COMMANDS[command]
+    with pytest.raises(SystemExit):
+        parse([*rest, "--pretrained_model_name_or_path", "base", "--model_family", "sora"])
+    assert "argument --model_family: invalid choice: 'sora'" in capsys.readouterr().err
