@@ -81,7 +81,7 @@ def card_keys(flags):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     args = script.parse_args(["--pretrained_model_name_or_path", "base", "--instance_data_root", "data", *flags])
-    return list(script.card_hyperparameters(args, SimpleNamespace(uses_flow_matching=False)))
+    return list(script.card_hyperparameters(args, SimpleNamespace(uses_flow_matching=False), {}))
 
 
 def test_a_registered_loss_gets_a_flag_a_flag_name_checks_a_card_entry_and_its_function(scaled):
