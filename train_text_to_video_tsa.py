@@ -264,6 +264,7 @@ def parse_args(input_args=None):
     return args
 
 
+# Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`get_optimizer`).
 def get_optimizer(args, params_to_optimize):
     """AdamW (default), Adam or Prodigy, with the upstream example's flags."""
     if args.optimizer == "prodigy":
@@ -297,6 +298,7 @@ def get_optimizer(args, params_to_optimize):
     )
 
 
+# Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`weight_dtype` in `main`), with DeepSpeed's bf16 branch fixed.
 def frozen_weight_dtype(accelerator) -> torch.dtype:
     """The dtype of the frozen weights: the mixed-precision one (DeepSpeed's config first), else fp32."""
     if accelerator.state.deepspeed_plugin:
@@ -369,6 +371,7 @@ def card_hyperparameters(args, spec, resolved: dict) -> dict:
     return {key: resolved[key] if key in resolved else getattr(args, key) for key in keys}
 
 
+# Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`log_validation`).
 def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False):
     """Generates `--num_validation_videos` per validation prompt with a stock pipeline; writes them under
     output_dir/validation/ and to the trackers. Returns the written paths and their prompts."""

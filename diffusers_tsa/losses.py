@@ -138,6 +138,8 @@ def tsa_loss(
     )
 
 
+# Adapted from VideoREPA's token relation distillation (finetune/models/cogvideox_t2v_align/lora_trainer.py,
+# `compute_loss`), streamed over key frames instead of two N x N Gram matrices.
 def trd_loss(student: torch.Tensor, teacher: torch.Tensor, *, margin: float = 0.1) -> torch.Tensor:
     """VideoREPA's token relation distillation: mean of relu(|S_s - S_t| - margin) over the N x N relations.
 

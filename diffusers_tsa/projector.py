@@ -98,6 +98,8 @@ class GridResampling:
         )
 
 
+# Adapted from VideoREPA's projector (finetune/models/cogvideox_t2v_align/models/cogvideox_align.py) and its resampling
+# to the teacher grid (lora_trainer.py), with every shape derived from the two grids instead of hard-coded.
 class AlignmentProjector(ModelMixin, ConfigMixin):
     """A 3-layer MLP followed by a 3D convolutional resampler, from diffusion tokens to teacher tokens.
 

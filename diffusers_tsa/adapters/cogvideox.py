@@ -227,6 +227,7 @@ class CogVideoXAdapter(ModelAdapter):
         return rearrange(super().sample_latents(moments), "b c f h w -> b f c h w").contiguous()
 
     @torch.no_grad()
+    # Adapted from diffusers' pipelines/cogvideo/pipeline_cogvideox.py (`CogVideoXPipeline._get_t5_prompt_embeds`).
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads
         them (`options.max_sequence_length` is the spec's `max_text_seq_length`)."""
@@ -249,6 +250,7 @@ class CogVideoXAdapter(ModelAdapter):
             return latents
         return torch.cat([latents[:, :1].expand(-1, missing, -1, -1, -1), latents], dim=1)
 
+    # Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (the training step in `main`).
     def diffusion_loss(
         self,
         transformer: nn.Module,
@@ -280,6 +282,7 @@ class CogVideoXAdapter(ModelAdapter):
         per_sample = (weights.to(latents.device).view(-1, 1) * squared_error).mean(1)
         return {"diffusion": per_sample.mean()}
 
+    # Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`prepare_rotary_positional_embeddings`).
     def _rotary_embeddings(self, num_frames: int, height: int, width: int, device: torch.device):
         """3D RoPE (cos, sin), each `(F_tokens * H_tokens * W_tokens, attention_head_dim)`, for a latent grid of
         `num_frames` (padded) x `height` x `width`, as `CogVideoXPipeline` builds it (5B only; None for the 2B

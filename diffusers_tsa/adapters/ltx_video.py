@@ -37,6 +37,7 @@ class LTXPromptEmbeds(NamedTuple):
     attention_mask: torch.Tensor
 
 
+# Adapted from diffusers' pipelines/ltx/pipeline_ltx.py (`LTXPipeline._pack_latents`).
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     """Latents `(B, C, F, H, W)` -> transformer tokens `(B, F*H*W, C)`, frame-major (patch 1)."""
     return rearrange(latents, "b c f h w -> b (f h w) c")
@@ -183,6 +184,7 @@ class LTXVideoAdapter(ModelAdapter):
         return self.vae.latents_mean, self.vae.config.scaling_factor / self.vae.latents_std
 
     @torch.no_grad()
+    # Adapted from diffusers' pipelines/ltx/pipeline_ltx.py (`LTXPipeline._get_t5_prompt_embeds`).
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, T5 embeddings `(B, L, D)`, and `prompt_attention_mask` `(B, L)`, padded as
         `LTXPipeline` pads them to `L = options.max_sequence_length` tokens (by default the pipeline's 128)."""

@@ -310,6 +310,7 @@ class WanAdapter(ModelAdapter):
         return mean, 1 / std
 
     @torch.no_grad()
+    # Adapted from diffusers' pipelines/wan/pipeline_wan.py (`WanPipeline._get_t5_prompt_embeds`).
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, UMT5 embeddings `(B, L, D)`, L = `options.max_sequence_length` (by default
         512), as `WanPipeline` encodes them: cleaned, padded to L, the encoder masked and the padding positions

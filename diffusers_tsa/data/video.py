@@ -74,6 +74,7 @@ def _trim_to_4k_plus_1(n: int) -> int:
     return n - (n - 1) % 4 if n > 0 else 0
 
 
+# Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`VideoDataset._preprocess_data`).
 def select_frame_indices(total: int, spec: ClipSpec) -> list[int]:
     """Indices of the frames kept from a clip of `total` frames, following diffusers' CogVideoX example.
 
@@ -124,6 +125,7 @@ def _open_reader(source: VideoSource):
         raise VideoDecodeError(name, f"decord cannot open it ({err}).") from err
 
 
+# Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`VideoDataset._resize_for_rectangle_crop`).
 def _resize_and_crop(frames: torch.Tensor, spec: ClipSpec, generator: torch.Generator | None) -> torch.Tensor:
     """Resizes `(T, C, H, W)` float frames in [0, 255] to `spec.height x spec.width` (bicubic, antialiased)."""
     height, width = frames.shape[-2:]

@@ -9,6 +9,7 @@ from einops import rearrange
 from .base import TeacherInput, VideoTeacher, patch_sizes
 
 
+# Adapted from VideoREPA's finetune/models/cogvideox_t2v_align/models/ssl/VideoMAEv2.py (`interpolate_pos_embed`).
 def interpolate_position_table(
     table: torch.Tensor, source_grid: tuple[int, int, int], target_grid: tuple[int, int, int]
 ) -> torch.Tensor:

@@ -26,6 +26,7 @@ from ..base import check_weights, multiples_near
 
 
 # (VideoMAEv2 name, transformers name), per block then top level; qkv is split separately.
+# Adapted from transformers' models/videomae/convert_videomae_to_pytorch.py (its key renaming), for VideoMAEv2's names.
 _BLOCK_KEYS = (
     ("norm1", "layernorm_before"),
     ("attn.q_bias", "attention.attention.query.bias"),
