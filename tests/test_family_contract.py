@@ -46,7 +46,7 @@ from diffusers_tsa.testing import (
     tiny_wan_components,
     write_test_dataset,
 )
-from diffusers_tsa.testing.model_card import card_code, check_card_code, run_card_code
+from diffusers_tsa.testing.model_card import REPO_ID, card_code, run_card_code, write_cards
 from diffusers_tsa.testing.nova import tiny_nova_checkpoint
 
 
@@ -273,7 +273,7 @@ def clips(family: TinyFamily, batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, frames, 3, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
-# --- The adapter, in this process -------------------------------------------------------------------------------
+# --- The adapter, in this process ------------------------------------------------------------------------------------
 
 
 def test_the_hooked_block_gives_the_next_blocks_input_on_the_grid_and_trains_the_lora_before_it(tiny):
@@ -353,31 +353,22 @@ def test_a_lora_round_trips_through_its_file_into_a_resumed_run_and_a_stock_pipe
         other.load_lora_weights(tmp_path / "lora", other.transformer)
 
 
-@pytest.mark.parametrize("training_mode", ["lora", "full"])
-def test_the_model_cards_code_runs_on_the_output_folder_and_on_the_hub_repo(tiny, tmp_path, training_mode):
-    """The card's code, as written, loads the run into the family's stock pipeline (never through diffusers-tsa's
-    `load_spec`), from the run's folder and from its Hub repository."""
-    model = tiny.adapter()
-    check_card_code(
-        model, training_mode, tiny.family.settings, tmp_path, python=(sys.executable, *tiny.launcher), env=tiny.env
-    )
-    code = card_code(tmp_path / "out" / "README.md")
-    assert model.spec.pipeline_class_name in code and "load_spec" not in code
+# --- The training script ---------------------------------------------------------------------------------------------
 
 
-# --- The training script ----------------------------------------------------------------------------------------
+#: What `accelerate launch --cpu --num_processes 1 --mixed_precision no --dynamo_backend no` tells the script, without
+#: the launcher's own process (`test_train_script.py` launches the script with it, on one and two processes).
+ONE_CPU_PROCESS = {"ACCELERATE_USE_CPU": "true", "ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DYNAMO_BACKEND": "NO"}
 
 
 def train(tiny: Tiny, output_dir: Path, *flags: str) -> str:
-    """`accelerate launch train_text_to_video_tsa.py` on the CPU, offline, with M-TSA against the tiny teacher at
+    """`python train_text_to_video_tsa.py` as one CPU process, offline, with M-TSA against the tiny teacher at
     block `depth`, a rank-4 LoRA and a small projector; returns the log."""
     family = tiny.family
     frames, height, width = family.clip
     text = ("--max_sequence_length", str(family.max_sequence_length)) if family.max_sequence_length else ()
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
-        *tiny.launcher, str(SCRIPT),
+        sys.executable, *tiny.launcher, str(SCRIPT),
         "--pretrained_model_name_or_path", str(tiny.base), "--teacher_model_name_or_path", str(tiny.root / "teacher"),
         "--instance_data_root", str(tiny.root / "data"), "--caption_column", "prompts.txt",
         "--video_column", "videos.txt", "--height", str(height), "--width", str(width),
@@ -386,7 +377,7 @@ def train(tiny: Tiny, output_dir: Path, *flags: str) -> str:
         "--learning_rate", "1e-2", "--lr_warmup_steps", "0", "--seed", "0", "--report_to", "none",
         "--validation_num_inference_steps", "2", "--output_dir", str(output_dir), *family.flags, *flags,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=tiny.env, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env={**tiny.env, **ONE_CPU_PROCESS}, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     return log
@@ -412,7 +403,7 @@ def full_run(tiny, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_lora_run_reloads_in_a_stock_pipeline_and_changes_its_output(tiny, lora_run, tmp_path):
+def test_a_lora_run_reloads_in_a_stock_pipeline_and_changes_its_output(tiny, lora_run):
     out, log = lora_run
     family, spec = tiny.family, load_spec(tiny.base)
     assert f"Model family = {family.family}, training mode = lora" in log and "Alignment = m-tsa" in log
@@ -439,8 +430,6 @@ def test_a_lora_run_reloads_in_a_stock_pipeline_and_changes_its_output(tiny, lor
     ((config),) = pipe.transformer.peft_config.values()
     assert (config.r, config.lora_alpha, tuple(sorted(config.target_modules))) == (4, 4, family.lora_targets)
     assert not np.allclose(tiny.generate(pipe), before, atol=1e-4)
-    # The card the script wrote: its code loads the output folder as written.
-    run_card_code(out / "README.md", tmp_path / "use_it", python=(sys.executable, *tiny.launcher), env=tiny.env)
 
 
 @pytest.mark.slow
@@ -480,6 +469,22 @@ def test_a_full_fine_tune_reloads_as_a_stock_transformer_and_changes_the_output(
     resumed = tiny.adapter()  # and resuming a full run loads it in place
     resumed.load_transformer(out, resumed.transformer)
     assert all(torch.equal(v, weights[k]) for k, v in resumed.transformer.state_dict().items())
+
+
+@pytest.mark.slow
+def test_the_model_cards_code_runs_on_the_output_folder_and_on_the_hub_repo(tiny, lora_run, full_run, tmp_path):
+    """The cards' code, as written, loads a LoRA and a full fine-tune into the family's stock pipeline (never through
+    diffusers-tsa's `load_spec`), from the run's folder and from its Hub repository; so do the cards the training
+    script wrote. One process runs them all."""
+    cards = []
+    for mode, (run, _) in (("lora", lora_run), ("full", full_run)):
+        model = tiny.adapter()
+        folder, cache = tmp_path / mode, tmp_path / "hub-cache"
+        cards += write_cards(model, mode, tiny.family.settings, folder, repo_id=f"{REPO_ID}-{mode}", cache=cache)
+        code = card_code(folder / "out" / "README.md")
+        assert model.spec.pipeline_class_name in code and "load_spec" not in code
+        cards.append((run / "README.md", tmp_path / f"{mode}-run"))
+    run_card_code(cards, python=(sys.executable, *tiny.launcher), env=tiny.env, cache=tmp_path / "hub-cache")
 
 
 @pytest.mark.slow
