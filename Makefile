@@ -25,9 +25,10 @@ style: install
 	$(BIN)/ruff format .
 
 # Two workers by default (the suite's end-to-end runs are subprocesses); TEST_WORKERS=0 runs it in one process.
+# loadgroup keeps each family's contract tests on one worker, which then makes the training runs they share once.
 TEST_WORKERS ?= 2
 test: quality
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 # The main job on an embedded default: tiny offline models, synthetic clips, a real training run and a stock reload.
 demo: install

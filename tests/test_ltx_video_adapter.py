@@ -1,23 +1,14 @@
-"""The LTX-Video adapter on a tiny `LTXPipeline` built in code (32x / 8x VAE, patch 1): shape rules read from the
-configs, latents and tokens as `LTXPipeline` makes them, the flow-matching loss, the hooked features, LoRA files,
-and the training script, `eval/generate.py` and the model card end to end."""
+"""LTX-Video's own rules on a tiny `LTXPipeline` built in code (32x / 8x VAE, patch 1): shape rules read from the
+configs, latents and tokens as `LTXPipeline` makes them, the flow-matching loss and the training script's flag checks
+(what every family does is in `test_family_contract.py`)."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import imageio.v3 as iio
-import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKLLTXVideo, LTXPipeline, LTXVideoTransformer3DModel
 from einops import rearrange
-from peft import LoraConfig
-from safetensors.torch import load_file
-from test_model_card import check_card_code
 
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.adapters.flow_matching import FlowMatching
@@ -58,18 +49,6 @@ def adapter(tiny):
 
 def clips(batch=2, seed=0):
     return torch.rand(batch, FRAMES, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def generate(pipe):
-    return pipe(
-        PROMPT,
-        num_frames=FRAMES,
-        height=HEIGHT,
-        width=WIDTH,
-        num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-    ).frames
 
 
 # --- Spec ------------------------------------------------------------------------------------------------------------
@@ -168,7 +147,7 @@ def test_options_the_pipeline_lacks_are_refused_naming_the_argument():
     }
 
 
-# --- Latents, tokens, loss, features ---------------------------------------------------------------------------------
+# --- Latents, tokens, loss -------------------------------------------------------------------------------------------
 
 
 def test_latents_normalised_as_the_pipeline_normalises_them(adapter):
@@ -251,58 +230,7 @@ def test_flow_matching_loss_is_the_formula(tiny, shift):
     assert torch.allclose(seen[0], transformer.proj_in(noisy), atol=1e-6)
 
 
-def test_features_have_the_grid_and_carry_gradients_into_the_lora(adapter):
-    adapter.add_lora(4, 4)
-    latents, conditioning = adapter.encode_videos(clips()), adapter.encode_prompts(PROMPTS)
-    extractor = adapter.feature_extractor(adapter.transformer, depth=1)
-    received = []
-    handle = adapter.transformer.transformer_blocks[1].register_forward_pre_hook(
-        lambda module, args, kwargs: received.append(kwargs["hidden_states"].detach().clone()), with_kwargs=True
-    )
-    with extractor.capture() as captured:
-        terms = adapter.diffusion_loss(adapter.transformer, latents, conditioning)
-    handle.remove()
-    tokens = adapter.alignment_tokens(captured.hidden_states, batch_size=2)
-    f, h, w = adapter.spec.token_grid(FRAMES, HEIGHT, WIDTH)
-    assert tokens.shape == (2, f * h * w, adapter.spec.hidden_size)
-    assert torch.equal(tokens.detach(), received[0])  # block 1's output, as block 2 receives it
-    tokens.pow(2).mean().backward(retain_graph=True)
-    grads = {n: p.grad for n, p in adapter.transformer.named_parameters() if "lora_B" in n}
-    assert len(grads) == 2 * 2 * 4  # 2 blocks x (self, cross attention) x (q, k, v, out)
-    for name, grad in grads.items():  # the LoRA of block 1 gets gradients, that of block 2 (after the hook) none
-        assert (grad is not None and grad.abs().sum() > 0) == name.startswith("transformer_blocks.0."), name
-    terms["diffusion"].backward()
-    extractor.remove()
-
-
-def test_lora_file_round_trips_and_another_lora_is_refused(adapter, tmp_path):
-    adapter.add_lora(4, 8)
-    with torch.no_grad():
-        for name, param in adapter.transformer.named_parameters():
-            if "lora_B" in name:
-                param.normal_()
-    adapter.save_lora_weights(tmp_path, adapter.transformer)
-    trained = {k: v.clone() for k, v in adapter.transformer.state_dict().items() if "lora" in k}
-
-    resumed = LTXVideoAdapter.from_pretrained(adapter.spec)
-    resumed.add_lora(4, 8)
-    resumed.load_lora_weights(tmp_path, resumed.transformer)
-    assert all(torch.equal(resumed.transformer.state_dict()[k], v) for k, v in trained.items())
-
-    other = LTXVideoAdapter.from_pretrained(adapter.spec)
-    other.transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q"]))
-    with pytest.raises(ModelLayoutError, match=r"does not hold this run's LoRA \(8 weights\): 0 missing .* 24 unexp"):
-        other.load_lora_weights(tmp_path, other.transformer)
-
-
-def test_model_card_code_runs_for_an_ltx_lora(adapter, tmp_path):
-    settings = GenerationSettings(
-        num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2, max_sequence_length=16
-    )
-    check_card_code(adapter, "lora", settings, tmp_path)
-
-
-# --- Training script, eval ---------------------------------------------------------------------------------------
+# --- Training script flags -------------------------------------------------------------------------------------------
 
 
 def script_flags(tiny, output_dir):
@@ -355,34 +283,6 @@ def script_flags(tiny, output_dir):
     ]
 
 
-def run_script(tiny, output_dir, *flags):
-    """`accelerate launch` of the training script on the CPU, offline, with `script_flags` and `flags`."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--num_cpu_threads_per_process",
-        str(os.cpu_count() or 1),
-        str(SCRIPT),
-        *script_flags(tiny, output_dir),
-        *flags,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    return log
-
-
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -401,119 +301,3 @@ def test_flag_errors_name_the_flag_before_loading_weights(tiny, tmp_path, flags,
     loader.loader.exec_module(script)
     with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(script.parse_args([*script_flags(tiny, tmp_path / "out"), *flags]))
-
-
-@pytest.fixture(scope="module")
-def lora_run(tiny, tmp_path_factory):
-    """Two M-TSA LoRA steps with a checkpoint and a validation video after each (and a final one)."""
-    out = tmp_path_factory.mktemp("lora") / "out"
-    log = run_script(
-        tiny,
-        out,
-        "--max_train_steps",
-        "2",
-        "--checkpointing_steps",
-        "1",
-        "--validation_prompt",
-        PROMPT,
-        "--validation_steps",
-        "1",
-        "--validation_num_inference_steps",
-        "2",
-        "--fps",
-        "25",
-    )
-    return out, log
-
-
-@pytest.mark.slow
-def test_lora_run_reloads_in_a_stock_pipeline_and_changes_its_output(tiny, lora_run):
-    out, log = lora_run
-    assert "Model family = ltx_video, training mode = lora" in log
-    assert "Student grid (2, 2, 3) -> teacher grid (4, 2, 3)" in log
-    names = {p.name for p in (out / "validation").iterdir()}
-    probe = {"agreement.jsonl", "motion_mask.png", *(f"correspondence-{step}.png" for step in (0, 1, 2))}
-    assert names == probe | {"step-1-0-0.mp4", "step-2-0-0.mp4", "final-0-0.mp4"}  # videos, and the probe each step
-    assert iio.imread(out / "validation" / "final-0-0.mp4").shape == (FRAMES, HEIGHT, WIDTH, 3)
-    assert (out / "alignment_projector" / "diffusion_pytorch_model.safetensors").is_file()
-    assert "- ltx_video" in (out / "README.md").read_text() and "frame_rate=25" in (out / "README.md").read_text()
-
-    pipe = LTXPipeline.from_pretrained(tiny / "base")
-    before = generate(pipe)
-    pipe.load_lora_weights(out)  # no set_adapters: rank and alpha come from the file's metadata
-    config = pipe.transformer.peft_config["default_0"]
-    assert (config.r, config.lora_alpha, sorted(config.target_modules)) == (4, 4, ["to_k", "to_out.0", "to_q", "to_v"])
-    assert not torch.allclose(generate(pipe), before, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_one(tiny, lora_run, tmp_path):
-    straight, _ = lora_run
-    out = tmp_path / "out"
-    shutil.copytree(straight / "checkpoint-1", out / "checkpoint-1")
-    log = run_script(tiny, out, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
-    assert f"Resuming from checkpoint {out / 'checkpoint-1'}" in log
-    expected = load_file(straight / "pytorch_lora_weights.safetensors")
-    resumed = load_file(out / "pytorch_lora_weights.safetensors")
-    assert expected.keys() == resumed.keys() and all(torch.equal(expected[k], resumed[k]) for k in expected)
-
-
-@pytest.mark.slow
-def test_full_fine_tune_reloads_as_a_stock_transformer(tiny, tmp_path):
-    out = tmp_path / "out"
-    run_script(
-        tiny,
-        out,
-        "--training_mode",
-        "full",
-        "--max_train_steps",
-        "1",
-        "--gradient_checkpointing",
-        "--checkpointing_steps",
-        "100",
-    )
-    trained = LTXVideoTransformer3DModel.from_pretrained(out, subfolder="transformer")
-    base = LTXPipeline.from_pretrained(tiny / "base")
-    assert trained.state_dict().keys() == base.transformer.state_dict().keys()  # the projector is not inside
-    before = generate(base)
-    tuned = LTXPipeline.from_pretrained(tiny / "base", transformer=trained)
-    assert not torch.allclose(generate(tuned), before, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_eval_generate_runs_an_ltx_lora(tiny, lora_run, tmp_path):
-    from eval import generate as eval_generate
-    from eval.common import exit_on_user_error
-
-    (tmp_path / "prompts.csv").write_text("caption,upsampled_caption\nA red ball falls.,a red ball falls\n")
-    common = [
-        "--benchmark",
-        "videophy2",
-        "--pretrained_model_name_or_path",
-        str(tiny / "base"),
-        "--prompts",
-        str(tmp_path / "prompts.csv"),
-        "--labels",
-        "none",
-        "--num_frames",
-        str(FRAMES),
-        "--height",
-        str(HEIGHT),
-        "--width",
-        str(WIDTH),
-        "--num_inference_steps",
-        "2",
-        "--max_sequence_length",
-        "16",
-        "--dtype",
-        "fp32",
-        "--device",
-        "cpu",
-    ]
-    eval_generate.main([*common, "--output_dir", str(tmp_path / "base")])
-    eval_generate.main([*common, "--lora", str(lora_run[0]), "--output_dir", str(tmp_path / "tuned")])
-    base, tuned = (iio.imread(tmp_path / run / "videos" / "A_red_ball_falls.mp4") for run in ("base", "tuned"))
-    assert base.shape == tuned.shape == (FRAMES, HEIGHT, WIDTH, 3)
-    assert not np.array_equal(base, tuned)
-    with pytest.raises(SystemExit, match="error: --use_dynamic_cfg=True: not supported by LTX-Video"):
-        exit_on_user_error(lambda: eval_generate.main([*common, "--use_dynamic_cfg", "--output_dir", str(tmp_path)]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import TINY_TEXT_EMBED_DIM, tiny_text_encoder, tiny_tokenizer
+from .text import TINY_TEXT_EMBED_DIM, tiny_text_encoder, tiny_tokenizer
 
 
 TINY_LTX_NUM_FRAMES = 9

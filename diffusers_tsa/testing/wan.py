@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import tiny_text_encoder, tiny_tokenizer
+from .text import tiny_text_encoder, tiny_tokenizer
 
 
 TINY_WAN_NUM_FRAMES = 9

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from diffusers_tsa.testing import tiny_tokenizer
-
+from ..text import tiny_tokenizer
 from .model import NOVATransformer3DModel
 from .pipeline import NOVAPipeline
 
@@ -120,11 +119,11 @@ def install_diffnext_double(directory: str | Path) -> Path:
     """Writes a `diffnext` package into `directory` whose `diffnext.pipelines.NOVAPipeline` and
     `diffnext.utils.export_to_video` are this package's doubles.
 
-    Put `directory` (and `tests/`) on `sys.path` / `PYTHONPATH` to make `import diffnext` find it.
+    Put `directory` on `sys.path` / `PYTHONPATH` to make `import diffnext` find it.
     """
     package = Path(directory) / "diffnext"
     package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""Test double of NOVA\'s diffnext (tests/nova_double.py)."""\n')
-    (package / "pipelines.py").write_text("from nova_double import NOVAPipeline  # noqa: F401\n")
-    (package / "utils.py").write_text("from nova_double import export_to_video  # noqa: F401\n")
+    (package / "__init__.py").write_text('"""Test double of NOVA\'s diffnext (diffusers_tsa.testing.nova)."""\n')
+    (package / "pipelines.py").write_text("from diffusers_tsa.testing.nova import NOVAPipeline  # noqa: F401\n")
+    (package / "utils.py").write_text("from diffusers_tsa.testing.nova import export_to_video  # noqa: F401\n")
     return Path(directory)

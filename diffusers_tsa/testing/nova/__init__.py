@@ -1,8 +1,9 @@
 """A test double of NOVA's `NOVATransformer3DModel` and `NOVAPipeline` (package `diffnext`, which CI cannot install).
 
 NOVA's code is not on PyPI, so the CI tests of `diffusers_tsa.adapters.nova` run against this small stand-in, and
-`tests/test_nova_adapter.py` repeats the same checks against the real package whenever it is importable. The double
-reproduces what the adapter relies on (checked against NOVA's public repository at commit 2cd254a):
+`tests/test_nova_adapter.py` and `tests/test_family_contract.py` repeat the same checks against the real package
+whenever it is importable. The double reproduces what the adapter relies on (checked against NOVA's public repository
+at commit 2cd254a):
 
 - the attribute layout: `video_encoder`, `image_encoder` (each with `.blocks`, `.patch_embed.patch_size`,
   `.embed_dim`, and `image_encoder.encoder_depth`), `image_decoder`, `mask_embed`, `text_embed` (`.weight`,
@@ -28,9 +29,12 @@ few Euler steps for generation, a plain MLP diffusion head.
   `install_diffnext_double(directory)`, which writes a tiny `diffnext` package there whose `diffnext.pipelines` and
   `diffnext.utils` hold the doubles, so the adapter's lazy `import diffnext` finds it (in this process or, through
   `PYTHONPATH`, in an `accelerate launch` subprocess);
-- `with_tiny_archs.py`: `python -m nova_double.with_tiny_archs FILE ARGS...` runs FILE with the small archs
-  registered on the real package, so that a launched process (the training script, a model card's code) can build the
-  tiny real checkpoint.
+- `environment.py`: `tiny_nova_checkpoint(root, kind)`, a tiny checkpoint of the double or of the real package whose
+  `diffnext` this process imports while the block runs, with what a launched process needs (`TinyNOVA.env`,
+  `TinyNOVA.launcher`);
+- `with_tiny_archs.py`: `python -m diffusers_tsa.testing.nova.with_tiny_archs FILE ARGS...` runs FILE with the small
+  archs registered on the real package, so that a launched process (the training script, a model card's code) can
+  build the tiny real checkpoint.
 """
 
 from .builders import (
@@ -40,6 +44,7 @@ from .builders import (
     save_tiny_real_nova_pipeline,
     tiny_nova_components,
 )
+from .environment import TinyNOVA, diffnext_modules, tiny_nova_checkpoint
 from .model import NOVATransformer3DModel
 from .pipeline import NOVAPipeline, export_to_video
 
@@ -47,10 +52,13 @@ from .pipeline import NOVAPipeline, export_to_video
 __all__ = [
     "NOVAPipeline",
     "NOVATransformer3DModel",
+    "TinyNOVA",
+    "diffnext_modules",
     "export_to_video",
     "install_diffnext_double",
     "register_tiny_nova_archs",
     "save_tiny_nova_pipeline",
     "save_tiny_real_nova_pipeline",
+    "tiny_nova_checkpoint",
     "tiny_nova_components",
 ]
