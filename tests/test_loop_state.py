@@ -50,3 +50,27 @@ def test_the_schedule_follows_a_step_budget_or_whole_epochs():
     assert by_epochs == TrainingSchedule(steps_per_epoch=3, max_train_steps=6, num_train_epochs=2)
     by_steps = TrainingSchedule.resolve(10, gradient_accumulation_steps=4, max_train_steps=7, num_train_epochs=1)
     assert by_steps == TrainingSchedule(steps_per_epoch=3, max_train_steps=7, num_train_epochs=3)
+
+
+def test_the_probe_leaves_every_random_generator_where_training_left_it():
+    """The probe draws its own seeded noise and gives back torch's, numpy's and Python's states: NOVA's forward draws
+    its mask ratio from numpy, so a probe that moved numpy's state would change what a probed run trains."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from diffusers_tsa.training.probe import _forked_rngs
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    expected = draws()
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    inside = []
+    for _ in range(2):
+        with _forked_rngs(7, torch.device("cpu")):
+            inside.append(draws())
+    assert draws() == expected
+    assert inside[0] == inside[1]  # the probe's own draws repeat at every probe

@@ -10,12 +10,14 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import datasets
 import numpy as np
@@ -175,9 +177,7 @@ class AlignmentProbe:
         set and matplotlib is installed."""
         features, mask = self._teacher_targets()
         videos = self.batch["videos"]
-        devices = [videos.device] if videos.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
+        with _forked_rngs(self.seed, videos.device):
             student = student_features(
                 self.adapter,
                 videos,
@@ -246,3 +246,20 @@ def read_agreement(output_dir: str | os.PathLike) -> list[dict]:
     """The probes a run wrote (`write_probe`), oldest first: `{"step", "top1_agreement", "tempered_kl"}` each."""
     path = Path(output_dir) / "validation" / AGREEMENT_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def _forked_rngs(seed: int, device: torch.device) -> Iterator[None]:
+    """Seeds torch's, numpy's and Python's random generators for the block and puts back their states after it, so
+    that a probe draws the same noise each time and changes nothing the training draws next (NOVA's forward draws
+    its mask ratio from numpy)."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
