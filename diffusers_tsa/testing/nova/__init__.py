@@ -1,8 +1,8 @@
 """A test double of NOVA's `NOVATransformer3DModel` and `NOVAPipeline` (package `diffnext`, which CI cannot install).
 
 NOVA's code is not on PyPI, so the CI tests of `diffusers_tsa.adapters.nova` run against this small stand-in, and
-`tests/test_nova_adapter.py` and `tests/test_family_contract.py` repeat the same checks against the real package
-whenever it is importable. The double reproduces what the adapter relies on (checked against NOVA's public repository
+`tests/adapters/test_nova_adapter.py` and `tests/adapters/test_family_contract.py` repeat the same checks against the
+real package whenever it is importable. The double reproduces what the adapter relies on (checked against NOVA's public repository
 at commit 2cd254a):
 
 - the attribute layout: `video_encoder`, `image_encoder` (each with `.blocks`, `.patch_embed.patch_size`,

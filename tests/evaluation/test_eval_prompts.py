@@ -22,7 +22,7 @@ from eval.prompts import (
 )
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark prompt files not found at {DATA}")
 
 

@@ -23,7 +23,7 @@ from diffusers_tsa.testing.model_card import card_code, check_card_code
 from diffusers_tsa.training.card_code import usage_code
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 PROMPT = "a white square moves right"
 FRAMES, HEIGHT, WIDTH = 9, 64, 96  # latents 3 x 8 x 12, tokens 3 x 4 x 6; the teacher's grid is 4 x 2 x 3
 SHORT = TrainingOptions(max_sequence_length=16)

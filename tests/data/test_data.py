@@ -11,7 +11,7 @@ from diffusers_tsa.errors import VideoDecodeError
 from diffusers_tsa.testing import write_test_clip
 
 
-REAL_VIDEOS = Path(__file__).parents[2] / "shared" / "data" / "videos"
+REAL_VIDEOS = Path(__file__).parents[3] / "shared" / "data" / "videos"
 SPEC = ClipSpec(height=96, width=144, max_num_frames=9)
 
 

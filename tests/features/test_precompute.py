@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import datasets
 import pytest
@@ -250,7 +249,7 @@ def test_training_on_the_cache_logs_the_losses_of_training_on_the_videos_without
             "--report_to",
             "tensorboard",
             common=False,
-            script=(Path(__file__).with_name("launch_listing_modules.py"), SCRIPT),
+            script=(SCRIPT.parent / "tests" / "commands" / "launch_listing_modules.py", SCRIPT),
         )
         done = subprocess.run(
             command,

@@ -10,7 +10,7 @@ from diffusers_tsa.visualize.__main__ import parse_args as visualize_args
 from eval.generate import parse_args as generate_args
 
 
-SCRIPT = Path(__file__).parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).parents[2] / "train_text_to_video_tsa.py"
 
 
 def training_args(argv):

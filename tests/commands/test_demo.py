@@ -10,7 +10,7 @@ import pytest
 from diffusers_tsa.training import read_agreement
 
 
-DEMO = Path(__file__).resolve().parents[1] / "demo" / "run_demo.py"
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "run_demo.py"
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from eval.common import EvalInputError, exit_on_user_error
 from eval.prompt_files import PROMPT_FILES, PromptFile, fetch_prompt_files
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
 
 
 def _file(path: str, content: bytes) -> PromptFile:

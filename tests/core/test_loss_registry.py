@@ -31,7 +31,7 @@ from diffusers_tsa.training import Alignment, AlignmentConfig, alignment_loss
 from diffusers_tsa.training.plan import loss_options
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 GRID = (3, 2, 3)
 
 

@@ -25,7 +25,7 @@ from diffusers_tsa.testing import (
 from diffusers_tsa.training import plan_training, read_agreement
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 PROJECTOR = Path("alignment_projector") / "diffusion_pytorch_model.safetensors"
 PROMPT = "a white square moves right"
 

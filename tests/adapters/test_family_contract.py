@@ -50,7 +50,7 @@ from diffusers_tsa.testing.model_card import REPO_ID, card_code, run_card_code, 
 from diffusers_tsa.testing.nova import tiny_nova_checkpoint
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 PROJECTOR = Path("alignment_projector") / "diffusion_pytorch_model.safetensors"
 PROMPT = "a white square moves right"

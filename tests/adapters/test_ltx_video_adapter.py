@@ -25,7 +25,7 @@ from diffusers_tsa.testing.ltx_video import (
 from diffusers_tsa.training import plan_training
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 FRAMES, HEIGHT, WIDTH = TINY_LTX_NUM_FRAMES, TINY_LTX_HEIGHT, TINY_LTX_WIDTH  # latents and tokens 2 x 2 x 3
 PROMPTS = ["a red ball falls", "a white square moves right"]
 PROMPT = "a white square moves right"
