@@ -121,3 +121,34 @@ def test_the_clip_flags_reach_the_clip_spec():
     assert clip_spec(_parse(add_clip_arguments, flags)) == ClipSpec(
         height=64, width=96, max_num_frames=13, skip_frames_start=2, skip_frames_end=3, reshape_mode="none"
     )
+
+
+def test_the_teacher_flags_reach_the_teacher_input():
+    from diffusers_tsa.cli.flags import add_teacher_arguments
+    from diffusers_tsa.teachers import TeacherInput
+    from diffusers_tsa.training.plan import teacher_input
+
+    flags = ["--teacher_num_frames", "4", "--teacher_height", "64", "--teacher_width", "96"]
+    args = _parse(add_teacher_arguments, flags)
+    from diffusers_tsa.testing import tiny_videomae
+
+    seen = teacher_input(args, ClipSpec(height=96, width=144, max_num_frames=9), tiny_videomae().config)
+    assert seen == TeacherInput(num_frames=4, height=64, width=96)  # default: 8 frames at 32 x 48
+
+
+def test_the_generation_flags_reach_the_pipeline_settings_and_the_seeds():
+    from eval import generate
+    from eval.prompts import BENCHMARKS, PromptEntry
+
+    flags = ["--benchmark", "videophy", "--pretrained_model_name_or_path", "m", "--output_dir", "o"]
+    flags += ["--num_frames", "13", "--height", "64", "--width", "96", "--num_inference_steps", "7"]
+    flags += ["--guidance_scale", "2.5", "--use_dynamic_cfg", "--max_sequence_length", "32"]
+    args = generate.parse_args(flags)
+    spec = argparse.Namespace(resolve_max_sequence_length=lambda value: value)
+    settings = generate.generation_settings(args, spec)
+    assert (settings.num_frames, settings.height, settings.width) == (13, 64, 96)
+    assert (settings.num_inference_steps, settings.guidance_scale, settings.use_dynamic_cfg) == (7, 2.5, True)
+    assert settings.max_sequence_length == 32
+    entries = [PromptEntry(p, p, "", None, "") for p in ("a ball", "a cup")]
+    plan = generate.plan_videos(BENCHMARKS["videophy"], entries, 7, 3)
+    assert [(r.prompt, r.seed) for r in plan] == [(p, s) for p in ("a ball", "a cup") for s in (7, 8, 9)]

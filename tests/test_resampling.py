@@ -122,3 +122,34 @@ def test_time_upsampling_interpolates_between_the_kept_frames():
 def test_time_downsampling_averages_pairs_of_the_kept_frames():
     # 9 frames, the first dropped: frames 1..8 in pairs (1, 2), (3, 4), ...
     assert _frame_projector((9, 2, 2), (4, 2, 2)) == pytest.approx([1.5, 3.5, 5.5, 7.5])
+
+
+@pytest.mark.parametrize(
+    "first, last, count, expected",
+    [
+        (0, 9, 4, [0, 3, 6, 9]),
+        (0, 10, 4, [0, 3, 7, 10]),  # positions 10 i / 3, nearest
+        (0, 5, 4, [0, 2, 3, 5]),  # positions 5 i / 3
+        (0, 4, 8, [0, 1, 2, 3, 4]),  # fewer frames than columns: every one
+        (0, 0, 8, [0]),
+        (0, 7, 1, [0]),
+        (0, 7, 2, [0, 7]),
+    ],
+)
+def test_visualize_columns_are_the_nearest_evenly_spaced_frames(first, last, count, expected):
+    from diffusers_tsa.visualize.render import _spread
+
+    assert _spread(first, last, count) == expected
+
+
+def test_visualize_pixel_queries_fall_in_the_token_under_them():
+    import argparse
+    from types import SimpleNamespace
+
+    from diffusers_tsa.visualize.__main__ import _queries
+
+    # A 100-pixel-wide clip over 3 token columns (33.3 pixels each) and 90 rows over 2 (45 each).
+    points = ["0,0", "33,44", "34,45", "66,89", "67,0", "99,89"]
+    args = argparse.Namespace(query_frame=1, query=points, top_k=1)
+    queries = _queries(args, ClipSpec(height=90, width=100), SimpleNamespace(grid=(2, 2, 3)), None)
+    assert queries == [(1, 0, 0), (1, 0, 0), (1, 1, 1), (1, 1, 1), (1, 0, 2), (1, 1, 2)]
