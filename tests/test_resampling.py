@@ -153,3 +153,17 @@ def test_visualize_pixel_queries_fall_in_the_token_under_them():
     args = argparse.Namespace(query_frame=1, query=points, top_k=1)
     queries = _queries(args, ClipSpec(height=90, width=100), SimpleNamespace(grid=(2, 2, 3)), None)
     assert queries == [(1, 0, 0), (1, 0, 0), (1, 1, 1), (1, 1, 1), (1, 0, 2), (1, 1, 2)]
+
+
+@pytest.mark.parametrize(
+    "clip, drop, expected",
+    [
+        ((9, 30, 30), True, (8, 16, 16)),  # a third is 10 px, under one patch: one patch
+        ((9, 96, 144), False, (8, 32, 48)),  # all 9 frames: 8, whole tubelets
+        # a third half-way between two multiples (24 = 1.5 patches, 40 = 2.5): the even multiple, as `round` does
+        ((10, 72, 120), True, (8, 32, 32)),
+    ],
+)
+def test_the_default_teacher_input_at_the_boundaries(clip, drop, expected):
+    given = TeacherInput.for_clip(*clip, patch_size=16, tubelet_size=2, drop_first_frame=drop)
+    assert (given.num_frames, given.height, given.width) == expected
