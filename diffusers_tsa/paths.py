@@ -8,15 +8,25 @@ import re
 from .errors import UsageError
 
 
-#: A file extension: a dot, a letter, then up to five letters or digits (`.csv`, `.pth`; not `-0.9.5` or `2.1-T2V`).
-_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,5}$")
+#: A file extension: `.safetensors`, or a dot, a letter, then up to five letters or digits (`.csv`, `.pth`; not
+#: `-0.9.5` or `2.1-T2V`).
+_EXTENSION = re.compile(r"\.(safetensors|[A-Za-z][A-Za-z0-9]{0,5})$")
+#: A Windows drive (`C:`), which no Hub id starts with.
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def looks_like_local_path(value: str | os.PathLike) -> bool:
     """Whether `value` can only be a local path: a Hub id is `name` or `owner/name`, so a value with a file
-    extension, starting with `.`, `/` or `~`, or holding a backslash or more than one `/` is a path."""
+    extension, starting with `.`, `/`, `~` or a Windows drive (`C:`), ending with `/`, or holding a backslash or more
+    than one `/` is a path."""
     text = os.fspath(value)
-    return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1 or bool(_EXTENSION.search(text))
+    return (
+        text.startswith((".", "/", "~"))
+        or text.endswith("/")
+        or "\\" in text
+        or text.count("/") > 1
+        or bool(_DRIVE.match(text) or _EXTENSION.search(text))
+    )
 
 
 def check_local_path(value: str | os.PathLike | None, argument: str) -> None:

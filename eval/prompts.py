@@ -243,7 +243,9 @@ def read_table(source: str, split: str | None = None, flag: str = "--prompts") -
             return _read_local_table(path, flag)
         except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
             raise EvalInputError(f"{flag} {source}: not a readable UTF-8 {path.suffix} file ({e}).") from None
-    if source.count("/") != 1 or source.startswith((".", "/")):
+    from diffusers_tsa.paths import looks_like_local_path
+
+    if source.count("/") != 1 or looks_like_local_path(source):
         raise EvalInputError(
             f"{flag} {source!r} is neither an existing file nor a Hub dataset id (`owner/name`); give a .txt, "
             ".csv, .json or .jsonl file or a Hub dataset."
@@ -256,10 +258,10 @@ def _read_local_table(path: Path, flag: str) -> list[dict]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             return list(csv.DictReader(f))
     if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
     if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
         if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
             return rows
         raise EvalInputError(f"{flag} {path} must hold a JSON list of objects.")
@@ -272,7 +274,7 @@ def _read_lines(source: str, flag: str) -> list[str]:
     if not path.is_file():
         raise EvalInputError(f"{flag} {source!r}: no such file; give an existing .txt file, one prompt a line.")
     try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except UnicodeDecodeError as e:
         raise EvalInputError(f"{flag} {source}: not UTF-8 text ({e}); save it as UTF-8.") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from pathlib import Path
@@ -26,8 +27,9 @@ def _read_lines(path: Path, argument: str) -> list[str]:
 
 
 def _read_text(path: Path, argument: str) -> str:
-    """The UTF-8 text of `path`, or a `DatasetError` naming the file and the line that is not UTF-8."""
-    data = path.read_bytes()
+    """The UTF-8 text of `path` (without the byte-order mark spreadsheet programs write), or a `DatasetError` naming
+    the file and the line that is not UTF-8."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -118,6 +118,48 @@ def test_the_loss_on_the_cache_is_the_loss_on_the_videos(tiny, tmp_path, family,
     torch.testing.assert_close(losses[1], losses[0], rtol=tolerance, atol=0)
 
 
+#: The family's latents from a VAE sample `z` `(B, C, F, H, W)`, as each diffusers pipeline normalises them.
+NORMALISED = {
+    "cogvideox": lambda vae, z: (z * vae.config.scaling_factor).permute(0, 2, 1, 3, 4),
+    "wan": lambda vae, z: (
+        (z - torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1))
+        / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    ),
+    "ltx_video": lambda vae, z: (
+        (z - vae.latents_mean.view(1, -1, 1, 1, 1)) * vae.config.scaling_factor / vae.latents_std.view(1, -1, 1, 1, 1)
+    ),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_latents_of_the_cache_and_of_the_videos_are_the_vae_sample(tiny, tmp_path, family):
+    """Independent of the adapter's sampler: with the same seed, both give diffusers' own `latent_dist.sample()`,
+    normalised as the family's pipeline does (the cache's posterior encoded clip by clip, as the precompute does:
+    CogVideoX's VAE encodes a batch of two clips about 1e-3 away from each clip alone)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    mapped, transform = cache(tiny, family, tmp_path / "cache")
+    full, bare = adapter(tiny, family), adapter(tiny, family, encoders=False)
+    clip = FAMILIES[family][2]
+    from_videos = collate_examples([TrainingClips(mapped, clip)[i] for i in (0, 1)])
+    from_cache = collate_examples(
+        [TrainingClips(mapped, clip, inputs_columns=list(transform.shapes), decode_videos=False)[i] for i in (0, 1)]
+    )
+    pixels = from_videos["videos"].permute(0, 2, 1, 3, 4)
+    with torch.no_grad():
+        batched = full.vae.encode(pixels).latent_dist
+        one_by_one = torch.cat([full.vae.encode(pixels[i : i + 1]).latent_dist.parameters for i in (0, 1)])
+    for model, batch, posterior in (
+        (full, from_videos, batched),
+        (bare, from_cache, DiagonalGaussianDistribution(one_by_one)),
+    ):
+        torch.manual_seed(0)
+        expected = NORMALISED[family](full.vae, posterior.sample())
+        torch.manual_seed(0)
+        latents, _ = model_inputs(model, batch, dtype=torch.float32)
+        torch.testing.assert_close(latents, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_the_stored_posterior_is_the_vae_posterior_in_the_latent_space(tiny, tmp_path):
     """By hand: the CogVideoX latents are z * scaling_factor, so the stored mean is the VAE mean times it and the
     log-variance the VAE's plus 2 log(scaling_factor); the prompt embeddings are the T5 output of the caption."""

@@ -1,0 +1,73 @@
+"""Telling local paths from Hub ids (`diffusers_tsa.paths`), and where each command applies it."""
+
+import pytest
+
+from diffusers_tsa.errors import UsageError
+from diffusers_tsa.paths import check_local_path, looks_like_local_path
+from eval.common import EvalInputError
+from eval.generate import model_source
+from eval.prompts import read_table
+
+
+PATHS = [
+    "./missing_model",
+    "../missing_model",
+    "missing_model/",
+    "owner/name/",
+    "~/missing_model",
+    "/abs/missing_model",
+    "runs/x.safetensors",
+    "a/b/c",
+    r"C:\models\student",
+    r"models\student",
+    "C:/models",
+    "D:model",
+]
+HUB_IDS = [
+    "x",
+    "THUDM/CogVideoX-2b",
+    "THUDM/CogVideoX1.5-5B",
+    "Lightricks/LTX-Video-0.9.5",
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    "MCG-NJU/videomae-base",
+    "facebook/vjepa2-vitl-fpc64-256",
+    "user/model.v1.0",
+]
+
+
+@pytest.mark.parametrize("value", PATHS)
+def test_paths_are_paths(value):
+    assert looks_like_local_path(value)
+
+
+@pytest.mark.parametrize("value", HUB_IDS)
+def test_hub_ids_with_dots_are_hub_ids(value):
+    assert not looks_like_local_path(value)
+    check_local_path(value, "pretrained_model_name_or_path")
+
+
+@pytest.mark.parametrize("value", PATHS)
+def test_a_missing_path_is_refused_naming_the_argument(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"`pretrained_model_name_or_path=.*` looks like a local path"):
+        check_local_path(value, "pretrained_model_name_or_path")
+
+
+@pytest.mark.parametrize("value", ["./model", "../model", "model/", "~/model"])
+def test_an_existing_relative_or_home_path_passes(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "model").mkdir(parents=True)
+    (tmp_path / "home" / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "home" / ("work" if value.startswith("../") else ""))
+    check_local_path(value, "pretrained_model_name_or_path")
+
+
+@pytest.mark.parametrize("value", ["./missing_model", "../missing_model", "missing_model/", "~/missing_model"])
+def test_eval_refuses_missing_paths_before_any_download(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EvalInputError, match="no such folder"):
+        model_source("--lora", value)
+    with pytest.raises(EvalInputError, match="neither an existing file nor a Hub dataset id"):
+        read_table(value)
+    assert model_source("--lora", "Lightricks/LTX-Video-0.9.5") == "Lightricks/LTX-Video-0.9.5"
