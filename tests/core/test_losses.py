@@ -309,3 +309,24 @@ def test_bad_inputs_are_refused_with_the_fix():
     for bad, name in (({"adjacent_distance": -1}, "adjacent_distance"), ({"temporal_decay": 0.0}, "temporal_decay")):
         with pytest.raises(ValueError, match=name):
             crepa_loss(student, student, **bad)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5, 0.03])
+def test_tsa_at_other_temperatures_matches_the_naive_formula(tau):
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(2, 3, 2, 3, 8, generator=g), torch.randn(2, 3, 2, 3, 8, generator=g)
+    for mask in (None, random_mask(2, 3, 2, 3, seed=1)):
+        loss, grad = value_and_grad(tsa_loss, student, teacher, tau=tau, query_mask=mask)
+        expected, expected_grad = value_and_grad(naive_tsa, student.double(), teacher, tau=tau, query_mask=mask)
+        assert_rel_close(loss, expected, 1e-5)
+        assert_rel_close(grad, expected_grad, 1e-4)
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3])
+def test_trd_at_other_margins_matches_the_naive_formula(margin):
+    g = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(2, 3, 2, 3, 8, generator=g), torch.randn(2, 3, 2, 3, 8, generator=g)
+    loss, grad = value_and_grad(trd_loss, student, teacher, margin=margin)
+    expected, expected_grad = value_and_grad(naive_trd, student.double(), teacher, margin=margin)
+    assert_rel_close(loss, expected, 1e-5)
+    assert_rel_close(grad, expected_grad, 1e-4)
