@@ -652,7 +652,7 @@ def main(args):
         if alignment.target_extractor is not None:
             source = f"the student's own block {plan.alignment.target_depth}, without gradient"
         logger.info(
-            f"  Student grid {alignment.config.student_grid} -> target grid {alignment.config.teacher_grid} "
+            f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
             f"({source}); weight schedule {plan.alignment.schedule}"
         )
     logger.info(
