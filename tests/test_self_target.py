@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from test_nova_adapter import nova, seeded  # noqa: F401 (the tiny NOVA checkpoint)
 
 from diffusers_tsa import ALIGNMENT_LOSSES, UsageError
 from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
@@ -99,3 +100,37 @@ def test_the_target_block_must_be_deeper_and_takes_no_teacher():
     parser = argparse.ArgumentParser()
     add_alignment_arguments(parser)
     assert parser.parse_args(["--alignment_target_depth", "3"]).alignment_target_depth == 3
+
+
+def test_nova_aligns_to_its_own_deeper_image_encoder_block(nova):  # noqa: F811
+    """NOVA (the test double of its transformer, or the real package): blocks 3 and 4 are its image-encoder blocks
+    that see every token."""
+    spec = load_spec(nova["path"])
+    adapter = ADAPTERS["nova"].from_pretrained(spec)
+    adapter.transformer.train()
+    grid = spec.token_grid(9, 64, 96)
+    config = AlignmentConfig(
+        loss="crepa",
+        depth=3,
+        student_grid=grid,
+        student_width=spec.hidden_size,
+        teacher_grid=grid,
+        teacher_width=spec.hidden_size,
+        projector_hidden_dim=16,
+        target_depth=4,
+        drop_first_frame=False,
+    )
+    alignment = Alignment.build(config, adapter)
+    model = AlignedTransformer(adapter, alignment)
+    latents = adapter.encode_videos(torch.rand(2, 9, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    conditioning = adapter.encode_prompts(["a red ball falls", "a white square moves right"])
+    seeded(1)
+    _, student = model(latents, conditioning)
+    target = alignment.student_target
+    assert student.shape == target.shape == (2, *grid, spec.hidden_size) and not target.requires_grad
+    with torch.no_grad(), adapter.feature_extractor(adapter.transformer, 4) as block_4, block_4.capture() as seen:
+        seeded(1)
+        adapter.diffusion_loss(adapter.transformer, latents, conditioning)
+    torch.testing.assert_close(target, adapter.alignment_tokens(seen.hidden_states, 2).reshape(target.shape))
+    alignment.loss(student, {}).backward()
+    assert all(p.grad is not None for p in alignment.projector.parameters())
