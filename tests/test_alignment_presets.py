@@ -19,7 +19,9 @@ import pytest
 import torch
 from diffusers import CogVideoXPipeline
 
-from diffusers_tsa import MTSAOptions, TeacherInput, trd_loss
+from diffusers_tsa import ClipSpec, MTSAOptions, TeacherFeatures, TeacherInput, UsageError, load_teacher, trd_loss
+from diffusers_tsa.cli import flag_errors
+from diffusers_tsa.data import load_video_dataset
 from diffusers_tsa.projector import AlignmentProjector
 from diffusers_tsa.teachers import ImageTeacher, TeacherGeometry
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_dinov2, write_test_dataset
@@ -209,3 +211,26 @@ def test_the_students_own_block_plans_without_a_teacher(tiny):
     config = plan.alignment
     assert config.target_depth == 2 and config.teacher is None and config.features_column is None
     assert config.teacher_grid == config.student_grid and config.teacher_width == config.student_width
+
+
+def test_precomputed_features_must_have_been_made_with_the_same_teacher_frames(tiny, tmp_path):
+    clip = ClipSpec(height=96, width=144, max_num_frames=9)
+    table = load_video_dataset(
+        instance_data_root=tiny / "data", caption_column="prompts.txt", video_column="videos.txt"
+    )
+    latent = TeacherInput.for_clip(9, 96, 144, patch_size=14, frames="latent", latent_frames=3)
+    teacher = load_teacher(tiny / "dinov2", latent)
+    TeacherFeatures(teacher, clip).map(table, batch_size=2).save_to_disk(tmp_path / "latent")
+    data = ["--dataset_name", str(tmp_path / "latent"), "--caption_column", "caption", "--video_column", "video"]
+    train = script()
+    base = flags(tiny, "--alignment_loss", "repa", "--alignment_depth", "1")
+    at = base.index("--instance_data_root")
+    del base[at : at + 2]
+    plan = plan_training(train.parse_args([*base, *data, "--teacher_frames", "latent"]))
+    assert plan.alignment.teacher_grid == (3, 2, 3) and not plan.alignment.drop_first_frame
+    with pytest.raises(UsageError) as bad, flag_errors():
+        plan_training(train.parse_args([*base, *data, "--teacher_frames", "pooled"]))
+    assert (
+        "made with --teacher_num_frames=3, --teacher_frames=1, but training is given --teacher_num_frames=9, "
+        "--teacher_frames=4" in str(bad.value)
+    )

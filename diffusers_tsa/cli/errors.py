@@ -64,6 +64,7 @@ _ARGUMENT_FLAGS = {
     "TeacherInput.height": "--teacher_height",
     "TeacherInput.width": "--teacher_width",
     "TeacherInput.frame_pooling": "--teacher_frames",
+    "TeacherInput.drop_first_frame": "--teacher_frames",
     "teacher_frames": "--teacher_frames",
     "depth": "--alignment_depth",
     "loss": "--alignment_loss",

@@ -241,12 +241,14 @@ def alignment_config(
                 "precompute again with the same teacher and `TeacherInput` sizes."
             )
         given = {key: getattr(args, f"teacher_{key}") for key in ("num_frames", "height", "width")}
-        check_precomputed_settings(
-            settings,
-            clip=clip,
-            options=options,
-            teacher_input={key: value for key, value in given.items() if value is not None},
-        )
+        given = {key: value for key, value in given.items() if value is not None}
+        if args.teacher_frames != "uniform":  # the student's latent frames, frame 0 included (and pooled)
+            given.update(num_frames=student_grid[0], drop_first_frame=False)
+            if args.teacher_frames == "pooled":
+                given.update(
+                    num_frames=clip.num_frames, frame_pooling=(clip.num_frames - 1) // max(student_grid[0] - 1, 1)
+                )
+        check_precomputed_settings(settings, clip=clip, options=options, teacher_input=given)
         drop_first_frame = settings["teacher_input"]["drop_first_frame"]
         teacher, config = None, None  # the targets come with each batch
     elif teacher is None:
