@@ -775,7 +775,8 @@ def main(args):
                     logs["grad_norm"] = float(grad_norm)
                 if alignment_weight is not None:  # the weight this step trained with, then the schedule moves on
                     logs["alignment/weight"] = alignment_weight.value
-                    alignment_weight.update(step_alignment_loss(logs, accelerator))
+                    tracked = step_alignment_loss(logs, accelerator) if alignment_weight.tracks_loss else None
+                    alignment_weight.update(tracked)
                     if alignment_weight.ema is not None:
                         logs["alignment/loss_ema"] = alignment_weight.ema
                 progress_bar.set_postfix(loss=logs.get("loss/total", "skipped"), lr=logs["lr"])
@@ -838,7 +839,9 @@ def main(args):
             training_mode=adapter.training_mode,
             hyperparameters={
                 **card_hyperparameters(args, plan.spec, resolved),
-                **({"alignment_weight (last step)": alignment_weight.at(global_step - 1)} if alignment else {}),
+                **(
+                    {"alignment_weight (last step)": alignment_weight.at(max(global_step - 1, 0))} if alignment else {}
+                ),
             },
             dataset=args.dataset_name or args.instance_data_root,
             validation_prompts=validation["prompts"],

@@ -51,6 +51,11 @@ class AlignmentWeight:
         self.triggered_weight: float | None = None  # the weight of the step that reached it
 
     @property
+    def tracks_loss(self) -> bool:
+        """Whether `update` needs the step's alignment loss (a threshold action keeps its EMA)."""
+        return self.schedule.weight_threshold_action != "off"
+
+    @property
     def value(self) -> float:
         """The weight of step `steps_done + 1`, the one being trained."""
         return self.at(self.steps_done)
@@ -87,7 +92,7 @@ class AlignmentWeight:
         weight = self.value
         self.steps_done += 1
         s = self.schedule
-        if s.weight_threshold_action == "off" or alignment_loss is None:
+        if not self.tracks_loss or alignment_loss is None:
             return
         decay = s.weight_ema_decay
         self.ema = alignment_loss if self.ema is None else decay * self.ema + (1 - decay) * alignment_loss
