@@ -46,9 +46,9 @@ from huggingface_hub import create_repo, upload_folder
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from diffusers_tsa import cli
+from diffusers_tsa import AlignmentWeight, cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
-from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, options_of
+from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, WeightSchedule, options_of
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
@@ -240,7 +240,7 @@ def parse_args(input_args=None):
         default="tensorboard",
         help="'tensorboard' (default), 'wandb', 'comet_ml', 'all' or 'none'.",
     )
-    args = parser.parse_args(input_args)
+    args = cli.parse_with_preset(parser, input_args)  # --alignment_preset's values are defaults: given flags win
 
     # Checks of the script's own flags; the rest is checked against the configs by `plan_training`.
     if args.hub_token is not None:
@@ -325,6 +325,14 @@ def all_finite(values: torch.Tensor, accelerator, step: int) -> bool:
     return False
 
 
+def step_alignment_loss(logs: dict, accelerator) -> float | None:
+    """The step's alignment loss averaged over the processes (the same on each, so that every process schedules the
+    same weight); `None` when every batch of the step was skipped."""
+    mean = torch.tensor([logs.get("loss/alignment", math.nan)], device=accelerator.device)
+    mean = accelerator.gather(mean).nanmean()
+    return None if mean.isnan() else mean.item()
+
+
 def resolved_settings(plan, learning_rate: float, projector_learning_rate: float | None, schedule) -> dict:
     """The settings the run resolved from its flags, configs and data, under their flags' names (the flags stay as
     given): the aligned block, the validation frame rate, the learning rates after --scale_lr, the steps and epochs."""
@@ -348,8 +356,13 @@ def card_hyperparameters(args, spec, resolved: dict) -> dict:
         "alignment_depth",
         "alignment_weight",
         *(option.dest for option in (options_of(loss.options) if loss else ())),
+        *(option.dest for option in (options_of(WeightSchedule) if loss else ())),
+        "alignment_preset",
+        "alignment_target_depth",
         "teacher_model_name_or_path",
+        "teacher_frames",
         "projector_hidden_dim",
+        "projector_head",
         "learning_rate",
         "projector_learning_rate",
         "train_batch_size",
@@ -518,8 +531,9 @@ def main(args):
 
     # The alignment probe: at each validation, how well the student's correspondences follow the teacher's on one
     # fixed clip, with pictures of them.
-    probe = None
-    if alignment and (args.validation_steps or args.validation_epochs) and accelerator.is_main_process:
+    probe = None  # not for the student's own target: it has no teacher to compare with
+    validates = (args.validation_steps or args.validation_epochs) and accelerator.is_main_process
+    if alignment and alignment.target_extractor is None and validates:
         probe = AlignmentProbe.build(
             alignment,
             adapter,
@@ -541,11 +555,15 @@ def main(args):
                 if weights:
                     weights.pop()  # make sure the model is not saved again
             data_order.save(output_dir)
+            if alignment_weight is not None:
+                alignment_weight.save(output_dir)
 
     def load_model_hook(models, input_dir):
         while models:
             accelerator.unwrap_model(models.pop()).load_trained(input_dir)
         data_order.load(input_dir)
+        if alignment_weight is not None:
+            alignment_weight.load(input_dir)  # the schedule's step, EMA and threshold state continue exactly
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
@@ -609,6 +627,12 @@ def main(args):
 
     # We need to recalculate our total training steps as the size of the training dataloader may have changed.
     schedule = TrainingSchedule.resolve(len(train_dataloader), **steps)
+    # lambda of Eq. 14 at each step (warm-up, decay, cut-off, threshold); checkpoints carry its state.
+    alignment_weight = None
+    if alignment:
+        alignment_weight = AlignmentWeight(
+            plan.alignment.weight, plan.alignment.schedule, total_steps=schedule.max_train_steps
+        )
 
     # Trackers get the configuration as resolved (which holds no token: --hub_token is refused).
     resolved = resolved_settings(plan, learning_rate, projector_lr, schedule)
@@ -621,13 +645,18 @@ def main(args):
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
     logger.info(f"  Model family = {plan.spec.family}, training mode = {adapter.training_mode}")
+    if plan.preset:
+        logger.info(f"  Alignment preset = {plan.preset.summary(args)}")
     logger.info(
         f"  Alignment = {args.alignment_loss} at block {resolved['alignment_depth']}, weight {args.alignment_weight}"
     )
     if alignment:
+        source = f"online teacher in {args.teacher_dtype}" if alignment.teacher else "precomputed teacher"
+        if alignment.target_extractor is not None:
+            source = f"the student's own block {plan.alignment.target_depth}, without gradient"
         logger.info(
             f"  Student grid {alignment.config.student_grid} -> teacher grid {alignment.config.teacher_grid} "
-            f"({f'online teacher in {args.teacher_dtype}' if alignment.teacher else 'precomputed teacher'})"
+            f"({source}); weight schedule {plan.alignment.schedule}"
         )
     logger.info(
         "  Inputs = "
@@ -713,7 +742,7 @@ def main(args):
                 terms, student = model(latents, conditioning)
                 diffusion_loss = sum(terms.values())
                 align = alignment.loss(student, batch) if alignment else torch.zeros_like(diffusion_loss)
-                loss = diffusion_loss + (alignment.weight if alignment else 0.0) * align  # Eq. 14
+                loss = diffusion_loss + (alignment_weight.value if alignment else 0.0) * align  # Eq. 14
 
                 # A non-finite loss on any process skips this batch everywhere instead of training through it.
                 values = torch.stack([diffusion_loss.detach(), align.detach(), loss.detach()]).float()
@@ -747,6 +776,12 @@ def main(args):
                 )
                 if running.count and grad_norm is not None:
                     logs["grad_norm"] = float(grad_norm)
+                if alignment_weight is not None:  # the weight this step trained with, then the schedule moves on
+                    logs["alignment/weight"] = alignment_weight.value
+                    tracked = step_alignment_loss(logs, accelerator) if alignment_weight.tracks_loss else None
+                    alignment_weight.update(tracked)
+                    if alignment_weight.ema is not None:
+                        logs["alignment/loss_ema"] = alignment_weight.ema
                 progress_bar.set_postfix(loss=logs.get("loss/total", "skipped"), lr=logs["lr"])
                 accelerator.log(logs, step=global_step)
                 running.reset()
@@ -805,7 +840,12 @@ def main(args):
             spec=plan.spec,
             weights=repo_id or args.output_dir,
             training_mode=adapter.training_mode,
-            hyperparameters=card_hyperparameters(args, plan.spec, resolved),
+            hyperparameters={
+                **card_hyperparameters(args, plan.spec, resolved),
+                **(
+                    {"alignment_weight (last step)": alignment_weight.at(max(global_step - 1, 0))} if alignment else {}
+                ),
+            },
             dataset=args.dataset_name or args.instance_data_root,
             validation_prompts=validation["prompts"],
             videos=validation["paths"],

@@ -480,7 +480,7 @@ def worker(family: str, config: str, args) -> None:
         terms, student = model(latents, text)
         loss = sum(terms.values())
         if alignment is not None:
-            loss = loss + alignment.weight * alignment.loss(student, data)
+            loss = loss + alignment.config.weight * alignment.loss(student, data)  # a constant lambda
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
 """diffusers-tsa: Tempered Self-Similarity Alignment for video diffusion models."""
 
+from .alignment_weight import AlignmentWeight
 from .data import ClipSpec, load_video_dataset, read_video
 from .errors import DatasetError, GridError, ModelLayoutError, UsageError, VideoDecodeError
 from .features import TeacherFeatures, decode_teacher_features, teacher_targets
@@ -12,6 +13,7 @@ from .loss_registry import (
     MTSAOptions,
     NoOptions,
     TSAOptions,
+    WeightSchedule,
     loss_option,
     register_alignment_loss,
     unregister_alignment_loss,
@@ -28,6 +30,7 @@ __all__ = [
     "ALIGNMENT_LOSSES",
     "AlignmentLoss",
     "AlignmentProjector",
+    "AlignmentWeight",
     "BlockFeatureExtractor",
     "CREPAOptions",
     "CapturedFeatures",
@@ -45,6 +48,7 @@ __all__ = [
     "UsageError",
     "VideoDecodeError",
     "VideoTeacher",
+    "WeightSchedule",
     "crepa_loss",
     "decode_teacher_features",
     "load_teacher",

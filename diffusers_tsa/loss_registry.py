@@ -265,14 +265,114 @@ def get_alignment_loss(name: str) -> AlignmentLoss:
 
 
 def registered_options() -> dict[str, LossOption]:
-    """Every option of every registered loss, by name; an option shared by several losses once."""
-    return {option.name: option for loss in ALIGNMENT_LOSSES.values() for option in options_of(loss.options)}
+    """Every option of every registered loss, and of the weight schedule every loss takes (`WeightSchedule`), by
+    name; an option shared by several losses once."""
+    options = {option.name: option for loss in ALIGNMENT_LOSSES.values() for option in options_of(loss.options)}
+    return {**options, **{option.name: option for option in options_of(WeightSchedule)}}
 
 
 def target_options(options: LossOptions) -> dict[str, Any]:
     """The values of the options that shape the teacher targets (`loss_option(targets=True)`), by name: what
     precomputed targets record and must match."""
     return {o.name: getattr(options, o.name) for o in options_of(type(options)) if o.targets}
+
+
+# --- The weight schedule, one option set for every loss ------------------------------------------------------------
+
+#: `WeightSchedule.weight_schedule` values: how lambda goes from `AlignmentConfig.weight` to `weight_end`.
+WEIGHT_SCHEDULES = ("constant", "linear", "cosine", "polynomial")
+#: `WeightSchedule.weight_threshold_action` values: what happens once the alignment loss's EMA reaches the threshold.
+THRESHOLD_ACTIONS = ("off", "stop", "decay")
+
+
+@dataclass(frozen=True)
+class WeightSchedule(LossOptions):
+    """How lambda of Eq. 14 changes over training, for any alignment loss (`diffusers_tsa.AlignmentWeight` runs it).
+
+    Steps are optimizer steps, counted from 1. The weight ramps linearly over the first `weight_warmup_steps`
+    (`base * n / warmup` at step n), then stays at the base weight (`constant`) or goes to `weight_end` over
+    `weight_decay_steps` (`linear`, `cosine`, or `polynomial` of `weight_power`); after `weight_cutoff_step` it is 0.
+    With a `weight_threshold_action`, an exponential moving average (decay `weight_ema_decay`) of each step's
+    alignment loss is kept; once it falls to `weight_threshold` or below (the losses are lower when aligned; REPA's
+    and CREPA's are minus a cosine similarity, so -0.9 is SimpleTuner's `crepa_similarity_threshold` 0.9), the
+    weight is 0 from the next step on (`stop`), or decays from where it is to `weight_end` over
+    `weight_decay_steps` (`decay`, with the schedule's shape, linear for `constant`).
+
+    Args:
+        weight_warmup_steps (`int`, defaults to 0): steps of the linear warm-up.
+        weight_schedule (`str`, defaults to `"constant"`): one of `WEIGHT_SCHEDULES`.
+        weight_end (`float`, defaults to 0.0): the weight a decay ends at.
+        weight_decay_steps (`int`, defaults to 0): steps of the decay after the warm-up; 0 decays until the last step.
+        weight_power (`float`, defaults to 1.0): the power of the `polynomial` decay.
+        weight_cutoff_step (`int`, defaults to 0): the last step with a non-zero weight; 0 never cuts off.
+        weight_threshold_action (`str`, defaults to `"off"`): one of `THRESHOLD_ACTIONS`.
+        weight_threshold (`float`, defaults to 0.0): the EMA of the alignment loss that triggers the action.
+        weight_ema_decay (`float`, defaults to 0.99): the EMA's decay (0.99: about the last 100 steps).
+    """
+
+    weight_warmup_steps: int = loss_option(
+        0,
+        flag="--alignment_weight_warmup_steps",
+        check=(lambda n: n >= 0, "must be >= 0"),
+        help="Ramp the alignment weight linearly from 0 over this many steps",
+    )
+    weight_schedule: str = loss_option(
+        "constant",
+        flag="--alignment_weight_schedule",
+        check=(lambda s: s in WEIGHT_SCHEDULES, f"must be one of {WEIGHT_SCHEDULES}"),
+        help=f"After the warm-up, keep the alignment weight or decay it to --alignment_weight_end: {WEIGHT_SCHEDULES}",
+    )
+    weight_end: float = loss_option(
+        0.0,
+        flag="--alignment_weight_end",
+        check=(lambda w: w >= 0, "must be >= 0"),
+        help="The alignment weight a decay ends at",
+    )
+    weight_decay_steps: int = loss_option(
+        0,
+        flag="--alignment_weight_decay_steps",
+        check=(lambda n: n >= 0, "must be >= 0"),
+        help="Steps of the decay after the warm-up (or after the threshold, for its 'decay'); 0: until the last step",
+    )
+    weight_power: float = loss_option(
+        1.0,
+        flag="--alignment_weight_power",
+        check=(lambda p: p > 0, "must be positive"),
+        help="Power of the 'polynomial' decay (1: linear)",
+    )
+    weight_cutoff_step: int = loss_option(
+        0,
+        flag="--alignment_weight_cutoff_step",
+        check=(lambda n: n >= 0, "must be >= 0"),
+        help="The alignment weight is 0 after this step; 0 never cuts it off",
+    )
+    weight_threshold_action: str = loss_option(
+        "off",
+        flag="--alignment_weight_threshold_action",
+        check=(lambda a: a in THRESHOLD_ACTIONS, f"must be one of {THRESHOLD_ACTIONS}"),
+        help="Once the EMA of the alignment loss falls to --alignment_weight_threshold: 'stop' the term, or 'decay' it "
+        "over --alignment_weight_decay_steps; 'off' keeps no EMA",
+    )
+    weight_threshold: float = loss_option(
+        0.0,
+        flag="--alignment_weight_threshold",
+        help="The EMA of the alignment loss at or below which --alignment_weight_threshold_action acts (REPA/CREPA "
+        "losses are minus a cosine similarity: -0.9 is a similarity of 0.9)",
+    )
+    weight_ema_decay: float = loss_option(
+        0.99,
+        flag="--alignment_weight_ema_decay",
+        check=(lambda d: 0 <= d < 1, "must be in [0, 1)"),
+        help="Decay of the EMA of the alignment loss (0.99: about the last 100 steps)",
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.weight_threshold_action == "decay" and self.weight_decay_steps == 0:
+            raise UsageError(
+                "Invalid alignment loss options: `weight_threshold_action='decay'` needs the steps it decays over "
+                "(`weight_decay_steps` > 0)."
+            )
 
 
 # --- The losses of the paper and its baselines --------------------------------------------------------------------

@@ -18,6 +18,9 @@ Grid = tuple[int, int, int]
 
 #: Folder of a training output (and of each checkpoint) that holds the projector, beside the transformer weights.
 PROJECTOR_SUBFOLDER = "alignment_projector"
+#: `AlignmentProjector`'s forms: VideoREPA's MLP with a learned resampler (`"mlp"`), or SimpleTuner's CREPA
+#: projector, LayerNorm then one Linear, resized to the teacher grid without weights (`"layernorm_linear"`).
+PROJECTOR_HEADS = ("mlp", "layernorm_linear")
 #: The files `save_pretrained` writes there.
 PROJECTOR_FILES = (f"{PROJECTOR_SUBFOLDER}/config.json", f"{PROJECTOR_SUBFOLDER}/diffusion_pytorch_model.safetensors")
 
@@ -101,11 +104,15 @@ class GridResampling:
 # Adapted from VideoREPA's projector (finetune/models/cogvideox_t2v_align/models/cogvideox_align.py) and its resampling
 # to the teacher grid (lora_trainer.py), with every shape derived from the two grids instead of hard-coded.
 class AlignmentProjector(ModelMixin, ConfigMixin):
-    """A 3-layer MLP followed by a 3D convolutional resampler, from diffusion tokens to teacher tokens.
+    """A 3-layer MLP followed by a 3D convolutional resampler, from diffusion tokens to teacher tokens (VideoREPA's
+    form), or a LayerNorm and one Linear followed by a resize (SimpleTuner's CREPA form).
 
-    The MLP (Linear-SiLU-Linear-SiLU-Linear) maps the hooked block's width to the teacher's; the resampler, derived
-    from the two grids by `GridResampling`, brings the student's token grid to the teacher's. A diffusers model:
-    `save_pretrained` writes its weights and its config (widths and grids), `from_pretrained` rebuilds it.
+    The `"mlp"` head (Linear-SiLU-Linear-SiLU-Linear) maps the hooked block's width to the teacher's; the resampler,
+    derived from the two grids by `GridResampling`, brings the student's token grid to the teacher's. The
+    `"layernorm_linear"` head (LayerNorm-Linear) maps the width, then the tokens are resized to the teacher grid by
+    trilinear interpolation (no weights; SimpleTuner interpolates both sides to the smaller grid instead, where this
+    always reaches the teacher's); the first frame is dropped as `GridResampling` says. A diffusers model:
+    `save_pretrained` writes its weights and its config (widths, grids, head), `from_pretrained` rebuilds it.
 
     Args:
         in_dim (`int`): width of the diffusion model's hidden states (1920 for CogVideoX-2B).
@@ -114,6 +121,7 @@ class AlignmentProjector(ModelMixin, ConfigMixin):
         teacher_grid (`tuple[int, int, int]`): the teacher's token grid (F_t, H_t, W_t), e.g. (24, 10, 15).
         hidden_dim (`int`, defaults to 2048): width of the MLP's hidden layers.
         drop_first_frame (`bool`, *optional*): see `GridResampling.between`.
+        head (`str`, defaults to `"mlp"`): one of `PROJECTOR_HEADS`; `hidden_dim` is the `"mlp"` head's alone.
     """
 
     @register_to_config
@@ -126,11 +134,18 @@ class AlignmentProjector(ModelMixin, ConfigMixin):
         teacher_grid: Grid,
         hidden_dim: int = 2048,
         drop_first_frame: bool | None = None,
+        head: str = "mlp",
     ):
         super().__init__()
+        if head not in PROJECTOR_HEADS:
+            raise GridError(f"`head={head!r}` must be one of {PROJECTOR_HEADS}.")
         self.student_grid = tuple(student_grid)
         self.teacher_grid = tuple(teacher_grid)
         self.resampling = GridResampling.between(self.student_grid, self.teacher_grid, drop_first_frame)
+        if head == "layernorm_linear":
+            self.mlp = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
+            self.resample = None
+            return
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
             nn.SiLU(),
@@ -160,6 +175,10 @@ class AlignmentProjector(ModelMixin, ConfigMixin):
         if self.resampling.drop_first_frame:
             x = x[:, 1:]
         x = rearrange(self.mlp(x), "b f h w c -> b c f h w")
+        if self.resample is None:  # the layernorm_linear head
+            if tuple(x.shape[2:]) != self.teacher_grid:
+                x = F.interpolate(x, size=self.teacher_grid, mode="trilinear", align_corners=False)
+            return rearrange(x, "b c f h w -> b f h w c")
         if self.resampling.resize is not None:  # the general path
             x = F.interpolate(x, size=self.resampling.resize, mode="trilinear", align_corners=False)
         elif self.resampling.upsample != (1, 1, 1):

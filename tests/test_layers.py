@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "diffusers_tsa.masking",
             "diffusers_tsa.hooks",
             "diffusers_tsa.projector",
+            "diffusers_tsa.alignment_weight",
         ),
     ),
     ("teachers, data", ("diffusers_tsa.teachers", "diffusers_tsa.data")),

@@ -3,6 +3,15 @@
 A sample's noise level sigma in (0, 1) is drawn with a weighting scheme (`compute_density_for_timestep_sampling`),
 then shifted; `x_t = (1 - sigma) x_0 + sigma * noise`, the transformer sees `t = 1000 sigma` and predicts the
 velocity `noise - x_0`; the loss is its MSE, weighted per sample by the scheme (`compute_loss_weighting_for_sd3`).
+
+Noise levels are kept in `[SIGMA_FLOOR, 1]`. The floor, 1e-3, is finetrainers' smallest sigma (it reads sigma from
+the scheduler's 1000 levels, the last of which is 1/1000 unshifted), and it bounds the `sigma_sqrt` weight
+`sigma^-2` at 1e6 (a floor of 1e-5 let it reach 1e10).
+
+`logit_mean` biases sigma itself, as the SD3 paper draws it: `sigma = sigmoid(N(logit_mean, logit_std))`, so a positive
+mean favours noisier samples. finetrainers and diffusers' SD3 example use the draw `u` as an index into the
+scheduler's sigmas, which run from 1 down to 1/1000 (`sigma = sigmas[int(1000 u)]`, about `1 - u`): there a positive
+`flow_logit_mean` favours cleaner samples. A value copied from their configs biases the other way here: negate it.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ import torch
 from ..errors import UsageError
 
 
+#: The smallest noise level drawn: finetrainers' (1 / 1000); `sigma_sqrt`'s weight `sigma^-2` stays <= 1e6.
+SIGMA_FLOOR = 1e-3
 #: `--flow_weighting_scheme` values: how sigma is drawn (`logit_normal`, `mode`) or the loss weighted
 #: (`sigma_sqrt`, `cosmap`); `none` draws sigma uniformly with unit weights.
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
@@ -25,7 +36,8 @@ class FlowMatching:
 
     Args:
         weighting_scheme (`str`, defaults to `"logit_normal"`): one of `WEIGHTING_SCHEMES`.
-        logit_mean (`float`, defaults to 0.0): mean of the logit-normal draw.
+        logit_mean (`float`, defaults to 0.0): mean of the logit-normal draw of sigma; positive favours noisier
+            samples (the opposite of finetrainers' `flow_logit_mean`, see the module's docstring).
         logit_std (`float`, defaults to 1.0): its standard deviation.
         mode_scale (`float`, defaults to 1.29): scale of the `mode` draw.
         shift (`float`, defaults to 1.0): `sigma <- shift sigma / (1 + (shift - 1) sigma)`; above 1 favours noise.
@@ -59,7 +71,7 @@ class FlowMatching:
         )
         sigmas = self.shift * u / (1 + (self.shift - 1) * u)
         low, high = sigma_range
-        return (low + (high - low) * sigmas).clamp(1e-5, 1.0)
+        return (low + (high - low) * sigmas).clamp(SIGMA_FLOOR, 1.0)
 
     def sigmas(
         self,
@@ -74,7 +86,8 @@ class FlowMatching:
         transformer then sees exactly `timesteps`) when `timesteps` `(B,)` are given."""
         if timesteps is None:
             return self.sample_sigmas(batch_size, device, sigma_range)
-        return (timesteps.to(device, torch.float32) / num_train_timesteps).expand(batch_size).clamp(1e-5, 1.0)
+        sigmas = timesteps.to(device, torch.float32) / num_train_timesteps
+        return sigmas.expand(batch_size).clamp(SIGMA_FLOOR, 1.0)
 
     @staticmethod
     def noisy(latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:

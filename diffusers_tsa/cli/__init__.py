@@ -10,6 +10,7 @@ from .flags import (
     add_model_training_arguments,
     add_student_arguments,
     add_teacher_arguments,
+    parse_with_preset,
 )
 
 
@@ -24,6 +25,7 @@ __all__ = [
     "add_student_arguments",
     "add_teacher_arguments",
     "flag_errors",
+    "parse_with_preset",
     "run",
     "translate",
 ]

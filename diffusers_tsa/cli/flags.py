@@ -13,6 +13,9 @@ from ..adapters.flow_matching import WEIGHTING_SCHEMES
 from ..data.video import RESHAPE_MODES
 from ..features import FEATURES_COLUMN
 from ..loss_registry import ALIGNMENT_LOSSES, registered_options
+from ..projector import PROJECTOR_HEADS
+from ..teachers import TEACHER_FRAMES
+from ..training.presets import ALIGNMENT_PRESETS
 
 
 def add_student_arguments(
@@ -81,9 +84,17 @@ def add_model_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=str,
         default="logit_normal",
         choices=WEIGHTING_SCHEMES,
-        help="Flow-matching families: how noise levels are drawn or the loss weighted (logit_normal).",
+        help="Flow-matching families: how noise levels are drawn or the loss weighted (logit_normal); sigma is kept "
+        ">= 1e-3, finetrainers' smallest, so sigma_sqrt's weight 1/sigma^2 stays <= 1e6.",
     )
-    group.add_argument("--flow_logit_mean", type=float, default=0.0, help="Mean of the logit-normal draw (0.0).")
+    group.add_argument(
+        "--flow_logit_mean",
+        type=float,
+        default=0.0,
+        help="Mean of the logit-normal draw of sigma (0.0); positive favours noisier samples, as in the SD3 paper. "
+        "finetrainers and diffusers' SD3 example index their scheduler's descending sigmas with the draw, so there "
+        "a positive value favours cleaner samples: negate a value taken from their configs.",
+    )
     group.add_argument("--flow_logit_std", type=float, default=1.0, help="Std of the logit-normal draw (1.0).")
     group.add_argument("--flow_mode_scale", type=float, default=1.29, help="Scale of the 'mode' draw (1.29).")
     group.add_argument(
@@ -172,12 +183,33 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
         help="Dtype the teacher runs in, whatever --mixed_precision is (float32, as VideoREPA runs its ViT; half "
         "precision is about 2x faster on GPUs, but the tempered softmax of tau = 0.1 amplifies its rounding).",
     )
-    group.add_argument("--teacher_num_frames", type=int, default=None, help="Teacher frames (clip frames - 1).")
+    group.add_argument(
+        "--teacher_frames",
+        type=str,
+        default="uniform",
+        choices=TEACHER_FRAMES,
+        help="Which frames the teacher sees: 'uniform' (default; --teacher_num_frames of those after the first, "
+        "the paper's), 'latent' (one per latent frame, frame 0 included: SimpleTuner's CREPA) or 'pooled' (every "
+        "frame, the features after the first averaged per latent frame: VideoREPA's DINOv2 path).",
+    )
+    group.add_argument(
+        "--teacher_num_frames", type=int, default=None, help="Teacher frames with 'uniform' (clip frames - 1)."
+    )
     group.add_argument("--teacher_height", type=int, default=None, help="Teacher input height (--height / 3).")
     group.add_argument("--teacher_width", type=int, default=None, help="Teacher input width (--width / 3).")
     group.add_argument(
         "--trust_remote_code", action="store_true", help="Allow a teacher checkpoint's own code to run (off)."
     )
+
+
+def parse_with_preset(parser: argparse.ArgumentParser, args: list[str] | None = None) -> argparse.Namespace:
+    """Parses `args` with the values of `--alignment_preset` (if given) as the defaults of their flags, so that a
+    flag given on the command line wins over the preset (parsed twice: the preset first)."""
+    known, _ = parser.parse_known_args(args)
+    preset = getattr(known, "alignment_preset", None)
+    if preset is not None:
+        parser.set_defaults(**ALIGNMENT_PRESETS[preset].values)
+    return parser.parse_args(args)
 
 
 def add_loss_option_arguments(parser: argparse._ActionsContainer, *, targets_only: bool = False) -> None:
@@ -212,7 +244,28 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         help="Align the output of this transformer block, counted from 1 (default: the family's, e.g. 18 of 30 for "
         "CogVideoX-2B, the paper's best).",
     )
-    group.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
+    group.add_argument(
+        "--alignment_preset",
+        type=str,
+        default=None,
+        choices=list(ALIGNMENT_PRESETS),
+        help="Set the alignment flags to a baseline as its authors run it, or the paper's M-TSA: "
+        + "; ".join(f"'{name}': {preset.description}" for name, preset in ALIGNMENT_PRESETS.items())
+        + ". Each flag given on the command line overrides the preset's value.",
+    )
+    group.add_argument(
+        "--alignment_weight",
+        type=float,
+        default=0.5,
+        help="lambda of Eq. 14 (0.5), after any --alignment_weight_warmup_steps and before any decay.",
+    )
+    group.add_argument(
+        "--alignment_target_depth",
+        type=int,
+        default=None,
+        help="Align to the student's own block at this depth (deeper than --alignment_depth, counted from 1, "
+        "without gradient) instead of a teacher: no teacher, no pixels, the student's grid (off).",
+    )
     add_loss_option_arguments(group)
     group.add_argument(
         "--teacher_features_column",
@@ -222,6 +275,14 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         "the teacher runs online.",
     )
     group.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
+    group.add_argument(
+        "--projector_head",
+        type=str,
+        default="mlp",
+        choices=PROJECTOR_HEADS,
+        help="The projector: 'mlp' (default; VideoREPA's 3-layer MLP and a learned resampler) or 'layernorm_linear' "
+        "(SimpleTuner's CREPA projector, LayerNorm + Linear, resized to the teacher grid).",
+    )
     group.add_argument(
         "--projector_learning_rate", type=float, default=None, help="Projector learning rate (--learning_rate)."
     )

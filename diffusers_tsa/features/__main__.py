@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         }
         if args.teacher_model_name_or_path is not None:
             config = teacher_config(args.teacher_model_name_or_path, **teacher_options)
-            geometry = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
+            spec = student.spec if student is not None else None  # `--teacher_frames latent/pooled` need it
+            geometry = teacher_geometry(
+                args.teacher_model_name_or_path, teacher_input(args, clip, config, spec), config
+            )
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)

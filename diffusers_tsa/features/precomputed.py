@@ -138,7 +138,7 @@ def check_precomputed_settings(
         options (`LossOptions`): the options of training's alignment loss; those that shape the teacher targets
             (`target_options`: M-TSA's `mask_ratio`) must be the ones recorded.
         teacher_input (`Mapping[str, int]`, *optional*): the `TeacherInput` fields training was given
-            (`num_frames`, `height`, `width`; only those set).
+            (`num_frames`, `height`, `width`, `drop_first_frame`, `frame_pooling`; only those set).
 
     Raises:
         `UsageError`: naming each setting that differs, as recorded and as given.

@@ -9,7 +9,7 @@ family, or reads a raw VideoMAEv2 checkpoint file; every teacher answers the `Vi
 - `loading`: `teacher_config`, `teacher_geometry`, `load_teacher`.
 """
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, TeacherGeometry, TeacherInput, VideoTeacher
+from .base import IMAGENET_MEAN, IMAGENET_STD, TEACHER_FRAMES, TeacherGeometry, TeacherInput, VideoTeacher
 from .image import ImageTeacher
 from .loading import TEACHER_FAMILIES, load_teacher, teacher_config, teacher_geometry
 from .videomae import VideoMAETeacher, interpolate_position_table
@@ -21,6 +21,7 @@ __all__ = [
     "IMAGENET_STD",
     "ImageTeacher",
     "TEACHER_FAMILIES",
+    "TEACHER_FRAMES",
     "TeacherGeometry",
     "TeacherInput",
     "VJEPA2Teacher",

@@ -11,11 +11,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..errors import CheckpointError, GridError
+from ..errors import CheckpointError, GridError, UsageError
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: How `TeacherInput.for_clip` picks the teacher's frames: the paper's (`"uniform"`), one per student latent frame
+#: (`"latent"`, SimpleTuner's CREPA), or all of them pooled per latent frame (`"pooled"`, VideoREPA's DINOv2 path).
+TEACHER_FRAMES = ("uniform", "latent", "pooled")
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,16 @@ class TeacherInput:
         width (`int`): teacher input width.
         drop_first_frame (`bool`, defaults to `True`): drop the clip's first frame, which CogVideoX's VAE encodes
             on its own, so that the teacher's frames line up with the student's latent frames 2..13.
+        frame_pooling (`int`, defaults to 1): average the teacher's frame features after the first in groups of
+            this many, the first frame alone (VideoREPA's DINOv2 path: 49 frames -> 1 + 48 / 4 = 13, one per latent
+            frame); needs `drop_first_frame=False` and a teacher that sees one frame at a time.
     """
 
     num_frames: int
     height: int
     width: int
     drop_first_frame: bool = True
+    frame_pooling: int = 1
 
     @classmethod
     def for_clip(
@@ -49,17 +56,50 @@ class TeacherInput:
         drop_first_frame: bool = True,
         patch_size: int = 1,
         tubelet_size: int = 1,
+        frames: str = "uniform",
+        latent_frames: int | None = None,
     ) -> TeacherInput:
         """The paper's rule for a clip of `num_frames x height x width`: every frame but the first, at one third of
         the height and width, each rounded to the nearest multiple of the teacher's `patch_size` (and the frames
         down to a multiple of its `tubelet_size`): 49 x 480x720 -> 48 x 160x240 exactly, 81 x 480x832 -> 80 x 160x272.
-        Each `teacher_*` argument that is given overrides its default."""
-        return cls(
-            num_frames=teacher_num_frames or _multiple_below(num_frames - int(drop_first_frame), tubelet_size),
-            height=teacher_height or _nearest_multiple(height / 3, patch_size),
-            width=teacher_width or _nearest_multiple(width / 3, patch_size),
-            drop_first_frame=drop_first_frame,
-        )
+        Each `teacher_*` argument that is given overrides its default.
+
+        With `frames="latent"` the teacher sees one frame per student latent frame instead, frame 0 included
+        (`latent_frames` of them, picked uniformly: 0, 4, ..., 48 of 49 for 13); with `frames="pooled"` it sees every
+        frame and averages the features after the first per latent frame (`frame_pooling = (num_frames - 1) /
+        (latent_frames - 1)`: 4 for 49 frames and 13 latent frames).
+
+        Raises:
+            `UsageError`: for `frames` not in `TEACHER_FRAMES`, a `teacher_num_frames` with `"latent"` or
+                `"pooled"` (their frame count is the student's), no `latent_frames` for them, or latent frames that
+                do not pool the clip's frames evenly.
+        """
+        if frames not in TEACHER_FRAMES:
+            raise UsageError(f"`teacher_frames={frames!r}` must be one of {TEACHER_FRAMES}.")
+        size = {
+            "height": teacher_height or _nearest_multiple(height / 3, patch_size),
+            "width": teacher_width or _nearest_multiple(width / 3, patch_size),
+        }
+        if frames == "uniform":
+            return cls(
+                num_frames=teacher_num_frames or _multiple_below(num_frames - int(drop_first_frame), tubelet_size),
+                drop_first_frame=drop_first_frame,
+                **size,
+            )
+        if teacher_num_frames is not None or latent_frames is None:
+            raise UsageError(
+                f"`teacher_frames={frames!r}` gives the teacher the student's latent frames: it takes no "
+                "`TeacherInput.num_frames`, and needs the student (`latent_frames`)."
+            )
+        if frames == "latent":
+            return cls(num_frames=latent_frames, drop_first_frame=False, **size)
+        if latent_frames < 2 or (num_frames - 1) % (latent_frames - 1):
+            raise UsageError(
+                f"`teacher_frames='pooled'` averages the {num_frames - 1} frames after the first per latent frame, "
+                f"which {latent_frames} latent frames do not divide evenly; use 'latent' or 'uniform'."
+            )
+        pooling = (num_frames - 1) // (latent_frames - 1)
+        return cls(num_frames=num_frames, drop_first_frame=False, frame_pooling=pooling, **size)
 
 
 def _nearest_multiple(value: float, step: int) -> int:
@@ -118,6 +158,19 @@ class TeacherGeometry:
             )
             if value % step or value < step
         ]
+        pooling = self.input.frame_pooling
+        if pooling < 1:
+            bad.append(f"`TeacherInput.frame_pooling={pooling}` must be >= 1")
+        elif pooling > 1 and (self.input.drop_first_frame or self.tubelet_size != 1):
+            bad.append(
+                f"`TeacherInput.frame_pooling={pooling}` pools frame features after the first: it needs the first "
+                "frame (`drop_first_frame=False`) and a teacher of one frame at a time (tubelet 1)"
+            )
+        elif pooling > 1 and (self.input.num_frames - 1) % pooling:
+            bad.append(
+                f"`TeacherInput.frame_pooling={pooling}` must divide the {self.input.num_frames - 1} frames after the "
+                "first"
+            )
         if bad:
             raise GridError(f"The input of teacher {self.name!r} does not fit its patch grid: {'; '.join(bad)}.")
 
@@ -127,13 +180,21 @@ class TeacherGeometry:
         return (self.tubelet_size, self.patch_size, self.patch_size)
 
     @property
-    def grid(self) -> tuple[int, int, int]:
-        """`(F, H, W)`, the token grid of `encode`."""
+    def encoded_grid(self) -> tuple[int, int, int]:
+        """`(F, H, W)`, the token grid of the backbone, before `frame_pooling`."""
         return (
             self.input.num_frames // self.tubelet_size,
             self.input.height // self.patch_size,
             self.input.width // self.patch_size,
         )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """`(F, H, W)`, the token grid of `encode` (after `frame_pooling`)."""
+        frames, height, width = self.encoded_grid
+        if self.input.frame_pooling > 1:
+            frames = 1 + (frames - 1) // self.input.frame_pooling
+        return (frames, height, width)
 
 
 def check_weights(
@@ -278,8 +339,13 @@ class VideoTeacher(torch.nn.Module):
         param = next(self.backbone.parameters())
         pixels = (frames.to(param.device, torch.float32).add(1.0).mul(0.5) - self.mean) / self.std
         tokens = self._tokens(pixels.to(param.dtype))
-        grid_f, grid_h, grid_w = self.grid
-        return rearrange(tokens, "b (f h w) c -> b f h w c", f=grid_f, h=grid_h, w=grid_w)
+        grid_f, grid_h, grid_w = self.geometry.encoded_grid
+        features = rearrange(tokens, "b (f h w) c -> b f h w c", f=grid_f, h=grid_h, w=grid_w)
+        pooling = self.input.frame_pooling
+        if pooling == 1:
+            return features
+        rest = rearrange(features[:, 1:], "b (f p) h w c -> b f p h w c", p=pooling).mean(2)
+        return torch.cat([features[:, :1], rest], dim=1)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Teacher features of training clips (paper Eq. 4).

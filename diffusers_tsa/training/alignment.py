@@ -1,16 +1,19 @@
 """The alignment term of the training objective (paper Eq. 14) and the module that trains with it.
 
 `AlignmentConfig` says what the term is (checked against the student's and the teacher's configs, no weights);
-`Alignment` holds what computes it: the projector, the hook on the student's block, the source of the teacher targets
-(an online teacher, or the precomputed columns that come with each batch), the loss and its weight. The training loop
-then reads, in the shape of diffusers' examples:
+`Alignment` holds what computes it: the projector, the hook on the student's block, the source of the targets (an
+online teacher, the precomputed columns that come with each batch, or the student's own deeper block), the loss; its
+weight over the run is an `AlignmentWeight`. The training loop then reads, in the shape of diffusers' examples:
 
     terms, student = model(latents, conditioning)  # model = AlignedTransformer(adapter, alignment)
-    loss = sum(terms.values()) + alignment.weight * alignment.loss(student, batch)
+    loss = sum(terms.values()) + weight.value * alignment.loss(student, batch)  # weight = AlignmentWeight(...)
+    ...
+    weight.update(alignment_loss)  # after each optimizer step
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +27,9 @@ from ..adapters.adapter import ModelAdapter
 from ..errors import GridError, UsageError
 from ..features import teacher_targets
 from ..hooks import BlockFeatureExtractor
-from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, get_alignment_loss
-from ..projector import PROJECTOR_SUBFOLDER, AlignmentProjector, GridResampling
+from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, WeightSchedule, get_alignment_loss
+from ..masking import motion_saliency_mask
+from ..projector import PROJECTOR_HEADS, PROJECTOR_SUBFOLDER, AlignmentProjector, GridResampling
 from ..teachers import TeacherGeometry, VideoTeacher, load_teacher
 
 
@@ -71,11 +75,18 @@ class AlignmentConfig:
         student_width (`int`): the hooked block's width.
         teacher_grid (`tuple[int, int, int]`): the teacher's token grid (F, H, W).
         teacher_width (`int`): the teacher's feature width.
-        weight (`float`, defaults to 0.5): lambda of Eq. 14.
+        weight (`float`, defaults to 0.5): lambda of Eq. 14 (after any warm-up, before any decay).
+        schedule (`WeightSchedule`, *optional*): how lambda changes over the run (`AlignmentWeight`); `None` is
+            replaced by a constant one.
         options (`LossOptions`, *optional*): the loss's options, an instance of `ALIGNMENT_LOSSES[loss].options`
             (e.g. `MTSAOptions(temperature=0.1, mask_ratio=0.2)`, `CREPAOptions(crepa_adjacent_distance=2)`); `None`
             is replaced by their defaults.
         projector_hidden_dim (`int`, defaults to 2048): the projector's MLP width.
+        projector_head (`str`, defaults to `"mlp"`): the projector's form, one of `PROJECTOR_HEADS`.
+        target_depth (`int`, *optional*): align to the output of the student's own block `target_depth` (deeper than
+            `depth`, counted from 1, without gradient) instead of a teacher: no teacher, no pixels, the student's
+            grid and width (`teacher_grid = student_grid`, `teacher_width = student_width`); M-TSA's queries then
+            come from the motion of that block's features.
         teacher (`TeacherGeometry`, *optional*): the teacher to run online; `None` takes the targets from each batch
             (`teacher_features` and `motion_mask`, from the dataset's `features_column`).
         teacher_config (`transformers.PretrainedConfig`, *optional*): the teacher's config, already read.
@@ -96,8 +107,11 @@ class AlignmentConfig:
     teacher_grid: Grid
     teacher_width: int
     weight: float = 0.5
+    schedule: WeightSchedule | None = None
     options: LossOptions | None = None
     projector_hidden_dim: int = 2048
+    projector_head: str = "mlp"
+    target_depth: int | None = None
     teacher: TeacherGeometry | None = None
     teacher_config: Any = field(default=None, compare=False, repr=False)
     features_column: str | None = None
@@ -116,6 +130,23 @@ class AlignmentConfig:
             bad.append(f"`weight={self.weight}` must be >= 0")
         if self.projector_hidden_dim < 1:
             bad.append(f"`projector_hidden_dim={self.projector_hidden_dim}` must be >= 1")
+        if self.projector_head not in PROJECTOR_HEADS:
+            bad.append(f"`projector_head={self.projector_head!r}` must be one of {PROJECTOR_HEADS}")
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", WeightSchedule())
+        if self.target_depth is not None:
+            if self.target_depth <= self.depth:
+                bad.append(f"`target_depth={self.target_depth}` must be deeper than `depth={self.depth}`")
+            if self.teacher is not None or self.features_column is not None:
+                bad.append(f"`target_depth={self.target_depth}` aligns to the student: it takes no teacher")
+            if (tuple(self.teacher_grid), self.teacher_width) != (tuple(self.student_grid), self.student_width):
+                bad.append(f"`target_depth={self.target_depth}` has the student's grid and width as its targets'")
+        pooled = self.teacher is not None and self.teacher.input.frame_pooling > 1
+        if pooled and entry is not None and entry.masked:
+            bad.append(
+                f"`loss={self.loss!r}` computes motion masks on the teacher's frames, which "
+                f"`TeacherInput.frame_pooling={self.teacher.input.frame_pooling}` averages; use another loss"
+            )
         if bad:
             raise UsageError("Invalid alignment settings: " + "; ".join(bad) + ".")
         try:
@@ -144,7 +175,7 @@ class AlignmentConfig:
 
 
 class Alignment:
-    """The alignment term of Eq. 14: `loss(h(student block output), teacher targets)`, weighted by `weight`.
+    """The alignment term of Eq. 14: `loss(h(student block output), targets)`, weighted by an `AlignmentWeight`.
 
     Build it with `Alignment.build`; `AlignedTransformer` runs the hooked forward and the projector, `loss` computes
     the term from the projected features and the batch.
@@ -154,6 +185,8 @@ class Alignment:
         projector (`AlignmentProjector`): h, trained with the student.
         extractor (`BlockFeatureExtractor`): the hook on the student's block `config.depth`.
         teacher (`VideoTeacher`, *optional*): the online teacher; `None` reads precomputed targets from each batch.
+        target_extractor (`BlockFeatureExtractor`, *optional*): the hook on the student's block
+            `config.target_depth`, exactly when the config has one: its output, detached, is the target.
     """
 
     def __init__(
@@ -162,10 +195,16 @@ class Alignment:
         projector: AlignmentProjector,
         extractor: BlockFeatureExtractor,
         teacher: VideoTeacher | None = None,
+        target_extractor: BlockFeatureExtractor | None = None,
     ):
         if (teacher is None) != (config.teacher is None):
             raise UsageError("Pass an online `teacher` exactly when `AlignmentConfig.teacher` names one.")
+        if (target_extractor is None) != (config.target_depth is None):
+            raise UsageError("Pass a `target_extractor` exactly when `AlignmentConfig.target_depth` names a block.")
         self.config, self.projector, self.extractor, self.teacher = config, projector, extractor, teacher
+        self.target_extractor = target_extractor
+        #: The student's own target `(B, F, H, W, C)` of the last forward (`AlignedTransformer`), detached.
+        self.student_target: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -209,20 +248,29 @@ class Alignment:
             teacher_grid=config.teacher_grid,
             hidden_dim=config.projector_hidden_dim,
             drop_first_frame=config.drop_first_frame,
+            head=config.projector_head,
         ).to(device)
-        return cls(config, projector, adapter.feature_extractor(adapter.transformer, config.depth), teacher)
-
-    @property
-    def weight(self) -> float:
-        """lambda of Eq. 14."""
-        return self.config.weight
+        extractor = adapter.feature_extractor(adapter.transformer, config.depth)
+        target_extractor = None
+        if config.target_depth is not None:
+            target_extractor = adapter.feature_extractor(adapter.transformer, config.target_depth)
+        return cls(config, projector, extractor, teacher, target_extractor)
 
     def targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Teacher features `(B, F, H, W, C)` and M-TSA queries `(B, F, H, W)` (or `None`) of a training batch:
-        computed by the online teacher from `batch["videos"]`, or read from the precomputed `batch` columns."""
+        """Target features `(B, F, H, W, C)` and M-TSA queries `(B, F, H, W)` (or `None`) of a training batch:
+        computed by the online teacher from `batch["videos"]`, read from the precomputed `batch` columns, or the
+        student's own block of the last forward (`student_target`; its queries from the motion of its features)."""
+        mask_ratio = self.config.options.mask_ratio if self.config.masked else None
+        if self.target_extractor is not None:
+            if self.student_target is None:
+                raise UsageError("`target_depth`: run the `AlignedTransformer` forward before asking for its targets.")
+            target = self.student_target
+            if mask_ratio is None:
+                return target, None
+            frames = target.float().permute(0, 1, 4, 2, 3)  # (B, F, C, H, W): one token is one tubelet
+            return target, motion_saliency_mask(frames, tubelet=(1, 1, 1), ratio=mask_ratio)
         if self.teacher is None:
             return batch["teacher_features"], batch.get("motion_mask")
-        mask_ratio = self.config.options.mask_ratio if self.config.masked else None
         return teacher_targets(self.teacher, batch["videos"], mask_ratio)
 
     def loss(self, student: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -243,7 +291,7 @@ class Alignment:
         if not (folder / "config.json").is_file():
             raise UsageError(f"{input_dir} has no projector ({PROJECTOR_SUBFOLDER}/); is it a checkpoint of this run?")
         saved = AlignmentProjector.from_pretrained(folder)
-        keys = ("in_dim", "out_dim", "student_grid", "teacher_grid", "hidden_dim")
+        keys = ("in_dim", "out_dim", "student_grid", "teacher_grid", "hidden_dim", "head")
         differ = [k for k in keys if list(_as_list(saved.config[k])) != list(_as_list(self.projector.config[k]))]
         if differ:
             raise UsageError(
@@ -310,10 +358,18 @@ class AlignedTransformer(nn.Module):
         self, latents: torch.Tensor, conditioning: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Returns the adapter's diffusion loss terms and the projected student features `(B, F, H, W, C)`
-        (`None` without alignment)."""
+        (`None` without alignment). With a `target_depth`, that block's output, detached, on the student's grid,
+        becomes the alignment's `student_target`."""
         if self._extractor is None:
             return self._adapter.diffusion_loss(self.transformer, latents, conditioning), None
-        with self._extractor.capture() as captured:
+        target = self._alignment.target_extractor
+        with self._extractor.capture() as captured, contextlib.ExitStack() as stack:
+            deeper = stack.enter_context(target.capture()) if target is not None else None
             terms = self._adapter.diffusion_loss(self.transformer, latents, conditioning)
-        tokens = self._adapter.alignment_tokens(captured.hidden_states, latents.shape[0])
+        batch_size = latents.shape[0]
+        if deeper is not None:
+            f, h, w = self._alignment.config.student_grid
+            tokens = self._adapter.alignment_tokens(deeper.hidden_states, batch_size).detach()
+            self._alignment.student_target = tokens.reshape(batch_size, f, h, w, -1)
+        tokens = self._adapter.alignment_tokens(captured.hidden_states, batch_size)
         return terms, self.projector(tokens)

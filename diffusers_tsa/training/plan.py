@@ -18,6 +18,7 @@ import datasets
 from ..adapters import ModelSpec, load_spec
 from ..adapters.flow_matching import FlowMatching
 from ..adapters.options import TrainingOptions
+from ..alignment_weight import AlignmentWeight
 from ..data import ClipSpec, load_video_dataset
 from ..data.columns import LATENTS_COLUMN
 from ..errors import UsageError
@@ -30,13 +31,14 @@ from ..features.precomputed import (
     typed_inputs_table,
     typed_precomputed_table,
 )
-from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, options_of
+from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, WeightSchedule, options_of
 from ..projector import PROJECTOR_FILES
 from ..teachers import TeacherInput, teacher_config, teacher_geometry
 from ..teachers.base import patch_sizes
 from .alignment import AlignmentConfig
 from .checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
 from .data import DataOrder
+from .presets import AlignmentPreset, get_preset
 
 
 def clip_spec(args: argparse.Namespace) -> ClipSpec:
@@ -51,10 +53,12 @@ def clip_spec(args: argparse.Namespace) -> ClipSpec:
     )
 
 
-def teacher_input(args: argparse.Namespace, clip: ClipSpec, config) -> TeacherInput:
+def teacher_input(args: argparse.Namespace, clip: ClipSpec, config, spec: ModelSpec | None = None) -> TeacherInput:
     """The `TeacherInput` of the teacher flags for clips read as `clip` (the paper's rule, on the patch grid of the
-    teacher whose `config` is given, for what is not given)."""
+    teacher whose `config` is given, for what is not given); `--teacher_frames latent` and `pooled` read the
+    student's latent frames from its `spec`."""
     sizes = patch_sizes(config)
+    latent_frames = spec.token_grid(clip.num_frames, clip.height, clip.width)[0] if spec is not None else None
     return TeacherInput.for_clip(
         clip.num_frames,
         clip.height,
@@ -64,6 +68,8 @@ def teacher_input(args: argparse.Namespace, clip: ClipSpec, config) -> TeacherIn
         teacher_width=args.teacher_width,
         patch_size=sizes["patch_size"],
         tubelet_size=sizes["tubelet_size"],
+        frames=args.teacher_frames,
+        latent_frames=latent_frames,
     )
 
 
@@ -157,7 +163,11 @@ def loss_options(args: argparse.Namespace, loss: str) -> LossOptions:
     Raises:
         `UsageError`: naming each option whose value fails its check.
     """
-    options = ALIGNMENT_LOSSES[loss].options
+    return options_from_flags(args, ALIGNMENT_LOSSES[loss].options)
+
+
+def options_from_flags(args: argparse.Namespace, options: type[LossOptions]) -> LossOptions:
+    """An options dataclass of the loss registry (a loss's, or `WeightSchedule`) as its flags set it."""
     return options(**{option.name: getattr(args, option.dest) for option in options_of(options)})
 
 
@@ -170,6 +180,32 @@ def alignment_config(
         return None
     options = loss_options(args, args.alignment_loss)
     spec, depth = student.spec, student.depth
+    student_grid = spec.token_grid(clip.num_frames, clip.height, clip.width)
+    common = {
+        "loss": args.alignment_loss,
+        "depth": depth,
+        "student_grid": student_grid,
+        "student_width": spec.hidden_size,
+        "weight": args.alignment_weight,
+        "schedule": options_from_flags(args, WeightSchedule),
+        "options": options,
+        "projector_hidden_dim": args.projector_hidden_dim,
+        "projector_head": args.projector_head,
+    }
+    if args.alignment_target_depth is not None:  # the student's own deeper block: no teacher, no features
+        spec.check_depth(args.alignment_target_depth)
+        if args.teacher_model_name_or_path is not None or args.teacher_features_column is not None:
+            raise UsageError(
+                f"`target_depth={args.alignment_target_depth}` aligns to the student's own block: drop "
+                "`teacher_model_name_or_path` and `features_column`."
+            )
+        return AlignmentConfig(
+            **common,
+            teacher_grid=student_grid,
+            teacher_width=spec.hidden_size,
+            target_depth=args.alignment_target_depth,
+            drop_first_frame=False,
+        )
     column = args.teacher_features_column
     if column is not None and column not in table.column_names:
         raise UsageError(
@@ -186,7 +222,7 @@ def alignment_config(
             revision=args.teacher_revision,
             cache_dir=args.cache_dir,
         )
-        teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
+        teacher = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config, spec), config)
         drop_first_frame = teacher.input.drop_first_frame
     if column is not None:
         if args.random_flip or args.video_reshape_mode == "random":
@@ -205,12 +241,14 @@ def alignment_config(
                 "precompute again with the same teacher and `TeacherInput` sizes."
             )
         given = {key: getattr(args, f"teacher_{key}") for key in ("num_frames", "height", "width")}
-        check_precomputed_settings(
-            settings,
-            clip=clip,
-            options=options,
-            teacher_input={key: value for key, value in given.items() if value is not None},
-        )
+        given = {key: value for key, value in given.items() if value is not None}
+        if args.teacher_frames != "uniform":  # the student's latent frames, frame 0 included (and pooled)
+            given.update(num_frames=student_grid[0], drop_first_frame=False)
+            if args.teacher_frames == "pooled":
+                given.update(
+                    num_frames=clip.num_frames, frame_pooling=(clip.num_frames - 1) // max(student_grid[0] - 1, 1)
+                )
+        check_precomputed_settings(settings, clip=clip, options=options, teacher_input=given)
         drop_first_frame = settings["teacher_input"]["drop_first_frame"]
         teacher, config = None, None  # the targets come with each batch
     elif teacher is None:
@@ -221,15 +259,9 @@ def alignment_config(
     else:
         grid, width = teacher.grid, teacher.hidden_size
     return AlignmentConfig(
-        loss=args.alignment_loss,
-        depth=depth,
-        student_grid=spec.token_grid(clip.num_frames, clip.height, clip.width),
-        student_width=spec.hidden_size,
+        **common,
         teacher_grid=grid,
         teacher_width=width,
-        weight=args.alignment_weight,
-        options=options,
-        projector_hidden_dim=args.projector_hidden_dim,
         teacher=teacher,
         teacher_config=config,
         features_column=column,
@@ -282,6 +314,7 @@ class TrainingPlan:
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
         inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
             (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
+        preset (`AlignmentPreset`, *optional*): the `--alignment_preset` whose values are the flags' defaults.
     """
 
     spec: ModelSpec
@@ -292,6 +325,7 @@ class TrainingPlan:
     fps: int
     resume: Path | None = None
     inputs: dict | None = None
+    preset: AlignmentPreset | None = None
 
     @property
     def inputs_columns(self) -> list[str]:
@@ -334,8 +368,10 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     if args.resume_from_checkpoint:
         resume = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if resume is not None:  # every file the resumed run loads, present and not empty
-        projector = PROJECTOR_FILES if alignment is not None else ()
+        projector = (*PROJECTOR_FILES, AlignmentWeight.FILE_NAME) if alignment is not None else ()
         check_checkpoint(
             resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
         )
-    return TrainingPlan(spec, clip, table, alignment, student.options, args.fps or spec.fps, resume, inputs)
+    preset = get_preset(args.alignment_preset) if getattr(args, "alignment_preset", None) else None
+    fps = args.fps or spec.fps
+    return TrainingPlan(spec, clip, table, alignment, student.options, fps, resume, inputs, preset)
