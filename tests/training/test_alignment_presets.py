@@ -29,7 +29,7 @@ from diffusers_tsa.training import plan_training
 from diffusers_tsa.training.presets import ALIGNMENT_PRESETS
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_text_to_video_tsa.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 SIMPLETUNER = "bc8e6ab7738ce457a2ed8eb2d26cadd91c6442cb"
 VIDEOREPA = "80026871659c262df12285fff3a2fb7ae696229e"
 
