@@ -194,8 +194,12 @@ def add_loss_option_arguments(parser: argparse._ActionsContainer, *, targets_onl
         parser.add_argument(option.flag, *option.aliases, **kind)
 
 
-def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
-    """The alignment term of Eq. 14 (`AlignmentConfig`)."""
+def add_alignment_arguments(parser: argparse.ArgumentParser, *, own_loop: bool = True) -> None:
+    """The alignment term of Eq. 14 (`AlignmentConfig`). With `own_loop=False`, the flags a loop that is not ours
+    takes (`diffusers_tsa.integrations.HostAlignment.from_args`): the teacher's too, and none for precomputed columns
+    or a projector learning rate (the projector trains in the host's parameter group)."""
+    if not own_loop:
+        add_teacher_arguments(parser)
     group = parser.add_argument_group("alignment (TSA)")
     losses = ", ".join(f"'{name}' ({loss.description})" for name, loss in ALIGNMENT_LOSSES.items())
     group.add_argument(
@@ -214,6 +218,9 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of Eq. 14 (0.5).")
     add_loss_option_arguments(group)
+    group.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
+    if not own_loop:
+        return
     group.add_argument(
         "--teacher_features_column",
         type=str,
@@ -221,7 +228,6 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
         "the teacher runs online.",
     )
-    group.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
     group.add_argument(
         "--projector_learning_rate", type=float, default=None, help="Projector learning rate (--learning_rate)."
     )
