@@ -13,6 +13,7 @@ adds one term to its loss:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
@@ -33,6 +34,8 @@ from ..training.alignment import Alignment, AlignmentConfig
 from ..training.plan import loss_options
 from .student import student_spec
 
+
+logger = logging.getLogger(__name__)
 
 #: The transformer attribute the projector is attached under (SimpleTuner attaches its CREPA projector the same way).
 PROJECTOR_ATTRIBUTE = "alignment_projector"
@@ -315,6 +318,7 @@ class HostAlignment:
 
         def load(models, input_dir):
             self.alignment.load_projector(input_dir)
+            logger.info("Loaded the alignment projector from %s.", input_dir)
 
         accelerator.register_save_state_pre_hook(save)
         accelerator.register_load_state_pre_hook(load)
