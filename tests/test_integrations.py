@@ -1,7 +1,12 @@
 """`diffusers_tsa.integrations`: the alignment term in loops that are not ours, on tiny models: the student's geometry
 from a bare transformer, the projector riding along with the host's transformer (optimizer, state dicts, stock saving,
 accelerate's hooks beside the host's), the teacher targets from clips, latents and a precomputed table equal to the
-training script's, and loops of finetrainers' and SimpleTuner's shapes."""
+training script's, and DDP (the recipes' loops are `test_integration_recipes.py`)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +233,20 @@ def test_teacher_input_on_the_teachers_patch_grid(tiny):
     from diffusers_tsa.teachers import teacher_config
 
     assert TeacherInput.for_teacher(teacher_config(tiny / "teacher"), 49, 480, 848).width % 16 == 0
+
+
+@pytest.mark.slow
+def test_the_projector_trains_in_sync_under_ddp_with_unused_parameter_search(tiny):
+    """DDP with `find_unused_parameters=True` (diffusers' examples) sees the projector used by the forward that runs
+    it, and averages its gradients: two processes on different batches end with the same projector."""
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1"),
+        *("--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"),
+        str(Path(__file__).with_name("launch_host_ddp.py")),
+        str(tiny / "teacher"),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "projector in sync: True" in done.stdout
