@@ -212,6 +212,10 @@ def test_targets_from_clips_latents_and_a_precomputed_table_are_the_training_scr
         projector_hidden_dim=16,
     )
     stored_features, stored_mask = precomputed.targets(batch=batch)
+    with pytest.raises(UsageError, match="ClipSpec.height"):  # features made from other clips are refused
+        HostAlignment.attach(
+            tiny_cogvideox_components()["transformer"], teacher=stored, num_frames=9, height=64, width=144, depth=1
+        )
     torch.testing.assert_close(stored_features.float(), expected_features)
     assert torch.equal(stored_mask.bool(), expected_mask)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 import datasets
@@ -139,12 +140,12 @@ class HostAlignment:
         geometry, config, column = None, None, None
         if isinstance(teacher, datasets.Dataset):
             settings = precomputed_settings(teacher, features_column)
-            clip = ClipSpec(height=height, width=width, max_num_frames=settings["clip"]["max_num_frames"])
+            clip = replace(ClipSpec(**settings["clip"]), height=height, width=width)
             if clip.num_frames != num_frames:
-                raise UsageError(f"`num_frames={num_frames}`, but the features were made from {clip.num_frames}.")
-            check_precomputed_settings(
-                settings, clip=ClipSpec(**settings["clip"]), options=options, teacher_input=teacher_input
-            )
+                raise UsageError(
+                    f"`num_frames={num_frames}`, but the precomputed features were made from {clip.num_frames}."
+                )
+            check_precomputed_settings(settings, clip=clip, options=options, teacher_input=teacher_input)
             grid, teacher_width = tuple(settings["grid"]), settings["hidden_size"]
             drop_first_frame, column = settings["teacher_input"]["drop_first_frame"], features_column
         else:
