@@ -95,8 +95,8 @@ class BlockFeatureExtractor:
     def __init__(
         self,
         model: nn.Module,
-        *,
         depth: int | None = None,
+        *,
         module_path: str | None = None,
         hidden_states_index: int | None = None,
         clone: bool = False,
@@ -127,14 +127,22 @@ class BlockFeatureExtractor:
     @contextlib.contextmanager
     def capture(self) -> Iterator[CapturedFeatures]:
         """Records the block's hidden states for the forward passes run inside the `with` block."""
-        if self._handle is None:
-            raise RuntimeError("This BlockFeatureExtractor was removed; create a new one.")
-        captured = CapturedFeatures()
-        self._active = captured
+        captured = self.start()
         try:
             yield captured
         finally:
-            self._active = None
+            self.stop()
+
+    def start(self) -> CapturedFeatures:
+        """Starts recording, for hooks that cannot hold a `with` block (a forward pre-hook); `stop` ends it."""
+        if self._handle is None:
+            raise RuntimeError("This BlockFeatureExtractor was removed; create a new one.")
+        self._active = CapturedFeatures()
+        return self._active
+
+    def stop(self) -> None:
+        """Ends the recording `start` began."""
+        self._active = None
 
     def remove(self) -> None:
         """Detaches the hook. The model and its `state_dict()` are left untouched."""

@@ -118,7 +118,7 @@ def tsa_loss(
         teacher (`torch.Tensor`): foundation-model features E^VFM on the same grid, shape `(B, F, H, W, C)`.
         tau (`float`, defaults to 0.1): softmax temperature; lower values sharpen the correspondences from
             object- to point-level (paper Fig. 3).
-        query_mask (`torch.Tensor`, *optional*): bool `(B, F, H, W)`, True for query tokens, e.g. from
+        query_mask (`torch.Tensor`, *optional*): bool or integer `(B, F, H, W)`, nonzero for query tokens, e.g. from
             `motion_saliency_mask` (M-TSA). `None` makes every token a query (TSA).
         chunk_size (`int`, *optional*): queries per tile; `None` picks the largest that keeps a tile near
             4M relation entries.

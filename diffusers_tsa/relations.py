@@ -133,7 +133,7 @@ def query_indices(query_mask: torch.Tensor | None, grid: torch.Size, device: tor
     """Flat token indices of the queries of each sample.
 
     Args:
-        query_mask (`torch.Tensor`, *optional*): bool `(B, F, H, W)`, True for query tokens; `None` makes every token a
+        query_mask (`torch.Tensor`, *optional*): bool or integer `(B, F, H, W)`, nonzero for query tokens; `None` makes every token a
             query.
         grid (`torch.Size`): `(B, F, H, W)`, the features' shape without channels.
         device (`torch.device`): where the indices go.
@@ -148,11 +148,13 @@ def query_indices(query_mask: torch.Tensor | None, grid: torch.Size, device: tor
     num_tokens = math.prod(grid[1:])
     if query_mask is None:
         return [torch.arange(num_tokens, device=device)] * batch
-    if query_mask.shape != grid or query_mask.dtype != torch.bool:
+    if query_mask.shape != grid or query_mask.is_floating_point() or query_mask.is_complex():
         raise GridError(
-            f"`query_mask` must be a bool tensor of shape (B, F, H, W) = {tuple(grid)}, got {query_mask.dtype} "
-            f"{tuple(query_mask.shape)}; build it with `motion_saliency_mask` at the teacher's tubelet."
+            f"`query_mask` must be a bool or integer tensor of shape (B, F, H, W) = {tuple(grid)}, got "
+            f"{query_mask.dtype} {tuple(query_mask.shape)}; build it with `motion_saliency_mask` at the teacher's "
+            "tubelet."
         )
+    query_mask = query_mask != 0  # any integer dtype (a mask stored as uint8, collated as int64): nonzero = query
     flat = rearrange(query_mask, "b f h w -> b (f h w)").to(device)
     indices = [row.nonzero().squeeze(-1) for row in flat]
     empty = [b for b, index in enumerate(indices) if len(index) == 0]

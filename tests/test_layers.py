@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pictures", ("diffusers_tsa.visualize",)),  # matplotlib drawings of the diagnostics (the probe logs them)
     ("public API", ("diffusers_tsa",)),  # the package's __init__: re-exports of the layers below
     ("training", ("diffusers_tsa.training",)),
+    ("integrations", ("diffusers_tsa.integrations",)),  # the term in loops that are not ours (diffusers, finetrainers)
     ("test components", ("diffusers_tsa.testing",)),
     ("command line", ("diffusers_tsa.cli",)),
     ("commands", ("eval", "train_text_to_video_tsa")),  # and every `__main__` module, wherever it is

@@ -271,6 +271,34 @@ class ModelAdapter(abc.ABC):
         """Clips `(B, T, C, H, W)` in [-1, 1] -> latents in the layout `diffusion_loss` takes."""
         return self.sample_latents(self.latent_moments(videos))
 
+    def channels_first(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents in the layout `diffusion_loss` takes -> `(B, C', F, H', W')` (the VAE's layout): unchanged here."""
+        return latents
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, *, decoder: nn.Module | None = None) -> torch.Tensor:
+        """The inverse of `encode_videos`: latents in the layout `diffusion_loss` takes -> clips `(B, T, C, H, W)` in
+        [-1, 1], as the family's pipeline decodes them (its normalisation undone, then the VAE's decoder).
+
+        Args:
+            latents (`torch.Tensor`): the family's latents, e.g. `(B, F, C', H', W')` for CogVideoX.
+            decoder (`torch.nn.Module`, *optional*): a lighter decoder of the same VAE latents `z` (any module whose
+                `decode(z)` returns an object with `.sample`, or a tensor, `(B, C, T, H, W)`); default: `self.vae`.
+        """
+        decoder = decoder if decoder is not None else self.vae
+        latents = self.channels_first(latents)
+        shift, scale = (
+            rearrange(torch.as_tensor(v, dtype=torch.float32, device=latents.device).reshape(-1), "c -> 1 c 1 1 1")
+            for v in self.latent_normalization()
+        )
+        z = latents.float() / scale + shift
+        parameter = next(decoder.parameters(), None)
+        if parameter is not None:
+            z = z.to(parameter.device, parameter.dtype)
+        decoded = decoder.decode(z)
+        pixels = decoded if isinstance(decoded, torch.Tensor) else decoded.sample
+        return rearrange(pixels, "b c t h w -> b t c h w").clamp(-1.0, 1.0)
+
     @abc.abstractmethod
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> what the frozen text encoder gives for them, one `(B, ...)` tensor per name (e.g.

@@ -88,9 +88,23 @@ class CogVideoXSpec(ModelSpec):
         name = pretrained_model_name_or_path
         config = CogVideoXTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
         vae = AutoencoderKLCogVideoX.load_config(name, subfolder="vae", **kwargs)
+        return cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
+
+    @classmethod
+    def from_model_configs(
+        cls,
+        pretrained_model_name_or_path,
+        transformer_config,
+        vae_config,
+        model_index,
+        *,
+        revision=None,
+        cache_dir=None,
+    ) -> CogVideoXSpec:
+        name, config, vae = pretrained_model_name_or_path, transformer_config, vae_config or {}
         check_transformer_config(name, config)
         patch_size_t = config.get("patch_size_t") or 1
-        vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        vae_scale = 2 ** (len(vae["block_out_channels"]) - 1) if "block_out_channels" in vae else cls.vae_scale
         max_height = max_width = None
         if patch_size_t > 1:  # 1.5's RoPE table (`grid_type="slice"`) ends at the config's sample size
             max_height, max_width = config["sample_height"] * vae_scale, config["sample_width"] * vae_scale
@@ -204,10 +218,6 @@ class CogVideoXAdapter(ModelAdapter):
 
     spec_class = CogVideoXSpec
 
-    def __init__(self, spec: CogVideoXSpec, **components):
-        super().__init__(spec, **components)
-        self._alphas_cumprod = self.scheduler.alphas_cumprod
-
     @classmethod
     def component_classes(cls, spec: CogVideoXSpec) -> ComponentClasses:
         """T5, CogVideoX's VAE, and the DPM scheduler the evaluation protocol samples with (`use_sampler`)."""
@@ -225,6 +235,10 @@ class CogVideoXAdapter(ModelAdapter):
     def sample_latents(self, moments: torch.Tensor) -> torch.Tensor:
         """`(B, 2C', F, H', W')` moments -> scaled latents `(B, F, C', H', W')`."""
         return rearrange(super().sample_latents(moments), "b c f h w -> b f c h w").contiguous()
+
+    def channels_first(self, latents: torch.Tensor) -> torch.Tensor:
+        """CogVideoX's latents `(B, F, C', H', W')` -> `(B, C', F, H', W')`."""
+        return rearrange(latents, "b f c h w -> b c f h w")
 
     @torch.no_grad()
     # Adapted from diffusers' pipelines/cogvideo/pipeline_cogvideox.py (`CogVideoXPipeline._get_t5_prompt_embeds`).
@@ -277,7 +291,8 @@ class CogVideoXAdapter(ModelAdapter):
             return_dict=False,
         )[0]
         prediction = self.scheduler.get_velocity(model_output, noisy, timesteps)  # v-prediction -> x0
-        weights = (1 / (1 - self._alphas_cumprod[timesteps.to(self._alphas_cumprod.device)])).float()
+        alphas_cumprod = self.scheduler.alphas_cumprod
+        weights = (1 / (1 - alphas_cumprod[timesteps.to(alphas_cumprod.device)])).float()
         squared_error = (prediction.float() - latents.float()).pow(2).flatten(1)
         per_sample = (weights.to(latents.device).view(-1, 1) * squared_error).mean(1)
         return {"diffusion": per_sample.mean()}

@@ -74,15 +74,31 @@ class LTXVideoSpec(ModelSpec):
         kwargs = {"revision": revision, "cache_dir": cache_dir}
         name = pretrained_model_name_or_path
         config = LTXVideoTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
+        vae_config = AutoencoderKLLTXVideo.load_config(name, subfolder="vae", **kwargs)
+        return cls.from_model_configs(name, config, vae_config, model_index, revision=revision, cache_dir=cache_dir)
+
+    @classmethod
+    def from_model_configs(
+        cls,
+        pretrained_model_name_or_path,
+        transformer_config,
+        vae_config,
+        model_index,
+        *,
+        revision=None,
+        cache_dir=None,
+    ) -> LTXVideoSpec:
+        from diffusers import AutoencoderKLLTXVideo
+
+        name, config = pretrained_model_name_or_path, transformer_config
         patches = (config.get("patch_size", 1), config.get("patch_size_t", 1))
         if patches != (1, 1):
             raise GridError(
                 f"`pretrained_model_name_or_path={name!r}` has transformer patches (spatial, temporal) {patches}; "
                 "this adapter supports LTX-Video 0.9.x, whose patches are (1, 1)."
             )
-        vae_config = AutoencoderKLLTXVideo.load_config(name, subfolder="vae", **kwargs)
         with torch.device("meta"):
-            vae = AutoencoderKLLTXVideo.from_config(vae_config)
+            vae = AutoencoderKLLTXVideo.from_config(vae_config or {})
         return cls(
             **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
             temporal_compression=vae.temporal_compression_ratio,

@@ -83,6 +83,25 @@ class ModelSpec(abc.ABC):
     ) -> ModelSpec:
         """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read."""
 
+    @classmethod
+    def from_model_configs(
+        cls,
+        pretrained_model_name_or_path: str,
+        transformer_config: dict,
+        vae_config: dict | None,
+        model_index: dict,
+        *,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> ModelSpec:
+        """The spec of configs already read: the transformer's, the VAE's (`None`: the family's usual VAE) and the
+        pipeline's `model_index.json` (`{}` for a bare transformer); what `from_configs` and `student_spec` (a model
+        already loaded by another trainer) share. Families whose configs are not diffusers' refuse it."""
+        raise ModelLayoutError(
+            f"A {cls.family} spec is read from its checkpoint's configs: pass `pretrained_model_name_or_path` to "
+            "`load_spec`."
+        )
+
     @staticmethod
     def transformer_fields(name: str, config: dict, *, revision: str | None, cache_dir: str | None) -> dict[str, Any]:
         """The fields every spec reads the same way from a diffusers transformer config (`num_layers` blocks,

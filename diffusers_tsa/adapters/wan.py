@@ -86,6 +86,24 @@ class WanSpec(ModelSpec):
         name = pretrained_model_name_or_path
         config = WanTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
         vae = AutoencoderKLWan.load_config(name, subfolder="vae", **kwargs)
+        return cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
+
+    @classmethod
+    def from_model_configs(
+        cls,
+        pretrained_model_name_or_path,
+        transformer_config,
+        vae_config,
+        model_index,
+        *,
+        revision=None,
+        cache_dir=None,
+    ) -> WanSpec:
+        name, config, vae = pretrained_model_name_or_path, transformer_config, vae_config
+        if vae is None:
+            raise ModelLayoutError(
+                "A Wan spec needs its VAE's config (`vae`): Wan 2.1's and 2.2's compress differently."
+            )
         two_experts = (model_index.get("transformer_2") or [None])[0] is not None
         return cls(
             **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
@@ -94,7 +112,7 @@ class WanSpec(ModelSpec):
             patch_size=tuple(config["patch_size"]),
             boundary_ratio=model_index.get("boundary_ratio") if two_experts else None,
             expand_timesteps=bool(model_index.get("expand_timesteps", False)),
-            scheduler_class_name=model_index["scheduler"][1],
+            scheduler_class_name=model_index.get("scheduler", [None, cls.scheduler_class_name])[1],
         )
 
     @property

@@ -226,8 +226,12 @@ def add_loss_option_arguments(parser: argparse._ActionsContainer, *, targets_onl
         parser.add_argument(option.flag, *option.aliases, **kind)
 
 
-def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
-    """The alignment term of Eq. 14 (`AlignmentConfig`)."""
+def add_alignment_arguments(parser: argparse.ArgumentParser, *, own_loop: bool = True) -> None:
+    """The alignment term of Eq. 14 (`AlignmentConfig`). With `own_loop=False`, the flags a loop that is not ours
+    takes (`diffusers_tsa.integrations.HostAlignment.from_args`): the teacher's too, and none for precomputed columns
+    or a projector learning rate (the projector trains in the host's parameter group)."""
+    if not own_loop:
+        add_teacher_arguments(parser)
     group = parser.add_argument_group("alignment (TSA)")
     losses = ", ".join(f"'{name}' ({loss.description})" for name, loss in ALIGNMENT_LOSSES.items())
     group.add_argument(
@@ -267,6 +271,9 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         "without gradient) instead of a teacher: no teacher, no pixels, the student's grid (off).",
     )
     add_loss_option_arguments(group)
+    group.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
+    if not own_loop:
+        return
     group.add_argument(
         "--teacher_features_column",
         type=str,
@@ -274,7 +281,6 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Column of precomputed teacher features; default: '{FEATURES_COLUMN}' when the dataset has it, else "
         "the teacher runs online.",
     )
-    group.add_argument("--projector_hidden_dim", type=int, default=2048, help="Projector MLP width (2048).")
     group.add_argument(
         "--projector_head",
         type=str,

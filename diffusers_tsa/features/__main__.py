@@ -4,7 +4,9 @@ and the teacher's features and motion masks (`TeacherFeatures`, with `--teacher_
 each clip.
 
 One GPU or many (`accelerate launch -m diffusers_tsa.features ...`): each process maps its own shard and the main
-process merges them into one dataset, saved with `save_to_disk` for the training script's `--dataset_name`.
+process merges them into one dataset, written as `write_precomputed` says (it loads with `datasets.load_dataset(folder)`
+and `datasets.load_from_disk(folder)["train"]`, and `--push_to_hub` makes it a Hub dataset repository) for the training
+script's `--dataset_name`.
 """
 
 from __future__ import annotations
@@ -65,8 +67,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--batch_size", type=int, default=16, help="Clips decoded per map call (16).")
     group.add_argument("--teacher_batch_size", type=int, default=4, help="Clips per teacher forward (4).")
     group.add_argument("--decode_workers", type=int, default=4, help="Decoding threads (4).")
-    group.add_argument("--output_dir", required=True, help="Folder for the dataset (`datasets.load_from_disk`).")
+    group.add_argument(
+        "--output_dir",
+        required=True,
+        help="Folder for the dataset (`datasets.load_dataset(folder)`, or `datasets.load_from_disk(folder)['train']`).",
+    )
+    group.add_argument(
+        "--push_to_hub", action="store_true", help="Also upload the folder as a Hub dataset repository (off)."
+    )
+    group.add_argument(
+        "--hub_dataset_id", default=None, help="The Hub dataset repository to push to (default: --output_dir's name)."
+    )
     return parser.parse_args(argv)
+
+
+# --- The precomputed dataset on disk and on the Hub (one column layout, documented in the README) ------------------
+
+#: The dataset card's YAML: `load_dataset(folder)` and `load_dataset(repo_id)` read the split's Arrow files.
+_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: train/data-*.arrow
+tags:
+- diffusers-tsa
+---
+
+# Precomputed with `python -m diffusers_tsa.features`
+
+{what} for {num_clips} clips. Load it with `datasets.load_dataset("{name}", split="train")` (or, from the folder,
+`datasets.load_from_disk(folder)["train"]`), or train on it with
+`train_text_to_video_tsa.py --dataset_name {name}`: every row records the settings it was made with
+(`teacher_settings`, `inputs_settings`), which training checks against its own.
+"""
+
+
+def write_precomputed(table: datasets.Dataset, output_dir: Path, what: str) -> None:
+    """Writes the precomputed `table` (`what` it holds, for its card) to `output_dir`: a `DatasetDict` with one
+    `train` split (`save_to_disk`) and a dataset card (`README.md`) whose YAML points `load_dataset` at the split's
+    Arrow files, so that the folder loads with `load_dataset(folder)` and `load_from_disk(folder)["train"]`, and
+    uploaded as it is it is a Hub dataset repository."""
+    datasets.DatasetDict({"train": table}).save_to_disk(output_dir)
+    card = _CARD.format(what=what[0].upper() + what[1:], num_clips=len(table), name=output_dir.name)
+    (output_dir / "README.md").write_text(card, encoding="utf-8")
+
+
+def push_precomputed(output_dir: Path, repo_id: str) -> str:
+    """Uploads the folder `write_precomputed` wrote (its settings in every row, and every file beside them) to the Hub
+    dataset repository `repo_id`, created if needed; returns the repository id."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, repo_type="dataset", exist_ok=True).repo_id
+    api.upload_folder(folder_path=output_dir, repo_id=repo_id, repo_type="dataset")
+    return repo_id
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,9 +197,10 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     transform = transforms[0] if len(transforms) == 1 else Precompute(transforms)
+    what = " and ".join(t.description for t in transforms)
     output_dir = Path(args.output_dir)
     if state.num_processes == 1:
-        transform.map(table, batch_size=args.batch_size).save_to_disk(output_dir)
+        write_precomputed(transform.map(table, batch_size=args.batch_size), output_dir, what)
     else:
         shard_dir = output_dir.with_name(output_dir.name + ".shards")
         shard = table.shard(state.num_processes, state.process_index, contiguous=True)
@@ -152,12 +208,11 @@ def main(argv: list[str] | None = None) -> None:
         state.wait_for_everyone()
         if state.is_main_process:
             parts = [datasets.load_from_disk(shard_dir / f"{rank:05d}") for rank in range(state.num_processes)]
-            datasets.concatenate_datasets(parts).save_to_disk(output_dir)
+            write_precomputed(datasets.concatenate_datasets(parts), output_dir, what)
             shutil.rmtree(shard_dir)
     state.wait_for_everyone()
-    saved = datasets.load_from_disk(output_dir)
+    saved = datasets.load_from_disk(output_dir)["train"]
     usable = sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
-    what = " and ".join(t.description for t in transforms)
     if usable == 0:
         raise DatasetError(
             f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` and "
@@ -172,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
             what,
             sum(t.bytes_per_clip for t in transforms),
         )
+        if args.push_to_hub:
+            logger.info(
+                "Pushed to the Hub dataset %s.", push_precomputed(output_dir, args.hub_dataset_id or output_dir.name)
+            )
 
 
 if __name__ == "__main__":

@@ -101,6 +101,38 @@ class TeacherInput:
         pooling = (num_frames - 1) // (latent_frames - 1)
         return cls(num_frames=num_frames, drop_first_frame=False, frame_pooling=pooling, **size)
 
+    @classmethod
+    def for_teacher(
+        cls,
+        config,
+        num_frames: int,
+        height: int,
+        width: int,
+        *,
+        teacher_num_frames: int | None = None,
+        teacher_height: int | None = None,
+        teacher_width: int | None = None,
+        drop_first_frame: bool = True,
+        frames: str = "uniform",
+        latent_frames: int | None = None,
+    ) -> TeacherInput:
+        """`for_clip` on the patch grid of the teacher whose transformers `config` is given (`teacher_config`):
+        49 x 480x848 -> 48 x 160x288 for a ViT-B/16, a size its patches divide."""
+        sizes = patch_sizes(config)
+        return cls.for_clip(
+            num_frames,
+            height,
+            width,
+            teacher_num_frames=teacher_num_frames,
+            teacher_height=teacher_height,
+            teacher_width=teacher_width,
+            drop_first_frame=drop_first_frame,
+            patch_size=sizes["patch_size"],
+            tubelet_size=sizes["tubelet_size"],
+            frames=frames,
+            latent_frames=latent_frames,
+        )
+
 
 def _nearest_multiple(value: float, step: int) -> int:
     return max(step, step * round(value / step))

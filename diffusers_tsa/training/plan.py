@@ -34,7 +34,6 @@ from ..features.precomputed import (
 from ..loss_registry import ALIGNMENT_LOSSES, LossOptions, WeightSchedule, options_of
 from ..projector import PROJECTOR_FILES
 from ..teachers import TeacherInput, teacher_config, teacher_geometry
-from ..teachers.base import patch_sizes
 from .alignment import AlignmentConfig
 from .checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
 from .data import DataOrder
@@ -57,17 +56,15 @@ def teacher_input(args: argparse.Namespace, clip: ClipSpec, config, spec: ModelS
     """The `TeacherInput` of the teacher flags for clips read as `clip` (the paper's rule, on the patch grid of the
     teacher whose `config` is given, for what is not given); `--teacher_frames latent` and `pooled` read the
     student's latent frames from its `spec`."""
-    sizes = patch_sizes(config)
     latent_frames = spec.token_grid(clip.num_frames, clip.height, clip.width)[0] if spec is not None else None
-    return TeacherInput.for_clip(
+    return TeacherInput.for_teacher(
+        config,
         clip.num_frames,
         clip.height,
         clip.width,
         teacher_num_frames=args.teacher_num_frames,
         teacher_height=args.teacher_height,
         teacher_width=args.teacher_width,
-        patch_size=sizes["patch_size"],
-        tubelet_size=sizes["tubelet_size"],
         frames=args.teacher_frames,
         latent_frames=latent_frames,
     )

@@ -127,7 +127,7 @@ def test_cli_precomputes_a_csv_dataset(table_dir, tmp_path):
             "--output_dir", str(tmp_path / "out"),
         ]
     )  # fmt: skip
-    saved = datasets.load_from_disk(tmp_path / "out")
+    saved = datasets.load_from_disk(tmp_path / "out")["train"]
     assert saved["teacher_valid"] == [True, False] and saved.features["teacher_features"].shape == (4, 2, 3, 32)
     (settings,) = set(saved["teacher_settings"])
     settings = json.loads(settings)

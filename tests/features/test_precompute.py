@@ -317,7 +317,7 @@ def test_training_on_the_cache_logs_the_losses_of_training_on_the_videos_without
 @pytest.mark.slow
 def test_shards_from_two_processes_merge_into_one_cache(tiny, tmp_path):
     log = cli_cache(tiny, tmp_path / "two", processes=2)
-    merged = datasets.load_from_disk(tmp_path / "two")
+    merged = datasets.load_from_disk(tmp_path / "two")["train"]
     assert "Wrote 4 clips (0 unusable)" in log and not (tmp_path / "two.shards").exists()
     assert merged["inputs_valid"] == [True] * 4 and merged["teacher_valid"] == [True] * 4
     assert merged["video"] == table(tiny)["video"]  # in the table's order: shard 0, then shard 1
