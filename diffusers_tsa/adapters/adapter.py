@@ -265,7 +265,10 @@ class ModelAdapter(abc.ABC):
         """`latent_moments` -> one latent sample `mean + exp(logvar / 2) * eps`, `(B, C', F, H', W')`, in the layout
         `diffusion_loss` takes (families override the layout), in the moments' dtype and on their device."""
         mean, logvar = moments.chunk(2, dim=1)
-        return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        # Drawn contiguously, whatever the moments' memory layout (NOVA's VAE gives channels-last ones): the noise
+        # of a sample is then the same from a video as from its precomputed moments, for the same seed.
+        noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+        return mean + torch.exp(0.5 * logvar) * noise
 
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
         """Clips `(B, T, C, H, W)` in [-1, 1] -> latents in the layout `diffusion_loss` takes."""
@@ -278,7 +281,7 @@ class ModelAdapter(abc.ABC):
 
     def conditioning(self, outputs: dict[str, torch.Tensor]) -> Any:
         """`text_encoder_outputs` -> the text conditioning `diffusion_loss` takes: here `prompt_embeds`; families
-        whose conditioning is a tuple, or uses trained weights (NOVA's null rows), override it."""
+        whose conditioning is a tuple, or uses the transformer's own tensors (NOVA's null rows), override it."""
         return outputs["prompt_embeds"]
 
     def encode_prompts(self, prompts: list[str]) -> Any:

@@ -115,8 +115,8 @@ class NOVAAdapter(ModelAdapter):
         return {"prompt_embeds": states, "prompt_attention_mask": tokens.attention_mask.bool().to(device)}
 
     def conditioning(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The caption's states, then NOVA's learned null rows (`text_embed.weight`, trained in a full fine-tune)
-        where it has no token, exactly as `TextEmbed.encode_prompts` builds them."""
+        """The caption's states, then NOVA's null rows (`text_embed.weight`, a buffer of the transformer: frozen in
+        every training mode) where it has no token, exactly as `TextEmbed.encode_prompts` builds them."""
         text_embed = unwrap_model(self.transformer).text_embed
         null = text_embed.weight[: text_embed.num_tokens]
         has_token = outputs["prompt_attention_mask"].bool().to(null.device)
