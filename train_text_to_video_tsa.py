@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from diffusers_tsa import cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
 from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, options_of
+from diffusers_tsa.storage import disk_full_is_one_line
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
@@ -63,6 +64,7 @@ from diffusers_tsa.training import (
     UnreadableClips,
     checkpoint_step,
     collate_examples,
+    intact_checkpoints,
     model_inputs,
     plan_training,
     save_checkpoint,
@@ -776,7 +778,8 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         trained = accelerator.unwrap_model(model)
-        trained.save_trained(args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
+        with disk_full_is_one_line("the final weights", args.output_dir, intact_checkpoints(args.output_dir)):
+            trained.save_trained(args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
         if unreadable:
             logger.warning(
                 f"{len(unreadable)} unreadable clip(s) were skipped during training: {unreadable.summary()}"
