@@ -54,6 +54,7 @@ from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
     AlignmentProbe,
+    CorruptRows,
     DataOrder,
     NonFiniteBatches,
     OutputDirLock,
@@ -223,6 +224,13 @@ def parse_args(input_args=None):
         default=3,
         help="A batch with a non-finite loss is skipped, not trained through; stop with an error after this many "
         "in a row (3).",
+    )
+    parser.add_argument(
+        "--max_corrupt_row_share",
+        type=float,
+        default=0.01,
+        help="A precomputed row that fails its checksum is skipped like an unreadable clip; stop with an error when "
+        "more than this share of the rows are (0.01).",
     )
     parser.add_argument("--prodigy_use_bias_correction", action="store_true", help="Adam's bias correction.")
     parser.add_argument("--prodigy_safeguard_warmup", action="store_true", help="Prodigy warm-up safeguard.")
@@ -693,6 +701,7 @@ def main(args):
 
     unreadable = UnreadableClips()  # each warned about and counted once
     nonfinite = NonFiniteBatches(args.max_nonfinite_steps)
+    corrupt = CorruptRows(len(train_dataset), args.max_corrupt_row_share)  # stops the run past the share
     running = RunningMeans()  # the loss terms over the batches of an optimizer step
     validation = {"paths": [], "prompts": []}
     model.train()
@@ -707,6 +716,7 @@ def main(args):
         for batch in epoch_loader:
             for clip, reason in unreadable.add(batch["skipped"]):
                 logger.warning(f"Skipping unreadable clip {clip}: {reason}", main_process_only=False)
+            corrupt.add(batch["corrupt_rows"])
             with accelerator.accumulate(model):
                 latents, conditioning = model_inputs(adapter, batch, dtype=weight_dtype)
                 terms, student = model(latents, conditioning)

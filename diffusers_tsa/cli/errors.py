@@ -79,6 +79,7 @@ _ARGUMENT_FLAGS = {
     "expert": "--expert",
     "teacher_dtype": "--teacher_dtype",
     "max_nonfinite_steps": "--max_nonfinite_steps",
+    "max_corrupt_row_share": "--max_corrupt_row_share",
     "resume_from_checkpoint": "--resume_from_checkpoint",
     "output_dir": "--output_dir",
 }

@@ -12,7 +12,7 @@ from .checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .counters import NonFiniteBatches, RunningMeans, UnreadableClips
+from .counters import CorruptRows, NonFiniteBatches, RunningMeans, UnreadableClips
 from .data import DataOrder, ShuffledOrder, TrainingClips, collate_examples, model_inputs
 from .model_card import save_model_card
 from .output_lock import OutputDirLock
@@ -27,6 +27,7 @@ __all__ = [
     "Alignment",
     "AlignmentConfig",
     "AlignmentProbe",
+    "CorruptRows",
     "DataOrder",
     "NonFiniteBatches",
     "OutputDirLock",
