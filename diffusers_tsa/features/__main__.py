@@ -5,6 +5,10 @@ each clip.
 
 One GPU or many (`accelerate launch -m diffusers_tsa.features ...`): each process maps its own shard and the main
 process merges them into one dataset, saved with `save_to_disk` for the training script's `--dataset_name`.
+
+The output folder is checked (a folder, writable) before any model loads, and for free space before the compute; it
+is locked for the run (as training's), and written under a temporary name beside it, renamed into place only when
+complete: a failed or killed rerun leaves an existing dataset as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import datasets
 import torch
@@ -20,7 +25,9 @@ import torch
 from .. import cli
 from ..adapters import ADAPTERS
 from ..errors import DatasetError
+from ..storage import check_free_space, check_output_folder, disk_full_is_one_line
 from ..teachers import load_teacher, teacher_config, teacher_geometry
+from ..training.output_lock import LOCK_FILE, OutputDirLock
 from ..training.plan import clip_spec, load_dataset, plan_student, teacher_input
 from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
@@ -69,6 +76,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def write_dataset(mapped: datasets.Dataset, output_dir: Path, state) -> None:
+    """Writes the mapped table (this process's shard of it) as one `save_to_disk` dataset at `output_dir`, atomically.
+
+    Every process saves its shard beside the target (`NAME.shards/`); the main process merges them into
+    `NAME.partial/`, then swaps it with `output_dir` (an existing dataset there is replaced only now). A failure
+    removes what it wrote and leaves `output_dir` as it was; a full disk is one `DiskFullError` saying so.
+
+    Args:
+        mapped (`datasets.Dataset`): this process's rows with the precomputed columns.
+        output_dir (`Path`): the dataset folder (locked by the caller).
+        state (`accelerate.PartialState`): the processes.
+    """
+    partial, shards = (output_dir.with_name(output_dir.name + suffix) for suffix in (".partial", ".shards"))
+    existing = output_dir.is_dir() and (output_dir / "state.json").is_file()
+    intact = (
+        f"the dataset already in {output_dir} is unchanged" if existing else f"nothing was written to {output_dir}"
+    )
+    try:
+        with disk_full_is_one_line(f"the precomputed dataset beside {output_dir}", output_dir.parent, intact):
+            if state.num_processes == 1:
+                mapped.save_to_disk(partial)
+            else:
+                mapped.save_to_disk(shards / f"{state.process_index:05d}")
+                state.wait_for_everyone()
+                if state.is_main_process:
+                    parts = [datasets.load_from_disk(shards / f"{rank:05d}") for rank in range(state.num_processes)]
+                    datasets.concatenate_datasets(parts).save_to_disk(partial)
+    except BaseException:
+        if state.is_main_process:
+            remove_partials([partial, shards])
+        raise
+    if state.is_main_process:
+        replaced = output_dir.with_name(output_dir.name + ".replaced")
+        if output_dir.exists():
+            output_dir.rename(replaced)
+        partial.rename(output_dir)
+        remove_partials([replaced, shards])
+
+
+def remove_partials(paths: Sequence[Path]) -> None:
+    """Removes what a killed or failed write left (`write_dataset`'s temporary folders)."""
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
@@ -83,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         clip = clip_spec(args)
         TeacherFeatures.check_settings(clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio)
-        student = geometry = None
+        student = geometry = config = None
         if args.pretrained_model_name_or_path is not None:
             student = plan_student(args, clip.num_frames, clip.height, clip.width)
         teacher_options = {
@@ -94,7 +146,28 @@ def main(argv: list[str] | None = None) -> None:
         if args.teacher_model_name_or_path is not None:
             config = teacher_config(args.teacher_model_name_or_path, **teacher_options)
             geometry = teacher_geometry(args.teacher_model_name_or_path, teacher_input(args, clip, config), config)
+        output_dir = Path(args.output_dir)
+        check_output_folder(output_dir, "output_dir")
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
+    if state.is_main_process:
+        # One precompute (or training run) per folder; what a killed run left beside it goes first.
+        created = not output_dir.exists()
+        with cli.flag_errors():
+            lock = OutputDirLock(output_dir, purpose="precompute").acquire()
+        remove_partials([output_dir.with_name(output_dir.name + s) for s in (".partial", ".shards", ".replaced")])
+    try:
+        precompute(args, state, clip, student, geometry, config, teacher_options, output_dir)
+    except BaseException:
+        if state.is_main_process and created and [p.name for p in output_dir.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(output_dir)  # the folder this run made for its lock alone
+        raise
+    finally:
+        if state.is_main_process:
+            lock.release()
+
+
+def precompute(args, state, clip, student, geometry, config, teacher_options: dict, output_dir: Path) -> None:
+    """Loads the frozen models, maps the table and writes it (`write_dataset`), as `main` planned and checked."""
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
     transforms = []
@@ -139,18 +212,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     transform = transforms[0] if len(transforms) == 1 else Precompute(transforms)
-    output_dir = Path(args.output_dir)
-    if state.num_processes == 1:
-        transform.map(table, batch_size=args.batch_size).save_to_disk(output_dir)
-    else:
-        shard_dir = output_dir.with_name(output_dir.name + ".shards")
-        shard = table.shard(state.num_processes, state.process_index, contiguous=True)
-        transform.map(shard, batch_size=args.batch_size).save_to_disk(shard_dir / f"{state.process_index:05d}")
-        state.wait_for_everyone()
-        if state.is_main_process:
-            parts = [datasets.load_from_disk(shard_dir / f"{rank:05d}") for rank in range(state.num_processes)]
-            datasets.concatenate_datasets(parts).save_to_disk(output_dir)
-            shutil.rmtree(shard_dir)
+    bytes_per_clip = sum(t.bytes_per_clip for t in transforms)
+    with cli.flag_errors():  # before the compute: the sizes are known once the models are
+        check_free_space(output_dir.parent, bytes_per_clip * len(table), "output_dir", f"{len(table)} clips")
+    shard = (
+        table.shard(state.num_processes, state.process_index, contiguous=True) if state.num_processes > 1 else table
+    )
+    write_dataset(transform.map(shard, batch_size=args.batch_size), output_dir, state)
     state.wait_for_everyone()
     saved = datasets.load_from_disk(output_dir)
     usable = sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
@@ -167,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             len(saved) - usable,
             output_dir,
             what,
-            sum(t.bytes_per_clip for t in transforms),
+            bytes_per_clip,
         )
 
 
