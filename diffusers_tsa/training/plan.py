@@ -37,6 +37,7 @@ from ..teachers.base import patch_sizes
 from .alignment import AlignmentConfig
 from .checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
 from .data import DataOrder
+from .resume import RUN_SETTINGS_FILE
 
 
 def clip_spec(args: argparse.Namespace) -> ClipSpec:
@@ -336,6 +337,13 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     if resume is not None:  # every file the resumed run loads, present and not empty
         projector = PROJECTOR_FILES if alignment is not None else ()
         check_checkpoint(
-            resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
+            resume,
+            [
+                *spec.saved_files(args.training_mode),
+                *projector,
+                DataOrder.FILE_NAME,
+                RUN_SETTINGS_FILE,
+                *ACCELERATE_FILES,
+            ],
         )
     return TrainingPlan(spec, clip, table, alignment, student.options, args.fps or spec.fps, resume, inputs)
