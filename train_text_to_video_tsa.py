@@ -846,6 +846,8 @@ def main(args):
             )
         if nonfinite.total:
             logger.warning(f"{nonfinite.total} batch(es) with a non-finite loss were skipped during training.")
+        if adapter.truncated_captions:
+            logger.warning(cli.translate(adapter.truncated_captions.summary()))
 
         # Final validation with a stock pipeline loaded from what was just saved, as a user would load it.
         if args.validation_prompt and args.num_validation_videos > 0:

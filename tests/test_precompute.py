@@ -376,3 +376,17 @@ def test_a_matching_cache_plans_a_run_without_the_encoders(tiny, tmp_path):
     example = TrainingClips(plan.table, plan.clip, inputs_columns=plan.inputs_columns, decode_videos=False)[0]
     assert example["latent_moments"].dtype == torch.bfloat16 and example["latent_moments"].shape == (8, 3, 12, 18)
     assert example["text"]["prompt_embeds"].dtype == torch.bfloat16 and "video" not in example
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_captions_longer_than_the_text_length_are_counted_with_an_example(tiny, family):
+    """What the precompute and training log once at their end (`ModelAdapter.truncated_captions`)."""
+    model = adapter(tiny, family, transformer=False)
+    long = " ".join(["a white square moves right"] * 60)  # 300 words
+    model.text_encoder_outputs([long, PROMPT])
+    model.text_encoder_outputs([long])
+    truncated = model.truncated_captions
+    assert len(truncated) == 2 and truncated.example[0] == long and truncated.example[1] >= 300
+    summary = truncated.summary()
+    assert summary.startswith(f"2 caption(s) were longer than `max_sequence_length={truncated.max_length}` tokens")
+    assert "'a white square moves right a white" in summary and "..." in summary and "\n" not in summary

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from ..compat import dtype_argument
+from ..data.truncation import TruncatedCaptions
 from ..errors import ModelLayoutError
 from ..hooks import BlockFeatureExtractor, unwrap_model
 from .options import TrainingOptions
@@ -99,6 +100,8 @@ class ModelAdapter(abc.ABC):
         #: What trains: `None` until chosen, then `"lora"` (`add_lora`) or `"full"` (`enable_full_training`); it says
         #: what `save_trained` writes and `load_trained` reads.
         self.training_mode: str | None = None
+        #: The captions `text_encoder_outputs` truncated to the text length, for the end-of-run log.
+        self.truncated_captions = TruncatedCaptions()
 
     @contextlib.contextmanager
     def encoders_loaded(self) -> Iterator[None]:
@@ -273,6 +276,16 @@ class ModelAdapter(abc.ABC):
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
         """Clips `(B, T, C, H, W)` in [-1, 1] -> latents in the layout `diffusion_loss` takes."""
         return self.sample_latents(self.latent_moments(videos))
+
+    def tokenize(self, prompts: list[str], max_length: int, **kwargs) -> Any:
+        """`prompts` tokenized as the family's pipeline does, padded and truncated to `max_length` (`**kwargs` go
+        to the tokenizer); the captions that did not fit are counted in `truncated_captions`."""
+        add_special_tokens = kwargs.get("add_special_tokens", True)
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=add_special_tokens).input_ids]
+        self.truncated_captions.add(prompts, lengths, max_length)
+        return self.tokenizer(
+            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt", **kwargs
+        )
 
     @abc.abstractmethod
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -228,6 +228,8 @@ def precompute(args, state, clip, student, geometry, config, teacher_options: di
             f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` and "
             "the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
         )
+    if student is not None and adapter.truncated_captions:
+        logger.warning(cli.translate(adapter.truncated_captions.summary()))
     if state.is_main_process:
         logger.info(
             "Wrote %d clips (%d unusable) to %s: %s, %d bytes per clip.",
