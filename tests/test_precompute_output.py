@@ -105,3 +105,15 @@ def test_a_rerun_replaces_the_dataset_only_when_complete(inputs, tmp_path):
     features_main.main([*argv(inputs, out), "--storage_dtype", "float32"])
     assert datasets.load_from_disk(out).features["teacher_features"].dtype == "float32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_rerun_with_no_usable_clip_leaves_the_existing_dataset_intact(inputs, tmp_path):
+    from diffusers_tsa.errors import DatasetError
+
+    out = tmp_path / "out"
+    features_main.main(argv(inputs, out))
+    before = datasets.load_from_disk(out).to_dict()
+    with pytest.raises(DatasetError, match="None of the 2 clips gave usable teacher features"):
+        features_main.main([*argv(inputs, out), "--max_num_frames", "33"])  # longer than the clips
+    assert datasets.load_from_disk(out).to_dict() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

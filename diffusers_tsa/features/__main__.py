@@ -17,18 +17,19 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import datasets
 import torch
 
 from .. import cli
 from ..adapters import ADAPTERS
+from ..data import ClipSpec
 from ..errors import DatasetError
 from ..storage import check_free_space, check_output_folder, disk_full_is_one_line
-from ..teachers import load_teacher, teacher_config, teacher_geometry
+from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
 from ..training.output_lock import LOCK_FILE, OutputDirLock
-from ..training.plan import clip_spec, load_dataset, plan_student, teacher_input
+from ..training.plan import StudentPlan, clip_spec, load_dataset, plan_student, teacher_input
 from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
 
@@ -76,17 +77,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_dataset(mapped: datasets.Dataset, output_dir: Path, state) -> None:
+def write_dataset(
+    mapped: datasets.Dataset, output_dir: Path, state, verify: Callable[[datasets.Dataset], None] | None = None
+) -> None:
     """Writes the mapped table (this process's shard of it) as one `save_to_disk` dataset at `output_dir`, atomically.
 
     Every process saves its shard beside the target (`NAME.shards/`); the main process merges them into
-    `NAME.partial/`, then swaps it with `output_dir` (an existing dataset there is replaced only now). A failure
-    removes what it wrote and leaves `output_dir` as it was; a full disk is one `DiskFullError` saying so.
+    `NAME.partial/`, checks it (`verify`), then swaps it with `output_dir` (an existing dataset there is replaced
+    only now). A failure removes what it wrote and leaves `output_dir` as it was; a full disk is one `DiskFullError`
+    saying so.
 
     Args:
         mapped (`datasets.Dataset`): this process's rows with the precomputed columns.
         output_dir (`Path`): the dataset folder (locked by the caller).
         state (`accelerate.PartialState`): the processes.
+        verify (`Callable[[datasets.Dataset], None]`, *optional*): called by the main process on the complete
+            dataset before it takes the place of the old one; what it raises leaves the old one in place.
     """
     partial, shards = (output_dir.with_name(output_dir.name + suffix) for suffix in (".partial", ".shards"))
     existing = output_dir.is_dir() and (output_dir / "state.json").is_file()
@@ -103,6 +109,8 @@ def write_dataset(mapped: datasets.Dataset, output_dir: Path, state) -> None:
                 if state.is_main_process:
                     parts = [datasets.load_from_disk(shards / f"{rank:05d}") for rank in range(state.num_processes)]
                     datasets.concatenate_datasets(parts).save_to_disk(partial)
+        if state.is_main_process and verify is not None:
+            verify(datasets.load_from_disk(partial))
     except BaseException:
         if state.is_main_process:
             remove_partials([partial, shards])
@@ -166,7 +174,16 @@ def main(argv: list[str] | None = None) -> None:
             lock.release()
 
 
-def precompute(args, state, clip, student, geometry, config, teacher_options: dict, output_dir: Path) -> None:
+def precompute(
+    args: argparse.Namespace,
+    state,
+    clip: ClipSpec,
+    student: StudentPlan | None,
+    geometry: TeacherGeometry | None,
+    config,
+    teacher_options: dict,
+    output_dir: Path,
+) -> None:
     """Loads the frozen models, maps the table and writes it (`write_dataset`), as `main` planned and checked."""
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
@@ -218,23 +235,28 @@ def precompute(args, state, clip, student, geometry, config, teacher_options: di
     shard = (
         table.shard(state.num_processes, state.process_index, contiguous=True) if state.num_processes > 1 else table
     )
-    write_dataset(transform.map(shard, batch_size=args.batch_size), output_dir, state)
+    what = " and ".join(t.description for t in transforms)
+
+    def usable(saved: datasets.Dataset) -> int:
+        return sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
+
+    def some_usable(saved: datasets.Dataset) -> None:
+        if usable(saved) == 0:
+            raise DatasetError(
+                f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` "
+                "and the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
+            )
+
+    write_dataset(transform.map(shard, batch_size=args.batch_size), output_dir, state, verify=some_usable)
     state.wait_for_everyone()
     saved = datasets.load_from_disk(output_dir)
-    usable = sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
-    what = " and ".join(t.description for t in transforms)
-    if usable == 0:
-        raise DatasetError(
-            f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` and "
-            "the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
-        )
     if student is not None and adapter.truncated_captions:
         logger.warning(cli.translate(adapter.truncated_captions.summary()))
     if state.is_main_process:
         logger.info(
             "Wrote %d clips (%d unusable) to %s: %s, %d bytes per clip.",
             len(saved),
-            len(saved) - usable,
+            len(saved) - usable(saved),
             output_dir,
             what,
             bytes_per_clip,
