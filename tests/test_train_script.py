@@ -833,7 +833,8 @@ def test_a_preempted_run_saves_refuses_other_settings_and_resumes_bit_identical(
     resume = ["--resume_from_checkpoint", "latest", "--max_train_steps", str(stopped_at + 2)]
     code, log = run_script(tiny, out, *resume, "--rank", "8", expect_success=False)
     assert code == 1 and "was trained with --rank=4, but this run is given --rank=8" in log
-    assert "Loading pipeline components" not in log and files_of(out) == before
+    assert "Resuming from checkpoint" not in log and "Loading pipeline components" not in log
+    assert files_of(out) == before  # not even training_config.json was rewritten
 
     _, log = run_script(tiny, out, *resume)
     assert "Resuming with changed settings, applied from the checkpoint's step on: --max_train_steps 400 -> " in log
