@@ -30,6 +30,8 @@ import json
 import logging
 import math
 import random
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -49,24 +51,33 @@ from tqdm.auto import tqdm
 from diffusers_tsa import AlignmentWeight, cli
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings
 from diffusers_tsa.loss_registry import ALIGNMENT_LOSSES, WeightSchedule, options_of
+from diffusers_tsa.storage import disk_full_is_one_line
 from diffusers_tsa.training import (
     AlignedTransformer,
     Alignment,
     AlignmentProbe,
+    CorruptRows,
     DataOrder,
     NonFiniteBatches,
     OutputDirLock,
+    Preemption,
     RunningMeans,
     ShuffledOrder,
     TrainingClips,
     TrainingSchedule,
     UnreadableClips,
+    check_resume,
     checkpoint_step,
     collate_examples,
+    intact_checkpoints,
     model_inputs,
+    parse_signal,
     plan_training,
+    preempted_exit_status,
+    run_settings,
     save_checkpoint,
     save_model_card,
+    save_run_settings,
     write_probe,
 )
 
@@ -172,6 +183,13 @@ def parse_args(input_args=None):
         default=None,
         help="Resume from a `checkpoint-<step>` folder, or 'latest' for the newest one in --output_dir.",
     )
+    parser.add_argument(
+        "--preemption_signal",
+        type=str,
+        default=None,
+        help="A signal that, besides SIGTERM, makes the run finish its step, save a checkpoint and exit (e.g. "
+        "SIGUSR1, what `sbatch --signal=USR1@120` sends before the kill); resume with --resume_from_checkpoint latest.",
+    )
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per step (1).")
     parser.add_argument(
         "--gradient_checkpointing", action="store_true", help="Trade compute for memory in the transformer."
@@ -222,6 +240,13 @@ def parse_args(input_args=None):
         help="A batch with a non-finite loss is skipped, not trained through; stop with an error after this many "
         "in a row (3).",
     )
+    parser.add_argument(
+        "--max_corrupt_row_share",
+        type=float,
+        default=0.01,
+        help="A precomputed row that fails its checksum is skipped like an unreadable clip; stop with an error when "
+        "more than this share of the rows are (0.01).",
+    )
     parser.add_argument("--prodigy_use_bias_correction", action="store_true", help="Adam's bias correction.")
     parser.add_argument("--prodigy_safeguard_warmup", action="store_true", help="Prodigy warm-up safeguard.")
 
@@ -248,6 +273,9 @@ def parse_args(input_args=None):
             "--hub_token is not accepted: a token on a command line ends up in logs, shell history and process lists. "
             "Run `hf auth login` once, or set the HF_TOKEN environment variable; --push_to_hub uses it."
         )
+    if args.preemption_signal is not None:
+        with cli.flag_errors():
+            parse_signal(args.preemption_signal)
     if args.dataset_name is None and args.instance_data_root is None:
         raise cli.FlagError("Pass --dataset_name or --instance_data_root.")
     if args.training_mode == "lora" and (args.rank < 1 or args.lora_alpha <= 0):
@@ -477,6 +505,21 @@ def main(args):
         transformers.utils.logging.set_verbosity_error()
         diffusers.utils.logging.set_verbosity_error()
 
+    # A resumed run's settings against the checkpoint's record, before any weight loads or any file is written.
+    settings = run_settings(args, plan.alignment.depth if plan.alignment else None, accelerator.num_processes)
+    if plan.resume is not None:
+        with cli.flag_errors():
+            changed = check_resume(plan.resume, settings)
+        if changed:
+            logger.info(
+                "Resuming with changed settings, applied from the checkpoint's step on: "
+                + ", ".join(f"--{name} {recorded!r} -> {given!r}" for name, recorded, given in changed)
+            )
+
+    # SIGTERM (and --preemption_signal): finish the step, save a checkpoint, exit.
+    signals = [signal.SIGTERM] + ([parse_signal(args.preemption_signal)] if args.preemption_signal else [])
+    preemption = Preemption(signals).install()
+
     if args.seed is not None:
         set_seed(args.seed)
     # One seed orders the data on every process (the shuffle, crops, flips); a resumed run reads it from the checkpoint.
@@ -557,6 +600,7 @@ def main(args):
             data_order.save(output_dir)
             if alignment_weight is not None:
                 alignment_weight.save(output_dir)
+            save_run_settings(output_dir, settings)  # what a resumed run is compared with
 
     def load_model_hook(models, input_dir):
         while models:
@@ -721,8 +765,22 @@ def main(args):
     if probe and global_step == 0:
         log_probe(probe, args, accelerator, 0)  # where the alignment starts
 
+    def checkpoint(step):
+        return save_checkpoint(
+            args.output_dir,
+            step,
+            accelerator.save_state,
+            total_limit=args.checkpoints_total_limit,
+            is_main_process=accelerator.is_main_process,
+            wait_for_everyone=accelerator.wait_for_everyone,
+        )
+
+    def any_process(flag: bool) -> bool:
+        return bool(accelerator.gather(torch.tensor([flag], device=accelerator.device)).any())
+
     unreadable = UnreadableClips()  # each warned about and counted once
     nonfinite = NonFiniteBatches(args.max_nonfinite_steps)
+    corrupt = CorruptRows(len(train_dataset), args.max_corrupt_row_share)  # stops the run past the share
     running = RunningMeans()  # the loss terms over the batches of an optimizer step
     validation = {"paths": [], "prompts": []}
     model.train()
@@ -737,6 +795,7 @@ def main(args):
         for batch in epoch_loader:
             for clip, reason in unreadable.add(batch["skipped"]):
                 logger.warning(f"Skipping unreadable clip {clip}: {reason}", main_process_only=False)
+            corrupt.add(batch["corrupt_rows"])
             with accelerator.accumulate(model):
                 latents, conditioning = model_inputs(adapter, batch, dtype=weight_dtype)
                 terms, student = model(latents, conditioning)
@@ -788,15 +847,18 @@ def main(args):
                 step_start = time.perf_counter()
 
                 if global_step % args.checkpointing_steps == 0:
-                    saved = save_checkpoint(
-                        args.output_dir,
-                        global_step,
-                        accelerator.save_state,
-                        total_limit=args.checkpoints_total_limit,
-                        is_main_process=accelerator.is_main_process,
-                        wait_for_everyone=accelerator.wait_for_everyone,
+                    logger.info(f"Saved state to {checkpoint(global_step)}")
+                if preemption.requested(any_process if accelerator.num_processes > 1 else None):
+                    saved = Path(args.output_dir, f"checkpoint-{global_step}")
+                    if global_step % args.checkpointing_steps:
+                        saved = checkpoint(global_step)
+                    received = preemption.received or signal.SIGTERM  # another process's, if not this one's
+                    logger.warning(
+                        f"{received.name} received: stopped after step {global_step} and saved {saved}; continue "
+                        "with --resume_from_checkpoint latest."
                     )
-                    logger.info(f"Saved state to {saved}")
+                    accelerator.end_training()
+                    sys.exit(preempted_exit_status(received))
 
                 if validating and args.validation_steps and global_step % args.validation_steps == 0:
                     validate(global_step)
@@ -814,13 +876,16 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         trained = accelerator.unwrap_model(model)
-        trained.save_trained(args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
+        with disk_full_is_one_line("the final weights", args.output_dir, intact_checkpoints(args.output_dir)):
+            trained.save_trained(args.output_dir)  # as trained, in fp32: load it with dtype=torch.bfloat16
         if unreadable:
             logger.warning(
                 f"{len(unreadable)} unreadable clip(s) were skipped during training: {unreadable.summary()}"
             )
         if nonfinite.total:
             logger.warning(f"{nonfinite.total} batch(es) with a non-finite loss were skipped during training.")
+        if adapter.truncated_captions:
+            logger.warning(cli.translate(adapter.truncated_captions.summary()))
 
         # Final validation with a stock pipeline loaded from what was just saved, as a user would load it.
         if args.validation_prompt and args.num_validation_videos > 0:

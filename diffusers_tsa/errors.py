@@ -42,3 +42,8 @@ class VideoDecodeError(RuntimeError):
 class NonFiniteLossError(UsageError):
     """Training stopped: too many batches in a row had a non-finite loss (a teacher or clip giving NaN, or a
     learning rate too high); the message says what to check."""
+
+
+class DiskFullError(UsageError):
+    """A write that failed because the disk (or the user's quota) is full; the message says what was being written
+    and what is intact."""

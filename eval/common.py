@@ -205,6 +205,20 @@ def is_complete_video(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
+def decodes_as_expected(path: Path, num_frames: int, height: int, width: int) -> bool:
+    """Whether `path` is a complete video that decodes to `num_frames` RGB frames of `height x width`: a file that
+    was overwritten or cut short, or made with other sizes, is not."""
+    if not is_complete_video(path):
+        return False
+    import imageio.v3 as iio
+
+    try:
+        frames = iio.imread(path)
+    except Exception:  # noqa: BLE001 - any decoder failure means the video is not usable
+        return False
+    return tuple(frames.shape) == (num_frames, height, width, 3)
+
+
 def check_complete(records: Sequence[VideoRecord], generation_dir: Path) -> None:
     """Raise `EvalInputError` listing every video of `records` that is missing or empty under `generation_dir`."""
     missing = [r.file for r in records if not is_complete_video(generation_dir / r.file)]

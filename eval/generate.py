@@ -4,7 +4,8 @@ Writes `OUTPUT_DIR/videos/*.mp4`, named by the benchmark's protocol (VideoPhy's 
 one name get a hash of their prompt, see `video_filenames`; VBench's lie in one folder per prompt list, as VBench
 evaluates them, `videos/{folder}/{prompt}-{i}.mp4`), and `OUTPUT_DIR/manifest.csv` (prompt, generation
 prompt, file, seed, category, hard flag) that the evaluation commands read. Resumable: finished videos are skipped
-(each is written to a temporary file and renamed when complete), provided the settings that shape the videos are
+(each is written to a temporary file and renamed when complete; a file that does not decode to the expected frame
+count and size is generated again), provided the settings that shape the videos are
 those recorded in `OUTPUT_DIR/generation_settings.json` by the first run; other settings are refused. Shardable:
 `--shard i/n`, or launch with `accelerate launch -m eval.generate ...` to split the prompts across processes.
 
@@ -34,6 +35,7 @@ from .common import (
     VIDEOS_SUBDIR,
     EvalInputError,
     VideoRecord,
+    decodes_as_expected,
     exit_on_user_error,
     is_complete_video,
     logger,
@@ -315,7 +317,20 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     if args.manifest_only:
         return plan
     remove_stale_temporaries(out, plan[index::count])
-    todo = [r for r in plan[index::count] if not is_complete_video(out / r.file)]
+    todo = [
+        r
+        for r in plan[index::count]
+        if not decodes_as_expected(out / r.file, args.num_frames, args.height, args.width)
+    ]
+    broken = sum(is_complete_video(out / r.file) for r in todo)
+    if broken:
+        logger.warning(
+            "%d finished video(s) of this shard do not decode as %d frames of %dx%d: they are generated again",
+            broken,
+            args.num_frames,
+            args.height,
+            args.width,
+        )
     logger.info("%d videos planned, %d in this shard (%d/%d) still to generate", len(plan), len(todo), index, count)
     if not todo:
         return plan
@@ -323,6 +338,8 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     import torch
     from diffusers.utils import export_to_video
     from tqdm.auto import tqdm
+
+    from diffusers_tsa.storage import disk_full_is_one_line
 
     pipe = load_pipeline(spec, args, scheduler)
     settings = generation_settings(args, spec)
@@ -332,7 +349,13 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
         final = out / record.file
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}{_TMP_SUFFIX}")
-        export_to_video(rounded_frames(frames), str(tmp), fps=args.fps)
+        intact = f"the finished videos in {out} are intact and a rerun resumes after them"
+        with disk_full_is_one_line(record.file, out, intact):
+            try:
+                export_to_video(rounded_frames(frames), str(tmp), fps=args.fps)
+            except Exception:
+                tmp.unlink(missing_ok=True)
+                raise
         os.replace(tmp, final)
     return plan
 

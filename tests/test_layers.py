@@ -18,7 +18,7 @@ PACKAGE = "diffusers_tsa"
 
 #: (layer, module prefixes), bottom first; a module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("diffusers_tsa.errors", "diffusers_tsa.paths", "diffusers_tsa.compat")),
+    ("errors", ("diffusers_tsa.errors", "diffusers_tsa.paths", "diffusers_tsa.compat", "diffusers_tsa.storage")),
     (
         "method core",
         (

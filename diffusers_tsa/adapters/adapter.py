@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from ..compat import dtype_argument
+from ..data.truncation import TruncatedCaptions
 from ..errors import ModelLayoutError
 from ..hooks import BlockFeatureExtractor, unwrap_model
 from .options import TrainingOptions
@@ -99,6 +100,8 @@ class ModelAdapter(abc.ABC):
         #: What trains: `None` until chosen, then `"lora"` (`add_lora`) or `"full"` (`enable_full_training`); it says
         #: what `save_trained` writes and `load_trained` reads.
         self.training_mode: str | None = None
+        #: The captions `text_encoder_outputs` truncated to the text length, for the end-of-run log.
+        self.truncated_captions = TruncatedCaptions()
 
     @contextlib.contextmanager
     def encoders_loaded(self) -> Iterator[None]:
@@ -265,7 +268,10 @@ class ModelAdapter(abc.ABC):
         """`latent_moments` -> one latent sample `mean + exp(logvar / 2) * eps`, `(B, C', F, H', W')`, in the layout
         `diffusion_loss` takes (families override the layout), in the moments' dtype and on their device."""
         mean, logvar = moments.chunk(2, dim=1)
-        return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        # Drawn contiguously, whatever the moments' memory layout (NOVA's VAE gives channels-last ones): the noise
+        # of a sample is then the same from a video as from its precomputed moments, for the same seed.
+        noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+        return mean + torch.exp(0.5 * logvar) * noise
 
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
         """Clips `(B, T, C, H, W)` in [-1, 1] -> latents in the layout `diffusion_loss` takes."""
@@ -299,6 +305,16 @@ class ModelAdapter(abc.ABC):
         pixels = decoded if isinstance(decoded, torch.Tensor) else decoded.sample
         return rearrange(pixels, "b c t h w -> b t c h w").clamp(-1.0, 1.0)
 
+    def tokenize(self, prompts: list[str], max_length: int, **kwargs) -> Any:
+        """`prompts` tokenized as the family's pipeline does, padded and truncated to `max_length` (`**kwargs` go
+        to the tokenizer); the captions that did not fit are counted in `truncated_captions`."""
+        add_special_tokens = kwargs.get("add_special_tokens", True)
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=add_special_tokens).input_ids]
+        self.truncated_captions.add(prompts, lengths, max_length)
+        return self.tokenizer(
+            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt", **kwargs
+        )
+
     @abc.abstractmethod
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> what the frozen text encoder gives for them, one `(B, ...)` tensor per name (e.g.
@@ -306,7 +322,7 @@ class ModelAdapter(abc.ABC):
 
     def conditioning(self, outputs: dict[str, torch.Tensor]) -> Any:
         """`text_encoder_outputs` -> the text conditioning `diffusion_loss` takes: here `prompt_embeds`; families
-        whose conditioning is a tuple, or uses trained weights (NOVA's null rows), override it."""
+        whose conditioning is a tuple, or uses the transformer's own tensors (NOVA's null rows), override it."""
         return outputs["prompt_embeds"]
 
     def encode_prompts(self, prompts: list[str]) -> Any:

@@ -245,14 +245,7 @@ class CogVideoXAdapter(ModelAdapter):
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, T5 embeddings `(B, max_text_seq_length, D)`, padded as the pipeline pads
         them (`options.max_sequence_length` is the spec's `max_text_seq_length`)."""
-        tokens = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.options.max_sequence_length,
-            truncation=True,
-            add_special_tokens=True,
-            return_tensors="pt",
-        )
+        tokens = self.tokenize(prompts, self.options.max_sequence_length, add_special_tokens=True)
         return {"prompt_embeds": self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]}
 
     def pad_latent_frames(self, latents: torch.Tensor) -> torch.Tensor:

@@ -204,14 +204,7 @@ class LTXVideoAdapter(ModelAdapter):
     def text_encoder_outputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Captions -> `prompt_embeds`, T5 embeddings `(B, L, D)`, and `prompt_attention_mask` `(B, L)`, padded as
         `LTXPipeline` pads them to `L = options.max_sequence_length` tokens (by default the pipeline's 128)."""
-        tokens = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.options.max_sequence_length,
-            truncation=True,
-            add_special_tokens=True,
-            return_tensors="pt",
-        )
+        tokens = self.tokenize(prompts, self.options.max_sequence_length, add_special_tokens=True)
         device = self.text_encoder.device
         embeds = self.text_encoder(tokens.input_ids.to(device))[0]
         return {"prompt_embeds": embeds, "prompt_attention_mask": tokens.attention_mask.bool().to(device)}

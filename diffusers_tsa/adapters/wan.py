@@ -335,14 +335,11 @@ class WanAdapter(ModelAdapter):
         zeroed."""
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
-        tokens = self.tokenizer(
+        tokens = self.tokenize(
             [prompt_clean(prompt) for prompt in prompts],
-            padding="max_length",
-            max_length=self.options.max_sequence_length,
-            truncation=True,
+            self.options.max_sequence_length,
             add_special_tokens=True,
             return_attention_mask=True,
-            return_tensors="pt",
         )
         device = self.text_encoder.device
         mask = tokens.attention_mask.to(device)

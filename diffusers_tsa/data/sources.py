@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 
 from ..errors import DatasetError
 from ..paths import check_local_path
@@ -63,11 +64,30 @@ def _load_table(
     if os.path.isdir(dataset_name) and any(
         (Path(dataset_name) / marker).is_file() for marker in ("state.json", "dataset_dict.json")
     ):
-        loaded = datasets.load_from_disk(dataset_name)
+        try:
+            loaded = datasets.load_from_disk(dataset_name)
+        except (OSError, pa.ArrowException) as err:  # a data file missing, truncated or not Arrow
+            raise DatasetError(
+                f"`dataset_name={dataset_name!r}` cannot be read: {damaged_file(Path(dataset_name), err)}; "
+                "precompute it again with `python -m diffusers_tsa.features` (or save it again)."
+            ) from None
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
     return datasets.load_dataset(
         dataset_name, dataset_config_name, split=split, cache_dir=cache_dir, revision=revision
     )
+
+
+def damaged_file(folder: Path, err: BaseException) -> str:
+    """Which data file of the `save_to_disk` folder `folder` failed to load with `err`, and how."""
+    if isinstance(err, FileNotFoundError) and err.filename:
+        return f"its data file {err.filename} is missing"
+    for path in sorted(folder.glob("*.arrow")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (OSError, pa.ArrowException) as bad:
+            return f"its data file {path} is damaged or cut short ({bad})"
+    return f"one of its files is damaged ({err})"
 
 
 def _find_column(table: datasets.Dataset, argument: str, column: str, standard: str) -> str:

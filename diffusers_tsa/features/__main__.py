@@ -7,6 +7,10 @@ One GPU or many (`accelerate launch -m diffusers_tsa.features ...`): each proces
 process merges them into one dataset, written as `write_precomputed` says (it loads with `datasets.load_dataset(folder)`
 and `datasets.load_from_disk(folder)["train"]`, and `--push_to_hub` makes it a Hub dataset repository) for the training
 script's `--dataset_name`.
+
+The output folder is checked (a folder, writable) before any model loads, and for free space before the compute; it
+is locked for the run (as training's), and written under a temporary name beside it, renamed into place only when
+complete: a failed or killed rerun leaves an existing dataset as it was.
 """
 
 from __future__ import annotations
@@ -15,15 +19,19 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable, Sequence
 
 import datasets
 import torch
 
 from .. import cli
 from ..adapters import ADAPTERS
+from ..data import ClipSpec
 from ..errors import DatasetError
-from ..teachers import load_teacher, teacher_config, teacher_geometry
-from ..training.plan import clip_spec, load_dataset, plan_student, teacher_input
+from ..storage import check_free_space, check_output_folder, disk_full_is_one_line
+from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
+from ..training.output_lock import LOCK_FILE, OutputDirLock
+from ..training.plan import StudentPlan, clip_spec, load_dataset, plan_student, teacher_input
 from . import STORAGE_DTYPES, ModelInputs, Precompute, TeacherFeatures
 
 
@@ -124,6 +132,66 @@ def push_precomputed(output_dir: Path, repo_id: str) -> str:
     return repo_id
 
 
+def write_dataset(
+    mapped: datasets.Dataset,
+    output_dir: Path,
+    state,
+    what: str,
+    verify: Callable[[datasets.Dataset], None] | None = None,
+) -> None:
+    """Writes the mapped table (this process's shard of it) as one precomputed dataset at `output_dir`
+    (`write_precomputed`), atomically.
+
+    Every process saves its shard beside the target (`NAME.shards/`); the main process merges them into
+    `NAME.partial/`, checks it (`verify`), then swaps it with `output_dir` (an existing dataset there is replaced
+    only now). A failure removes what it wrote and leaves `output_dir` as it was; a full disk is one `DiskFullError`
+    saying so.
+
+    Args:
+        mapped (`datasets.Dataset`): this process's rows with the precomputed columns.
+        output_dir (`Path`): the dataset folder (locked by the caller).
+        state (`accelerate.PartialState`): the processes.
+        what (`str`): what the dataset holds, for its card.
+        verify (`Callable[[datasets.Dataset], None]`, *optional*): called by the main process on the complete
+            dataset before it takes the place of the old one; what it raises leaves the old one in place.
+    """
+    partial, shards = (output_dir.with_name(output_dir.name + suffix) for suffix in (".partial", ".shards"))
+    existing = output_dir.is_dir() and any(
+        (output_dir / name).is_file() for name in ("dataset_dict.json", "state.json")
+    )
+    intact = (
+        f"the dataset already in {output_dir} is unchanged" if existing else f"nothing was written to {output_dir}"
+    )
+    try:
+        with disk_full_is_one_line(f"the precomputed dataset beside {output_dir}", output_dir.parent, intact):
+            if state.num_processes == 1:
+                write_precomputed(mapped, partial, what)
+            else:
+                mapped.save_to_disk(shards / f"{state.process_index:05d}")
+                state.wait_for_everyone()
+                if state.is_main_process:
+                    parts = [datasets.load_from_disk(shards / f"{rank:05d}") for rank in range(state.num_processes)]
+                    write_precomputed(datasets.concatenate_datasets(parts), partial, what)
+        if state.is_main_process and verify is not None:
+            verify(datasets.load_from_disk(partial)["train"])
+    except BaseException:
+        if state.is_main_process:
+            remove_partials([partial, shards])
+        raise
+    if state.is_main_process:
+        replaced = output_dir.with_name(output_dir.name + ".replaced")
+        if output_dir.exists():
+            output_dir.rename(replaced)
+        partial.rename(output_dir)
+        remove_partials([replaced, shards])
+
+
+def remove_partials(paths: Sequence[Path]) -> None:
+    """Removes what a killed or failed write left (`write_dataset`'s temporary folders)."""
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
@@ -138,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         clip = clip_spec(args)
         TeacherFeatures.check_settings(clip, storage_dtype=args.storage_dtype, mask_ratio=args.tsa_mask_ratio)
-        student = geometry = None
+        student = geometry = config = None
         if args.pretrained_model_name_or_path is not None:
             student = plan_student(args, clip.num_frames, clip.height, clip.width)
         teacher_options = {
@@ -152,7 +220,37 @@ def main(argv: list[str] | None = None) -> None:
             geometry = teacher_geometry(
                 args.teacher_model_name_or_path, teacher_input(args, clip, config, spec), config
             )
+        output_dir = Path(args.output_dir)
+        check_output_folder(output_dir, "output_dir")
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU runs use gloo across processes
+    if state.is_main_process:
+        # One precompute (or training run) per folder; what a killed run left beside it goes first.
+        created = not output_dir.exists()
+        with cli.flag_errors():
+            lock = OutputDirLock(output_dir, purpose="precompute").acquire()
+        remove_partials([output_dir.with_name(output_dir.name + s) for s in (".partial", ".shards", ".replaced")])
+    try:
+        precompute(args, state, clip, student, geometry, config, teacher_options, output_dir)
+    except BaseException:
+        if state.is_main_process and created and [p.name for p in output_dir.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(output_dir)  # the folder this run made for its lock alone
+        raise
+    finally:
+        if state.is_main_process:
+            lock.release()
+
+
+def precompute(
+    args: argparse.Namespace,
+    state,
+    clip: ClipSpec,
+    student: StudentPlan | None,
+    geometry: TeacherGeometry | None,
+    config,
+    teacher_options: dict,
+    output_dir: Path,
+) -> None:
+    """Loads the frozen models, maps the table and writes it (`write_dataset`), as `main` planned and checked."""
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
     transforms = []
@@ -197,35 +295,37 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     transform = transforms[0] if len(transforms) == 1 else Precompute(transforms)
+    bytes_per_clip = sum(t.bytes_per_clip for t in transforms)
+    with cli.flag_errors():  # before the compute: the sizes are known once the models are
+        check_free_space(output_dir.parent, bytes_per_clip * len(table), "output_dir", f"{len(table)} clips")
+    shard = (
+        table.shard(state.num_processes, state.process_index, contiguous=True) if state.num_processes > 1 else table
+    )
     what = " and ".join(t.description for t in transforms)
-    output_dir = Path(args.output_dir)
-    if state.num_processes == 1:
-        write_precomputed(transform.map(table, batch_size=args.batch_size), output_dir, what)
-    else:
-        shard_dir = output_dir.with_name(output_dir.name + ".shards")
-        shard = table.shard(state.num_processes, state.process_index, contiguous=True)
-        transform.map(shard, batch_size=args.batch_size).save_to_disk(shard_dir / f"{state.process_index:05d}")
-        state.wait_for_everyone()
-        if state.is_main_process:
-            parts = [datasets.load_from_disk(shard_dir / f"{rank:05d}") for rank in range(state.num_processes)]
-            write_precomputed(datasets.concatenate_datasets(parts), output_dir, what)
-            shutil.rmtree(shard_dir)
+
+    def usable(saved: datasets.Dataset) -> int:
+        return sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
+
+    def some_usable(saved: datasets.Dataset) -> None:
+        if usable(saved) == 0:
+            raise DatasetError(
+                f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` "
+                "and the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
+            )
+
+    write_dataset(transform.map(shard, batch_size=args.batch_size), output_dir, state, what, verify=some_usable)
     state.wait_for_everyone()
     saved = datasets.load_from_disk(output_dir)["train"]
-    usable = sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
-    if usable == 0:
-        raise DatasetError(
-            f"None of the {len(saved)} clips gave usable {what} (see the warnings above): check `video_column` and "
-            "the clip paths, and that the clips have `ClipSpec.max_num_frames` frames."
-        )
+    if student is not None and adapter.truncated_captions:
+        logger.warning(cli.translate(adapter.truncated_captions.summary()))
     if state.is_main_process:
         logger.info(
             "Wrote %d clips (%d unusable) to %s: %s, %d bytes per clip.",
             len(saved),
-            len(saved) - usable,
+            len(saved) - usable(saved),
             output_dir,
             what,
-            sum(t.bytes_per_clip for t in transforms),
+            bytes_per_clip,
         )
         if args.push_to_hub:
             logger.info(

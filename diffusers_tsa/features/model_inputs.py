@@ -20,18 +20,19 @@ from ..adapters.spec import ModelSpec
 from ..data import ClipSpec, describe_source
 from ..data.columns import (
     CAPTION,
+    INPUTS_CHECKSUM_COLUMN,
     INPUTS_SETTINGS_COLUMN,
     INPUTS_VALID_COLUMN,
     LATENTS_COLUMN,
     training_caption,
 )
-from .transform import STORAGE_DTYPES, ClipTransform, array_feature, storage_bytes, to_storage
+from .transform import STORAGE_DTYPES, ClipTransform, array_feature, row_checksum, storage_bytes, to_storage
 
 
 logger = logging.getLogger(__name__)
 
 #: The version of the stored model-input columns, recorded in their settings; raised when their meaning changes.
-INPUTS_FORMAT_VERSION = 1
+INPUTS_FORMAT_VERSION = 2
 
 
 def model_identity_of(spec: ModelSpec) -> dict:
@@ -52,7 +53,8 @@ class ModelInputs(ClipTransform):
     log-variance, on the channels: `ModelAdapter.latent_moments`), one column per text-encoder output
     (`ModelAdapter.text_encoder_outputs`: `prompt_embeds` `(L, D)`, and `prompt_attention_mask` `(L,)` where the family
     has one), stored in `storage_dtype` (masks as they are); `inputs_valid` bool; and `inputs_settings`, the JSON of
-    `settings()` on every row, which training compares with its own flags. A row whose clip cannot be read, or whose
+    `settings()` on every row, which training compares with its own flags; `inputs_checksum`, the CRC-32 of the row's
+    stored inputs (`row_checksum`, the columns by sorted name), which training checks when it reads the row. A row whose clip cannot be read, or whose
     values are not finite once stored, gets `inputs_valid = False` and empty columns (logged, counted in
     `num_invalid`).
 
@@ -105,6 +107,7 @@ class ModelInputs(ClipTransform):
                 },
                 INPUTS_VALID_COLUMN: datasets.Value("bool"),
                 INPUTS_SETTINGS_COLUMN: datasets.Value("string"),
+                INPUTS_CHECKSUM_COLUMN: datasets.Value("int64"),
             }
         )
         self.settings_json = json.dumps(self.settings(), sort_keys=True)
@@ -169,4 +172,10 @@ class ModelInputs(ClipTransform):
                     )
         valid = [value is not None for value in out[LATENTS_COLUMN]]
         self.num_invalid += len(valid) - sum(valid)
-        return {**out, INPUTS_VALID_COLUMN: valid, INPUTS_SETTINGS_COLUMN: [self.settings_json] * len(valid)}
+        checksums = [row_checksum([out[name][row] for name in sorted(out)]) for row in range(len(valid))]
+        return {
+            **out,
+            INPUTS_VALID_COLUMN: valid,
+            INPUTS_SETTINGS_COLUMN: [self.settings_json] * len(valid),
+            INPUTS_CHECKSUM_COLUMN: checksums,
+        }

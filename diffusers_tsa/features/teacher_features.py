@@ -13,17 +13,17 @@ import numpy as np
 import torch
 
 from ..data import ClipSpec, describe_source
-from ..data.columns import FEATURES_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, VALID_COLUMN
+from ..data.columns import FEATURES_CHECKSUM_COLUMN, FEATURES_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, VALID_COLUMN
 from ..loss_registry import MTSAOptions, check_option, registered_options
 from ..masking import motion_saliency_mask
 from ..teachers import VideoTeacher
-from .transform import STORAGE_DTYPES, ClipTransform, from_storage, storage_bytes, to_storage
+from .transform import STORAGE_DTYPES, ClipTransform, from_storage, row_checksum, storage_bytes, to_storage
 
 
 logger = logging.getLogger(__name__)
 
 #: The version of the stored teacher columns, recorded in their settings; raised when their meaning changes.
-FEATURES_FORMAT_VERSION = 2
+FEATURES_FORMAT_VERSION = 3
 
 
 @torch.no_grad()
@@ -71,7 +71,8 @@ class TeacherFeatures(ClipTransform):
     Added columns: `teacher_features` `(F, H, W, C)` (float16, float32, or bfloat16 bits as uint16), `motion_mask`
     `(F, H, W)` bool, `teacher_valid` bool, and `teacher_settings`, the JSON of `settings()` on every row, so that
     the settings travel with the data however it is mapped, saved, sharded or concatenated (training refuses
-    features whose settings are missing or differ from its own).
+    features whose settings are missing or differ from its own); and `teacher_checksum`, the CRC-32 of the row's
+    stored features and mask (`row_checksum`), which training checks when it reads the row.
 
     The transform works with a plain `dataset.map(tf, batched=True)` too; `map` adds the column types and a cache
     fingerprint that changes with every setting. `Precompute([ModelInputs(...), tf])` adds the latents and prompt
@@ -119,6 +120,7 @@ class TeacherFeatures(ClipTransform):
                 MASK_COLUMN: datasets.Array3D(grid, "bool"),
                 VALID_COLUMN: datasets.Value("bool"),
                 SETTINGS_COLUMN: datasets.Value("string"),
+                FEATURES_CHECKSUM_COLUMN: datasets.Value("int64"),
             }
         )
         self.settings_json = json.dumps(self.settings(), sort_keys=True)
@@ -178,4 +180,5 @@ class TeacherFeatures(ClipTransform):
             MASK_COLUMN: masks,
             VALID_COLUMN: valid,
             SETTINGS_COLUMN: [self.settings_json] * len(valid),
+            FEATURES_CHECKSUM_COLUMN: [row_checksum([f, m]) for f, m in zip(features, masks)],
         }

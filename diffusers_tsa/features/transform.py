@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -59,6 +60,17 @@ def from_storage(values: np.ndarray) -> torch.Tensor:
     if values.dtype == np.uint16:
         return torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(values)
+
+
+def row_checksum(values: Sequence[np.ndarray | None]) -> int | None:
+    """The CRC-32 of a row's stored arrays, in the order given, as stored (dtype and bytes); `None` for a row
+    without values (unusable). Cheap beside decoding or the GPU step (see `benchmarks/bench_row_checksum.py`)."""
+    if any(value is None for value in values):
+        return None
+    checksum = 0
+    for value in values:
+        checksum = zlib.crc32(np.ascontiguousarray(value).view(np.uint8), checksum)
+    return checksum
 
 
 def stored_value(row: pa.Table, column: str) -> np.ndarray:

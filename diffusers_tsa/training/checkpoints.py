@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import UsageError
+from ..storage import disk_full_is_one_line
 
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,17 @@ def check_checkpoint(path: str | Path, required: Iterable[str]) -> None:
         )
 
 
+def intact_checkpoints(output_dir: str | Path) -> str:
+    """What a failed write in `output_dir` leaves intact, for its error: the newest complete checkpoint, if any."""
+    checkpoints = list_checkpoints(output_dir)
+    if not checkpoints:
+        return "no checkpoint of this run was written before it"
+    return (
+        f"{checkpoints[-1].name}, the newest complete checkpoint, is intact (resume from it with "
+        "`resume_from_checkpoint='latest'`)"
+    )
+
+
 def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> None:
     """Removes the oldest complete checkpoints so that at most `total_limit` remain."""
     if total_limit is None:
@@ -94,14 +106,24 @@ def save_checkpoint(
 ) -> Path:
     """Writes `checkpoint-{step}` atomically with `save_state` (e.g. `accelerator.save_state`), called on every
     process. The main process first removes partial folders of killed runs; once the new checkpoint is complete and
-    renamed into place, it prunes the oldest beyond `total_limit`."""
+    renamed into place, it prunes the oldest beyond `total_limit`.
+
+    Raises:
+        `DiskFullError`: the disk filled up while writing; the partial folder is removed and the message names the
+            newest complete checkpoint, which is intact.
+    """
     final = Path(output_dir) / f"checkpoint-{step}"
     partial = final.with_name(final.name + _PARTIAL_SUFFIX)
     if is_main_process:
         for stale in Path(output_dir).glob(f"checkpoint-*{_PARTIAL_SUFFIX}"):
             shutil.rmtree(stale, ignore_errors=True)
     wait_for_everyone()
-    save_state(str(partial))
+    with disk_full_is_one_line(f"checkpoint-{step}", output_dir, intact_checkpoints(output_dir)):
+        try:
+            save_state(str(partial))
+        except Exception:
+            shutil.rmtree(partial, ignore_errors=True)  # half a checkpoint is never left to resume from
+            raise
     wait_for_everyone()
     if is_main_process:
         replaced = final.with_name(final.name + ".replaced")

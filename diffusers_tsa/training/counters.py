@@ -3,7 +3,7 @@ the running means of the loss terms over the batches of one optimizer step."""
 
 from __future__ import annotations
 
-from ..errors import NonFiniteLossError
+from ..errors import DatasetError, NonFiniteLossError
 
 
 class UnreadableClips:
@@ -28,6 +28,33 @@ class UnreadableClips:
         """The clips, sorted, the first `limit` of them by name."""
         names = sorted(self.reasons)
         return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+class CorruptRows:
+    """The precomputed rows that failed their checksum or could not be read (each counted once); training stops when
+    more than `max_share` of the table's rows are among them.
+
+    Args:
+        num_rows (`int`): the rows of the training table.
+        max_share (`float`): the share of corrupt rows that is still trained around (`max_corrupt_row_share`).
+    """
+
+    def __init__(self, num_rows: int, max_share: float):
+        self.num_rows, self.max_share = num_rows, max_share
+        self.rows: set[str] = set()
+
+    def add(self, rows: list[str]) -> None:
+        """Records a batch's `corrupt_rows`; raises `DatasetError` once more than `max_share` of the rows are."""
+        self.rows.update(rows)
+        if len(self.rows) > self.max_share * self.num_rows:
+            raise DatasetError(
+                f"{len(self.rows)} of the {self.num_rows} precomputed rows are corrupt (more than "
+                f"`max_corrupt_row_share={self.max_share}`), e.g. {sorted(self.rows)[0]}: the precomputed dataset is "
+                "damaged; precompute it again with `python -m diffusers_tsa.features`."
+            )
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class NonFiniteBatches:

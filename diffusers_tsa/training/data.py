@@ -5,21 +5,39 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ..adapters.adapter import ModelAdapter
 from ..data import CAPTION, VIDEO, ClipSpec, read_video
-from ..data.columns import INPUTS_VALID_COLUMN, LATENTS_COLUMN, MASK_COLUMN, VALID_COLUMN, training_caption
+from ..data.columns import (
+    FEATURES_CHECKSUM_COLUMN,
+    INPUTS_CHECKSUM_COLUMN,
+    INPUTS_VALID_COLUMN,
+    LATENTS_COLUMN,
+    MASK_COLUMN,
+    VALID_COLUMN,
+    training_caption,
+)
 from ..errors import DatasetError, VideoDecodeError
-from ..features.transform import from_storage, stored_value
+from ..features.transform import from_storage, row_checksum, stored_value
 
 
 logger = logging.getLogger(__name__)
+
+
+class _CorruptRow(Exception):
+    """A precomputed row that cannot be read or fails its checksum: `source` names the file and row."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason = source, reason
 
 
 class DataOrder:
@@ -81,7 +99,9 @@ class TrainingClips(torch.utils.data.Dataset):
     and count as distinct clips. An empty caption trains as `""`, as caption dropout does.
 
     Precomputed columns (`TeacherFeatures`, `ModelInputs`) come in their stored dtype (float16 and bfloat16 stay 2
-    bytes a value up to the device); rows marked unusable in them are dropped here. When nothing needs the pixels
+    bytes a value up to the device); rows marked unusable in them are dropped here. Each row read is checked against
+    the checksum the precompute stored with it: a row that fails it, or cannot be read, is skipped as an unreadable
+    clip is (named by file and row in `"skipped"`, and listed in `"corrupt_rows"` for `CorruptRows` to count). When nothing needs the pixels
     (`decode_videos=False`: the latents are precomputed and the teacher features too, or there is no alignment term),
     no clip is decoded at all.
 
@@ -129,7 +149,11 @@ class TrainingClips(torch.utils.data.Dataset):
         if self.num_empty_captions:
             logger.warning(f'{self.num_empty_captions} of {len(table)} captions are empty: they train as "".')
         self.features_column, self.inputs_columns = features_column, list(inputs_columns)
-        tensors = ([features_column, MASK_COLUMN] if features_column is not None else []) + self.inputs_columns
+        tensors = ([features_column, MASK_COLUMN, FEATURES_CHECKSUM_COLUMN] if features_column is not None else []) + (
+            [*self.inputs_columns, INPUTS_CHECKSUM_COLUMN] if self.inputs_columns else []
+        )
+        files = sorted({f["filename"] for f in table.cache_files})
+        self.source = files[0] if len(files) == 1 else (os.path.dirname(files[0]) if files else "the dataset")
         self.records = table.select_columns([CAPTION, VIDEO])
         self.arrays = table.select_columns(tensors).with_format("arrow") if tensors else None
         self.clip, self.decode_videos = clip, decode_videos
@@ -150,29 +174,58 @@ class TrainingClips(torch.utils.data.Dataset):
         yield from (int(row) for row in torch.randperm(len(self), generator=generator) if row != index)
 
     def _stored(self, row: int) -> dict:
-        """The precomputed tensors of `row`, in their stored dtype."""
+        """The precomputed tensors of `row`, in their stored dtype, checked against their stored checksums.
+
+        Raises:
+            `_CorruptRow`: the row cannot be read, or its values are not those the precompute wrote.
+        """
         if self.arrays is None:
             return {}
-        arrays = self.arrays[row]
+        groups = []
+        if self.features_column is not None:
+            groups.append(("teacher features", [self.features_column, MASK_COLUMN], FEATURES_CHECKSUM_COLUMN))
+        if self.inputs_columns:
+            groups.append(("latents and prompt embeddings", sorted(self.inputs_columns), INPUTS_CHECKSUM_COLUMN))
+        try:
+            arrays = self.arrays[row]
+            values = {name: stored_value(arrays, name) for _, names, _ in groups for name in names}
+            checksums = {column: arrays.column(column)[0].as_py() for _, _, column in groups}
+        except (OSError, pa.ArrowException, IndexError, ValueError) as err:
+            raise _CorruptRow(f"{self.source} row {row}", f"its precomputed values cannot be read ({err}).") from None
+        for what, names, column in groups:
+            if row_checksum([values[name] for name in names]) != checksums[column]:
+                raise _CorruptRow(
+                    f"{self.source} row {row}",
+                    f"its {what} do not match the checksum stored with them (the file is damaged); precompute "
+                    "again with `python -m diffusers_tsa.features`.",
+                )
         example = {}
         if self.features_column is not None:
-            example["teacher_features"] = from_storage(stored_value(arrays, self.features_column))
-            example["motion_mask"] = from_storage(stored_value(arrays, MASK_COLUMN))
+            example["teacher_features"] = from_storage(values[self.features_column])
+            example["motion_mask"] = from_storage(values[MASK_COLUMN])
         if self.inputs_columns:
-            example[LATENTS_COLUMN] = from_storage(stored_value(arrays, LATENTS_COLUMN))
+            example[LATENTS_COLUMN] = from_storage(values[LATENTS_COLUMN])
             example["text"] = {
-                name: from_storage(stored_value(arrays, name))
-                for name in self.inputs_columns
-                if name != LATENTS_COLUMN
+                name: from_storage(values[name]) for name in self.inputs_columns if name != LATENTS_COLUMN
             }
         return example
 
     def __getitem__(self, index: int) -> dict:
         generator = self.order.generator(index)
-        skipped = []
+        skipped, corrupt = [], []
         for row in self._rows(index, generator):
+            try:
+                stored = self._stored(row)
+            except _CorruptRow as err:
+                skipped.append((err.source, err.reason))
+                corrupt.append(err.source)
+                continue
             record = self.records[row]
-            example = {"caption": training_caption(record[CAPTION], self.id_token), "skipped": skipped}
+            example = {
+                "caption": training_caption(record[CAPTION], self.id_token),
+                "skipped": skipped,
+                "corrupt_rows": corrupt,
+            }
             if self.decode_videos:
                 try:
                     video = read_video(record[VIDEO], self.clip, generator=generator)
@@ -182,7 +235,7 @@ class TrainingClips(torch.utils.data.Dataset):
                 if self.random_flip and torch.rand((), generator=generator) < 0.5:
                     video = video.flip(-1)
                 example["video"] = video
-            return {**example, **self._stored(row)}
+            return {**example, **stored}
         raise DatasetError(
             f"None of the {len(self)} clips can be read, e.g. {skipped[0][0]!r}: {skipped[0][1]} Check the video "
             "paths (`video_column`) and `ClipSpec.max_num_frames`."
@@ -191,10 +244,11 @@ class TrainingClips(torch.utils.data.Dataset):
 
 def collate_examples(examples: list[dict]) -> dict:
     """Stacks examples into a batch: `videos` `(B, T, C, H, W)` (when decoded), `captions`, `skipped` (every `(clip,
-    reason)`), and the precomputed columns when present (`text` stays a dict of stacked tensors)."""
+    reason)`), `corrupt_rows` (the precomputed rows among them), and the precomputed columns when present (`text` stays a dict of stacked tensors)."""
     batch = {
         "captions": [e["caption"] for e in examples],
         "skipped": [pair for e in examples for pair in e["skipped"]],
+        "corrupt_rows": [row for e in examples for row in e["corrupt_rows"]],
     }
     if "video" in examples[0]:
         batch["videos"] = torch.stack([e["video"] for e in examples])

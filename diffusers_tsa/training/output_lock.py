@@ -1,4 +1,4 @@
-"""One training run per output folder: an exclusive lock held for the run's life.
+"""One training run (or precompute) per output folder: an exclusive lock held for the run's life.
 
 The lock is the operating system's (`flock`, or `msvcrt.locking` on Windows), so it ends with its process: the lock
 of a killed run is free again, and kill-and-resume works. The file also says who holds it, for the message a second
@@ -37,10 +37,14 @@ class OutputDirLock:
 
     Args:
         output_dir (`str` or `os.PathLike`): the training run's output folder (created if needed).
+        purpose (`str`, defaults to `"training run"`): what holds the lock, for the message another one gets
+            (`"precompute"` for `python -m diffusers_tsa.features`; both lock the same file, so neither can write
+            into a folder the other is writing).
     """
 
-    def __init__(self, output_dir: str | os.PathLike):
+    def __init__(self, output_dir: str | os.PathLike, purpose: str = "training run"):
         self.output_dir = Path(output_dir)
+        self.purpose = purpose
         self._file: IO | None = None
 
     def acquire(self) -> OutputDirLock:
@@ -51,16 +55,17 @@ class OutputDirLock:
             _try_lock(file)
         except OSError:
             file.seek(0)
-            holder = file.read().strip() or "another process"
+            holder, _, purpose = file.read().strip().partition("\n")
+            holder, purpose = holder or "another process", purpose or "training run"
             file.close()
             raise UsageError(
-                f"`output_dir={str(self.output_dir)!r}` is in use by another training run ({holder}): two runs in "
-                "one folder overwrite each other's checkpoints. Wait for it to end or stop it, or choose another "
+                f"`output_dir={str(self.output_dir)!r}` is in use by another {purpose} ({holder}): two runs in "
+                "one folder overwrite each other's outputs. Wait for it to end or stop it, or choose another "
                 "output folder."
             ) from None
         file.seek(0)
         file.truncate()
-        file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        file.write(f"process {os.getpid()} on {socket.gethostname()}\n{self.purpose}\n")
         file.flush()
         self._file = file
         return self

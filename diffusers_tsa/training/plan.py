@@ -38,6 +38,7 @@ from .alignment import AlignmentConfig
 from .checkpoints import ACCELERATE_FILES, check_checkpoint, resolve_checkpoint
 from .data import DataOrder
 from .presets import AlignmentPreset, get_preset
+from .resume import RUN_SETTINGS_FILE
 
 
 def clip_spec(args: argparse.Namespace) -> ClipSpec:
@@ -367,7 +368,14 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     if resume is not None:  # every file the resumed run loads, present and not empty
         projector = (*PROJECTOR_FILES, AlignmentWeight.FILE_NAME) if alignment is not None else ()
         check_checkpoint(
-            resume, [*spec.saved_files(args.training_mode), *projector, DataOrder.FILE_NAME, *ACCELERATE_FILES]
+            resume,
+            [
+                *spec.saved_files(args.training_mode),
+                *projector,
+                DataOrder.FILE_NAME,
+                RUN_SETTINGS_FILE,
+                *ACCELERATE_FILES,
+            ],
         )
     preset = get_preset(args.alignment_preset) if getattr(args, "alignment_preset", None) else None
     fps = args.fps or spec.fps

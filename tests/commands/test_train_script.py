@@ -766,6 +766,48 @@ def test_a_run_resumed_inside_an_epoch_ends_bit_identical_to_an_uninterrupted_on
     assert not (tmp_path / "resumed" / "validation").exists()
 
 
+def files_of(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_preempted_run_saves_refuses_other_settings_and_resumes_bit_identical(tiny, tmp_path):
+    """The user's signal (SIGUSR1) mid-run: the step ends, a checkpoint is saved, one line is logged and the exit
+    status is not 0. A resume with another --rank is refused before any weight loads and changes no file; the resume
+    with the run's settings (and more steps, which is applied and logged) ends bit-identical to an uninterrupted
+    run. The script runs without `accelerate launch`, so that the signal reaches the training process alone."""
+    out, log_file = tmp_path / "preempted", tmp_path / "preempted.log"
+    command = [sys.executable, str(SCRIPT), *common_flags(tiny, out), "--max_train_steps", "400"]
+    with log_file.open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--preemption_signal", "SIGUSR1"], stdout=log, stderr=subprocess.STDOUT, env=offline_env()
+        )
+        deadline = time.time() + 300
+        while "***** Running training *****" not in log_file.read_text() and time.time() < deadline:
+            assert process.poll() is None, log_file.read_text()[-4000:]
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGUSR1)
+        assert process.wait(timeout=300) == 128 + signal.SIGUSR1
+    text = log_file.read_text()
+    (stopped_at,) = [int(name.split("-")[1]) for name in checkpoints(out)]
+    assert stopped_at < 400 and text.count("SIGUSR1 received: stopped after step") == 1
+    assert f"saved {out / f'checkpoint-{stopped_at}'}; continue with --resume_from_checkpoint latest" in text
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+
+    before = files_of(out)
+    resume = ["--resume_from_checkpoint", "latest", "--max_train_steps", str(stopped_at + 2)]
+    code, log = run_script(tiny, out, *resume, "--rank", "8", expect_success=False)
+    assert code == 1 and "was trained with --rank=4, but this run is given --rank=8" in log
+    assert "Resuming from checkpoint" not in log and "Loading pipeline components" not in log
+    assert files_of(out) == before  # not even training_config.json was rewritten
+
+    _, log = run_script(tiny, out, *resume)
+    assert "Resuming with changed settings, applied from the checkpoint's step on: --max_train_steps 400 -> " in log
+    run_script(tiny, tmp_path / "straight", "--max_train_steps", str(stopped_at + 2))
+    straight = load_file(tmp_path / "straight" / "pytorch_lora_weights.safetensors")
+    resumed = load_file(out / "pytorch_lora_weights.safetensors")
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
 def test_folders_without_a_model_or_teacher_config_are_refused_naming_the_flag(tiny, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -364,3 +364,59 @@ def test_a_rerun_removes_the_temporaries_a_stopped_run_left(tiny_model, tmp_path
     with pytest.raises(Loaded):
         generate.main([*argv, "--shard", "0/2"])
     assert not stale[0].exists() and all(p.exists() for p in kept)  # only this run's videos' temporaries
+
+
+def test_a_rerun_regenerates_videos_that_do_not_decode_as_expected(tiny_model, tmp_path, caplog):
+    """A finished video overwritten with random bytes, or cut short, is not taken as done: the rerun generates it
+    again and says how many; the intact one is kept as it is."""
+    out = tmp_path / "run"
+    argv = [
+        "--benchmark",
+        "videophy2",
+        "--pretrained_model_name_or_path",
+        str(tiny_model / "base"),
+        "--prompts",
+        str(tiny_model / "prompts.csv"),
+        "--labels",
+        "none",
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
+    generate.main(argv)
+    videos = out / "videos"
+    good = (videos / "A_cat_jumps.mp4").read_bytes()
+    kept = (videos / "Water_pours_into_a_glass.mp4").stat().st_mtime_ns
+    (videos / "A_cat_jumps.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
+    with caplog.at_level("WARNING"):
+        generate.main(argv)
+    assert "1 finished video(s) of this shard do not decode as 9 frames of 96x144" in caplog.text
+    assert (videos / "A_cat_jumps.mp4").read_bytes() == good  # the same seed: the same video again
+    assert (videos / "Water_pours_into_a_glass.mp4").stat().st_mtime_ns == kept
+    from eval.common import decodes_as_expected
+
+    (videos / "cut.mp4").write_bytes(good[: len(good) // 2])
+    assert decodes_as_expected(videos / "A_cat_jumps.mp4", 9, 96, 144)
+    assert not decodes_as_expected(videos / "A_cat_jumps.mp4", 9, 64, 144)  # made at another size
+    assert not decodes_as_expected(videos / "cut.mp4", 9, 96, 144)
+
+
+def test_a_full_disk_while_writing_a_video_is_one_line(tiny_model, tmp_path, monkeypatch, capsys):
+    """A patched writer fails as a full disk does: one `error:` line, no temporary file left."""
+    import errno
+
+    import diffusers.utils
+
+    def full(frames, path, fps):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(diffusers.utils, "export_to_video", full)
+    out = tmp_path / "run"
+    argv = ["--benchmark", "videophy2", "--pretrained_model_name_or_path", str(tiny_model / "base")]
+    argv += ["--prompts", str(tiny_model / "prompts.csv"), "--labels", "none", "--output_dir", str(out), *TINY]
+    with pytest.raises(SystemExit) as caught:
+        exit_on_user_error(lambda: generate.main(argv))
+    message = str(caught.value.code)
+    assert message.startswith("error: The disk is full: writing videos/A_cat_jumps.mp4 failed") and "\n" not in message
+    assert "the finished videos in" in message and list((out / "videos").iterdir()) == []

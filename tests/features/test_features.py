@@ -55,6 +55,7 @@ def test_columns_dtypes_values_and_bad_rows(table_dir, make_teacher, grid, tubel
         "motion_mask",
         "teacher_valid",
         "teacher_settings",
+        "teacher_checksum",
     ]
     assert set(mapped["teacher_settings"]) == {json.dumps(transform.settings(), sort_keys=True)}
     assert mapped.features["teacher_features"] == datasets.Array4D((*grid, 32), "float16")
@@ -178,3 +179,71 @@ def test_the_command_line_runs_as_a_module_without_warnings():
     )
     assert result.returncode == 0 and "--teacher_model_name_or_path" in result.stdout
     assert "Warning" not in result.stderr, result.stderr
+
+
+# --- Verified rows: checksums written by the precompute, checked when training reads them -------------------------
+
+
+@pytest.fixture
+def saved_features(table_dir, tmp_path):
+    """The teacher features of the two good clips, saved as the precompute saves them; returns the folder."""
+    mapped = TeacherFeatures(_teacher(), CLIP, teacher_batch_size=1).map(
+        datasets.load_from_disk(table_dir / "table"), batch_size=3
+    )
+    mapped.filter(lambda valid: valid, input_columns="teacher_valid").save_to_disk(tmp_path / "features")
+    return tmp_path / "features"
+
+
+def test_a_row_whose_bytes_changed_is_skipped_and_named_by_file_and_row(saved_features):
+    """Flipping the lowest bit of some stored features keeps them finite: without the checksum nothing would notice.
+    The row is skipped as an unreadable clip is (another row stands in), named by its file and row."""
+    from diffusers_tsa.features.precomputed import typed_precomputed_table
+    from diffusers_tsa.training import CorruptRows, TrainingClips
+
+    (arrow,) = saved_features.glob("*.arrow")
+    table = typed_precomputed_table(datasets.load_from_disk(saved_features), "teacher_features")
+    clean = TrainingClips(table, CLIP, features_column="teacher_features", decode_videos=False)
+    first = clean[0]["teacher_features"]
+    assert clean[0]["skipped"] == [] and clean[0]["corrupt_rows"] == []
+    data = bytearray(arrow.read_bytes())
+    offset = bytes(data).index(first.numpy().tobytes()[:64]) + 10  # inside row 0's features
+    data[offset] ^= 1  # a float16 mantissa bit: the value stays finite
+    arrow.write_bytes(bytes(data))
+    table = typed_precomputed_table(datasets.load_from_disk(saved_features), "teacher_features")
+    damaged = TrainingClips(table, CLIP, features_column="teacher_features", decode_videos=False)
+    example = damaged[0]
+    assert example["corrupt_rows"] == [f"{arrow} row 0"]
+    ((source, reason),) = example["skipped"]
+    assert source == f"{arrow} row 0" and "do not match the checksum stored with them" in reason
+    torch.testing.assert_close(example["teacher_features"], clean[1]["teacher_features"])  # row 1 stands in
+    counted = CorruptRows(num_rows=len(damaged), max_share=0.5)
+    counted.add(example["corrupt_rows"])
+    counted.add(example["corrupt_rows"])  # counted once
+    assert len(counted) == 1
+
+
+def test_training_stops_in_one_line_past_the_share_of_corrupt_rows():
+    from diffusers_tsa.errors import DatasetError
+    from diffusers_tsa.training import CorruptRows
+
+    rows = CorruptRows(num_rows=100, max_share=0.01)
+    rows.add(["data.arrow row 3"])
+    with pytest.raises(DatasetError, match=r"2 of the 100 precomputed rows are corrupt .*max_corrupt_row_share=0.01"):
+        rows.add(["data.arrow row 7"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_truncated_or_missing_file_is_one_error_naming_it(saved_features, damage):
+    from diffusers_tsa.data import load_video_dataset
+    from diffusers_tsa.errors import DatasetError
+
+    (arrow,) = saved_features.glob("*.arrow")
+    if damage == "truncated":
+        arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    else:
+        arrow.unlink()
+    with pytest.raises(DatasetError) as caught:
+        load_video_dataset(str(saved_features), caption_column="caption", video_column="video")
+    message = str(caught.value)
+    assert "\n" not in message and str(arrow) in message and "precompute it again" in message
+    assert ("is damaged or cut short" if damage == "truncated" else "is missing") in message

@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from nova_double import install_diffnext_double, save_tiny_nova_pipeline
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -56,6 +58,8 @@ FAMILIES = {
         ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES),
         16,
     ),
+    # NOVA's test double (`nova_double`, loaded through its stand-in `diffnext` package, installed by `tiny`).
+    "nova": (None, None, ClipSpec(height=64, width=96, max_num_frames=9), None),
 }
 
 
@@ -65,10 +69,19 @@ def tiny(tmp_path_factory):
     layout of `test_train_script`'s fixture, whose helpers these tests reuse)."""
     root = tmp_path_factory.mktemp("tiny")
     for family, (pipeline, components, _, _) in FAMILIES.items():
-        pipeline(**components()).save_pretrained(root / ("base" if family == "cogvideox" else family))
+        if pipeline is not None:
+            pipeline(**components()).save_pretrained(root / ("base" if family == "cogvideox" else family))
+    site = str(install_diffnext_double(root / "site"))
+    save_tiny_nova_pipeline(root / "nova")
     tiny_videomae().save_pretrained(root / "teacher")
     write_test_dataset(root / "data", num_clips=4, caption=PROMPT)
-    return root
+    sys.path.insert(0, site)
+    try:
+        yield root
+    finally:
+        sys.path.remove(site)
+        for name in [name for name in sys.modules if name.split(".")[0] == "diffnext"]:
+            del sys.modules[name]
 
 
 def table(tiny):
@@ -95,13 +108,29 @@ def cache(tiny, family, folder, *, storage_dtype="float32", **kwargs):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_the_posterior_noise_does_not_depend_on_the_moments_layout(tiny, family):
+    """The noise of a latent sample is drawn contiguously: channels-last moments (what NOVA's real VAE returns) give
+    the sample that contiguous ones give, for the same seed."""
+    model = adapter(tiny, family, transformer=False)
+    moments = torch.randn(1, 8, 3, 4, 6)
+    samples = []
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        torch.manual_seed(0)
+        samples.append(model.sample_latents(moments.to(memory_format=layout)))
+    torch.testing.assert_close(samples[1], samples[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("storage_dtype, tolerance", [("float32", 1e-4), ("bfloat16", 2e-2)])
 def test_the_loss_on_the_cache_is_the_loss_on_the_videos(tiny, tmp_path, family, storage_dtype, tolerance):
     """The same clips, seed and noise: a latent sampled from the stored posterior and the stored prompt embeddings
     give the diffusion loss that encoding the videos and captions gives (exactly up to float32 rounding when stored
     in float32; within bfloat16's rounding otherwise)."""
-    mapped, transform = cache(tiny, family, tmp_path / "cache", storage_dtype=storage_dtype)
+    # The VAE encodes the clips two at a time, as the videos' batch: its outputs vary with the batch size (~1e-4).
+    mapped, transform = cache(tiny, family, tmp_path / "cache", storage_dtype=storage_dtype, vae_batch_size=2)
     full, bare = adapter(tiny, family), adapter(tiny, family, encoders=False)
+    for model in (full, bare):
+        model.transformer.train()  # as the training loop does (NOVA's forward is its training step in train mode)
     assert bare.vae is None and bare.text_encoder is None and bare.tokenizer is None
     clip, columns = FAMILIES[family][2], list(transform.shapes)
     from_videos = collate_examples([TrainingClips(mapped, clip)[i] for i in (0, 1)])
@@ -112,6 +141,7 @@ def test_the_loss_on_the_cache_is_the_loss_on_the_videos(tiny, tmp_path, family,
     losses = []
     for model, batch in ((full, from_videos), (bare, from_cache)):
         torch.manual_seed(0)
+        np.random.seed(0)  # NOVA's caption dropout draws from numpy's RNG
         latents, conditioning = model_inputs(model, batch, dtype=torch.float32)
         losses.append(sum(model.diffusion_loss(model.transformer, latents, conditioning).values()))
     assert losses[0].item() > 0
@@ -387,3 +417,17 @@ def test_a_matching_cache_plans_a_run_without_the_encoders(tiny, tmp_path):
     example = TrainingClips(plan.table, plan.clip, inputs_columns=plan.inputs_columns, decode_videos=False)[0]
     assert example["latent_moments"].dtype == torch.bfloat16 and example["latent_moments"].shape == (8, 3, 12, 18)
     assert example["text"]["prompt_embeds"].dtype == torch.bfloat16 and "video" not in example
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_captions_longer_than_the_text_length_are_counted_with_an_example(tiny, family):
+    """What the precompute and training log once at their end (`ModelAdapter.truncated_captions`)."""
+    model = adapter(tiny, family, transformer=False)
+    long = " ".join(["a white square moves right"] * 60)  # 300 words
+    model.text_encoder_outputs([long, PROMPT])
+    model.text_encoder_outputs([long])
+    truncated = model.truncated_captions
+    assert len(truncated) == 2 and truncated.example[0] == long and truncated.example[1] >= 300
+    summary = truncated.summary()
+    assert summary.startswith(f"2 caption(s) were longer than `max_sequence_length={truncated.max_length}` tokens")
+    assert "'a white square moves right a white" in summary and "..." in summary and "\n" not in summary

@@ -107,16 +107,14 @@ class NOVAAdapter(ModelAdapter):
         """Captions -> `prompt_embeds`, the text encoder's states `(B, text_token_len, D_text)`, and
         `prompt_attention_mask` `(B, text_token_len)`, which of them are the caption's tokens."""
         text_embed = unwrap_model(self.transformer).text_embed
-        tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=text_embed.num_tokens, truncation=True, return_tensors="pt"
-        )
+        tokens = self.tokenize(prompts, text_embed.num_tokens)
         device = self.text_encoder.device
         states = self.text_encoder(tokens.input_ids.to(device)).last_hidden_state
         return {"prompt_embeds": states, "prompt_attention_mask": tokens.attention_mask.bool().to(device)}
 
     def conditioning(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The caption's states, then NOVA's learned null rows (`text_embed.weight`, trained in a full fine-tune)
-        where it has no token, exactly as `TextEmbed.encode_prompts` builds them."""
+        """The caption's states, then NOVA's null rows (`text_embed.weight`, a buffer of the transformer: frozen in
+        every training mode) where it has no token, exactly as `TextEmbed.encode_prompts` builds them."""
         text_embed = unwrap_model(self.transformer).text_embed
         null = text_embed.weight[: text_embed.num_tokens]
         has_token = outputs["prompt_attention_mask"].bool().to(null.device)
