@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
-from nova_double import install_diffnext_double, save_tiny_nova_pipeline
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -37,6 +36,7 @@ from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_WIDTH,
     tiny_ltx_video_components,
 )
+from diffusers_tsa.testing.nova import install_diffnext_double, save_tiny_nova_pipeline
 from diffusers_tsa.testing.wan import tiny_wan_components
 from diffusers_tsa.training import TrainingClips, collate_examples, model_inputs, plan_training
 
@@ -58,7 +58,7 @@ FAMILIES = {
         ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES),
         16,
     ),
-    # NOVA's test double (`nova_double`, loaded through its stand-in `diffnext` package, installed by `tiny`).
+    # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
     "nova": (None, None, ClipSpec(height=64, width=96, max_num_frames=9), None),
 }
 

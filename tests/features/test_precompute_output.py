@@ -82,7 +82,7 @@ def test_too_little_free_space_is_refused_before_the_compute(inputs, tmp_path, m
 def test_a_rerun_that_fills_the_disk_leaves_the_existing_dataset_intact(inputs, tmp_path, monkeypatch):
     out = tmp_path / "out"
     features_main.main(argv(inputs, out))
-    before = datasets.load_from_disk(out).to_dict()
+    before = datasets.load_from_disk(out)["train"].to_dict()
     real_save = datasets.Dataset.save_to_disk
 
     def fills_the_disk(self, path, **kwargs):
@@ -95,7 +95,7 @@ def test_a_rerun_that_fills_the_disk_leaves_the_existing_dataset_intact(inputs, 
     message = str(caught.value)
     assert message.startswith("The disk is full: writing the precomputed dataset beside") and "\n" not in message
     assert f"the dataset already in {out} is unchanged" in message
-    assert datasets.load_from_disk(out).to_dict() == before
+    assert datasets.load_from_disk(out)["train"].to_dict() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial folder left
 
 
@@ -103,7 +103,7 @@ def test_a_rerun_replaces_the_dataset_only_when_complete(inputs, tmp_path):
     out = tmp_path / "out"
     features_main.main(argv(inputs, out))
     features_main.main([*argv(inputs, out), "--storage_dtype", "float32"])
-    assert datasets.load_from_disk(out).features["teacher_features"].dtype == "float32"
+    assert datasets.load_from_disk(out)["train"].features["teacher_features"].dtype == "float32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -112,8 +112,8 @@ def test_a_rerun_with_no_usable_clip_leaves_the_existing_dataset_intact(inputs, 
 
     out = tmp_path / "out"
     features_main.main(argv(inputs, out))
-    before = datasets.load_from_disk(out).to_dict()
+    before = datasets.load_from_disk(out)["train"].to_dict()
     with pytest.raises(DatasetError, match="None of the 2 clips gave usable teacher features"):
         features_main.main([*argv(inputs, out), "--max_num_frames", "33"])  # longer than the clips
-    assert datasets.load_from_disk(out).to_dict() == before
+    assert datasets.load_from_disk(out)["train"].to_dict() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -70,6 +70,7 @@ def test_the_push_uploads_the_folder_and_training_reads_the_repository(pushed, m
     real = datasets.load_dataset
 
     def from_the_fake_hub(name, *args, **kwargs):  # the Hub's `load_dataset(repo_id)` reads the same files
+        kwargs["cache_dir"] = str(pushed / "hub-cache")  # not a table another run of this test left in the cache
         return real(str(pushed / "hub" / name), *args, **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", from_the_fake_hub)
