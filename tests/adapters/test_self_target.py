@@ -105,7 +105,7 @@ def test_the_target_block_must_be_deeper_and_takes_no_teacher():
 def test_nova_aligns_to_its_own_deeper_image_encoder_block(nova):  # noqa: F811
     """NOVA (the test double of its transformer, or the real package): blocks 3 and 4 are its image-encoder blocks
     that see every token."""
-    spec = load_spec(nova["path"])
+    spec = load_spec(nova.path)
     adapter = ADAPTERS["nova"].from_pretrained(spec)
     adapter.transformer.train()
     grid = spec.token_grid(9, 64, 96)
