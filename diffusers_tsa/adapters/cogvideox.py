@@ -65,6 +65,7 @@ class CogVideoXSpec(ModelSpec):
     family = "cogvideox"
     pipeline_class_name = "CogVideoXPipeline"
     transformer_class_name = "CogVideoXTransformer3DModel"
+    vae_class_name = "AutoencoderKLCogVideoX"
     #: VideoREPA's sampling, which the paper follows: DPM-Solver with trailing timesteps; or DDIM, trailing too.
     samplers = ("dpm", "ddim", "pipeline")
     #: VideoREPA's `inference/generate.py` always enables both; tiling changes pixels at 480x720.
@@ -77,18 +78,6 @@ class CogVideoXSpec(ModelSpec):
     patch_size_t: int = 1
     max_height: int | None = None
     max_width: int | None = None
-
-    @classmethod
-    def from_configs(
-        cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None
-    ) -> CogVideoXSpec:
-        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
-
-        kwargs = {"revision": revision, "cache_dir": cache_dir}
-        name = pretrained_model_name_or_path
-        config = CogVideoXTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
-        vae = AutoencoderKLCogVideoX.load_config(name, subfolder="vae", **kwargs)
-        return cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
 
     @classmethod
     def from_model_configs(

@@ -52,6 +52,7 @@ class LTXVideoSpec(ModelSpec):
     family = "ltx_video"
     pipeline_class_name = "LTXPipeline"
     transformer_class_name = "LTXVideoTransformer3DModel"
+    vae_class_name = "AutoencoderKLLTXVideo"
     samplers = ("pipeline",)
     uses_flow_matching = True
     #: The frame rate LTX-Video is conditioned on (`LTXPipeline`'s default `frame_rate`, through the RoPE time
@@ -64,20 +65,6 @@ class LTXVideoSpec(ModelSpec):
     spatial_compression: int = 32
 
     @classmethod
-    def from_configs(
-        cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None
-    ) -> LTXVideoSpec:
-        """Reads the transformer's and the VAE's configs; the compression ratios are the VAE's own, as it derives
-        them from its config (built on the meta device: no memory, no weights)."""
-        from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-
-        kwargs = {"revision": revision, "cache_dir": cache_dir}
-        name = pretrained_model_name_or_path
-        config = LTXVideoTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
-        vae_config = AutoencoderKLLTXVideo.load_config(name, subfolder="vae", **kwargs)
-        return cls.from_model_configs(name, config, vae_config, model_index, revision=revision, cache_dir=cache_dir)
-
-    @classmethod
     def from_model_configs(
         cls,
         pretrained_model_name_or_path,
@@ -88,6 +75,8 @@ class LTXVideoSpec(ModelSpec):
         revision=None,
         cache_dir=None,
     ) -> LTXVideoSpec:
+        """The compression ratios are the VAE's own, as it derives them from its config (built on the meta device: no
+        memory, no weights)."""
         from diffusers import AutoencoderKLLTXVideo
 
         name, config = pretrained_model_name_or_path, transformer_config

@@ -51,6 +51,8 @@ class ModelSpec(abc.ABC):
     pipeline_class_name: ClassVar[str]
     #: The transformer's class (in diffusers, for the families whose `transformer_class` does not override it).
     transformer_class_name: ClassVar[str] = ""
+    #: The VAE's class in diffusers, whose config `from_configs` reads.
+    vae_class_name: ClassVar[str] = ""
     #: Samplers `use_sampler` can put in a pipeline; the first is the family's evaluation protocol, `"pipeline"`
     #: keeps the checkpoint's own scheduler.
     samplers: ClassVar[tuple[str, ...]] = ("pipeline",)
@@ -72,7 +74,6 @@ class ModelSpec(abc.ABC):
     options: TrainingOptions | None = None
 
     @classmethod
-    @abc.abstractmethod
     def from_configs(
         cls,
         pretrained_model_name_or_path: str,
@@ -81,7 +82,16 @@ class ModelSpec(abc.ABC):
         revision: str | None = None,
         cache_dir: str | None = None,
     ) -> ModelSpec:
-        """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read."""
+        """Reads the model's configs (no weights); `model_index` is its `model_index.json`, already read. Here the
+        transformer's and the VAE's diffusers configs (`transformer_class_name`, `vae_class_name`), read into
+        `from_model_configs`; families outside diffusers override it."""
+        import diffusers
+
+        kwargs = {"revision": revision, "cache_dir": cache_dir}
+        name = pretrained_model_name_or_path
+        config = getattr(diffusers, cls.transformer_class_name).load_config(name, subfolder="transformer", **kwargs)
+        vae = getattr(diffusers, cls.vae_class_name).load_config(name, subfolder="vae", **kwargs)
+        return cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
 
     @classmethod
     def from_model_configs(

@@ -64,6 +64,7 @@ class WanSpec(ModelSpec):
     family = "wan"
     pipeline_class_name = "WanPipeline"
     transformer_class_name = "WanTransformer3DModel"
+    vae_class_name = "AutoencoderKLWan"
     uses_flow_matching = True
     #: `WanPipeline`'s default text length.
     default_max_sequence_length: ClassVar[int] = 512
@@ -76,19 +77,6 @@ class WanSpec(ModelSpec):
     scheduler_class_name: str = "UniPCMultistepScheduler"
 
     @classmethod
-    def from_configs(cls, pretrained_model_name_or_path, model_index, *, revision=None, cache_dir=None) -> WanSpec:
-        """Reads the transformer's and the VAE's configs; the VAE's compression comes from its architecture
-        (`dim_mult`, `temperal_downsample`, the 2.2 VAE's input `patch_size`), which holds for configs written before
-        diffusers recorded `scale_factor_spatial`."""
-        from diffusers import AutoencoderKLWan, WanTransformer3DModel
-
-        kwargs = {"revision": revision, "cache_dir": cache_dir}
-        name = pretrained_model_name_or_path
-        config = WanTransformer3DModel.load_config(name, subfolder="transformer", **kwargs)
-        vae = AutoencoderKLWan.load_config(name, subfolder="vae", **kwargs)
-        return cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
-
-    @classmethod
     def from_model_configs(
         cls,
         pretrained_model_name_or_path,
@@ -99,6 +87,8 @@ class WanSpec(ModelSpec):
         revision=None,
         cache_dir=None,
     ) -> WanSpec:
+        """The VAE's compression comes from its architecture (`dim_mult`, `temperal_downsample`, the 2.2 VAE's input
+        `patch_size`), which holds for configs written before diffusers recorded `scale_factor_spatial`."""
         name, config, vae = pretrained_model_name_or_path, transformer_config, vae_config
         if vae is None:
             raise ModelLayoutError(
