@@ -2,16 +2,14 @@
 rules and checks, the training inputs and loss against hand computations, the experts' LoRA files, full fine-tune and
 model card (what every family does, Wan 2.1 included, is in `test_family_contract.py`)."""
 
-import os
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from diffusers import WanPipeline, WanTransformer3DModel
 from safetensors.torch import save_file
+from test_train_script import launch_command, offline_env
 
 from diffusers_tsa.adapters import ADAPTERS, LORA_WEIGHT_NAME, GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.adapters.flow_matching import FlowMatching
@@ -23,7 +21,6 @@ from diffusers_tsa.testing.model_card import card_code, check_card_code
 from diffusers_tsa.training.card_code import usage_code
 
 
-SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 PROMPT = "a white square moves right"
 FRAMES, HEIGHT, WIDTH = 9, 64, 96  # latents 3 x 8 x 12, tokens 3 x 4 x 6; the teacher's grid is 4 x 2 x 3
 SHORT = TrainingOptions(max_sequence_length=16)
@@ -260,20 +257,7 @@ def test_a_low_noise_expert_refuses_a_full_fine_tune_of_the_other_transformer(ti
 def train(tiny, output_dir, *flags, base="base"):
     """`accelerate launch train_text_to_video_tsa.py` on the CPU on a tiny Wan, with M-TSA against the tiny teacher
     (8 frames at 32x48: a 4 x 2 x 3 grid from the 3 x 4 x 6 student grid); returns the log."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(SCRIPT),
+    wan_flags = [
         "--pretrained_model_name_or_path",
         str(tiny / base),
         "--teacher_model_name_or_path",
@@ -322,8 +306,8 @@ def train(tiny, output_dir, *flags, base="base"):
         str(output_dir),
         *flags,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    command = launch_command(tiny, output_dir, *wan_flags, common=False)
+    result = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     return log
