@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from diffusers_tsa.data import load_video_dataset
-from eval.common import iter_csv_rows
-from eval.prompts import BENCHMARKS, load_prompts, read_table
+from diffusers_tsa.eval.common import iter_csv_rows
+from diffusers_tsa.eval.prompts import BENCHMARKS, load_prompts, read_table
 
 
 #: Captions with a quoted comma, a quote, accents, CJK and an emoji.

@@ -1,8 +1,8 @@
 """The package's layers, read from its source with `ast`: no import cycle, and each layer imports only below itself.
 
 From the bottom: errors -> the method core -> teachers, data -> model families -> features, diagnostics -> pictures -> training ->
-the command-line layer -> commands (`__main__` modules, `eval`, the training script). Imports inside
-functions count as much as those at the top of a module.
+the command-line layer -> commands (`__main__` modules, `eval`, the training script, and their entry points at the
+repository's root). Imports inside functions count as much as those at the top of a module.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("integrations", ("diffusers_tsa.integrations",)),  # the term in loops that are not ours (diffusers, finetrainers)
     ("test components", ("diffusers_tsa.testing",)),
     ("command line", ("diffusers_tsa.cli",)),
-    ("commands", ("eval", "train_text_to_video_tsa")),  # and every `__main__` module, wherever it is
+    # and every `__main__` module, wherever it is; `eval` and `train_text_to_video_tsa` are the repository's entry points
+    ("commands", ("diffusers_tsa.eval", "diffusers_tsa.train_text_to_video_tsa", "eval", "train_text_to_video_tsa")),
 ]
 #: The method core imports none of these.
 ABOVE_THE_CORE = (

@@ -137,8 +137,8 @@ def test_the_teacher_flags_reach_the_teacher_input():
 
 
 def test_the_generation_flags_reach_the_pipeline_settings_and_the_seeds():
-    from eval import generate
-    from eval.prompts import BENCHMARKS, PromptEntry
+    from diffusers_tsa.eval import generate
+    from diffusers_tsa.eval.prompts import BENCHMARKS, PromptEntry
 
     flags = ["--benchmark", "videophy", "--pretrained_model_name_or_path", "m", "--output_dir", "o"]
     flags += ["--num_frames", "13", "--height", "64", "--width", "96", "--num_inference_steps", "7"]

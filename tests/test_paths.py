@@ -3,10 +3,10 @@
 import pytest
 
 from diffusers_tsa.errors import UsageError
+from diffusers_tsa.eval.common import EvalInputError
+from diffusers_tsa.eval.generate import model_source
+from diffusers_tsa.eval.prompts import read_table
 from diffusers_tsa.paths import check_local_path, looks_like_local_path
-from eval.common import EvalInputError
-from eval.generate import model_source
-from eval.prompts import read_table
 
 
 PATHS = [

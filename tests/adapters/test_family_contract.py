@@ -491,8 +491,8 @@ def test_the_model_cards_code_runs_on_the_output_folder_and_on_the_hub_repo(tiny
 def test_eval_generate_makes_videos_with_the_runs_lora(tiny, lora_run, tmp_path, monkeypatch):
     """`eval/generate.py` loads base + LoRA through the family's spec, samples with the family's sampler, and the LoRA
     changes the videos; options the family lacks are refused naming the flag."""
-    from eval import generate as eval_generate
-    from eval.common import exit_on_user_error
+    from diffusers_tsa.eval import generate as eval_generate
+    from diffusers_tsa.eval.common import exit_on_user_error
 
     family, spec = tiny.family, load_spec(tiny.base)
     loaded, real_load = [], eval_generate.load_pipeline

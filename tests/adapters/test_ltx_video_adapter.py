@@ -3,7 +3,6 @@ configs, latents and tokens as `LTXPipeline` makes them, the flow-matching loss 
 (what every family does is in `test_family_contract.py`)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +24,6 @@ from diffusers_tsa.testing.ltx_video import (
 from diffusers_tsa.training import plan_training
 
 
-SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 FRAMES, HEIGHT, WIDTH = TINY_LTX_NUM_FRAMES, TINY_LTX_HEIGHT, TINY_LTX_WIDTH  # latents and tokens 2 x 2 x 3
 PROMPTS = ["a red ball falls", "a white square moves right"]
 PROMPT = "a white square moves right"
@@ -294,10 +292,7 @@ def script_flags(tiny, output_dir):
     ],
 )
 def test_flag_errors_name_the_flag_before_loading_weights(tiny, tmp_path, flags, message):
-    import importlib.util
+    from diffusers_tsa import train_text_to_video_tsa as script
 
-    loader = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
-    script = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(script)
     with pytest.raises(FlagError, match=message), flag_errors():
         plan_training(script.parse_args([*script_flags(tiny, tmp_path / "out"), *flags]))

@@ -1,23 +1,16 @@
 """The command-line layer: every command declares the student flags through one group and checks them the same way."""
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
 
+from diffusers_tsa.eval.generate import parse_args as generate_args
 from diffusers_tsa.features.__main__ import parse_args as features_args
 from diffusers_tsa.visualize.__main__ import parse_args as visualize_args
-from eval.generate import parse_args as generate_args
-
-
-SCRIPT = Path(__file__).parents[2] / "train_text_to_video_tsa.py"
 
 
 def training_args(argv):
-    spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.parse_args(argv)
+    return importlib.import_module("diffusers_tsa.train_text_to_video_tsa").parse_args(argv)
 
 
 #: Each command with the flags it needs besides the student's.

@@ -406,13 +406,10 @@ def test_two_processes_end_with_identical_weights_and_write_once(tiny, tmp_path)
 
 
 def parse_script_args(flags):
-    """The training script's `parse_args`, imported from its file."""
-    import importlib.util
+    """The training script's `parse_args`."""
+    from diffusers_tsa.train_text_to_video_tsa import parse_args
 
-    spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.parse_args(flags)
+    return parse_args(flags)
 
 
 @pytest.mark.parametrize(

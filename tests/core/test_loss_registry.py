@@ -2,9 +2,8 @@
 entries and the checks of precomputed targets, and its options reach its function."""
 
 import argparse
-import importlib.util
+import importlib
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -31,7 +30,6 @@ from diffusers_tsa.training import Alignment, AlignmentConfig, alignment_loss
 from diffusers_tsa.training.plan import loss_options
 
 
-SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 GRID = (3, 2, 3)
 
 
@@ -77,9 +75,7 @@ def config_of(loss, options=None):
 
 def card_keys(flags):
     """The keys of the training script's model-card table for these flags."""
-    spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.import_module("diffusers_tsa.train_text_to_video_tsa")
     args = script.parse_args(["--pretrained_model_name_or_path", "base", "--instance_data_root", "data", *flags])
     return list(script.card_hyperparameters(args, SimpleNamespace(uses_flow_matching=False), {}))
 

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from eval import generate
-from eval.common import EvalInputError, exit_on_user_error
+from diffusers_tsa.eval import generate
+from diffusers_tsa.eval.common import EvalInputError, exit_on_user_error
 
 
 TINY = [
@@ -393,7 +393,7 @@ def test_a_rerun_regenerates_videos_that_do_not_decode_as_expected(tiny_model, t
     assert "1 finished video(s) of this shard do not decode as 9 frames of 96x144" in caplog.text
     assert (videos / "A_cat_jumps.mp4").read_bytes() == good  # the same seed: the same video again
     assert (videos / "Water_pours_into_a_glass.mp4").stat().st_mtime_ns == kept
-    from eval.common import decodes_as_expected
+    from diffusers_tsa.eval.common import decodes_as_expected
 
     (videos / "cut.mp4").write_bytes(good[: len(good) // 2])
     assert decodes_as_expected(videos / "A_cat_jumps.mp4", 9, 96, 144)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eval import prompt_files
-from eval.common import EvalInputError, exit_on_user_error
-from eval.prompt_files import PROMPT_FILES, PromptFile, fetch_prompt_files
+from diffusers_tsa.eval import prompt_files
+from diffusers_tsa.eval.common import EvalInputError, exit_on_user_error
+from diffusers_tsa.eval.prompt_files import PROMPT_FILES, PromptFile, fetch_prompt_files
 
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.common import EvalInputError
-from eval.generate import plan_videos
-from eval.prompts import (
+from diffusers_tsa.eval.common import EvalInputError
+from diffusers_tsa.eval.generate import plan_videos
+from diffusers_tsa.eval.prompts import (
     BENCHMARKS,
     PromptEntry,
     caption_from_videophy_filename,

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from eval import report
-from eval.common import EvalInputError, exit_on_user_error
+from diffusers_tsa.eval import report
+from diffusers_tsa.eval.common import EvalInputError, exit_on_user_error
 
 
 def _dump(path, obj):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval import vbench
-from eval.common import EvalInputError, EvaluatorOutputError, exit_on_user_error
+from diffusers_tsa.eval import vbench
+from diffusers_tsa.eval.common import EvalInputError, EvaluatorOutputError, exit_on_user_error
 
 
 # Raw scores chosen so that each normalised score f = (s - min) / (max - min) is a round number.

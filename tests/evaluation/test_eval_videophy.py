@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from eval import videophy
-from eval.common import EvalInputError, EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
-from eval.physics import prepare_index, read_index
+from diffusers_tsa.eval import videophy
+from diffusers_tsa.eval.common import (
+    EvalInputError,
+    EvaluatorOutputError,
+    VideoRecord,
+    exit_on_user_error,
+    write_manifest,
+)
+from diffusers_tsa.eval.physics import prepare_index, read_index
 
 
 # (caption, category, SA score, PC score)

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from eval import videophy2
-from eval.common import EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
-from eval.physics import read_index
+from diffusers_tsa.eval import videophy2
+from diffusers_tsa.eval.common import EvaluatorOutputError, VideoRecord, exit_on_user_error, write_manifest
+from diffusers_tsa.eval.physics import read_index
 
 
 # (caption, is_hard, SA, PC)
@@ -75,7 +75,7 @@ def test_score_against_hand_computed_values(eval_dir, capsys):
 
 
 def test_no_hard_subset_when_unmarked(tmp_path):
-    from eval.physics import IndexedVideo
+    from diffusers_tsa.eval.physics import IndexedVideo
 
     videos = [IndexedVideo(f"/v/{i}.mp4", "p", "", None) for i in range(2)]
     result = videophy2.metrics(videos, {"/v/0.mp4": 4, "/v/1.mp4": 1}, {"/v/0.mp4": 4, "/v/1.mp4": 4})

@@ -12,8 +12,7 @@ Upstream code read for these values (facts only, no code copied):
   `finetune/scripts/multigpu_VideoREPA_2B_sft.sh` and `finetune/schemas/args.py` (the training configuration).
 """
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
 import torch
@@ -29,16 +28,12 @@ from diffusers_tsa.training import plan_training
 from diffusers_tsa.training.presets import ALIGNMENT_PRESETS
 
 
-SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 SIMPLETUNER = "bc8e6ab7738ce457a2ed8eb2d26cadd91c6442cb"
 VIDEOREPA = "80026871659c262df12285fff3a2fb7ae696229e"
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("diffusers_tsa.train_text_to_video_tsa")
 
 
 def test_crepa_simpletuner_is_simpletuners_defaults():
