@@ -4,8 +4,8 @@ It keeps the real T2V checkpoints' shape rules at a CPU scale: the HunyuanVideo 
 channels here), a transformer with patch 1 x 2 x 2 and `visual_cond` (as the released T2V checkpoints), one text
 block and two visual blocks, and both text encoders: a tiny Qwen2.5-VL (text and vision towers) and a tiny CLIP text
 model, over the shared word-level tokenizer (`text.tiny_tokenizer`, with which the pipeline's template and a prompt's
-first word fill the 128 tokens the pipeline drops, so the embeddings start at the second word). A 9-frame 64x96 clip gives latents 3 x 8 x 12 and student
-tokens 3 x 4 x 6; the tiny VideoMAE teacher at 32x48 returns a 4 x 2 x 3 grid.
+first word fill the 128 tokens the pipeline drops, so the embeddings start at the second word). A 9-frame 32x48 clip
+gives latents 3 x 4 x 6 and student tokens 3 x 2 x 3; the tiny VideoMAE teacher at 32x48 returns a 4 x 2 x 3 grid.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .text import tiny_tokenizer
 
 
 TINY_KANDINSKY5_NUM_FRAMES = 9
-TINY_KANDINSKY5_HEIGHT = 64
-TINY_KANDINSKY5_WIDTH = 96
+TINY_KANDINSKY5_HEIGHT = 32
+TINY_KANDINSKY5_WIDTH = 48
 TINY_KANDINSKY5_QWEN_DIM = 32
 TINY_KANDINSKY5_CLIP_DIM = 16
 
