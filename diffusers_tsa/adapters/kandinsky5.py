@@ -246,6 +246,18 @@ class Kandinsky5Adapter(ModelAdapter):
             "vae": loaded["vae"],
         }
 
+    @classmethod
+    def pipeline_components(cls, pipe) -> dict[str, Any]:
+        """A `Kandinsky5T2VPipeline`'s components, with its two tokenizers and two text encoders as
+        `KandinskyEncoders`."""
+        return {
+            "tokenizer": KandinskyEncoders(pipe.tokenizer, pipe.tokenizer_2),
+            "text_encoder": KandinskyEncoders(pipe.text_encoder, pipe.text_encoder_2),
+            "vae": pipe.vae,
+            "transformer": pipe.transformer,
+            "scheduler": pipe.scheduler,
+        }
+
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 
     def latent_normalization(self) -> tuple[float, float]:

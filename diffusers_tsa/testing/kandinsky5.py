@@ -36,7 +36,7 @@ def tiny_qwen2_5_vl(tokenizer, seed: int = 0):
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
+            "max_position_embeddings": 128 + 1024,  # the template's dropped tokens + the pipeline's longest text
             "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
             "bos_token_id": pad,
             "eos_token_id": pad,

@@ -138,6 +138,9 @@ def test_prompts_are_encoded_as_the_pipeline_encodes_the_batch(adapter, pipe):
     assert torch.allclose(conditioning.embeds, embeds, atol=1e-5) and torch.equal(conditioning.pooled, pooled)
     # The pipeline's `cu_seqlens` are the prompts' lengths; the transformer takes only the longest (`text_rope_pos`).
     assert cu_seqlens.diff().tolist() == outputs["prompt_attention_mask"].sum(1).tolist()
+    # An adapter made of a loaded stock pipeline (`python -m diffusers_tsa.visualize`) holds both encoders too.
+    stock = Kandinsky5Adapter(adapter.spec, **Kandinsky5Adapter.pipeline_components(pipe), options=adapter.options)
+    assert torch.equal(stock.conditioning(stock.text_encoder_outputs(PROMPTS)).embeds, conditioning.embeds)
     # A prompt longer than the text length is cut as the pipeline cuts it, and counted.
     long = ["a red ball falls on the floor and bounces to the left and the right of the blue cat"]
     cut = adapter.conditioning(adapter.text_encoder_outputs(long))
