@@ -167,6 +167,12 @@ class ModelAdapter(abc.ABC):
         return cls(spec, **components, options=options)
 
     @classmethod
+    def pipeline_components(cls, pipe) -> dict[str, Any]:
+        """A loaded stock pipeline's components as `__init__` takes them: `tokenizer`, `text_encoder`, `vae`,
+        `transformer` and `scheduler` (families with more text encoders hold them together and override it)."""
+        return {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")}
+
+    @classmethod
     def component_classes(cls, spec: ModelSpec) -> ComponentClasses:
         """The classes `load_components` reads a diffusers checkpoint's text encoder, VAE and scheduler with, for
         `spec` (made `for_training`). Every family that loads with `load_components` names its own."""

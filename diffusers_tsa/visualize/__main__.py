@@ -284,8 +284,8 @@ def _load_student(
     adapter."""
     spec = student.spec
     pipe = spec.load_trained_pipeline(**weights, variant=args.variant, device=device)
-    names = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
-    adapter = ADAPTERS[spec.family](spec, options=student.options, **{name: getattr(pipe, name) for name in names})
+    adapter_class = ADAPTERS[spec.family]
+    adapter = adapter_class(spec, options=student.options, **adapter_class.pipeline_components(pipe))
     adapter.configure_vae(slicing=args.enable_slicing, tiling=args.enable_tiling)
     steps = adapter.scheduler.config.num_train_timesteps
     if not 0 <= args.timestep < steps:

@@ -28,7 +28,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTXPipeline, WanPipeline
 from einops import rearrange
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -41,6 +41,7 @@ from diffusers_tsa.adapters.nova import load_nova_lora
 from diffusers_tsa.errors import ModelLayoutError
 from diffusers_tsa.testing import (
     tiny_cogvideox_components,
+    tiny_kandinsky5_components,
     tiny_ltx_video_components,
     tiny_videomae,
     tiny_wan_components,
@@ -223,6 +224,20 @@ FAMILIES = [
         card=(*DIFFUSERS_CARD, "frame_rate=25"),
         dynamic_cfg_refusal="not supported by LTX-Video",
         validation_steps=1,
+    ),
+    TinyFamily(
+        name="kandinsky5",
+        family="kandinsky5",
+        pipeline=lambda: Kandinsky5T2VPipeline(**tiny_kandinsky5_components()),
+        clip=(9, 32, 48),  # latents 3 x 4 x 6, tokens 3 x 2 x 3 (patch 1 x 2 x 2): the cheapest VAE input
+        grid=(3, 2, 3),
+        teacher_grid=(4, 2, 3),
+        lora_layers=(1 + 2 * 2) * 4,  # (text block's attention + visual blocks x (self, cross)) x (q, k, v, out)
+        lora_modules=("text_transformer_blocks.", "visual_transformer_blocks."),
+        blocks="visual_transformer_blocks",
+        lora_targets=("cross_attention.out_layer", "self_attention.out_layer", "to_key", "to_query", "to_value"),
+        flags=TEACHER_32X48,
+        dynamic_cfg_refusal="not supported by Kandinsky 5",
     ),
     TinyFamily(name="nova", nova="double", **NOVA),
     TinyFamily(name="nova_real", nova="real", marks=REAL_NOVA_MARKS, **NOVA),

@@ -10,7 +10,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTXPipeline, WanPipeline
 from PIL import Image
 
 from diffusers_tsa.adapters import ADAPTERS, load_spec
@@ -26,6 +26,7 @@ from diffusers_tsa.diagnostics import (
 from diffusers_tsa.projector import AlignmentProjector
 from diffusers_tsa.teachers import TeacherInput, teacher_config, teacher_geometry
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_clip, write_test_dataset
+from diffusers_tsa.testing.kandinsky5 import tiny_kandinsky5_components
 from diffusers_tsa.testing.ltx_video import tiny_ltx_video_components
 from diffusers_tsa.testing.wan import tiny_wan_components
 from diffusers_tsa.training import AlignedTransformer, Alignment, AlignmentConfig, TrainingClips, collate_examples
@@ -289,6 +290,7 @@ FAMILIES = {
     "cogvideox": (CogVideoXPipeline, tiny_cogvideox_components, (9, 96, 144)),
     "wan": (WanPipeline, tiny_wan_components, (9, 64, 96)),
     "ltx_video": (LTXPipeline, tiny_ltx_video_components, (9, 64, 96)),
+    "kandinsky5": (Kandinsky5T2VPipeline, tiny_kandinsky5_components, (9, 32, 48)),
 }
 
 

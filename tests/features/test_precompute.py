@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTXPipeline, WanPipeline
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -30,6 +30,12 @@ from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
 from diffusers_tsa.features.precomputed import check_inputs_settings
 from diffusers_tsa.teachers import TeacherInput, load_teacher
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
+from diffusers_tsa.testing.kandinsky5 import (
+    TINY_KANDINSKY5_HEIGHT,
+    TINY_KANDINSKY5_NUM_FRAMES,
+    TINY_KANDINSKY5_WIDTH,
+    tiny_kandinsky5_components,
+)
 from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_HEIGHT,
     TINY_LTX_NUM_FRAMES,
@@ -58,6 +64,14 @@ FAMILIES = {
         ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES),
         16,
     ),
+    "kandinsky5": (
+        Kandinsky5T2VPipeline,
+        tiny_kandinsky5_components,
+        ClipSpec(
+            height=TINY_KANDINSKY5_HEIGHT, width=TINY_KANDINSKY5_WIDTH, max_num_frames=TINY_KANDINSKY5_NUM_FRAMES
+        ),
+        16,
+    ),
     # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
     "nova": (None, None, ClipSpec(height=64, width=96, max_num_frames=9), None),
 }
@@ -65,7 +79,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """Tiny CogVideoX, Wan 2.1 and LTX-Video pipelines, a tiny VideoMAE teacher and four clips, saved to disk (the
+    """Tiny CogVideoX, Wan 2.1, LTX-Video and Kandinsky 5 pipelines, a tiny VideoMAE teacher and four clips, saved to disk (the
     layout of `test_train_script`'s fixture, whose helpers these tests reuse)."""
     root = tmp_path_factory.mktemp("tiny")
     for family, (pipeline, components, _, _) in FAMILIES.items():
@@ -158,6 +172,7 @@ NORMALISED = {
     "ltx_video": lambda vae, z: (
         (z - vae.latents_mean.view(1, -1, 1, 1, 1)) * vae.config.scaling_factor / vae.latents_std.view(1, -1, 1, 1, 1)
     ),
+    "kandinsky5": lambda vae, z: z * vae.config.scaling_factor,  # Kandinsky5T2VPipeline decodes latents / it
 }
 
 
