@@ -3,14 +3,12 @@ Qwen2.5-VL + CLIP): shape rules read from the configs, latents scaled as the pip
 the pipeline encodes them, the flow-matching loss by hand and the training script's flag checks (what every family
 does is in `test_family_contract.py`)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from diffusers import Kandinsky5T2VPipeline
 from einops import rearrange
 
+from diffusers_tsa import train_text_to_video_tsa
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.adapters.flow_matching import FlowMatching
 from diffusers_tsa.adapters.kandinsky5 import Kandinsky5Adapter, Kandinsky5Spec
@@ -26,7 +24,6 @@ from diffusers_tsa.testing.kandinsky5 import (
 from diffusers_tsa.training import plan_training
 
 
-SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 FRAMES, HEIGHT, WIDTH = TINY_KANDINSKY5_NUM_FRAMES, TINY_KANDINSKY5_HEIGHT, TINY_KANDINSKY5_WIDTH
 PROMPTS = ["a red ball falls", "a white square moves right"]
 #: Kandinsky 5.0 T2V Lite's transformer config (the `kandinskylab/Kandinsky-5.0-T2V-Lite-*-Diffusers` checkpoints).
@@ -215,9 +212,6 @@ def test_flow_matching_loss_is_the_formula(base, shift):
 def test_flag_errors_name_the_flag_before_loading_weights(base, tmp_path, flags, message):
     tiny_videomae().save_pretrained(tmp_path / "teacher")
     write_test_dataset(tmp_path / "data", num_clips=1, caption=PROMPTS[0])
-    loader = importlib.util.spec_from_file_location("train_text_to_video_tsa", SCRIPT)
-    script = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(script)
     common = [
         "--pretrained_model_name_or_path", str(base), "--instance_data_root", str(tmp_path / "data"),
         "--caption_column", "prompts.txt", "--video_column", "videos.txt",
@@ -225,4 +219,4 @@ def test_flag_errors_name_the_flag_before_loading_weights(base, tmp_path, flags,
         "--max_num_frames", str(FRAMES), "--alignment_depth", "1", "--output_dir", str(tmp_path / "out"),
     ]  # fmt: skip
     with pytest.raises(FlagError, match=message), flag_errors():
-        plan_training(script.parse_args([*common, *flags]))
+        plan_training(train_text_to_video_tsa.parse_args([*common, *flags]))
