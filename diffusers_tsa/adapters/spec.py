@@ -49,6 +49,9 @@ class ModelSpec(abc.ABC):
     family: ClassVar[str]
     #: `_class_name` of this family's `model_index.json`.
     pipeline_class_name: ClassVar[str]
+    #: Other `_class_name`s the family's checkpoints are published as, which `load_spec(..., family="auto")` reads
+    #: as this family (pipelines with the components of `pipeline_class_name`, which loads them).
+    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ()
     #: The transformer's class (in diffusers, for the families whose `transformer_class` does not override it).
     transformer_class_name: ClassVar[str] = ""
     #: The VAE's class in diffusers, whose config `from_configs` reads.
