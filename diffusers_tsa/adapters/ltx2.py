@@ -49,6 +49,11 @@ class LTX2PromptEmbeds(NamedTuple):
     attention_mask: torch.Tensor
 
 
+#: The compression ratios LTX-2's VAE config states, for a spec read without it (`student_spec` of a bare
+#: transformer).
+LTX2_VAE_RATIOS = {"spatial_compression_ratio": 32, "temporal_compression_ratio": 8}
+
+
 def is_audio_parameter(name: str) -> bool:
     """Whether the transformer parameter `name` belongs to the audio stream or the audio-video cross-attention (a
     part of its dotted name mentions `audio` or `a2v`): what video-only clips leave frozen."""
@@ -126,7 +131,8 @@ class LTX2Spec(ModelSpec):
         revision=None,
         cache_dir=None,
     ) -> LTX2Spec:
-        """The compression ratios are the VAE's own (built on the meta device from its config); the audio latent
+        """The compression ratios are the VAE's own (built on the meta device from its config, `LTX2_VAE_RATIOS`
+        without one); the audio latent
         rate and width are the transformer's (its audio positions use the same sample rate and hop length as the
         audio VAE)."""
         from diffusers import AutoencoderKLLTX2Video
@@ -138,8 +144,8 @@ class LTX2Spec(ModelSpec):
                 f"`pretrained_model_name_or_path={name!r}` has transformer patches (spatial, temporal) {patches}; "
                 "this adapter supports LTX-2, whose patches are (1, 1)."
             )
-        with torch.device("meta"):
-            vae = AutoencoderKLLTX2Video.from_config(vae_config or {})
+        with torch.device("meta"):  # LTX-2's VAE states its ratios in its config (the class defaults derive others)
+            vae = AutoencoderKLLTX2Video.from_config(vae_config or LTX2_VAE_RATIOS)
         rate = config.get("audio_sampling_rate", 16000) / config.get("audio_hop_length", 160)
         return cls(
             **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),

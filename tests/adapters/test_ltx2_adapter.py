@@ -18,6 +18,7 @@ from diffusers_tsa.adapters.ltx2 import LTX2Adapter, LTX2Spec, is_audio_paramete
 from diffusers_tsa.adapters.ltx_video import LTXVideoSpec
 from diffusers_tsa.cli import FlagError, flag_errors
 from diffusers_tsa.errors import GridError, ModelLayoutError
+from diffusers_tsa.integrations import student_spec
 from diffusers_tsa.testing import tiny_ltx_video_components, tiny_videomae, write_test_dataset
 from diffusers_tsa.testing.ltx2 import (
     TINY_LTX2_HEIGHT,
@@ -79,6 +80,8 @@ def test_spec_from_configs_follows_the_pipeline(tiny):
     spec.check_clip(FRAMES, HEIGHT, WIDTH)
     with pytest.raises(GridError, match=r"`num_frames=12` must be 8k\+1 \(e.g. 9 or 17\); `height=80` must be"):
         spec.check_clip(12, 80, WIDTH)
+    bare = student_spec(pipe.transformer)  # a transformer another trainer loaded, without its VAE
+    assert (bare.family, bare.token_grid(FRAMES, HEIGHT, WIDTH), bare.audio_channels) == ("ltx2", (2, 2, 3), 8)
     big = LTX2Spec(pretrained_model_name_or_path="", num_blocks=48, hidden_size=4096, min_depth=1)
     assert big.default_depth == 29  # the paper's 18 of 30, on LTX-2's 48 blocks
     assert big.token_grid(121, 512, 768) == (16, 16, 24)

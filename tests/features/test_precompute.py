@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, LTX2Pipeline, LTXPipeline, WanPipeline
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -30,6 +30,12 @@ from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
 from diffusers_tsa.features.precomputed import check_inputs_settings
 from diffusers_tsa.teachers import TeacherInput, load_teacher
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
+from diffusers_tsa.testing.ltx2 import (
+    TINY_LTX2_HEIGHT,
+    TINY_LTX2_NUM_FRAMES,
+    TINY_LTX2_WIDTH,
+    tiny_ltx2_components,
+)
 from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_HEIGHT,
     TINY_LTX_NUM_FRAMES,
@@ -56,6 +62,12 @@ FAMILIES = {
         LTXPipeline,
         tiny_ltx_video_components,
         ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES),
+        16,
+    ),
+    "ltx2": (
+        LTX2Pipeline,
+        tiny_ltx2_components,
+        ClipSpec(height=TINY_LTX2_HEIGHT, width=TINY_LTX2_WIDTH, max_num_frames=TINY_LTX2_NUM_FRAMES),
         16,
     ),
     # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
@@ -157,6 +169,9 @@ NORMALISED = {
     ),
     "ltx_video": lambda vae, z: (
         (z - vae.latents_mean.view(1, -1, 1, 1, 1)) * vae.config.scaling_factor / vae.latents_std.view(1, -1, 1, 1, 1)
+    ),
+    "ltx2": lambda vae, z: LTX2Pipeline._normalize_latents(
+        z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor
     ),
 }
 
