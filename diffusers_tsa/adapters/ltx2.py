@@ -17,10 +17,9 @@ teaches them. Clips with audio are not supported: the data pipeline decodes no s
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Iterator, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -268,7 +267,8 @@ class LTX2Adapter(ModelAdapter):
 
     @classmethod
     def load_encoders(cls, spec: LTX2Spec, *, variant=None, weight_dtype=torch.float32, device="cpu") -> dict:
-        """As the base, with the text connectors (`connectors/`), which turn Gemma's states into the prompts."""
+        """As the base, with the text connectors (`connectors/`), which turn Gemma's states into the prompts (and
+        which `encoders_loaded` loads and frees with the others)."""
         from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
         connectors = LTX2TextConnectors.from_pretrained(
@@ -281,29 +281,6 @@ class LTX2Adapter(ModelAdapter):
         )
         encoders = super().load_encoders(spec, variant=variant, weight_dtype=weight_dtype, device=device)
         return {**encoders, "connectors": connectors.requires_grad_(False).to(device)}
-
-    @contextlib.contextmanager
-    def encoders_loaded(self) -> Iterator[None]:
-        """As the base, the text connectors included."""
-        unloaded = self.vae is None and self._load_encoders is not None
-        load = self._load_encoders
-        if unloaded:
-
-            def load_with_connectors() -> dict:
-                loaded = load()
-                self.connectors = loaded["connectors"]
-                return loaded
-
-            self._load_encoders = load_with_connectors
-        try:
-            with super().encoders_loaded():
-                try:
-                    yield
-                finally:
-                    if unloaded:
-                        self.connectors = None
-        finally:
-            self._load_encoders = load
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 

@@ -167,6 +167,11 @@ def test_prompts_are_the_pipelines_gemma_states_through_its_connectors(tiny, ada
     assert torch.equal(outputs["prompt_embeds"], video) and torch.equal(outputs["audio_prompt_embeds"], audio)
     assert torch.equal(outputs["prompt_attention_mask"], connector_mask)
     assert video.shape == (2, 16, 16) and audio.shape == (2, 16, 16)
+    bare = LTX2Adapter.from_pretrained(adapter.spec, options=SHORT, encoders=False, transformer=False)
+    assert bare.connectors is None
+    with bare.encoders_loaded():  # a validation of a run on precomputed prompts loads the connectors too
+        assert torch.equal(bare.text_encoder_outputs(PROMPTS)["prompt_embeds"], video)
+    assert bare.connectors is None and bare.text_encoder is None
 
 
 def test_flow_matching_loss_of_the_video_stream_is_the_formula(adapter):
