@@ -47,7 +47,7 @@ def tiny_gemma3(tokenizer, *, seed: int = 0):
 
 
 def tiny_ltx2_components(seed: int = 0, *, num_layers: int = 2) -> dict:
-    """Components of a tiny `LTX2Pipeline` (about 2 MB), deterministic for a given seed.
+    """Components of a tiny `LTX2Pipeline` (about 1.5 MB), deterministic for a given seed.
 
     The video VAE's `latents_mean` and `latents_std` are not the identity, so that the latent normalisation is
     exercised.
