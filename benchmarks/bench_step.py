@@ -1,6 +1,6 @@
 """Cost of the TSA machinery in one optimizer step: measured on a CogVideoX-shaped model, and counted analytically
 for every family at its default size (CogVideoX-2B, CogVideoX 1.5-5B, Wan 2.1 1.3B and 14B, Wan 2.2 TI2V-5B,
-LTX-Video 0.9, Kandinsky 5 T2V Lite).
+LTX-Video 0.9, LTX-2, Kandinsky 5 T2V Lite).
 
 Measured (each configuration in a fresh subprocess, for honest peak memory): one optimizer step of the training
 module the script builds (`AlignedTransformer`: the family adapter's forward + backward, projector, alignment loss,
@@ -117,6 +117,19 @@ FAMILIES = {
         "student_grid": (31, 32, 48),
         "teacher_grid": (60, 11, 16),
     },
+    # LTX-2 (19B): a 4096-wide video stream and a 2048-wide audio stream of 48 blocks each (the clip's 126 audio
+    # latent frames at 24 fps), 1024 text tokens attended to by both, audio-video cross-attention in every block.
+    "LTX-2": {
+        "size": "121 x 512 x 768",
+        "layers": 48,
+        "width": 4096,
+        "ff_dim": 16384,
+        "text_tokens": 1024,
+        "joint_text": False,
+        "student_grid": (16, 16, 24),
+        "teacher_grid": (60, 11, 16),
+        "audio": {"tokens": 126, "width": 2048, "ff_dim": 8192},
+    },
 }
 
 
@@ -130,8 +143,21 @@ def transformer_flops(tokens: int, width: int, layers: int, ff_dim: int, context
     return layers * (dense + attention + cross)
 
 
+def audio_stream_flops(video_tokens: int, width: int, layers: int, text: int, audio: dict) -> float:
+    """Forward FLOPs of an audio stream beside the video one (LTX-2): its own blocks (`transformer_flops`, text
+    attended to), and per block the audio-video cross-attention both ways at the audio width: queries and outputs
+    projected from and to each side's width, keys and values from the other side, 4 N_v N_a d_a for the scores and
+    their weighted sum each way."""
+    tokens, d_audio = audio["tokens"], audio["width"]
+    own = transformer_flops(tokens, d_audio, layers, audio["ff_dim"], context=text)
+    one_way = 2 * d_audio * (2 * width * video_tokens + 2 * d_audio * tokens) + 4 * video_tokens * tokens * d_audio
+    other_way = 2 * d_audio * (2 * d_audio * tokens + 2 * width * video_tokens) + 4 * video_tokens * tokens * d_audio
+    return own + layers * (one_way + other_way)
+
+
 def analytic_share(name: str, family: dict) -> dict:
-    """FLOPs of one training sample of `family` at its default size and of each part of the TSA machinery."""
+    """FLOPs of one training sample of `family` at its default size (its audio stream too, where it has one) and of
+    each part of the TSA machinery."""
     from diffusers_tsa import GridResampling
 
     student_grid, teacher_grid = family["student_grid"], family["teacher_grid"]
@@ -144,6 +170,8 @@ def analytic_share(name: str, family: dict) -> dict:
         forward = transformer_flops(video_tokens + text, d, family["layers"], family["ff_dim"])
     else:
         forward = transformer_flops(video_tokens, d, family["layers"], family["ff_dim"], context=text)
+    if "audio" in family:
+        forward += audio_stream_flops(video_tokens, d, family["layers"], text, family["audio"])
     step = 3 * forward  # forward + backward (2x); gradient checkpointing adds one more forward
     resampling = GridResampling.between(student_grid, teacher_grid, drop_first_frame=True)
     projected = (student_grid[0] - 1) * student_grid[1] * student_grid[2]  # frame 0 is dropped first

@@ -105,21 +105,24 @@ class ModelAdapter(abc.ABC):
 
     @contextlib.contextmanager
     def encoders_loaded(self) -> Iterator[None]:
-        """The tokenizer, text encoder and VAE for the time of the block: an adapter loaded without them
-        (`encoders=False`, training on precomputed inputs) loads them on entry and frees them on exit, for a
-        validation; otherwise nothing happens."""
+        """The tokenizer, text encoder and VAE (and the family's other encoders `load_encoders` reads, e.g. LTX-2's
+        text connectors) for the time of the block: an adapter loaded without them (`encoders=False`, training on
+        precomputed inputs) loads them on entry and frees them on exit, for a validation; otherwise nothing
+        happens."""
         if self.vae is not None or self._load_encoders is None:
             yield
             return
         loaded = self._load_encoders()
-        self.tokenizer, self.text_encoder, self.vae = loaded["tokenizer"], loaded["text_encoder"], loaded["vae"]
+        for name, component in loaded.items():
+            setattr(self, name, component)
         self.configure_vae(**self._vae_options)
         try:
             yield
         finally:
             from diffusers.training_utils import free_memory
 
-            self.tokenizer = self.text_encoder = self.vae = None
+            for name in loaded:
+                setattr(self, name, None)
             del loaded
             free_memory()
 

@@ -51,6 +51,9 @@ class LTXVideoSpec(ModelSpec):
 
     family = "ltx_video"
     pipeline_class_name = "LTXPipeline"
+    #: LTX-Video 0.9.5 and later are published as `LTXConditionPipeline`: `LTXPipeline`'s components (the same
+    #: transformer, VAE and T5 classes), trained here for text-to-video.
+    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXConditionPipeline",)
     transformer_class_name = "LTXVideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTXVideo"
     samplers = ("pipeline",)
@@ -169,7 +172,8 @@ class LTXVideoSpec(ModelSpec):
 
 @register_adapter
 class LTXVideoAdapter(ModelAdapter):
-    """`LTXPipeline` checkpoints (e.g. `Lightricks/LTX-Video`, `Lightricks/LTX-Video-0.9.1`)."""
+    """`LTXPipeline` checkpoints (e.g. `Lightricks/LTX-Video`, `Lightricks/LTX-Video-0.9.1`), and the
+    `LTXConditionPipeline` ones of LTX-Video 0.9.5 and later, for text-to-video."""
 
     spec_class = LTXVideoSpec
 

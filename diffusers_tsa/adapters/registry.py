@@ -32,7 +32,7 @@ def load_spec(
     Args:
         pretrained_model_name_or_path (`str` or `os.PathLike`): Hub id or folder of a diffusers pipeline.
         family (`str`, defaults to `"auto"`): a key of `ADAPTERS`, or `"auto"` to read it from the pipeline class
-            in `model_index.json`.
+            in `model_index.json` (a family's `pipeline_class_name` or one of its `detected_pipeline_class_names`).
         revision (`str`, *optional*): Hub revision.
         cache_dir (`str`, *optional*): Hub cache folder.
     """
@@ -49,7 +49,11 @@ def load_spec(
         ) from None
     if family == "auto":
         class_name = model_index.get("_class_name")
-        found = [a for a in ADAPTERS.values() if a.spec_class.pipeline_class_name == class_name]
+        found = [
+            a
+            for a in ADAPTERS.values()
+            if class_name in (a.spec_class.pipeline_class_name, *a.spec_class.detected_pipeline_class_names)
+        ]
         if not found:
             raise ModelLayoutError(
                 f"Cannot tell the model family of `pretrained_model_name_or_path={name!r}` (pipeline class "

@@ -10,6 +10,7 @@ as plain attributes, what the model card's "Use it" code needs to know about the
 from __future__ import annotations
 
 import abc
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -27,6 +28,10 @@ Grid = tuple[int, int, int]
 
 #: The LoRA file a training run writes (diffusers' `load_lora_weights` default).
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+#: Pixel frames per latent frame of CogVideoX's VAE: the time a teacher frame of `--teacher_frames latent`, and so a
+#: CREPA neighbour step, spans on CogVideoX (SimpleTuner's CREPA setting), which every family's default keeps
+#: (`ModelSpec.teacher_frames_per_token_frame`).
+REFERENCE_FRAME_SPACING = 4
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class ModelSpec(abc.ABC):
     family: ClassVar[str]
     #: `_class_name` of this family's `model_index.json`.
     pipeline_class_name: ClassVar[str]
+    #: Other `_class_name`s the family's checkpoints are published as, which `load_spec(..., family="auto")` reads
+    #: as this family (pipelines with the components of `pipeline_class_name`, which loads them).
+    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ()
     #: The transformer's class (in diffusers, for the families whose `transformer_class` does not override it).
     transformer_class_name: ClassVar[str] = ""
     #: The VAE's class in diffusers, whose config `from_configs` reads.
@@ -134,6 +142,27 @@ class ModelSpec(abc.ABC):
     @abc.abstractmethod
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
         """Raises `GridError`, naming the sizes that work, for a clip size the model cannot take."""
+
+    @property
+    def frame_spacing(self) -> float:
+        """Pixel frames per student token frame after frame 0 (the VAE's temporal compression times the
+        transformer's temporal patch): 4 for CogVideoX, Wan and NOVA, 8 for LTX-Video, LTX-2 and CogVideoX 1.5. Read
+        from `token_grid` on a clip of 1025 frames, long enough that no temporal padding changes the ratio."""
+        frames = 1025
+        return (frames - 1) / (self.token_grid(frames, 1024, 1024)[0] - 1)
+
+    @property
+    def teacher_frames_per_token_frame(self) -> int:
+        """How many teacher frames `--teacher_frames latent` gives each student token frame:
+        `ceil(frame_spacing / REFERENCE_FRAME_SPACING)`, so that a teacher frame, and a CREPA neighbour step on it
+        (`--crepa_adjacent_distance 1`), spans at most CogVideoX's 4 pixel frames: 1 for the 4x VAEs, 2 for the 8x
+        ones (whose latent frames would make each CREPA step span 8 pixel frames, twice CogVideoX's)."""
+        return math.ceil(self.frame_spacing / REFERENCE_FRAME_SPACING)
+
+    def teacher_latent_frames(self, num_frames: int, height: int, width: int) -> int:
+        """The frames `--teacher_frames latent` shows the teacher for a clip of this size (`TeacherInput`'s
+        `latent_frames`): `teacher_frames_per_token_frame` per student token frame, frame 0 included."""
+        return self.token_grid(num_frames, height, width)[0] * self.teacher_frames_per_token_frame
 
     @property
     def default_depth(self) -> int:

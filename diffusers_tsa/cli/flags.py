@@ -189,7 +189,8 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, required: bool = F
         default="uniform",
         choices=TEACHER_FRAMES,
         help="Which frames the teacher sees: 'uniform' (default; --teacher_num_frames of those after the first, "
-        "the paper's), 'latent' (one per latent frame, frame 0 included: SimpleTuner's CREPA) or 'pooled' (every "
+        "the paper's), 'latent' (one per latent frame, frame 0 included: SimpleTuner's CREPA; two on 8x VAEs, so "
+        "that a teacher frame spans at most CogVideoX's 4 pixel frames) or 'pooled' (every "
         "frame, the features after the first averaged per latent frame: VideoREPA's DINOv2 path).",
     )
     group.add_argument(

@@ -1,7 +1,7 @@
 """Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks: one module
-per model family (`cogvideox`, `wan`, `ltx_video`, `kandinsky5`, and `nova`, a test double of NOVA's `diffnext`
-package), the shared tokenizer and text encoders (`text`), teachers (`teachers`), synthetic clips (`clips`) and the
-model card's checks (`model_card`)."""
+per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, and `nova`, a test double of NOVA's
+`diffnext` package), the shared tokenizer and text encoders (`text`), teachers (`teachers`), synthetic clips (`clips`)
+and the model card's checks (`model_card`)."""
 
 from .clips import write_test_clip, write_test_dataset
 from .cogvideox import (
@@ -17,6 +17,7 @@ from .kandinsky5 import (
     TINY_KANDINSKY5_WIDTH,
     tiny_kandinsky5_components,
 )
+from .ltx2 import TINY_LTX2_HEIGHT, TINY_LTX2_NUM_FRAMES, TINY_LTX2_WIDTH, tiny_ltx2_components
 from .ltx_video import TINY_LTX_HEIGHT, TINY_LTX_NUM_FRAMES, TINY_LTX_WIDTH, tiny_ltx_video_components
 from .teachers import tiny_dinov2, tiny_videomae, tiny_vjepa2
 from .text import TINY_TEXT_EMBED_DIM, TINY_WORDS, tiny_text_encoder, tiny_tokenizer
@@ -36,6 +37,9 @@ __all__ = [
     "TINY_KANDINSKY5_HEIGHT",
     "TINY_KANDINSKY5_NUM_FRAMES",
     "TINY_KANDINSKY5_WIDTH",
+    "TINY_LTX2_HEIGHT",
+    "TINY_LTX2_NUM_FRAMES",
+    "TINY_LTX2_WIDTH",
     "TINY_LTX_HEIGHT",
     "TINY_LTX_NUM_FRAMES",
     "TINY_LTX_WIDTH",
@@ -51,6 +55,7 @@ __all__ = [
     "tiny_cogvideox_components",
     "tiny_dinov2",
     "tiny_kandinsky5_components",
+    "tiny_ltx2_components",
     "tiny_ltx_video_components",
     "tiny_text_encoder",
     "tiny_tokenizer",

@@ -56,8 +56,13 @@ def clip_spec(args: argparse.Namespace) -> ClipSpec:
 def teacher_input(args: argparse.Namespace, clip: ClipSpec, config, spec: ModelSpec | None = None) -> TeacherInput:
     """The `TeacherInput` of the teacher flags for clips read as `clip` (the paper's rule, on the patch grid of the
     teacher whose `config` is given, for what is not given); `--teacher_frames latent` and `pooled` read the
-    student's latent frames from its `spec`."""
-    latent_frames = spec.token_grid(clip.num_frames, clip.height, clip.width)[0] if spec is not None else None
+    student's latent frames from its `spec` (`latent`: `spec.teacher_latent_frames`, at most CogVideoX's 4 pixel
+    frames a teacher frame; `pooled`: one per token frame)."""
+    latent_frames = None
+    if spec is not None:
+        size = (clip.num_frames, clip.height, clip.width)
+        latent = args.teacher_frames == "latent"
+        latent_frames = spec.teacher_latent_frames(*size) if latent else spec.token_grid(*size)[0]
     return TeacherInput.for_teacher(
         config,
         clip.num_frames,
@@ -240,12 +245,12 @@ def alignment_config(
             )
         given = {key: getattr(args, f"teacher_{key}") for key in ("num_frames", "height", "width")}
         given = {key: value for key, value in given.items() if value is not None}
-        if args.teacher_frames != "uniform":  # the student's latent frames, frame 0 included (and pooled)
-            given.update(num_frames=student_grid[0], drop_first_frame=False)
-            if args.teacher_frames == "pooled":
-                given.update(
-                    num_frames=clip.num_frames, frame_pooling=(clip.num_frames - 1) // max(student_grid[0] - 1, 1)
-                )
+        if args.teacher_frames == "latent":  # the student's token frames, frame 0 included, subdivided
+            latent_frames = spec.teacher_latent_frames(clip.num_frames, clip.height, clip.width)
+            given.update(num_frames=latent_frames, drop_first_frame=False)
+        if args.teacher_frames == "pooled":  # every frame, averaged after the first per token frame
+            pooling = (clip.num_frames - 1) // max(student_grid[0] - 1, 1)
+            given.update(num_frames=clip.num_frames, drop_first_frame=False, frame_pooling=pooling)
         check_precomputed_settings(settings, clip=clip, options=options, teacher_input=given)
         drop_first_frame = settings["teacher_input"]["drop_first_frame"]
         teacher, config = None, None  # the targets come with each batch

@@ -28,7 +28,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTX2Pipeline, LTXPipeline, WanPipeline
 from einops import rearrange
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -37,11 +37,13 @@ from safetensors.torch import load_file, save_file
 
 from diffusers_tsa import AlignmentProjector
 from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, ModelAdapter, load_spec
+from diffusers_tsa.adapters.ltx2 import LTX2Adapter
 from diffusers_tsa.adapters.nova import load_nova_lora
 from diffusers_tsa.errors import ModelLayoutError
 from diffusers_tsa.testing import (
     tiny_cogvideox_components,
     tiny_kandinsky5_components,
+    tiny_ltx2_components,
     tiny_ltx_video_components,
     tiny_videomae,
     tiny_wan_components,
@@ -238,6 +240,20 @@ FAMILIES = [
         lora_targets=("cross_attention.out_layer", "self_attention.out_layer", "to_key", "to_query", "to_value"),
         flags=TEACHER_32X48,
         dynamic_cfg_refusal="not supported by Kandinsky 5",
+    ),
+    TinyFamily(
+        name="ltx2",
+        family="ltx2",
+        pipeline=lambda: LTX2Pipeline(**tiny_ltx2_components()),
+        clip=(9, 64, 96),  # latents and tokens 2 x 2 x 3 (32x / 8x VAE, patch 1)
+        grid=(2, 2, 3),
+        teacher_grid=(4, 2, 3),  # time x4 after latent frame 0
+        lora_layers=2 * 2 * 4,  # blocks x (video self, text cross attention) x (q, k, v, out); no audio stream
+        lora_modules=("transformer_blocks.",),
+        lora_targets=tuple(sorted(LTX2Adapter.lora_target_modules)),
+        flags=TEACHER_32X48,
+        card=(*DIFFUSERS_CARD, "frame_rate=24"),
+        dynamic_cfg_refusal="not supported by LTX-2",
     ),
     TinyFamily(name="nova", nova="double", **NOVA),
     TinyFamily(name="nova_real", nova="real", marks=REAL_NOVA_MARKS, **NOVA),

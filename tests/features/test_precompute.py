@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTX2Pipeline, LTXPipeline, WanPipeline
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -35,6 +35,12 @@ from diffusers_tsa.testing.kandinsky5 import (
     TINY_KANDINSKY5_NUM_FRAMES,
     TINY_KANDINSKY5_WIDTH,
     tiny_kandinsky5_components,
+)
+from diffusers_tsa.testing.ltx2 import (
+    TINY_LTX2_HEIGHT,
+    TINY_LTX2_NUM_FRAMES,
+    TINY_LTX2_WIDTH,
+    tiny_ltx2_components,
 )
 from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_HEIGHT,
@@ -70,6 +76,12 @@ FAMILIES = {
         ClipSpec(
             height=TINY_KANDINSKY5_HEIGHT, width=TINY_KANDINSKY5_WIDTH, max_num_frames=TINY_KANDINSKY5_NUM_FRAMES
         ),
+        16,
+    ),
+    "ltx2": (
+        LTX2Pipeline,
+        tiny_ltx2_components,
+        ClipSpec(height=TINY_LTX2_HEIGHT, width=TINY_LTX2_WIDTH, max_num_frames=TINY_LTX2_NUM_FRAMES),
         16,
     ),
     # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
@@ -173,6 +185,9 @@ NORMALISED = {
         (z - vae.latents_mean.view(1, -1, 1, 1, 1)) * vae.config.scaling_factor / vae.latents_std.view(1, -1, 1, 1, 1)
     ),
     "kandinsky5": lambda vae, z: z * vae.config.scaling_factor,  # Kandinsky5T2VPipeline decodes latents / it
+    "ltx2": lambda vae, z: LTX2Pipeline._normalize_latents(
+        z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor
+    ),
 }
 
 
