@@ -1,8 +1,8 @@
 """A tiny, randomly initialised HunyuanVideo 1.5 text-to-video pipeline built in code, for the tests (no download).
 
-Its shapes follow the real checkpoint's rules at a CPU scale: a 9-frame 64x96 clip gives latents of 3 x 4 x 6 (VAE
+Its shapes follow the real checkpoint's rules at a CPU scale: a 9-frame 32x48 clip gives latents of 3 x 2 x 3 (VAE
 x16 in space, x4 in time) and as many student tokens (patch 1); the tiny VideoMAE teacher sees 8 frames at 32x48 and
-returns a 4 x 2 x 3 grid. Both text encoders are tiny: a Qwen2.5-VL text model over the shared word-level tokenizer
+returns a 4 x 2 x 3 grid. The clips are small because the VAE's full-resolution 3D convolutions are what costs. Both text encoders are tiny: a Qwen2.5-VL text model over the shared word-level tokenizer
 (with a chat template) and a ByT5 encoder over diffusers' byte-level `ByT5Tokenizer`. The ByT5 projection's 2048
 hidden width is fixed by the transformer's code (about 4M of its weights).
 """
@@ -15,8 +15,8 @@ from .text import tiny_tokenizer
 
 
 TINY_HUNYUAN_NUM_FRAMES = 9
-TINY_HUNYUAN_HEIGHT = 64
-TINY_HUNYUAN_WIDTH = 96
+TINY_HUNYUAN_HEIGHT = 32
+TINY_HUNYUAN_WIDTH = 48
 TINY_HUNYUAN_LATENT_CHANNELS = 4
 TINY_HUNYUAN_TEXT_DIM = 32
 TINY_HUNYUAN_GLYPH_DIM = 16
