@@ -1,5 +1,5 @@
 """Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks: one module
-per model family (`cogvideox`, `wan`, `ltx_video`, and `nova`, a test double of NOVA's `diffnext` package), the
+per model family (`cogvideox`, `wan`, `ltx_video`, `hunyuan_video15`, and `nova`, a test double of NOVA's `diffnext` package), the
 shared tokenizer and text encoders (`text`), teachers (`teachers`), synthetic clips (`clips`) and the model card's
 checks (`model_card`)."""
 
@@ -10,6 +10,12 @@ from .cogvideox import (
     TINY_NUM_FRAMES,
     TINY_WIDTH,
     tiny_cogvideox_components,
+)
+from .hunyuan_video15 import (
+    TINY_HUNYUAN_HEIGHT,
+    TINY_HUNYUAN_NUM_FRAMES,
+    TINY_HUNYUAN_WIDTH,
+    tiny_hunyuan_video15_components,
 )
 from .ltx_video import TINY_LTX_HEIGHT, TINY_LTX_NUM_FRAMES, TINY_LTX_WIDTH, tiny_ltx_video_components
 from .teachers import tiny_dinov2, tiny_videomae, tiny_vjepa2
@@ -27,6 +33,9 @@ from .wan import (
 
 __all__ = [
     "TINY_HEIGHT",
+    "TINY_HUNYUAN_HEIGHT",
+    "TINY_HUNYUAN_NUM_FRAMES",
+    "TINY_HUNYUAN_WIDTH",
     "TINY_LTX_HEIGHT",
     "TINY_LTX_NUM_FRAMES",
     "TINY_LTX_WIDTH",
@@ -41,6 +50,7 @@ __all__ = [
     "TINY_WORDS",
     "tiny_cogvideox_components",
     "tiny_dinov2",
+    "tiny_hunyuan_video15_components",
     "tiny_ltx_video_components",
     "tiny_text_encoder",
     "tiny_tokenizer",

@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, LTXPipeline, WanPipeline
+from diffusers import CogVideoXPipeline, HunyuanVideo15Pipeline, LTXPipeline, WanPipeline
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -30,6 +30,7 @@ from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
 from diffusers_tsa.features.precomputed import check_inputs_settings
 from diffusers_tsa.teachers import TeacherInput, load_teacher
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
+from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
 from diffusers_tsa.testing.ltx_video import (
     TINY_LTX_HEIGHT,
     TINY_LTX_NUM_FRAMES,
@@ -56,6 +57,12 @@ FAMILIES = {
         LTXPipeline,
         tiny_ltx_video_components,
         ClipSpec(height=TINY_LTX_HEIGHT, width=TINY_LTX_WIDTH, max_num_frames=TINY_LTX_NUM_FRAMES),
+        16,
+    ),
+    "hunyuan_video15": (
+        HunyuanVideo15Pipeline,
+        tiny_hunyuan_video15_components,
+        ClipSpec(height=32, width=48, max_num_frames=9),
         16,
     ),
     # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
@@ -161,7 +168,9 @@ NORMALISED = {
 }
 
 
-@pytest.mark.parametrize("family", NORMALISED)  # NOVA's double: the loss-equality test above
+# NOVA's double: the loss-equality test above; HunyuanVideo 1.5 (whose VAE encodes one clip at a time):
+# tests/adapters/test_hunyuan_video15_adapter.py.
+@pytest.mark.parametrize("family", NORMALISED)
 def test_the_latents_of_the_cache_and_of_the_videos_are_the_vae_sample(tiny, tmp_path, family):
     """Independent of the adapter's sampler: with the same seed, both give diffusers' own `latent_dist.sample()`,
     normalised as the family's pipeline does (the cache's posterior encoded clip by clip, as the precompute does:
