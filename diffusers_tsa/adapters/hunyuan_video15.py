@@ -168,6 +168,7 @@ class HunyuanVideo15Spec(ModelSpec):
         pipe.tokenizer_max_length = self.resolve_max_sequence_length(settings.max_sequence_length)
 
     def usage_setup(self, settings: GenerationSettings) -> list[str]:
+        """`configure_pipeline` as the card's code writes it."""
         length = self.resolve_max_sequence_length(settings.max_sequence_length)
         return [
             f"pipe.guider = pipe.guider.new(guidance_scale={settings.guidance_scale!r})",
@@ -252,9 +253,10 @@ class HunyuanVideo15Adapter(ModelAdapter):
 
         device, length = self.text_encoder.device, self.options.max_sequence_length
         chats = format_text_input(prompts, _system_message())
-        counted = self.tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=True)
-        counted = counted["input_ids"] if isinstance(counted, dict) or hasattr(counted, "keys") else counted
-        self.truncated_captions.add(prompts, [len(ids) - TEMPLATE_TOKENS for ids in counted], length)
+        counted = self.tokenizer.apply_chat_template(
+            chats, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        self.truncated_captions.add(prompts, [len(ids) - TEMPLATE_TOKENS for ids in counted["input_ids"]], length)
         embeds, mask = HunyuanVideo15Pipeline._get_mllm_prompt_embeds(
             self.text_encoder,
             self.tokenizer,
