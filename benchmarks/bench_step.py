@@ -1,6 +1,6 @@
 """Cost of the TSA machinery in one optimizer step: measured on a CogVideoX-shaped model, and counted analytically
 for every family at its default size (CogVideoX-2B, CogVideoX 1.5-5B, Wan 2.1 1.3B and 14B, Wan 2.2 TI2V-5B,
-LTX-Video 0.9, LTX-2, Kandinsky 5 T2V Lite).
+LTX-Video 0.9, LTX-2, Kandinsky 5 T2V Lite, HunyuanVideo 1.5 480p).
 
 Measured (each configuration in a fresh subprocess, for honest peak memory): one optimizer step of the training
 module the script builds (`AlignedTransformer`: the family adapter's forward + backward, projector, alignment loss,
@@ -95,6 +95,18 @@ FAMILIES = {
         "joint_text": False,
         "student_grid": (31, 22, 40),
         "teacher_grid": (60, 15, 27),
+    },
+    # Text: the 1000 Qwen2.5-VL, 256 ByT5 and 729 (zero, masked) image tokens join the video tokens in the
+    # dual-stream blocks' joint attention, padding included (the stock attention is dense).
+    "HunyuanVideo-1.5-480p": {
+        "size": "121 x 480 x 848",
+        "layers": 54,
+        "width": 2048,
+        "ff_dim": 8192,
+        "text_tokens": 1000 + 256 + 729,
+        "joint_text": True,
+        "student_grid": (31, 30, 53),
+        "teacher_grid": (60, 10, 18),
     },
     "LTX-Video-0.9": {
         "size": "121 x 512 x 768",

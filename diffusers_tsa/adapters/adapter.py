@@ -78,6 +78,9 @@ class ModelAdapter(abc.ABC):
     #: Module names LoRA adapts (PEFT `target_modules`): the attention projections, as diffusers' LoRA loaders and
     #: training examples adapt them.
     lora_target_modules: ClassVar[list[str]] = ["to_q", "to_k", "to_v", "to_out.0"]
+    #: The frozen encoders `load_encoders` reads and `encoders_loaded` loads and frees, as attributes of the adapter
+    #: (families with a second text encoder add theirs).
+    encoder_components: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder", "vae")
 
     def __init__(
         self,
@@ -217,7 +220,7 @@ class ModelAdapter(abc.ABC):
                 .requires_grad_(False)
                 .to(device)
             )
-        components = load_encoders() if encoders else {"tokenizer": None, "text_encoder": None, "vae": None}
+        components = load_encoders() if encoders else dict.fromkeys(cls.encoder_components)
         scheduler = cls.component_classes(spec).scheduler
         return {
             **components,

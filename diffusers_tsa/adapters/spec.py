@@ -295,6 +295,10 @@ class ModelSpec(abc.ABC):
     #: `(module, function)` that loads a LoRA as `function(pipe.transformer, weights)`, for a pipeline without
     #: `load_lora_weights`; `None`: the card calls `pipe.load_lora_weights`.
     usage_lora_loader: ClassVar[tuple[str, str] | None] = None
+    #: The call that loads a LoRA file into the stock pipeline (with the file's name and `usage_lora_kwargs`), where
+    #: `usage_lora_loader` is `None`: the pipeline's own loader, or the transformer's (`load_lora_adapter`) for a
+    #: pipeline without one.
+    usage_lora_method: ClassVar[str] = "pipe.load_lora_weights"
 
     @property
     def usage_lora_kwargs(self) -> dict[str, Any]:
@@ -328,8 +332,17 @@ class ModelSpec(abc.ABC):
         """The keyword arguments of this family's pipeline call for `settings` (a `None` `max_sequence_length` is
         `resolve_max_sequence_length`'s default)."""
 
+    def configure_pipeline(self, pipe, settings: GenerationSettings) -> None:
+        """Sets on `pipe` what the family's pipeline takes as attributes rather than call arguments (the card's code
+        does the same with `usage_setup`): nothing here."""
+
+    def usage_setup(self, settings: GenerationSettings) -> list[str]:
+        """The lines of the card's code that do what `configure_pipeline` does, on `pipe`: none here."""
+        return []
+
     def generate(
         self, pipe, prompt: str, settings: GenerationSettings, generator: torch.Generator | None = None
     ) -> np.ndarray:
         """One video of `prompt`: float32 frames `(T, H, W, 3)` in [0, 1], what `export_to_video` takes."""
+        self.configure_pipeline(pipe, settings)
         return pipe(prompt=prompt, generator=generator, output_type="np", **self.pipeline_kwargs(settings)).frames[0]

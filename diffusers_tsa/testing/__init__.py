@@ -1,7 +1,7 @@
 """Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks: one module
-per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, and `nova`, a test double of NOVA's
-`diffnext` package), the shared tokenizer and text encoders (`text`), teachers (`teachers`), synthetic clips (`clips`)
-and the model card's checks (`model_card`)."""
+per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, `hunyuan_video15`, and `nova`, a test
+double of NOVA's `diffnext` package), the shared tokenizer and text encoders (`text`), teachers (`teachers`),
+synthetic clips (`clips`) and the model card's checks (`model_card`)."""
 
 from .clips import write_test_clip, write_test_dataset
 from .cogvideox import (
@@ -10,6 +10,12 @@ from .cogvideox import (
     TINY_NUM_FRAMES,
     TINY_WIDTH,
     tiny_cogvideox_components,
+)
+from .hunyuan_video15 import (
+    TINY_HUNYUAN_HEIGHT,
+    TINY_HUNYUAN_NUM_FRAMES,
+    TINY_HUNYUAN_WIDTH,
+    tiny_hunyuan_video15_components,
 )
 from .kandinsky5 import (
     TINY_KANDINSKY5_HEIGHT,
@@ -34,6 +40,9 @@ from .wan import (
 
 __all__ = [
     "TINY_HEIGHT",
+    "TINY_HUNYUAN_HEIGHT",
+    "TINY_HUNYUAN_NUM_FRAMES",
+    "TINY_HUNYUAN_WIDTH",
     "TINY_KANDINSKY5_HEIGHT",
     "TINY_KANDINSKY5_NUM_FRAMES",
     "TINY_KANDINSKY5_WIDTH",
@@ -54,6 +63,7 @@ __all__ = [
     "TINY_WORDS",
     "tiny_cogvideox_components",
     "tiny_dinov2",
+    "tiny_hunyuan_video15_components",
     "tiny_kandinsky5_components",
     "tiny_ltx2_components",
     "tiny_ltx_video_components",

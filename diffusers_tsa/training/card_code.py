@@ -2,8 +2,9 @@
 `ModelSpec.load_trained_pipeline` does, and generates one video with the validation settings.
 
 Everything family-specific comes from the spec's plain attributes: the pipeline (`pipeline_class_name`,
-`usage_imports`, `usage_dtype`), how a LoRA loads (`usage_lora_loader`, `usage_lora_kwargs`), the transformer's
-class and slot (`usage_transformer`, `trained_slot`), and the pipeline call (`pipeline_kwargs`, `fps`).
+`usage_imports`, `usage_dtype`), how a LoRA loads (`usage_lora_loader`, `usage_lora_method`, `usage_lora_kwargs`),
+the transformer's class and slot (`usage_transformer`, `trained_slot`), and the pipeline call (`usage_setup`,
+`pipeline_kwargs`, `fps`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
             "",
             device,
             *load,
+            *spec.usage_setup(settings),
             "video = pipe(",
             *(f"    {argument}," for argument in arguments),
             ").frames[0]",
@@ -75,7 +77,7 @@ def _load_stock(spec: ModelSpec, weights: str, training_mode: str) -> tuple[list
         else:
             extra = {"weight_name": LORA_WEIGHT_NAME, **spec.usage_lora_kwargs}
             arguments = ", ".join([py_literal(weights), *(f"{key}={py_literal(v)}" for key, v in extra.items())])
-            load.append(f"pipe.load_lora_weights({arguments})")
+            load.append(f"{spec.usage_lora_method}({arguments})")
     else:
         module, transformer = spec.usage_transformer
         imports.append((module, transformer))

@@ -28,7 +28,14 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTX2Pipeline, LTXPipeline, WanPipeline
+from diffusers import (
+    CogVideoXPipeline,
+    HunyuanVideo15Pipeline,
+    Kandinsky5T2VPipeline,
+    LTX2Pipeline,
+    LTXPipeline,
+    WanPipeline,
+)
 from einops import rearrange
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -49,6 +56,7 @@ from diffusers_tsa.testing import (
     tiny_wan_components,
     write_test_dataset,
 )
+from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
 from diffusers_tsa.testing.model_card import REPO_ID, card_code, run_card_code, write_cards
 from diffusers_tsa.testing.nova import tiny_nova_checkpoint
 
@@ -64,6 +72,10 @@ DIFFUSERS_CARD = ("pipe.load_lora_weights(",)  # a LoRA run's card loads it with
 
 def diffusers_load_lora(pipe, folder: Path) -> None:
     pipe.load_lora_weights(folder)  # no set_adapters: rank and alpha come from the file's metadata
+
+
+def transformer_load_lora(pipe, folder: Path) -> None:
+    pipe.transformer.load_lora_adapter(folder, weight_name=LORA_FILE)  # a pipeline without load_lora_weights
 
 
 def nova_load_lora(pipe, folder: Path) -> None:
@@ -254,6 +266,20 @@ FAMILIES = [
         flags=TEACHER_32X48,
         card=(*DIFFUSERS_CARD, "frame_rate=24"),
         dynamic_cfg_refusal="not supported by LTX-2",
+    ),
+    TinyFamily(
+        name="hunyuan_video15",
+        family="hunyuan_video15",
+        pipeline=lambda: HunyuanVideo15Pipeline(**tiny_hunyuan_video15_components()),
+        clip=(9, 32, 48),  # latents and tokens 3 x 2 x 3 (x16 / x4 VAE, patch 1)
+        grid=(3, 2, 3),
+        teacher_grid=(4, 2, 3),
+        lora_layers=(2 + 1) * 4,  # (dual-stream blocks + the text's token-refiner block) x (q, k, v, out)
+        lora_modules=("transformer_blocks.", "context_embedder."),
+        flags=TEACHER_32X48,
+        card=("pipe.transformer.load_lora_adapter(", "pipe.tokenizer_max_length = 16"),
+        dynamic_cfg_refusal="HunyuanVideo15Pipeline has no dynamic guidance",
+        load_lora=transformer_load_lora,
     ),
     TinyFamily(name="nova", nova="double", **NOVA),
     TinyFamily(name="nova_real", nova="real", marks=REAL_NOVA_MARKS, **NOVA),

@@ -6,6 +6,7 @@ import pytest
 
 from diffusers_tsa import GridResampling
 from diffusers_tsa.adapters.cogvideox import CogVideoXSpec
+from diffusers_tsa.adapters.hunyuan_video15 import HunyuanVideo15Spec
 from diffusers_tsa.adapters.kandinsky5 import Kandinsky5Spec
 from diffusers_tsa.adapters.ltx2 import LTX2Spec
 from diffusers_tsa.adapters.ltx_video import LTXVideoSpec
@@ -26,6 +27,7 @@ FAMILIES = {
     "ltx2": (LTX2Spec(**BASE), (121, 512, 768), 8),
     "nova": (NOVASpec(**BASE), (33, 480, 768), 4),
     "kandinsky5": (Kandinsky5Spec(**BASE), (121, 512, 768), 4),
+    "hunyuan_video15": (HunyuanVideo15Spec(**BASE), (121, 480, 848), 4),
 }
 
 

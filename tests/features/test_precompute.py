@@ -11,7 +11,14 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXPipeline, Kandinsky5T2VPipeline, LTX2Pipeline, LTXPipeline, WanPipeline
+from diffusers import (
+    CogVideoXPipeline,
+    HunyuanVideo15Pipeline,
+    Kandinsky5T2VPipeline,
+    LTX2Pipeline,
+    LTXPipeline,
+    WanPipeline,
+)
 from test_train_script import (
     SCRIPT,
     common_flags,
@@ -30,6 +37,7 @@ from diffusers_tsa.features import ModelInputs, Precompute, TeacherFeatures
 from diffusers_tsa.features.precomputed import check_inputs_settings
 from diffusers_tsa.teachers import TeacherInput, load_teacher
 from diffusers_tsa.testing import tiny_cogvideox_components, tiny_videomae, write_test_dataset
+from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
 from diffusers_tsa.testing.kandinsky5 import (
     TINY_KANDINSKY5_HEIGHT,
     TINY_KANDINSKY5_NUM_FRAMES,
@@ -82,6 +90,12 @@ FAMILIES = {
         LTX2Pipeline,
         tiny_ltx2_components,
         ClipSpec(height=TINY_LTX2_HEIGHT, width=TINY_LTX2_WIDTH, max_num_frames=TINY_LTX2_NUM_FRAMES),
+        16,
+    ),
+    "hunyuan_video15": (
+        HunyuanVideo15Pipeline,
+        tiny_hunyuan_video15_components,
+        ClipSpec(height=32, width=48, max_num_frames=9),
         16,
     ),
     # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
@@ -191,7 +205,9 @@ NORMALISED = {
 }
 
 
-@pytest.mark.parametrize("family", NORMALISED)  # NOVA's double: the loss-equality test above
+# NOVA's double: the loss-equality test above; HunyuanVideo 1.5 (whose VAE encodes one clip at a time):
+# tests/adapters/test_hunyuan_video15_adapter.py.
+@pytest.mark.parametrize("family", NORMALISED)
 def test_the_latents_of_the_cache_and_of_the_videos_are_the_vae_sample(tiny, tmp_path, family):
     """Independent of the adapter's sampler: with the same seed, both give diffusers' own `latent_dist.sample()`,
     normalised as the family's pipeline does (the cache's posterior encoded clip by clip, as the precompute does:
