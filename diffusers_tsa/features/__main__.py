@@ -26,7 +26,7 @@ import torch
 
 from .. import cli
 from ..adapters import ADAPTERS
-from ..data import ClipSpec
+from ..data import ClipSpec, check_some_clip_reads
 from ..errors import DatasetError
 from ..storage import check_free_space, check_output_folder, disk_full_is_one_line
 from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
@@ -253,6 +253,7 @@ def precompute(
     """Loads the frozen models, maps the table and writes it (`write_dataset`), as `main` planned and checked."""
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
+        check_some_clip_reads(table, clip)  # before any model loads
     transforms = []
     if student is not None:
         adapter = ADAPTERS[student.spec.family].from_pretrained(

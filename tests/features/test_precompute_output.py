@@ -107,13 +107,18 @@ def test_a_rerun_replaces_the_dataset_only_when_complete(inputs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_a_rerun_with_no_usable_clip_leaves_the_existing_dataset_intact(inputs, tmp_path):
-    from diffusers_tsa.errors import DatasetError
-
+def test_a_rerun_with_no_usable_clip_is_refused_before_any_model_loads_and_leaves_the_dataset_intact(
+    inputs, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     features_main.main(argv(inputs, out))
     before = datasets.load_from_disk(out)["train"].to_dict()
-    with pytest.raises(DatasetError, match="None of the 2 clips gave usable teacher features"):
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(features_main, "load_teacher", reached)
+    with pytest.raises(FlagError, match=r"None of the 2 clips can be read, e.g. .*fewer than the 33 required"):
         features_main.main([*argv(inputs, out), "--max_num_frames", "33"])  # longer than the clips
     assert datasets.load_from_disk(out)["train"].to_dict() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
