@@ -71,11 +71,17 @@ def test_a_folder_in_use_is_refused_before_any_model_loads(inputs, tmp_path, no_
         lock.release()
 
 
-def test_too_little_free_space_is_refused_before_the_compute(inputs, tmp_path, monkeypatch):
+def test_too_little_free_space_is_refused_before_any_model_loads(inputs, tmp_path, monkeypatch):
+    def reached(*args, **kwargs):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(features_main, "load_teacher", reached)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
-    with pytest.raises(FlagError, match=r"--output_dir='.*' has 1.0 MB free, but 2 clips needs about"):
+    with pytest.raises(FlagError, match=r"--output_dir='.*' has 1.0 MB free, but 2 clips needs about") as err:
         features_main.main(argv(inputs, tmp_path / "out"))
+    # The tiny teacher's 4 x 2 x 3 tokens of 32 values in float16, and a mask byte each, for the 2 clips.
+    assert f"about {storage.human_bytes(2 * 24 * (2 * 32 + 1))}" in str(err.value)
     assert list(tmp_path.iterdir()) == []  # the folder made for the lock is gone too
 
 
