@@ -116,6 +116,21 @@ def test_an_unreachable_hub_id_is_one_line_naming_the_flag(monkeypatch):
     assert "Hub cannot be reached (HF_HUB_OFFLINE is set)" in message
 
 
+def test_a_dataset_from_an_unreachable_hub_is_one_line(monkeypatch):
+    import datasets
+
+    from diffusers_tsa.data import load_video_dataset
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'owner/clips' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        UsageError, match=r"^`dataset_name='owner/clips'` is not a local path .* Hub cannot be reached"
+    ):
+        load_video_dataset("owner/clips")
+
+
 def test_labels_from_an_unreachable_hub_are_one_line(monkeypatch):
     import datasets
 

@@ -11,7 +11,7 @@ import datasets
 import pyarrow as pa
 
 from ..errors import DatasetError, VideoDecodeError
-from ..paths import check_local_path
+from ..paths import check_local_path, refuse_unreachable_hub
 from .columns import CAPTION, FEATURES_COLUMN, LATENTS_COLUMN, VIDEO
 from .video import ClipSpec, read_video
 
@@ -73,9 +73,13 @@ def _load_table(
                 "precompute it again with `python -m diffusers_tsa.features` (or save it again)."
             ) from None
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    return datasets.load_dataset(
-        dataset_name, dataset_config_name, split=split, cache_dir=cache_dir, revision=revision
-    )
+    try:
+        return datasets.load_dataset(
+            dataset_name, dataset_config_name, split=split, cache_dir=cache_dir, revision=revision
+        )
+    except Exception as err:
+        refuse_unreachable_hub(err, dataset_name, "dataset_name")
+        raise
 
 
 def damaged_file(folder: Path, err: BaseException) -> str:
