@@ -1,65 +1,91 @@
-"""diffusers-tsa: Tempered Self-Similarity Alignment for video diffusion models."""
+"""diffusers-tsa: Tempered Self-Similarity Alignment for video diffusion models.
 
-from .alignment_weight import AlignmentWeight
-from .data import ClipSpec, load_video_dataset, read_video
-from .errors import DatasetError, GridError, ModelLayoutError, UsageError, VideoDecodeError
-from .features import TeacherFeatures, decode_teacher_features, teacher_targets
-from .hooks import BlockFeatureExtractor, CapturedFeatures
-from .loss_registry import (
-    ALIGNMENT_LOSSES,
-    AlignmentLoss,
-    CREPAOptions,
-    LossOptions,
-    MTSAOptions,
-    NoOptions,
-    TSAOptions,
-    WeightSchedule,
-    loss_option,
-    register_alignment_loss,
-    unregister_alignment_loss,
-)
-from .losses import crepa_loss, repa_loss, trd_loss, tsa_loss
-from .masking import motion_saliency_mask
-from .projector import AlignmentProjector, GridResampling
-from .teachers import TeacherInput, VideoTeacher, load_teacher
+The public names are imported on first use, so that a command imports torch, diffusers and transformers only after
+its arguments are parsed (`python -m diffusers_tsa.eval.report` needs none of them).
+"""
+
+import importlib
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    from .alignment_weight import AlignmentWeight
+    from .data import ClipSpec, load_video_dataset, read_video
+    from .errors import DatasetError, GridError, ModelLayoutError, UsageError, VideoDecodeError
+    from .features import TeacherFeatures, decode_teacher_features, teacher_targets
+    from .hooks import BlockFeatureExtractor, CapturedFeatures
+    from .loss_registry import (
+        ALIGNMENT_LOSSES,
+        AlignmentLoss,
+        CREPAOptions,
+        LossOptions,
+        MTSAOptions,
+        NoOptions,
+        TSAOptions,
+        WeightSchedule,
+        loss_option,
+        register_alignment_loss,
+        unregister_alignment_loss,
+    )
+    from .losses import crepa_loss, repa_loss, trd_loss, tsa_loss
+    from .masking import motion_saliency_mask
+    from .projector import AlignmentProjector, GridResampling
+    from .teachers import TeacherInput, VideoTeacher, load_teacher
 
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    "ALIGNMENT_LOSSES",
-    "AlignmentLoss",
-    "AlignmentProjector",
-    "AlignmentWeight",
-    "BlockFeatureExtractor",
-    "CREPAOptions",
-    "CapturedFeatures",
-    "ClipSpec",
-    "DatasetError",
-    "GridError",
-    "GridResampling",
-    "LossOptions",
-    "MTSAOptions",
-    "ModelLayoutError",
-    "NoOptions",
-    "TSAOptions",
-    "TeacherFeatures",
-    "TeacherInput",
-    "UsageError",
-    "VideoDecodeError",
-    "VideoTeacher",
-    "WeightSchedule",
-    "crepa_loss",
-    "decode_teacher_features",
-    "load_teacher",
-    "load_video_dataset",
-    "loss_option",
-    "motion_saliency_mask",
-    "read_video",
-    "register_alignment_loss",
-    "repa_loss",
-    "teacher_targets",
-    "trd_loss",
-    "tsa_loss",
-    "unregister_alignment_loss",
-]
+
+#: Public name -> the module it comes from.
+_SOURCES = {
+    "ALIGNMENT_LOSSES": ".loss_registry",
+    "AlignmentLoss": ".loss_registry",
+    "AlignmentProjector": ".projector",
+    "AlignmentWeight": ".alignment_weight",
+    "BlockFeatureExtractor": ".hooks",
+    "CREPAOptions": ".loss_registry",
+    "CapturedFeatures": ".hooks",
+    "ClipSpec": ".data",
+    "DatasetError": ".errors",
+    "GridError": ".errors",
+    "GridResampling": ".projector",
+    "LossOptions": ".loss_registry",
+    "MTSAOptions": ".loss_registry",
+    "ModelLayoutError": ".errors",
+    "NoOptions": ".loss_registry",
+    "TSAOptions": ".loss_registry",
+    "TeacherFeatures": ".features",
+    "TeacherInput": ".teachers",
+    "UsageError": ".errors",
+    "VideoDecodeError": ".errors",
+    "VideoTeacher": ".teachers",
+    "WeightSchedule": ".loss_registry",
+    "crepa_loss": ".losses",
+    "decode_teacher_features": ".features",
+    "load_teacher": ".teachers",
+    "load_video_dataset": ".data",
+    "loss_option": ".loss_registry",
+    "motion_saliency_mask": ".masking",
+    "read_video": ".data",
+    "register_alignment_loss": ".loss_registry",
+    "repa_loss": ".losses",
+    "teacher_targets": ".features",
+    "trd_loss": ".losses",
+    "tsa_loss": ".losses",
+    "unregister_alignment_loss": ".loss_registry",
+}
+
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SOURCES])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ModelLayoutError
-from ..paths import check_local_path
+from ..paths import check_local_path, refuse_unreachable_hub
 from .adapter import ModelAdapter
 from .spec import ModelSpec
 
@@ -43,6 +43,7 @@ def load_spec(
     try:
         model_index = DiffusionPipeline.load_config(name, revision=revision, cache_dir=cache_dir)
     except OSError as err:  # not a pipeline folder, nor a Hub repository that can be reached
+        refuse_unreachable_hub(err, name, "pretrained_model_name_or_path")
         reason = " ".join(str(err).split())
         raise ModelLayoutError(
             f"`pretrained_model_name_or_path={name!r}` has no readable `model_index.json`: {reason}"

@@ -1,7 +1,7 @@
 """Training clips: reading them (`read_video`) and finding them (`load_video_dataset`)."""
 
 from .columns import CAPTION, VIDEO
-from .sources import load_video_dataset
+from .sources import check_some_clip_reads, load_video_dataset
 from .video import ClipSpec, VideoSource, describe_source, read_video, select_frame_indices
 
 
@@ -10,6 +10,7 @@ __all__ = [
     "VIDEO",
     "ClipSpec",
     "VideoSource",
+    "check_some_clip_reads",
     "describe_source",
     "load_video_dataset",
     "read_video",

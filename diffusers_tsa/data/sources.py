@@ -10,9 +10,10 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 
-from ..errors import DatasetError
-from ..paths import check_local_path
+from ..errors import DatasetError, VideoDecodeError
+from ..paths import check_local_path, refuse_unreachable_hub
 from .columns import CAPTION, FEATURES_COLUMN, LATENTS_COLUMN, VIDEO
+from .video import ClipSpec, read_video
 
 
 logger = logging.getLogger(__name__)
@@ -72,9 +73,13 @@ def _load_table(
                 "precompute it again with `python -m diffusers_tsa.features` (or save it again)."
             ) from None
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    return datasets.load_dataset(
-        dataset_name, dataset_config_name, split=split, cache_dir=cache_dir, revision=revision
-    )
+    try:
+        return datasets.load_dataset(
+            dataset_name, dataset_config_name, split=split, cache_dir=cache_dir, revision=revision
+        )
+    except Exception as err:
+        refuse_unreachable_hub(err, dataset_name, "dataset_name")
+        raise
 
 
 def damaged_file(folder: Path, err: BaseException) -> str:
@@ -178,3 +183,27 @@ def load_video_dataset(
     if os.path.isfile(dataset_name):
         return _resolve_paths(table, Path(dataset_name).resolve().parent)
     return table
+
+
+def check_some_clip_reads(table: datasets.Dataset, clip: ClipSpec) -> None:
+    """Raises `DatasetError` when no clip of `table` can be read as `clip` asks (a missing file, or clips shorter than
+    `clip.num_frames`, as the default 49 frames on short clips): a check to run before any model loads. Clips are
+    read in order up to the first that decodes, so a usable table costs one decode.
+
+    Args:
+        table (`datasets.Dataset`): a table of `load_video_dataset`, with its `"video"` column.
+        clip (`ClipSpec`): how the clips are read.
+    """
+    videos = table.select_columns([VIDEO])
+    first = None
+    for row in range(len(videos)):
+        try:
+            read_video(videos[row][VIDEO], clip)
+            return
+        except VideoDecodeError as err:
+            first = first or err
+    if first is not None:
+        raise DatasetError(
+            f"None of the {len(videos)} clips can be read, e.g. {first.source!r}: {first.reason} Check the video "
+            "paths (`video_column`) and `max_num_frames`."
+        )

@@ -15,7 +15,7 @@ import shutil
 import sys
 
 
-# Run as a script, this file's folder comes first on sys.path, and there `vbench` is this project's eval/vbench.py.
+# Run as a script, this file's folder comes first on sys.path, and there `vbench` is this package's vbench.py.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 

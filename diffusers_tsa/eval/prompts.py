@@ -250,7 +250,7 @@ def read_table(source: str, split: str | None = None, flag: str = "--prompts") -
             f"{flag} {source!r} is neither an existing file nor a Hub dataset id (`owner/name`); give a .txt, "
             ".csv, .json or .jsonl file or a Hub dataset."
         )
-    return _read_hub_table(source, split)
+    return _read_hub_table(source, split, flag)
 
 
 def _read_local_table(path: Path, flag: str) -> list[dict]:
@@ -279,10 +279,22 @@ def _read_lines(source: str, flag: str) -> list[str]:
         raise EvalInputError(f"{flag} {source}: not UTF-8 text ({e}); save it as UTF-8.") from None
 
 
-def _read_hub_table(repo_id: str, split: str | None) -> list[dict]:
+def _read_hub_table(repo_id: str, split: str | None, flag: str) -> list[dict]:
     import datasets
+    from datasets.exceptions import DatasetNotFoundError
 
-    loaded = datasets.load_dataset(repo_id, split=split)
+    from diffusers_tsa.paths import hub_unreachable
+
+    try:
+        loaded = datasets.load_dataset(repo_id, split=split)
+    except Exception as err:
+        if not (hub_unreachable(err) or isinstance(err, DatasetNotFoundError)):
+            raise
+        why = "the Hub cannot be reached, nor is it in the cache" if hub_unreachable(err) else "no such Hub dataset"
+        raise EvalInputError(
+            f"{flag} {repo_id}: {why}; give a local .csv, .json or .jsonl file"
+            + (" (or --labels none to skip the labels)." if flag == "--labels" else ".")
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
             raise EvalInputError(f"{repo_id} has splits {list(loaded)}: choose one with --split.")

@@ -8,9 +8,10 @@ process merges them into one dataset, written as `write_precomputed` says (it lo
 and `datasets.load_from_disk(folder)["train"]`, and `--push_to_hub` makes it a Hub dataset repository) for the training
 script's `--dataset_name`.
 
-The output folder is checked (a folder, writable) before any model loads, and for free space before the compute; it
-is locked for the run (as training's), and written under a temporary name beside it, renamed into place only when
-complete: a failed or killed rerun leaves an existing dataset as it was.
+The output folder is checked (a folder, writable, with room for what the configs say each clip stores: the
+teacher's features exactly, the latents at least) before any model loads, and for free space again, exactly, once
+the encoders give the stored shapes; it is locked for the run (as training's), and written under a temporary name
+beside it, renamed into place only when complete: a failed or killed rerun leaves an existing dataset as it was.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from .. import cli
 from ..adapters import ADAPTERS
-from ..data import ClipSpec
+from ..data import ClipSpec, check_some_clip_reads
 from ..errors import DatasetError
 from ..storage import check_free_space, check_output_folder, disk_full_is_one_line
 from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
@@ -253,6 +254,12 @@ def precompute(
     """Loads the frozen models, maps the table and writes it (`write_dataset`), as `main` planned and checked."""
     with state.main_process_first(), cli.flag_errors():  # one process prepares the table's cache, the others reuse it
         table = load_dataset(args, split=args.split, cache_dir=args.cache_dir)
+        # Before any model loads: a clip that can be read, and room for what the configs say the clips store.
+        check_some_clip_reads(table, clip)
+        at_least = 0 if student is None else ModelInputs.min_bytes_per_clip(student.spec, clip, args.storage_dtype)
+        if geometry is not None:
+            at_least += TeacherFeatures.stored_bytes(geometry.grid, geometry.hidden_size, args.storage_dtype)
+        check_free_space(output_dir.parent, at_least * len(table), "output_dir", f"{len(table)} clips")
     transforms = []
     if student is not None:
         adapter = ADAPTERS[student.spec.family].from_pretrained(
@@ -296,7 +303,7 @@ def precompute(
         )
     transform = transforms[0] if len(transforms) == 1 else Precompute(transforms)
     bytes_per_clip = sum(t.bytes_per_clip for t in transforms)
-    with cli.flag_errors():  # before the compute: the sizes are known once the models are
+    with cli.flag_errors():  # before the compute, exactly, now that the encoders give the stored shapes
         check_free_space(output_dir.parent, bytes_per_clip * len(table), "output_dir", f"{len(table)} clips")
     shard = (
         table.shard(state.num_processes, state.process_index, contiguous=True) if state.num_processes > 1 else table

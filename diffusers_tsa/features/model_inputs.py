@@ -127,6 +127,13 @@ class ModelInputs(ClipTransform):
             "columns": {name: list(shape) for name, shape in self.shapes.items()},
         }
 
+    @staticmethod
+    def min_bytes_per_clip(spec: ModelSpec, clip: ClipSpec, storage_dtype: str) -> int:
+        """A lower bound of `bytes_per_clip` known from the model's configs alone, before its encoders load: the
+        latent moments (a mean and a variance) of at least one value per video token (`spec.token_grid`); the
+        prompt embeddings are not counted."""
+        return 2 * math.prod(spec.token_grid(clip.num_frames, clip.height, clip.width)) * storage_bytes(storage_dtype)
+
     @property
     def bytes_per_clip(self) -> int:
         """Payload stored per usable clip (floating values in the storage dtype, masks 1 byte a value)."""

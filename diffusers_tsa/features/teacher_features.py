@@ -152,7 +152,13 @@ class TeacherFeatures(ClipTransform):
     @property
     def bytes_per_clip(self) -> int:
         """Payload stored per usable clip: the feature values in the storage dtype and 1 byte per mask token."""
-        return int(np.prod(self.teacher.grid)) * (storage_bytes(self.storage_dtype) * self.teacher.hidden_size + 1)
+        return self.stored_bytes(self.teacher.grid, self.teacher.hidden_size, self.storage_dtype)
+
+    @staticmethod
+    def stored_bytes(grid: tuple[int, int, int], hidden_size: int, storage_dtype: str) -> int:
+        """`bytes_per_clip` of a teacher with this token `grid` and width, known before it loads (its
+        `TeacherGeometry`): the feature values in `storage_dtype` and 1 byte per mask token."""
+        return int(np.prod(grid)) * (storage_bytes(storage_dtype) * hidden_size + 1)
 
     def columns(self, clips: list[torch.Tensor | None], batch: dict[str, list]) -> dict[str, list]:
         """The teacher columns of a `map` batch (see the class docstring)."""

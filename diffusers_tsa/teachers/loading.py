@@ -9,7 +9,7 @@ import os
 import torch
 
 from ..errors import CheckpointError, UsageError
-from ..paths import check_local_path
+from ..paths import check_local_path, refuse_unreachable_hub
 from .base import TeacherGeometry, TeacherInput, VideoTeacher, patch_sizes
 from .convert_videomaev2 import convert_videomaev2, read_videomaev2
 from .image import ImageTeacher
@@ -63,6 +63,7 @@ def teacher_config(
             name, trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir
         )
     except (OSError, ValueError) as err:  # no config, an unknown one, or a Hub repository that cannot be reached
+        refuse_unreachable_hub(err, name, "name_or_path")
         reason = " ".join(str(err).split())
         raise CheckpointError(f"`name_or_path={name!r}` has no readable teacher config: {reason}") from None
     if config.model_type not in TEACHER_FAMILIES:

@@ -19,7 +19,7 @@ from ..adapters import ModelSpec, load_spec
 from ..adapters.flow_matching import FlowMatching
 from ..adapters.options import TrainingOptions
 from ..alignment_weight import AlignmentWeight
-from ..data import ClipSpec, load_video_dataset
+from ..data import ClipSpec, check_some_clip_reads, load_video_dataset
 from ..data.columns import LATENTS_COLUMN
 from ..errors import UsageError
 from ..features import FEATURES_COLUMN, MASK_COLUMN
@@ -384,4 +384,7 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         )
     preset = get_preset(args.alignment_preset) if getattr(args, "alignment_preset", None) else None
     fps = args.fps or spec.fps
-    return TrainingPlan(spec, clip, table, alignment, student.options, fps, resume, inputs, preset)
+    plan = TrainingPlan(spec, clip, table, alignment, student.options, fps, resume, inputs, preset)
+    if plan.needs_videos:
+        check_some_clip_reads(table, clip)  # e.g. the default 49 frames on shorter clips, before any model loads
+    return plan

@@ -41,3 +41,27 @@ def test_every_command_refuses_an_unknown_model_family(command, capsys):
     with pytest.raises(SystemExit):
         parse([*rest, "--pretrained_model_name_or_path", "base", "--model_family", "sora"])
     assert "argument --model_family: invalid choice: 'sora'" in capsys.readouterr().err
+
+
+def test_the_scoring_commands_report_a_bad_argument_without_importing_torch():
+    """`eval.report`, `eval.videophy`, `eval.videophy2`, `eval.vbench` and `eval.prompt_files` need neither torch,
+    diffusers nor transformers to parse (the package's names are imported on first use)."""
+    import subprocess
+    import sys
+
+    check = """
+import runpy, sys
+for command in ("report", "videophy", "videophy2", "vbench", "prompt_files"):
+    sys.argv = [command, "--no_such_flag"]
+    try:
+        runpy.run_module(f"diffusers_tsa.eval.{command}", run_name="__main__")
+    except SystemExit as exit:
+        assert exit.code == 2, (command, exit.code)
+print(sorted(m for m in ("torch", "diffusers", "transformers", "datasets") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert [line.split(":")[0] for line in result.stderr.splitlines() if ": error: " in line] == [
+        "report", "videophy", "videophy2", "vbench", "prompt_files"
+    ]  # fmt: skip

@@ -431,6 +431,7 @@ def parse_script_args(flags):
         ),
         (["--dataset_name", "clips.csv"], r"--dataset_name='clips.csv' looks like a local path, but nothing exists"),
         (["--instance_data_root", "no_such_dir"], r"--instance_data_root='no_such_dir' is not a folder"),
+        (["--max_num_frames", "49"], r"None of the 4 clips can be read, e.g. .*fewer than the 49 required"),
         (
             ["--alignment_loss", "crepa", "--crepa_adjacent_distance", "-1"],
             r"--crepa_adjacent_distance=-1 must be >= 0",

@@ -272,6 +272,8 @@ def test_unreadable_clips_are_marked_and_the_id_token_is_recorded(tiny, tmp_path
     assert settings["id_token"] == "TOK" and settings["model"]["family"] == "cogvideox"
     assert settings["columns"] == {"latent_moments": [8, 3, 12, 18], "prompt_embeds": [16, 32]}
     assert transform.bytes_per_clip == 2 * (8 * 3 * 12 * 18 + 16 * 32)
+    # The bound the free-space check uses before the encoders load: 2 moments of the 3 x 6 x 9 video tokens.
+    assert ModelInputs.min_bytes_per_clip(transform.adapter.spec, FAMILIES["cogvideox"][2], "float16") == 2 * 2 * 162
 
 
 def test_one_decode_adds_every_column(tiny, tmp_path, monkeypatch):

@@ -71,11 +71,17 @@ def test_a_folder_in_use_is_refused_before_any_model_loads(inputs, tmp_path, no_
         lock.release()
 
 
-def test_too_little_free_space_is_refused_before_the_compute(inputs, tmp_path, monkeypatch):
+def test_too_little_free_space_is_refused_before_any_model_loads(inputs, tmp_path, monkeypatch):
+    def reached(*args, **kwargs):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(features_main, "load_teacher", reached)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
-    with pytest.raises(FlagError, match=r"--output_dir='.*' has 1.0 MB free, but 2 clips needs about"):
+    with pytest.raises(FlagError, match=r"--output_dir='.*' has 1.0 MB free, but 2 clips needs about") as err:
         features_main.main(argv(inputs, tmp_path / "out"))
+    # The tiny teacher's 4 x 2 x 3 tokens of 32 values in float16, and a mask byte each, for the 2 clips.
+    assert f"about {storage.human_bytes(2 * 24 * (2 * 32 + 1))}" in str(err.value)
     assert list(tmp_path.iterdir()) == []  # the folder made for the lock is gone too
 
 
@@ -107,13 +113,18 @@ def test_a_rerun_replaces_the_dataset_only_when_complete(inputs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_a_rerun_with_no_usable_clip_leaves_the_existing_dataset_intact(inputs, tmp_path):
-    from diffusers_tsa.errors import DatasetError
-
+def test_a_rerun_with_no_usable_clip_is_refused_before_any_model_loads_and_leaves_the_dataset_intact(
+    inputs, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     features_main.main(argv(inputs, out))
     before = datasets.load_from_disk(out)["train"].to_dict()
-    with pytest.raises(DatasetError, match="None of the 2 clips gave usable teacher features"):
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(features_main, "load_teacher", reached)
+    with pytest.raises(FlagError, match=r"None of the 2 clips can be read, e.g. .*fewer than the 33 required"):
         features_main.main([*argv(inputs, out), "--max_num_frames", "33"])  # longer than the clips
     assert datasets.load_from_disk(out)["train"].to_dict() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from diffusers_tsa.data import ClipSpec, read_video
+from diffusers_tsa.errors import DatasetError
 from diffusers_tsa.testing import write_test_clip
 from diffusers_tsa.training import DataOrder, ShuffledOrder, TrainingClips, collate_examples
 
@@ -64,6 +65,19 @@ def test_a_dataset_of_unreadable_clips_names_one(clips):
     table = datasets.Dataset.from_dict({"caption": ["c"] * 3, "video": bad[:3]})
     with pytest.raises(ValueError, match=r"None of the 3 clips can be read, e.g. '.*bad-0.mp4'"):
         TrainingClips(table, CLIP)[0]
+
+
+def test_the_check_before_loading_reads_up_to_the_first_usable_clip(clips, monkeypatch):
+    from diffusers_tsa.data import check_some_clip_reads, sources
+
+    good, bad = clips
+    read = []
+    real = sources.read_video
+    monkeypatch.setattr(sources, "read_video", lambda source, clip: read.append(source) or real(source, clip))
+    check_some_clip_reads(datasets.Dataset.from_dict({"video": [bad[0], good[0], bad[1]]}), CLIP)
+    assert read == [bad[0], good[0]]
+    with pytest.raises(DatasetError, match=r"None of the 2 clips can be read, e.g. '.*bad-0.mp4'.*`video_column`"):
+        check_some_clip_reads(datasets.Dataset.from_dict({"video": bad[:2]}), CLIP)
 
 
 def test_empty_captions_train_as_empty_strings_and_are_counted(clips, caplog):
