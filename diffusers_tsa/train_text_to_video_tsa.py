@@ -361,26 +361,44 @@ def step_alignment_loss(logs: dict, accelerator) -> float | None:
     return None if mean.isnan() else mean.item()
 
 
-def resolved_settings(plan, learning_rate: float, projector_learning_rate: float | None, schedule) -> dict:
+#: The settings recorded with precomputed teacher features that the model card shows (as `precomputed_<key>`).
+PRECOMPUTED_CARD_SETTINGS = ("teacher_input", "clip", "video_column", "storage_dtype", "mask_ratio")
+
+
+def resolved_settings(
+    plan, learning_rate: float, projector_learning_rate: float | None, schedule, mixed_precision: str
+) -> dict:
     """The settings the run resolved from its flags, configs and data, under their flags' names (the flags stay as
-    given): the aligned block, the validation frame rate, the learning rates after --scale_lr, the steps and epochs."""
-    return {
+    given): the aligned block, the validation frame rate, the learning rates after --scale_lr, the steps and epochs,
+    the precision (accelerate's config when the flag is not given), the text length (the family's default), and for
+    precomputed teacher features, the teacher and the settings recorded with them."""
+    resolved = {
         "alignment_depth": plan.alignment.depth if plan.alignment else None,
         "fps": plan.fps,
         "learning_rate": learning_rate,
         "projector_learning_rate": projector_learning_rate,
         "max_train_steps": schedule.max_train_steps,
         "num_train_epochs": schedule.num_train_epochs,
+        "mixed_precision": mixed_precision,
+        "max_sequence_length": plan.spec.resolve_max_sequence_length(plan.options.max_sequence_length),
     }
+    recorded = plan.alignment.features_settings if plan.alignment else None
+    if recorded is not None:
+        resolved.update(
+            {
+                "teacher_model_name_or_path": recorded["teacher"],
+                "teacher_features_column": plan.alignment.features_column,
+                **{f"precomputed_{key}": recorded[key] for key in PRECOMPUTED_CARD_SETTINGS},
+            }
+        )
+    return resolved
 
 
 def card_hyperparameters(args, spec, resolved: dict) -> dict:
     """The settings the model card lists: alignment (with the options of its loss), optimisation, the family's training
     options and data, as the run resolved them (`resolved_settings`)."""
     loss = ALIGNMENT_LOSSES.get(args.alignment_loss)  # None for --alignment_loss none
-    keys = [
-        "training_mode",
-        "alignment_loss",
+    alignment = [
         "alignment_depth",
         "alignment_weight",
         *(option.dest for option in (options_of(loss.options) if loss else ())),
@@ -389,10 +407,20 @@ def card_hyperparameters(args, spec, resolved: dict) -> dict:
         "alignment_target_depth",
         "teacher_model_name_or_path",
         "teacher_frames",
+        *(
+            ["teacher_features_column", *(f"precomputed_{key}" for key in PRECOMPUTED_CARD_SETTINGS)]
+            if "teacher_features_column" in resolved
+            else []
+        ),
         "projector_hidden_dim",
         "projector_head",
+    ]
+    keys = [
+        "training_mode",
+        "alignment_loss",
+        *(alignment if loss else []),
         "learning_rate",
-        "projector_learning_rate",
+        *(["projector_learning_rate"] if loss else []),
         "train_batch_size",
         "gradient_accumulation_steps",
         "max_train_steps",
@@ -679,7 +707,7 @@ def main(args):
         )
 
     # Trackers get the configuration as resolved (which holds no token: --hub_token is refused).
-    resolved = resolved_settings(plan, learning_rate, projector_lr, schedule)
+    resolved = resolved_settings(plan, learning_rate, projector_lr, schedule, accelerator.mixed_precision)
     config = {**{k: v for k, v in vars(args).items() if k != "hub_token"}, **resolved}
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_name or "text-to-video-tsa", config=config)
@@ -923,7 +951,12 @@ def main(args):
                 commit_message="End of training",
                 ignore_patterns=["checkpoint-*", "checkpoint-*/**", f"{args.logging_dir}/**", ".*"],  # .*: the lock
             )
-        logger.info(f"Final weights, model card and validation videos are in {args.output_dir}")
+        saved = (
+            "Final weights, model card and validation videos"
+            if validation["paths"]
+            else "Final weights and model card"
+        )
+        logger.info(f"{saved} are in {args.output_dir}")
         output_lock.release()
 
     accelerator.end_training()

@@ -1,7 +1,7 @@
 """The command-line layer: the flag groups the commands share (`flags`) and the translation of the library's errors
 into flag errors (`errors`)."""
 
-from .errors import FLAGS, FlagError, flag_errors, run, translate
+from .errors import FLAGS, FlagError, flag_errors, flag_logs, run, translate
 from .flags import (
     add_alignment_arguments,
     add_clip_arguments,
@@ -25,6 +25,7 @@ __all__ = [
     "add_student_arguments",
     "add_teacher_arguments",
     "flag_errors",
+    "flag_logs",
     "parse_with_preset",
     "run",
     "translate",

@@ -8,6 +8,7 @@ module maps each such name to the flag that sets it (`FLAGS`), so that a user mi
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sys
 from collections import ChainMap
@@ -151,9 +152,36 @@ def flag_errors(flags: Mapping[str, str] = FLAGS) -> Iterator[None]:
         raise FlagError(translate(str(err), flags)) from None
 
 
-def run(main: Callable[[], T], flags: Mapping[str, str] = FLAGS) -> T:
-    """Runs a command's `main`; a user mistake ends it with one `error: ...` line (exit status 1), no traceback."""
+def _speaks_python(logger_name: str) -> bool:
+    """Whether a logger is this package's (or the running command's), whose messages name library arguments."""
+    return logger_name == "__main__" or logger_name.partition(".")[0] == "diffusers_tsa"
+
+
+@contextlib.contextmanager
+def flag_logs(flags: Mapping[str, str] = FLAGS) -> Iterator[None]:
+    """Inside the block, the package's log messages name flags as its errors do: the warning of a skipped clip says
+    `--max_num_frames`, not `ClipSpec.max_num_frames` (other libraries' messages are left as they are)."""
+    make_record = logging.getLogRecordFactory()
+
+    def flag_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if _speaks_python(record.name):
+            with contextlib.suppress(Exception):  # a malformed call is logging's to report, as without this
+                record.msg, record.args = translate(record.getMessage(), flags), ()
+        return record
+
+    logging.setLogRecordFactory(flag_record)
     try:
-        return main()
+        yield
+    finally:
+        logging.setLogRecordFactory(make_record)
+
+
+def run(main: Callable[[], T], flags: Mapping[str, str] = FLAGS) -> T:
+    """Runs a command's `main`, its log messages naming flags (`flag_logs`); a user mistake ends it with one
+    `error: ...` line (exit status 1), no traceback."""
+    try:
+        with flag_logs(flags):
+            return main()
     except UsageError as err:
         sys.exit(f"error: {translate(str(err), flags)}")

@@ -153,12 +153,15 @@ def _decode_with_decord(source: VideoSource, spec: ClipSpec) -> tuple[int, list[
 
     total = len(reader)
     indices = select_frame_indices(total, spec)
-    if len(indices) < spec.num_frames:
-        return total, indices, None
     try:
-        return total, indices, reader.get_batch(indices).asnumpy()
-    except (decord.DECORDError, RuntimeError) as err:  # truncated streams fail here, after a successful open
-        raise VideoDecodeError(describe_source(source), f"decoding frames failed ({err}).") from err
+        # Decoded even when too few, to tell a short clip from a file that is no video: decord opens some of those
+        # (a text file is "one frame") and fails only here, as it does on truncated streams.
+        frames = reader.get_batch(indices or [0]).asnumpy()
+    except (decord.DECORDError, RuntimeError) as err:
+        raise VideoDecodeError(
+            describe_source(source), f"it is not a video, or it is damaged: decoding its frames failed ({err})."
+        ) from err
+    return total, indices, frames if len(indices) >= spec.num_frames else None
 
 
 def _decode_with_ffmpeg(source: VideoSource, spec: ClipSpec) -> tuple[int, list[int], np.ndarray | None]:

@@ -129,8 +129,9 @@ def _read_scores(label: str, path: Path) -> object:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         problem = f"not JSON ({e})"
     raise EvalInputError(
-        f"--run {label!r}: {path}: {problem}; give the scores.json written by `eval.videophy score`, "
-        "`eval.videophy2 score` or `eval.vbench run|aggregate --output_json`."
+        f"--run {label!r}: {path}: {problem}; give the scores.json that `eval.videophy score` or "
+        "`eval.videophy2 score` writes (EVAL_DIR/scores.json, or its --output_json), that `eval.vbench run` "
+        "writes (OUTPUT_DIR/scores.json), or that `eval.vbench aggregate --output_json` writes."
     )
 
 

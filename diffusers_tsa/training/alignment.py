@@ -91,6 +91,8 @@ class AlignmentConfig:
             (`teacher_features` and `motion_mask`, from the dataset's `features_column`).
         teacher_config (`transformers.PretrainedConfig`, *optional*): the teacher's config, already read.
         features_column (`str`, *optional*): the dataset column of precomputed features.
+        features_settings (`dict`, *optional*): the settings recorded with them (`TeacherFeatures.settings`: the
+            teacher's name, its `TeacherInput`, the `ClipSpec` of the clips, ...), for the model card.
         drop_first_frame (`bool`, defaults to `True`): whether the teacher skips pixel frame 0 (`TeacherInput`),
             which a causal video VAE encodes alone into latent frame 0: the projector then drops latent frame 0,
             exactly then.
@@ -115,6 +117,7 @@ class AlignmentConfig:
     teacher: TeacherGeometry | None = None
     teacher_config: Any = field(default=None, compare=False, repr=False)
     features_column: str | None = None
+    features_settings: dict | None = field(default=None, compare=False, repr=False)
     drop_first_frame: bool = True
 
     def __post_init__(self):

@@ -10,6 +10,7 @@ the transformer's class and slot (`usage_transformer`, `trained_slot`), and the 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from ..adapters.options import GenerationSettings
@@ -22,6 +23,12 @@ def py_literal(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+def card_source(name_or_path: str) -> str:
+    """`name_or_path` as the card's code names it: a local folder or file by its absolute path (the code then runs
+    from any folder, not only the one training ran in), a Hub repository by its id."""
+    return os.path.abspath(name_or_path) if os.path.exists(name_or_path) else name_or_path
+
+
 def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, settings: GenerationSettings) -> str:
     """The model card's "Use it": code that loads a training run's output into the stock pipeline, on a GPU if there
     is one, and generates `prompt` with the validation settings. Where the spec does not know the trained
@@ -30,7 +37,8 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
 
     Args:
         spec (`ModelSpec`): the base checkpoint, as the run trained it (`for_training`).
-        weights (`str`): the run's `output_dir`, or the Hub repository it was pushed to.
+        weights (`str`): the run's `output_dir`, or the Hub repository it was pushed to. Local paths (`weights` and
+            the base checkpoint's) are written absolute (`card_source`).
         training_mode (`str`): `"lora"` or `"full"`.
         prompt (`str`): the prompt of the example.
         settings (`GenerationSettings`): how the validation videos were generated.
@@ -38,7 +46,9 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
     half = f"torch.{spec.usage_dtype}"
     device = f'device, dtype = ("cuda", {half}) if torch.cuda.is_available() else ("cpu", torch.float32)'
     load_code = _load_stock if spec.trained_slot is not None else _load_through_spec
-    imports, load = load_code(spec, weights, training_mode)
+    imports, load = load_code(
+        spec, card_source(spec.pretrained_model_name_or_path), card_source(weights), training_mode
+    )
     names = {}
     for module, name in imports:
         names.setdefault(module, []).append(name)
@@ -60,12 +70,14 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
     )
 
 
-def _load_stock(spec: ModelSpec, weights: str, training_mode: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """The imports `(module, name)` and the lines that load `weights` into the stock pipeline: the base pipeline and
-    the LoRA on it (its file named: a Hub repository read offline from the cache needs it), or the fine-tuned
-    transformer in its slot."""
+def _load_stock(
+    spec: ModelSpec, base: str, weights: str, training_mode: str
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The imports `(module, name)` and the lines that load `weights` into the stock pipeline of `base`: the base
+    pipeline and the LoRA on it (its file named: a Hub repository read offline from the cache needs it), or the
+    fine-tuned transformer in its slot."""
     pipeline, dtype = spec.pipeline_class_name, dtype_argument()
-    base, slot = py_literal(spec.pretrained_model_name_or_path), spec.trained_slot
+    base, slot = py_literal(base), spec.trained_slot
     pipeline_module, export_module = spec.usage_imports
     imports = [(pipeline_module, pipeline)]
     if training_mode == "lora":
@@ -89,14 +101,16 @@ def _load_stock(spec: ModelSpec, weights: str, training_mode: str) -> tuple[list
     return [*imports, (export_module, "export_to_video")], [*load, "pipe = pipe.to(device)"]
 
 
-def _load_through_spec(spec: ModelSpec, weights: str, training_mode: str) -> tuple[list[tuple[str, str]], list[str]]:
+def _load_through_spec(
+    spec: ModelSpec, base: str, weights: str, training_mode: str
+) -> tuple[list[tuple[str, str]], list[str]]:
     """The imports and lines that load `weights` with `load_spec(base).load_trained_pipeline`, which puts the trained
     transformer where the saved files say (a two-expert checkpoint's spec that does not know the expert)."""
     source = f"transformer={py_literal(weights)}"
     if training_mode == "lora":  # the file named, as the stock code does: a Hub repository read offline needs it
         source = f"lora={py_literal(weights)}, lora_weight_name={py_literal(LORA_WEIGHT_NAME)}"
     load = [
-        f"pipe = load_spec({py_literal(spec.pretrained_model_name_or_path)}).load_trained_pipeline(",
+        f"pipe = load_spec({py_literal(base)}).load_trained_pipeline(",
         f"    {source}, dtype=dtype, device=device,",
         ")",
     ]

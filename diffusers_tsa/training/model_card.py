@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..adapters.options import GenerationSettings
 from ..adapters.spec import ModelSpec
-from .card_code import usage_code
+from .card_code import card_source, usage_code
 
 
 #: The example prompt of a card when validation generated nothing.
@@ -41,7 +41,7 @@ def save_model_card(
             to, or `output_dir`.
         training_mode (`str`): `"lora"` or `"full"`.
         hyperparameters (`dict`): alignment and optimisation settings, shown as a table.
-        dataset (`str`, *optional*): the training data.
+        dataset (`str`, *optional*): the training data (a local one is named by its absolute path).
         validation_prompts (`list[str]`): prompts of `videos`, in order.
         videos (`list[str]`): validation video paths relative to `output_dir`.
         generation (`GenerationSettings`): how the validation videos were generated (the card's code
@@ -52,14 +52,15 @@ def save_model_card(
     rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in hyperparameters.items())
     gallery = "\n".join(f"- *{prompt}*: [{video}]({video})" for prompt, video in zip(validation_prompts, videos))
     code = usage_code(spec, weights, training_mode, (validation_prompts or [DEFAULT_PROMPT])[0], generation)
-    base = base_model if os.path.exists(base_model) else f"[{base_model}](https://huggingface.co/{base_model})"
+    local = os.path.exists(base_model)
+    base = f"`{card_source(base_model)}`" if local else f"[{base_model}](https://huggingface.co/{base_model})"
     description = f"""
 # {repo_id}
 
 {"LoRA" if training_mode == "lora" else "Full"} fine-tune of {base} with
 **{method.upper()}** alignment (Tempered Self-Similarity Alignment{", motion-focused" if method == "m-tsa" else ""}),
 trained with `train_text_to_video_tsa.py` from diffusers-tsa.
-{f"Training data: `{dataset}`." if dataset else ""}
+{f"Training data: `{card_source(dataset)}`." if dataset else ""}
 
 ## Hyperparameters
 

@@ -7,6 +7,7 @@ run gets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -31,6 +32,14 @@ def _try_lock(file: IO) -> None:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def _is_file_at(file: IO, path: Path) -> bool:
+    """Whether the open `file` is still the one at `path` (not removed, nor replaced, since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(file.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 class OutputDirLock:
     """An exclusive lock on `output_dir` (the file `.training.lock` in it), from `acquire` until `release` or the
     end of the process.
@@ -50,19 +59,28 @@ class OutputDirLock:
     def acquire(self) -> OutputDirLock:
         """Takes the lock, or raises `UsageError` naming the folder and the process that holds it."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        file = open(self.output_dir / LOCK_FILE, "a+")  # not truncated: it names the holder
-        try:
-            _try_lock(file)
-        except OSError:
-            file.seek(0)
-            holder, _, purpose = file.read().strip().partition("\n")
-            holder, purpose = holder or "another process", purpose or "training run"
-            file.close()
-            raise UsageError(
-                f"`output_dir={str(self.output_dir)!r}` is in use by another {purpose} ({holder}): two runs in "
-                "one folder overwrite each other's outputs. Wait for it to end or stop it, or choose another "
-                "output folder."
-            ) from None
+        path = self.output_dir / LOCK_FILE
+        while True:
+            file = open(path, "a+")  # not truncated: it names the holder
+            try:
+                _try_lock(file)
+            except OSError:
+                break
+            if _is_file_at(file, path):
+                return self._hold(file)
+            file.close()  # the run that held it ended and removed it between our open and lock: open the new one
+        file.seek(0)
+        holder, _, purpose = file.read().strip().partition("\n")
+        holder, purpose = holder or "another process", purpose or "training run"
+        file.close()
+        raise UsageError(
+            f"`output_dir={str(self.output_dir)!r}` is in use by another {purpose} ({holder}): two runs in "
+            "one folder overwrite each other's outputs. Wait for it to end or stop it, or choose another "
+            "output folder."
+        )
+
+    def _hold(self, file: IO) -> OutputDirLock:
+        """Keeps the locked `file` open for the run's life, with the holder written in it."""
         file.seek(0)
         file.truncate()
         file.write(f"process {os.getpid()} on {socket.gethostname()}\n{self.purpose}\n")
@@ -71,7 +89,16 @@ class OutputDirLock:
         return self
 
     def release(self) -> None:
-        """Gives the lock back (the process ending does too)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Gives the lock back and removes its file (a killed run's process ending gives the lock back too, and
+        leaves the file for the next run to take)."""
+        if self._file is None:
+            return
+        path = self.output_dir / LOCK_FILE
+        if os.name != "nt":  # removed while still locked: a run waiting on it sees that its file is gone
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._file.close()
+        self._file = None
+        if os.name == "nt":  # Windows removes no open file: removed once closed, unless another run opened it since
+            with contextlib.suppress(OSError):
+                path.unlink()

@@ -217,7 +217,7 @@ def alignment_config(
         )
     if column is None and FEATURES_COLUMN in table.column_names:
         column = FEATURES_COLUMN
-    teacher, config, drop_first_frame = None, None, True
+    teacher, config, drop_first_frame, settings = None, None, True, None
     if args.teacher_model_name_or_path is not None:
         config = teacher_config(
             args.teacher_model_name_or_path,
@@ -268,6 +268,7 @@ def alignment_config(
         teacher=teacher,
         teacher_config=config,
         features_column=column,
+        features_settings=settings,
         drop_first_frame=drop_first_frame,
     )
 

@@ -2,6 +2,7 @@
 rules and checks, the training inputs and loss against hand computations, the experts' LoRA files, full fine-tune and
 model card (what every family does, Wan 2.1 included, is in `test_family_contract.py`)."""
 
+import os
 import subprocess
 from dataclasses import replace
 
@@ -364,6 +365,18 @@ def test_the_model_card_code_runs_for_a_low_noise_lora(tiny, tmp_path):
     assert (
         "pipe.load_lora_weights(" in one and "max_sequence_length=16" in one and "load_into_transformer_2" not in one
     )
+
+
+@pytest.mark.parametrize("folder", ["base", "experts"])  # the stock code, and the code through the spec
+def test_the_card_code_names_local_folders_by_absolute_paths(tiny, tmp_path, monkeypatch, folder):
+    """Paths typed relative to the training folder work from any folder in the card's code; Hub ids stay ids."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    spec = load_spec(os.path.relpath(tiny / folder, tmp_path))
+    code = usage_code(spec, "out", "lora", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
+    assert f'"{tiny / folder}"' in code and f'"{tmp_path / "out"}"' in code
+    hub = usage_code(spec, "someone/tsa-lora", "lora", PROMPT, GenerationSettings(FRAMES, HEIGHT, WIDTH))
+    assert '"someone/tsa-lora"' in hub
 
 
 def test_a_two_expert_card_without_the_expert_loads_through_the_spec(tiny):

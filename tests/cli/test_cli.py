@@ -65,3 +65,30 @@ print(sorted(m for m in ("torch", "diffusers", "transformers", "datasets") if m 
     assert [line.split(":")[0] for line in result.stderr.splitlines() if ": error: " in line] == [
         "report", "videophy", "videophy2", "vbench", "prompt_files"
     ]  # fmt: skip
+
+
+def test_the_package_logs_name_flags_under_a_command(tmp_path, caplog):
+    """A skipped clip's warning (logged by the package, in library terms) names the flag under `cli.run`; other
+    libraries' messages and the package's outside a command are left as they are."""
+    import logging
+
+    from diffusers_tsa import cli
+    from diffusers_tsa.data import ClipSpec, read_video
+    from diffusers_tsa.errors import VideoDecodeError
+    from diffusers_tsa.testing import write_test_clip
+
+    write_test_clip(tmp_path / "short.mp4", num_frames=5)
+    with pytest.raises(VideoDecodeError) as err:
+        read_video(tmp_path / "short.mp4", ClipSpec(height=96, width=144, max_num_frames=9))
+
+    def command():
+        logging.getLogger("diffusers_tsa.features.transform").warning("Skipping a clip: %s", err.value)
+        logging.getLogger("transformers").warning("Set `max_sequence_length` in %s", "config.json")
+
+    with caplog.at_level(logging.WARNING):
+        cli.run(command)
+        logging.getLogger("diffusers_tsa.features.transform").warning("Skipping a clip: %s", err.value)
+    package, other, library = (record.getMessage() for record in caplog.records)
+    assert package.endswith("fewer than the 9 required (lower --max_num_frames to keep shorter clips).")
+    assert other == "Set `max_sequence_length` in config.json"
+    assert library.endswith("(lower `ClipSpec.max_num_frames` to keep shorter clips).")

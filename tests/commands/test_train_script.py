@@ -1,5 +1,6 @@
 """train_text_to_video_tsa.py end to end on tiny offline models, launched with `accelerate launch` on the CPU."""
 
+import json
 import os
 import signal
 import subprocess
@@ -186,11 +187,13 @@ def test_a_lora_run_logs_every_step_and_writes_its_weights_and_card(tiny, tmp_pa
     assert [value for _, value in scalars["lr"]] == pytest.approx([1e-2 * 2 / 3, 1e-2 / 3, 0.0], abs=1e-9)
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / PROJECTOR).is_file()
     assert (out / "validation" / "final-0-0.mp4").is_file()
+    assert f"Final weights, model card and validation videos are in {out}" in log
     assert not any(k.startswith("transformer") for k in load_file(out / PROJECTOR))
     assert not any("mlp" in k or "resample" in k for k in load_file(out / "pytorch_lora_weights.safetensors"))
     # A stock pipeline's reload of the LoRA: test_family_contract.py.
 
     card = (out / "README.md").read_text()
+    transformer_config = tiny / "base" / "transformer" / "config.json"
     for expected in (
         "- cogvideox",
         "- lora",
@@ -198,6 +201,9 @@ def test_a_lora_run_logs_every_step_and_writes_its_weights_and_card(tiny, tmp_pa
         "- text-to-video",
         "`tsa_temperature` | `0.1`",
         "load_lora_weights",
+        "| `mixed_precision` | `no` |",  # accelerate's, the flag not given
+        f"| `max_sequence_length` | `{json.loads(transformer_config.read_text())['max_text_seq_length']}` |",
+        f"| `projector_learning_rate` | `{1e-2}` |",  # --learning_rate's, the flag not given
     ):
         assert expected in card
     assert "hub_token" not in (out / "training_config.json").read_text().replace('"hub_token"', "")
@@ -333,6 +339,11 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert "-> teacher grid (8, 2, 3) (precomputed teacher)" in result.stderr
     assert (out / PROJECTOR).is_file()
+    # The card names the teacher recorded with the features, and the settings they were made with.
+    card = (out / "README.md").read_text()
+    assert f"| `teacher_model_name_or_path` | `{teacher.name}` |" in card and "`teacher_features_column`" in card
+    assert "'max_num_frames': 9" in card.split("| `precomputed_clip` |")[1].split("\n")[0]
+    assert "| `precomputed_storage_dtype` | `float16` |" in card
 
 
 def test_a_corrupt_clip_is_skipped_and_counted_and_an_empty_caption_trains(tiny, tmp_path):
@@ -561,7 +572,9 @@ def test_a_second_run_into_the_same_folder_is_refused(tiny, tmp_path):
     assert code == 1
     assert f"error: --output_dir='{out}' is in use by another training run (process {os.getpid()} on" in log
     assert "Running training" not in log and not list(out.glob("checkpoint-*"))
-    run_script(tiny, out, "--max_train_steps", "1")  # free again once released
+    _, log = run_script(tiny, out, "--max_train_steps", "1")  # free again once released
+    assert f"Final weights and model card are in {out}" in log  # no validation ran: none is announced
+    assert not (out / ".training.lock").exists()  # a finished run leaves no lock behind
 
 
 def test_mixed_precision_keeps_the_teacher_and_a_full_fine_tune_in_fp32(tiny, tmp_path):

@@ -99,14 +99,17 @@ def test_bad_clips_raise_one_typed_error(tmp_path):
     garbage.write_bytes(b"not a video at all" * 100)
     short = tmp_path / "short.mp4"
     write_test_clip(short, num_frames=5)
+    text = tmp_path / "caption.txt"  # decord opens a text file as a one-frame clip
+    text.write_text("a caption listed as a video\n")
     reasons = {}
-    for path in (truncated, garbage, short, tmp_path / "missing.mp4"):
+    for path in (truncated, garbage, short, text, tmp_path / "missing.mp4"):
         with pytest.raises(VideoDecodeError) as err:
             read_video(path, SPEC)
         assert err.value.source == str(path)
         reasons[path.name] = err.value.reason
     assert "5 frames" in reasons["short.mp4"] and "9 required" in reasons["short.mp4"]
     assert "does not exist" in reasons["missing.mp4"]
+    assert "it is not a video" in reasons["caption.txt"] and "frames, which give" not in reasons["caption.txt"]
     assert read_video(short, ClipSpec(height=96, width=144, max_num_frames=5)).shape[0] == 5
 
 

@@ -89,3 +89,8 @@ def test_unreadable_scores_end_in_one_line_naming_the_run(tmp_path):
     for path, problem in ((tmp_path / "missing.json", "no such file"), (tmp_path / "broken.json", "not JSON")):
         with pytest.raises(SystemExit, match=rf"^error: --run 'a': [^\n]*{problem}[^\n]*scores.json[^\n]*$"):
             exit_on_user_error(lambda: report.main(["--run", "a", str(path)]))
+    with pytest.raises(SystemExit) as err:
+        exit_on_user_error(lambda: report.main(["--run", "a", str(tmp_path / "missing.json")]))
+    # Each command named writes there: `eval.vbench run` has --output_dir only, its `aggregate` has --output_json.
+    assert "`eval.vbench run` writes (OUTPUT_DIR/scores.json)" in str(err.value)
+    assert "`eval.vbench aggregate --output_json`" in str(err.value) and "run|aggregate" not in str(err.value)
