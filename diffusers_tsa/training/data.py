@@ -23,7 +23,9 @@ from ..data.columns import (
     LATENTS_COLUMN,
     MASK_COLUMN,
     VALID_COLUMN,
+    count_empty,
     training_caption,
+    true_rows,
 )
 from ..errors import DatasetError, VideoDecodeError
 from ..features.transform import from_storage, row_checksum, stored_value
@@ -90,6 +92,16 @@ class ShuffledOrder(torch.utils.data.Sampler[int]):
         return self.size
 
 
+def validity_columns(
+    table: datasets.Dataset, features_column: str | None, inputs_columns: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The `(column, what it marks usable)` pairs of `table` that say which rows `TrainingClips` keeps, given the
+    precomputed columns it reads."""
+    pairs = [(VALID_COLUMN, "teacher features")] if features_column is not None else []
+    pairs += [(INPUTS_VALID_COLUMN, "latents and prompt embeddings")] if inputs_columns else []
+    return [(column, what) for column, what in pairs if column in table.column_names]
+
+
 class TrainingClips(torch.utils.data.Dataset):
     """Rows of a `load_video_dataset` table as training examples.
 
@@ -130,22 +142,19 @@ class TrainingClips(torch.utils.data.Dataset):
         inputs_columns: Sequence[str] = (),
         decode_videos: bool = True,
     ):
-        valid_columns = [(VALID_COLUMN, "teacher features")] if features_column is not None else []
-        valid_columns += [(INPUTS_VALID_COLUMN, "latents and prompt embeddings")] if inputs_columns else []
-        for column, what in valid_columns:
-            if column in table.column_names:
-                valid = table[column]
-                if len(valid) - sum(valid):
-                    logger.warning(
-                        "Skipping %d of %d rows whose %s could not be computed.",
-                        len(valid) - sum(valid),
-                        len(valid),
-                        what,
-                    )
-                    table = table.select([i for i, ok in enumerate(valid) if ok])
+        for column, what in validity_columns(table, features_column, inputs_columns):
+            usable = true_rows(table, column)
+            if len(usable) < len(table):
+                logger.warning(
+                    "Skipping %d of %d rows whose %s could not be computed.",
+                    len(table) - len(usable),
+                    len(table),
+                    what,
+                )
+                table = table.select(usable)
         if len(table) == 0:
             raise DatasetError("The training dataset has no usable row.")
-        self.num_empty_captions = sum(1 for caption in table[CAPTION] if not caption)
+        self.num_empty_captions = count_empty(table, CAPTION)
         if self.num_empty_captions:
             logger.warning(f'{self.num_empty_captions} of {len(table)} captions are empty: they train as "".')
         self.features_column, self.inputs_columns = features_column, list(inputs_columns)
