@@ -3,7 +3,10 @@
 
 Each (configuration, method) runs in a fresh subprocess so that its peak memory is its own: on CPU the growth of
 the peak resident set size over the inputs' (`ru_maxrss`), on CUDA `torch.cuda.max_memory_allocated` over the
-inputs'. Results go to `benchmarks/results/loss_<device>.json` and a Markdown table beside it.
+inputs'. The relation losses cost 8 M N C FLOPs a sample (M queries, N keys: the two relation products and the
+two gradient products); their rate is set against the machine's fp32 matmul rate, measured in the same process
+between the timed calls on one product of the same size, `(M, C) @ (C, N)`. Results go to
+`benchmarks/results/loss_<device>.json` and a Markdown table beside it, with the load average of the machine.
 
     python benchmarks/bench_loss.py                 # CPU
     python benchmarks/bench_loss.py --device cuda   # a GPU
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -31,6 +35,8 @@ CONFIGS = {
     "paper": {"batch": 4, "grid": (24, 10, 15), "channels": 768, "ratio": 0.2, "repeats": 5},
     # An image teacher (DINOv2 ViT-B/14, frame by frame on the same 48 frames at 154x238), batch 4, 20 % queries.
     "image": {"batch": 4, "grid": (48, 11, 17), "channels": 768, "ratio": 0.2, "repeats": 5},
+    # Half of that: 16 320 tokens.
+    "16k": {"batch": 1, "grid": (24, 20, 34), "channels": 768, "ratio": 0.2, "repeats": 1},
     # A teacher at full 480x720 resolution: 32 400 tokens.
     "high-res": {"batch": 1, "grid": (24, 30, 45), "channels": 768, "ratio": 0.2, "repeats": 1},
 }
@@ -84,6 +90,26 @@ def peak_memory_bytes(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
+def matmul_seconds(queries, keys, device):
+    """The time of one fp32 product `(M, C) @ (C, N)` of the loss's size, the machine's matmul rate now."""
+    product = queries @ keys.T  # noqa: F841 -- warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    product = queries @ keys.T  # noqa: F841
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def relation_flops(method, student, mask):
+    """8 M N C a sample, the relation products and their gradients, for the relation losses; `None` otherwise."""
+    batch, channels = student.shape[0], student.shape[-1]
+    tokens = student[0, ..., 0].numel()
+    queries = {"naive": int(mask.sum()), "tsa": int(mask.sum()), "trd": batch * tokens}.get(method)
+    return None if queries is None else 8 * queries * tokens * channels
+
+
 def worker(config_name, method, device):
     """Runs in its own process: one configuration, one method; prints a JSON line."""
     config = CONFIGS[config_name]
@@ -93,7 +119,8 @@ def worker(config_name, method, device):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     baseline = torch.cuda.memory_allocated() if device == "cuda" else peak_memory_bytes(device)
-    times = []
+    times, matmul_times = [], []
+    flops = relation_flops(method, student, mask)
     for call in range(1 + config["repeats"]):  # the first call measures memory and warms up; the others time
         student.grad = None
         start = time.perf_counter()
@@ -103,17 +130,32 @@ def worker(config_name, method, device):
         times.append(time.perf_counter() - start)
         if call == 0:
             peak = peak_memory_bytes(device) - baseline
+            if flops:  # one sample's queries against its keys, as large as the loss's products
+                rows = student.detach()[0].flatten(0, 2).float()
+                queries = rows[mask[0].flatten()] if method != "trd" else rows
+        if flops and call > 0:  # interleaved with the timed calls, so that both see the same load
+            matmul_times.append(matmul_seconds(queries, rows, device))
+    seconds = statistics.median(times[1:])
+    rates = {}
+    if flops:
+        matmul_flops = 2 * queries.shape[0] * rows.shape[0] * rows.shape[1]
+        rates = {
+            "gflops": flops / seconds / 1e9,
+            "matmul_gflops": matmul_flops / min(matmul_times) / 1e9,
+        }
+        rates["of_matmul_rate"] = rates["gflops"] / rates["matmul_gflops"]
     print(
         json.dumps(
             {
                 "config": config_name,
                 "method": method,
-                "seconds": statistics.median(times[1:]),
+                "seconds": seconds,
                 "peak_mib": peak / 2**20,
                 # TRD: every token a query; REPA and CREPA compare tokens at the same position, no relations
                 "queries": {"trd": student[..., 0].numel(), "naive": int(mask.sum()), "tsa": int(mask.sum())}.get(
                     method
                 ),
+                **rates,
             }
         )
     )
@@ -130,6 +172,7 @@ def main():
         return worker(*args.worker, args.device)
 
     rows = []
+    load_before = os.getloadavg()
     for config_name in args.configs:
         for method in args.methods:
             cmd = [sys.executable, __file__, "--device", args.device, "--worker", config_name, method]
@@ -151,20 +194,34 @@ def main():
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"loss_{args.device}.json"
+    load = {"before": load_before, "after": os.getloadavg()}
+    command = "python benchmarks/bench_loss.py " + " ".join(sys.argv[1:])
     out.write_text(
-        json.dumps({"device": device_name, "torch": torch.__version__, "configs": CONFIGS, "results": rows}, indent=2)
+        json.dumps(
+            {
+                "command": command,
+                "device": device_name,
+                "torch": torch.__version__,
+                "load_average": load,
+                "configs": CONFIGS,
+                "results": rows,
+            },
+            indent=2,
+        )
     )
     lines = [
-        f"Loss forward + backward on {device_name}, torch {torch.__version__}.",
+        f"Loss forward + backward on {device_name}, torch {torch.__version__}: `{command}`.",
+        f"Load average (1, 5, 15 min) before {load['before']}, after {load['after']}.",
         "",
-        "| config | method | queries | time (s) | peak memory (MiB) | time / naive | memory / naive |",
-        "|---|---|---|---|---|---|---|",
+        "| config | method | queries | time (s) | peak memory (MiB) | time / naive | memory / naive | GFLOP/s | of matmul rate |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['config']} | {r['method']} | | skipped: {r['skipped']} | | | |")
+            lines.append(f"| {r['config']} | {r['method']} | | skipped: {r['skipped']} | | | | | |")
             continue
         ratios = [f"{r[k]:.2f}" if k in r else "" for k in ("time_vs_naive", "memory_vs_naive")]
+        ratios += [f"{r['gflops']:.0f}", f"{r['of_matmul_rate']:.0%}"] if "gflops" in r else ["", ""]
         lines.append(
             f"| {r['config']} | {r['method']} | {r['queries'] or ''} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | "
             + " | ".join(ratios)

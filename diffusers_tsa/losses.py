@@ -26,7 +26,10 @@ from .relations import EPS, RelationTiling, TemperedKL, frame_rows, query_indice
 
 
 class _MarginL1:
-    """Per (query, frame): sum over keys of relu(|b - a| - margin), VideoREPA's relation distance."""
+    """Per (query, frame): sum over keys of relu(|b - a| - margin), VideoREPA's relation distance, summed over the
+    tile."""
+
+    scale = 1.0  # the relations are used as they are
 
     def __init__(self, margin: float):
         self.margin = margin
@@ -34,18 +37,21 @@ class _MarginL1:
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool):
         diff = student.sub_(teacher)
         excess = diff.abs().sub_(self.margin)
-        loss = excess.clamp_min(0).sum(-1)
+        loss = excess.clamp_min(0).sum()
         return loss, diff.sign_().mul_(excess > 0) if with_grad else None
 
 
 class _StreamedRelationLoss(torch.autograd.Function):
     """sum_b weight_b * sum_{i in queries_b} sum_f criterion(R_s[i, f], R_t[i, f]), never holding a full R.
 
-    Features are L2-normalised in fp32 and ``R = Ē Ē^T`` (Eq. 6-7) is built one tile at a time. When the student
-    needs a gradient, each tile's ``G = d loss / d R_s`` is folded into it right away: ``G Ē_keys`` into the query
-    rows and ``G^T Ē_queries`` into the key rows (R_s is built from the same features on both sides), and the
-    result is taken back through the normalisation once at the end. Backward only scales it by the incoming
-    gradient, so the loss keeps no tensor larger than the features between forward and backward.
+    Features are L2-normalised in fp32 and ``R = Ē Ē^T`` (Eq. 6-7) is built one tile at a time, already multiplied
+    by the criterion's `scale` (1 / tau for TSA: the query rows are scaled, not the tile). When the student needs a
+    gradient, each tile's ``G = d loss / d R_s`` is folded into it right away, in place: ``G Ē_keys`` into the
+    query chunk's rows and ``G^T Ē_queries`` into the key rows (R_s is built from the same features on both sides),
+    and the result is taken back through the normalisation once at the end. The relations are built once and the
+    gradient has a closed form, so each tile costs four matrix products (8 Q K C FLOPs) and a few passes over it.
+    Backward only scales the gradient by the incoming one, so the loss keeps no tensor larger than the features
+    between forward and backward.
     """
 
     @staticmethod
@@ -69,21 +75,30 @@ class _StreamedRelationLoss(torch.autograd.Function):
         grad = torch.zeros_like(student_n) if with_grad else None
         for b, index in enumerate(queries):
             tiling = RelationTiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
-            for rows, frames in tiling.tiles(len(index), num_frames):
-                query_index, keys = index[rows], frame_rows(frames, keys_per_frame)
-                e_q, e_k = student_n[b, query_index], student_n[b, keys]
-                rel_s, rel_t = (
-                    rearrange(q @ k.T, "q (f k) -> q f k", k=keys_per_frame)
-                    for q, k in ((e_q, e_k), (teacher_n[b, query_index], teacher_n[b, keys]))
-                )
-                loss, g = criterion(rel_s, rel_t, with_grad)
-                total += weights[b] * loss.sum()
+            step = weights[b] * criterion.scale  # d loss / d R_s = step * G, G the criterion's gradient
+            for rows in tiling.query_chunks(len(index)):
+                query_index = index[rows]
+                e_q = student_n[b, query_index]
+                scaled_s, scaled_t = e_q * criterion.scale, teacher_n[b, query_index].mul_(criterion.scale)
+                grad_q = torch.zeros_like(e_q) if with_grad else None
+                for frames in tiling.frame_chunks(num_frames):
+                    keys = frame_rows(frames, keys_per_frame)
+                    e_k = student_n[b, keys]
+                    rel_s, rel_t = (
+                        rearrange(q @ k.T, "q (f k) -> q f k", k=keys_per_frame)
+                        for q, k in ((scaled_s, e_k), (scaled_t, teacher_n[b, keys]))
+                    )
+                    loss, g = criterion(rel_s, rel_t, with_grad)
+                    total += weights[b] * loss
+                    if with_grad:
+                        g = rearrange(g, "q f k -> q (f k)")
+                        grad_q.addmm_(g, e_k, alpha=step)
+                        grad[b, keys].addmm_(g.T, e_q, alpha=step)
                 if with_grad:
-                    g = rearrange(g, "q f k -> q (f k)").mul_(weights[b])
-                    grad[b].index_add_(0, query_index, g @ e_k)
-                    grad[b, keys] += g.T @ e_q
+                    grad[b].index_add_(0, query_index, grad_q)
         if with_grad:  # through Ē = E / |E|: remove the radial part, divide by the norm
-            grad = grad.sub_((grad * student_n).sum(-1, keepdim=True) * student_n).div_(norm).to(student.dtype)
+            radial = torch.linalg.vecdot(grad, student_n).unsqueeze(-1)
+            grad = grad.addcmul_(student_n, radial, value=-1).div_(norm).to(student.dtype)
         return total, grad
 
     @staticmethod
@@ -120,7 +135,7 @@ def tsa_loss(
             object- to point-level (paper Fig. 3).
         query_mask (`torch.Tensor`, *optional*): bool or integer `(B, F, H, W)`, nonzero for query tokens, e.g. from
             `motion_saliency_mask` (M-TSA). `None` makes every token a query (TSA).
-        chunk_size (`int`, *optional*): queries per tile; `None` picks the largest that keeps a tile near
+        chunk_size (`int`, *optional*): queries per tile; `None` picks them from the grid, a tile of at most
             4M relation entries.
 
     Returns:

@@ -29,13 +29,19 @@ from .errors import GridError
 #: Relation entries per tile (a chunk of queries x a chunk of key frames). Each tile holds a few fp32 tensors of this
 #: size, so the default keeps the working memory near 100 MB whatever the grid.
 TILE_ELEMENTS = 2**22
+#: Queries per tile when a sample's query rows do not fit whole: the inner dimension of the key-side gradient
+#: product, which runs well below the matmul rate with fewer.
+QUERIES_PER_TILE = 512
 #: The `eps` of every L2 normalisation of features, as in `torch.nn.functional.normalize`.
 EPS = 1e-12
 
 
 class TemperedKL:
     """Per (query, frame): KL(softmax(a / tau) || softmax(b / tau)) over the H*W keys of the frame (Eq. 8-9), with
-    a, b the teacher's and the student's relations; its gradient in b is (P_student - P_teacher) / tau (Eq. 10).
+    a, b the teacher's and the student's relations; its gradient in b / tau is P_student - P_teacher (Eq. 10).
+
+    The tile's relations come already divided by tau (`scale = 1 / tau` is folded into the query rows before the
+    product, so no pass over the tile divides them).
 
     Args:
         tau (`float`): the softmax temperature, positive.
@@ -43,26 +49,27 @@ class TemperedKL:
 
     def __init__(self, tau: float):
         self.tau = tau
+        #: the factor the relations are multiplied by before `__call__`, and its gradient after.
+        self.scale = 1.0 / tau
 
     def __call__(
         self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The KL of one tile, computed in place.
+        """The KL of one tile, summed over its (query, frame) pairs.
 
         Args:
-            student (`torch.Tensor`): the student's relations `(Q, F_k, HW)`, overwritten.
-            teacher (`torch.Tensor`): the teacher's relations `(Q, F_k, HW)`, overwritten.
+            student (`torch.Tensor`): the student's relations divided by tau, `(Q, F_k, HW)`, contiguous.
+            teacher (`torch.Tensor`): the teacher's relations divided by tau, `(Q, F_k, HW)`, contiguous.
             with_grad (`bool`): whether to return the gradient in `student` too.
 
         Returns:
-            `tuple[torch.Tensor, torch.Tensor | None]`: the KL `(Q, F_k)`, and its gradient `(Q, F_k, HW)` in
-            `student` (or `None`).
+            `tuple[torch.Tensor, torch.Tensor | None]`: the summed KL (a scalar), and its gradient `(Q, F_k, HW)` in
+            `student` (or `None`), written over the student's log-probabilities.
         """
-        log_p = teacher.div_(self.tau).log_softmax(-1)
-        log_q = student.div_(self.tau).log_softmax(-1)
+        log_p, log_q = teacher.log_softmax(-1).view(-1), student.log_softmax(-1).view(-1)
         p = log_p.exp()
-        kl = log_p.sub_(log_q).mul_(p).sum(-1)
-        return kl, log_q.exp_().sub_(p).div_(self.tau) if with_grad else None
+        kl = torch.dot(p, log_p) - torch.dot(p, log_q)  # sum of p (log p - log q): two reads, no tile written
+        return kl, log_q.exp_().sub_(p).view(student.shape) if with_grad else None
 
 
 @dataclass(frozen=True)
@@ -81,25 +88,43 @@ class RelationTiling:
     def for_grid(
         cls, num_queries: int, num_frames: int, keys_per_frame: int, chunk_size: int | None
     ) -> RelationTiling:
-        """The tiling of one sample: `chunk_size` queries a tile (or as many as fill `TILE_ELEMENTS` against all
-        `num_frames * keys_per_frame` keys), then as many key frames as fit in `TILE_ELEMENTS` with them.
+        """The tiling of one sample, from its size: `chunk_size` queries a tile, or else as many as fill
+        `TILE_ELEMENTS` against all `num_frames * keys_per_frame` keys but at least `QUERIES_PER_TILE` (while one
+        key frame fits); then as many key frames as fit in `TILE_ELEMENTS` with them. Both counts are evened out
+        over the chunks, so that the last tile is not a sliver.
 
         Args:
             num_queries (`int`): the sample's query tokens.
             num_frames (`int`): token frames F.
             keys_per_frame (`int`): tokens of one frame, H*W.
-            chunk_size (`int`, *optional*): queries per tile; `None` picks the largest that fits.
+            chunk_size (`int`, *optional*): queries per tile; `None` picks them from the grid.
         """
-        num_keys = num_frames * keys_per_frame
-        queries = min(chunk_size or max(1, TILE_ELEMENTS // num_keys), num_queries)
-        frames = min(num_frames, max(1, TILE_ELEMENTS // (queries * keys_per_frame)))
-        return cls(queries, frames)
+        if chunk_size is None:
+            one_frame = min(QUERIES_PER_TILE, TILE_ELEMENTS // keys_per_frame)
+            chunk_size = max(1, one_frame, TILE_ELEMENTS // (num_frames * keys_per_frame))
+        queries = _even(num_queries, chunk_size)
+        return cls(queries, _even(num_frames, max(1, TILE_ELEMENTS // (queries * keys_per_frame))))
+
+    def query_chunks(self, num_queries: int) -> Iterator[slice]:
+        """Yields the slices of query positions of the tiles, in order."""
+        for q0 in range(0, num_queries, self.queries_per_tile):
+            yield slice(q0, q0 + self.queries_per_tile)
+
+    def frame_chunks(self, num_frames: int) -> Iterator[slice]:
+        """Yields the slices of key frames of the tiles, in order."""
+        for f0 in range(0, num_frames, self.frames_per_tile):
+            yield slice(f0, min(f0 + self.frames_per_tile, num_frames))
 
     def tiles(self, num_queries: int, num_frames: int) -> Iterator[tuple[slice, slice]]:
         """Yields `(query positions, key frames)` slices covering `num_queries x num_frames`, queries outermost."""
-        for q0 in range(0, num_queries, self.queries_per_tile):
-            for f0 in range(0, num_frames, self.frames_per_tile):
-                yield slice(q0, q0 + self.queries_per_tile), slice(f0, f0 + self.frames_per_tile)
+        for rows in self.query_chunks(num_queries):
+            for frames in self.frame_chunks(num_frames):
+                yield rows, frames
+
+
+def _even(total: int, most: int) -> int:
+    """The chunk length that cuts `total` into as few chunks of at most `most` as possible, of near-equal length."""
+    return -(-total // -(-total // min(most, total)))
 
 
 def frame_rows(frames: slice, keys_per_frame: int) -> slice:

@@ -84,12 +84,12 @@ def alignment_agreement(
         tiling = RelationTiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
         for query_rows, frames in tiling.tiles(len(index), num_frames):
             query_index, keys = index[query_rows], frame_rows(frames, keys_per_frame)
-            rel_s, rel_t = (
-                rearrange(e[b, query_index] @ e[b, keys].T, "q (f k) -> q f k", k=keys_per_frame)
+            rel_s, rel_t = (  # divided by tau, as the criterion takes them; the argmax does not change
+                rearrange((e[b, query_index] * criterion.scale) @ e[b, keys].T, "q (f k) -> q f k", k=keys_per_frame)
                 for e in (student_n, teacher_n)
             )
             matches += (rel_s.argmax(-1) == rel_t.argmax(-1)).sum()
-            divergence += criterion(rel_s, rel_t, with_grad=False)[0].sum()  # Eq. 8-9; overwrites the relations
+            divergence += criterion(rel_s, rel_t, with_grad=False)[0]  # Eq. 8-9, summed over the tile
         pairs = len(index) * num_frames
         top1 += matches.item() / pairs
         kl += divergence.item() / pairs

@@ -28,6 +28,7 @@ import torch
 from .. import cli
 from ..adapters import ADAPTERS
 from ..data import ClipSpec, check_some_clip_reads
+from ..data.columns import true_rows
 from ..errors import DatasetError
 from ..storage import check_free_space, check_output_folder, disk_full_is_one_line
 from ..teachers import TeacherGeometry, load_teacher, teacher_config, teacher_geometry
@@ -311,7 +312,7 @@ def precompute(
     what = " and ".join(t.description for t in transforms)
 
     def usable(saved: datasets.Dataset) -> int:
-        return sum(all(row) for row in zip(*(saved[column] for column in transform.valid_columns)))
+        return len(true_rows(saved, *transform.valid_columns))
 
     def some_usable(saved: datasets.Dataset) -> None:
         if usable(saved) == 0:

@@ -8,10 +8,11 @@ from dataclasses import asdict
 from typing import Mapping
 
 import datasets
+import pyarrow.compute as pc
 
 from ..adapters.spec import ModelSpec
 from ..data import ClipSpec
-from ..data.columns import INPUTS_SETTINGS_COLUMN, MASK_COLUMN, SETTINGS_COLUMN
+from ..data.columns import INPUTS_SETTINGS_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, arrow_column
 from ..errors import DatasetError, UsageError
 from ..loss_registry import LossOptions, target_options
 from .model_inputs import INPUTS_FORMAT_VERSION, model_identity_of
@@ -41,7 +42,7 @@ def recorded_settings(
             f"The {what} have no '{settings_column}' column beside them, so the settings they were made with are "
             f"unknown; {again}."
         )
-    recorded = [value for value in table.unique(settings_column) if value is not None]
+    recorded = pc.unique(pc.drop_null(arrow_column(table, settings_column))).to_pylist()  # Arrow, not Python rows
     if len(recorded) != 1:
         raise DatasetError(
             f"The rows of the {what} were made with {len(recorded)} different settings ('{settings_column}'); train "

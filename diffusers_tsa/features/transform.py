@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 
 from ..data import ClipSpec, read_video
+from ..data.columns import true_rows
 from ..errors import DatasetError, GridError, UsageError, VideoDecodeError
 
 
@@ -174,7 +175,7 @@ class ClipTransform(abc.ABC):
         if cached and len(cached) == len(mapped.cache_files):
             logger.info("Reusing the %s cached in %s (same table and settings).", self.description, cached[0])
         for column in self.valid_columns:
-            invalid = len(mapped) - sum(mapped[column])
+            invalid = len(mapped) - len(true_rows(mapped, column))
             if invalid:
                 logger.warning(
                     "%d of %d clips could not be used and are marked `%s = False`.", invalid, len(mapped), column

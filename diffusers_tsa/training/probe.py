@@ -25,7 +25,7 @@ import torch
 
 from ..adapters.adapter import ModelAdapter
 from ..data import CAPTION, VIDEO, ClipSpec
-from ..data.columns import LATENTS_COLUMN
+from ..data.columns import LATENTS_COLUMN, true_rows
 from ..diagnostics import (
     Agreement,
     alignment_agreement,
@@ -42,13 +42,15 @@ from ..masking import motion_saliency_mask
 from ..teachers import TeacherInput
 from ..visualize import render_correspondence, render_motion_masks, require_matplotlib, save_png
 from .alignment import Alignment
-from .data import TrainingClips, collate_examples, floating_to
+from .data import TrainingClips, collate_examples, floating_to, validity_columns
 
 
 logger = logging.getLogger(__name__)
 
 #: The probe's noise level: the middle of a 1000-step schedule (flow matching: sigma = 0.5).
 PROBE_TIMESTEP = 500
+#: The usable rows the probe's clip is read from: the first, and the stand-ins for it should it be unreadable.
+PROBE_CANDIDATES = 64
 #: The file the probe appends its metric to, one JSON line per probe, in `output_dir/validation/`.
 AGREEMENT_FILE = "agreement.jsonl"
 
@@ -137,7 +139,10 @@ class AlignmentProbe:
             clip = replace(clip, reshape_mode="center")
         features_column = None if video is not None else config.features_column
         inputs_columns = () if video is not None else inputs_columns
-        clips = TrainingClips(table, clip, features_column=features_column, inputs_columns=inputs_columns)
+        usable = true_rows(table, *(column for column, _ in validity_columns(table, features_column, inputs_columns)))
+        # The first usable row; should it be unreadable, a stand-in among the next ones, as in training.
+        head = table.select(usable[:PROBE_CANDIDATES])
+        clips = TrainingClips(head, clip, features_column=features_column, inputs_columns=inputs_columns)
         batch = collate_examples([clips[0]])
         if LATENTS_COLUMN not in batch:
             with adapter.encoders_loaded():
@@ -150,7 +155,7 @@ class AlignmentProbe:
         if alignment.teacher is not None:
             teacher_input, tubelet = alignment.teacher.input, alignment.teacher.tubelet
         else:
-            settings = precomputed_settings(table, config.features_column)
+            settings = precomputed_settings(head, config.features_column)
             teacher_input, tubelet = TeacherInput(**settings["teacher_input"]), tuple(settings["tubelet"])
         batch["videos"] = batch["videos"].to(device)
         return cls(alignment, adapter, batch, teacher_input=teacher_input, tubelet=tubelet, seed=seed)
