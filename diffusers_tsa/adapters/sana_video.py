@@ -1,8 +1,9 @@
 """Sana-Video text-to-video (diffusers' `SanaVideoPipeline`) behind the `ModelSpec` / `ModelAdapter` interface.
 
 The training objective is flow matching (`FlowMatching`), as SimpleTuner trains the model
-(`simpletuner/helpers/models/sanavideo`): latents are the Wan 2.1 VAE's sample normalised per channel,
-`(z - latents_mean) / latents_std` (the pipeline decodes `latents * latents_std + latents_mean`), `(B, C, F, H, W)`;
+(`simpletuner/helpers/models/sanavideo`): latents are the VAE's sample (Wan 2.1's for the 480p checkpoint, LTX-2's
+for the 720p one) normalised per channel, `(z - latents_mean) / latents_std` (the pipeline decodes
+`latents * latents_std + latents_mean`), `(B, C, F, H, W)`;
 sigma is drawn per sample, `x_t = (1 - sigma) x_0 + sigma * noise`, the transformer sees `t = 1000 sigma` (the
 timesteps of the pipeline's flow DPM-Solver) and predicts `noise - x_0`. SimpleTuner draws sigma uniformly from the
 checkpoint's unshifted 1000-level table and weighs every sample 1: `--flow_weighting_scheme none` does the same.
@@ -33,6 +34,11 @@ from .registry import register_adapter
 from .spec import Grid, ModelSpec
 
 
+#: The VAEs of the released checkpoints: Wan 2.1's (480p) and LTX-2's (720p); `SanaVideoPipeline` normalises both
+#: per channel with `latents_mean` / `latents_std` (Wan's in its config, LTX-2's as buffers).
+VAE_CLASSES = ("AutoencoderKLWan", "AutoencoderKLLTX2Video")
+
+
 class SanaVideoPromptEmbeds(NamedTuple):
     """A batch of encoded prompts, what `SanaVideoAdapter.diffusion_loss` takes as its conditioning.
 
@@ -47,9 +53,10 @@ class SanaVideoPromptEmbeds(NamedTuple):
 
 @dataclass(frozen=True)
 class SanaVideoSpec(ModelSpec):
-    """Sana-Video's shape rules: the Wan 2.1 VAE (causal: first frame alone, then `temporal_compression` frames per
-    latent frame; `spatial_compression` in space), a transformer with patches `patch_size` (frame, row, column),
-    and sides that `SanaVideoPipeline.check_inputs` wants multiples of 32."""
+    """Sana-Video's shape rules: a causal VAE, `vae_class` (Wan 2.1's: x4 in time, x8 in space; LTX-2's: x8, x32),
+    that encodes the first frame alone, then `temporal_compression` frames per latent frame, `spatial_compression`
+    pixels per latent pixel; a transformer with patches `patch_size` (frame, row, column), and sides that
+    `SanaVideoPipeline.check_inputs` wants multiples of 32."""
 
     family = "sana_video"
     pipeline_class_name = "SanaVideoPipeline"
@@ -66,6 +73,7 @@ class SanaVideoSpec(ModelSpec):
     temporal_compression: int = 4
     spatial_compression: int = 8
     patch_size: tuple[int, int, int] = (1, 2, 2)
+    vae_class: str = "AutoencoderKLWan"
 
     @classmethod
     def from_model_configs(
@@ -78,26 +86,36 @@ class SanaVideoSpec(ModelSpec):
         revision=None,
         cache_dir=None,
     ) -> SanaVideoSpec:
-        """The blocks and patches from the transformer's config, the compression from the VAE's
-        (`scale_factor_temporal`, `scale_factor_spatial`, as the pipeline reads them). A checkpoint whose VAE is not
-        Wan's (`SanaVideoPipeline` also takes `AutoencoderDC` and LTX-2's) is refused: the released ones use Wan's."""
+        """The blocks and patches from the transformer's config; the VAE's class from `model_index.json` (one of
+        `VAE_CLASSES`: `AutoencoderDC`, which `SanaVideoPipeline` also takes, is refused, no checkpoint uses it) and
+        its compression as the pipeline reads it (Wan's `scale_factor_temporal` / `scale_factor_spatial`, LTX-2's
+        `temporal_compression_ratio` / `spatial_compression_ratio`, derived by its class where its config has none)."""
         name, config, vae = pretrained_model_name_or_path, transformer_config, vae_config or {}
         vae_class = (model_index.get("vae") or [None, cls.vae_class_name])[1]
-        if vae_class != cls.vae_class_name:
+        if vae_class not in VAE_CLASSES:
             raise ModelLayoutError(
                 f"`pretrained_model_name_or_path={name!r}` has a `{vae_class}` VAE; this adapter trains Sana-Video "
-                f"with `{cls.vae_class_name}`, the VAE of the released checkpoints."
+                f"with one of {VAE_CLASSES}, the VAEs of the released checkpoints."
             )
         patch_size = tuple(config.get("patch_size", (1, 2, 2)))
         if patch_size[0] != 1:
             raise GridError(
                 f"`pretrained_model_name_or_path={name!r}` has temporal patch {patch_size[0]}; 1 expected."
             )
+        if vae_class == "AutoencoderKLWan":
+            compression = vae.get("scale_factor_temporal", 4), vae.get("scale_factor_spatial", 8)
+        else:
+            from diffusers import AutoencoderKLLTX2Video
+
+            with torch.device("meta"):  # the class derives the ratios its config leaves out
+                ltx2 = AutoencoderKLLTX2Video.from_config(vae)
+            compression = ltx2.temporal_compression_ratio, ltx2.spatial_compression_ratio
         return cls(
             **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
-            temporal_compression=vae.get("scale_factor_temporal", 4),
-            spatial_compression=vae.get("scale_factor_spatial", 8),
+            temporal_compression=compression[0],
+            spatial_compression=compression[1],
             patch_size=patch_size,
+            vae_class=vae_class,
         )
 
     @property
@@ -180,18 +198,26 @@ class SanaVideoAdapter(ModelAdapter):
 
     @classmethod
     def component_classes(cls, spec: SanaVideoSpec) -> ComponentClasses:
-        """Gemma 2, the Wan 2.1 VAE and the checkpoint's flow DPM-Solver scheduler."""
-        from diffusers import AutoencoderKLWan, DPMSolverMultistepScheduler
+        """Gemma 2, the checkpoint's VAE (`spec.vae_class`) and its flow DPM-Solver scheduler."""
+        import diffusers
         from transformers import Gemma2Model
 
-        return ComponentClasses(text_encoder=Gemma2Model, vae=AutoencoderKLWan, scheduler=DPMSolverMultistepScheduler)
+        return ComponentClasses(
+            text_encoder=Gemma2Model,
+            vae=getattr(diffusers, spec.vae_class),
+            scheduler=diffusers.DPMSolverMultistepScheduler,
+        )
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
 
     def latent_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sana-Video's latents are the Wan VAE's sample normalised per channel: `(z - latents_mean) / latents_std`
-        (`SanaVideoPipeline` undoes it before decoding)."""
-        mean, std = (torch.tensor(self.vae.config[key]) for key in ("latents_mean", "latents_std"))
+        """Sana-Video's latents are the VAE's sample normalised per channel: `(z - latents_mean) / latents_std`, with
+        the Wan VAE's config values or the LTX-2 VAE's buffers (`SanaVideoPipeline` undoes it before decoding; it
+        applies no `scaling_factor`)."""
+        if self.spec.vae_class == "AutoencoderKLWan":
+            mean, std = (torch.tensor(self.vae.config[key]) for key in ("latents_mean", "latents_std"))
+        else:
+            mean, std = self.vae.latents_mean, self.vae.latents_std
         return mean, 1 / std
 
     def _encoder_pipeline(self):

@@ -7,9 +7,10 @@ import torch
 from diffusers import SanaVideoPipeline
 
 from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
-from diffusers_tsa.adapters.sana_video import SanaVideoSpec
+from diffusers_tsa.adapters.sana_video import SanaVideoAdapter, SanaVideoSpec
 from diffusers_tsa.errors import GridError, ModelLayoutError
-from diffusers_tsa.testing.sana_video import tiny_sana_video_components
+from diffusers_tsa.testing.ltx2 import tiny_ltx2_components
+from diffusers_tsa.testing.sana_video import tiny_sana_video_components, tiny_sana_video_transformer
 
 
 PROMPTS = ["a red ball falls", "A cat jumps into the glass of water"]
@@ -89,10 +90,43 @@ def test_the_loss_is_flow_matching_with_the_masked_prompt(tiny):
     torch.testing.assert_close(loss["diffusion"], (prediction - (noise - latents)).pow(2).mean())
 
 
+def test_the_ltx2_vae_latents_are_its_sample_normalised_by_its_buffers():
+    """The 720p checkpoint's LTX-2 VAE: `(z - latents_mean) / latents_std` with its buffers, no `scaling_factor`
+    (`SanaVideoPipeline` decodes `latents * latents_std + latents_mean`)."""
+    vae = tiny_ltx2_components()["vae"]
+    vae.register_to_config(scaling_factor=0.7)  # not applied by SanaVideoPipeline
+    index = {"vae": ["diffusers", "AutoencoderKLLTX2Video"]}
+    model_spec = SanaVideoSpec.from_model_configs("sana", {"num_layers": 2, **TINY_HEADS}, dict(vae.config), index)
+    model = SanaVideoAdapter(
+        model_spec,
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        transformer=tiny_sana_video_transformer(),
+        scheduler=None,
+    )
+    clips = torch.rand(2, 9, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.manual_seed(0)
+    latents = model.encode_videos(clips)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        sample = vae.encode(clips.permute(0, 2, 1, 3, 4)).latent_dist.sample()
+    mean, std = vae.latents_mean.view(1, -1, 1, 1, 1), vae.latents_std.view(1, -1, 1, 1, 1)
+    assert not torch.equal(std, torch.ones_like(std)) and latents.shape == (2, 8, 2, 1, 2)
+    torch.testing.assert_close(latents * std + mean, sample, rtol=1e-4, atol=1e-5)
+
+
+TINY_HEADS = {"num_attention_heads": 2, "attention_head_dim": 8}
+
+
 def spec(vae_class="AutoencoderKLWan", **transformer):
-    """The spec of the released 2B configs (20 blocks of 20 x 112, Wan 2.1 VAE), with `transformer` changed."""
+    """The spec of the released 2B configs (20 blocks of 20 x 112, the 480p checkpoint's Wan 2.1 VAE or the 720p
+    one's LTX-2 VAE), with `transformer` changed."""
     config = {"num_layers": 20, "num_attention_heads": 20, "attention_head_dim": 112, "patch_size": [1, 2, 2]}
-    vae = {"scale_factor_spatial": 8, "scale_factor_temporal": 4}
+    vae = {
+        "AutoencoderKLWan": {"scale_factor_spatial": 8, "scale_factor_temporal": 4},
+        "AutoencoderKLLTX2Video": {"spatial_compression_ratio": 32, "temporal_compression_ratio": 8},
+    }.get(vae_class, {})
     index = {"_class_name": "SanaVideoPipeline", "vae": ["diffusers", vae_class]}
     return SanaVideoSpec.from_model_configs("sana", {**config, **transformer}, vae, index)
 
@@ -106,6 +140,11 @@ def test_the_spec_states_the_grid_and_the_depth_and_refuses_what_the_model_canno
         model.check_clip(80, 480, 840)
     with pytest.raises(ModelLayoutError, match="`AutoencoderDC` VAE"):
         spec(vae_class="AutoencoderDC")
+    ltx2 = spec(vae_class="AutoencoderKLLTX2Video", patch_size=[1, 1, 1])  # x8 in time: twice Wan's frame spacing
+    assert ltx2.frame_spacing == 8 and ltx2.teacher_frames_per_token_frame == 2
+    assert ltx2.token_grid(81, 704, 1280) == (11, 22, 40)
+    with pytest.raises(GridError, match=r"`num_frames=85` must be 8k\+1"):
+        ltx2.check_clip(85, 704, 1280)
     with pytest.raises(ModelLayoutError, match="no dynamic guidance"):
         model.check_options(use_dynamic_cfg=True)
     with pytest.raises(ModelLayoutError, match="`max_sequence_length=2` must be at least 3"):
