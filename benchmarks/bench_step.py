@@ -1,6 +1,6 @@
 """Cost of the TSA machinery in one optimizer step: measured on a CogVideoX-shaped model, and counted analytically
 for every family at its default size (CogVideoX-2B, CogVideoX 1.5-5B, Wan 2.1 1.3B and 14B, Wan 2.2 TI2V-5B,
-LTX-Video 0.9, LTX-2, Kandinsky 5 T2V Lite, HunyuanVideo 1.5 480p).
+LTX-Video 0.9, LTX-2, Kandinsky 5 T2V Lite, HunyuanVideo 1.5 480p, Sana-Video 2B 480p).
 
 Measured (each configuration in a fresh subprocess, for honest peak memory): one optimizer step of the training
 module the script builds (`AlignedTransformer`: the family adapter's forward + backward, projector, alignment loss,
@@ -108,6 +108,21 @@ FAMILIES = {
         "student_grid": (31, 30, 53),
         "teacher_grid": (60, 10, 18),
     },
+    # Sana-Video 2B: 20 blocks of 20 heads of 112 with linear (ReLU-kernel) self-attention, `linear_attention_head`
+    # wide per head (no N^2 term); its GLU MBConv FFN (hidden 2.5 d = 5600, a 1x1 conv to 2 x 5600 and one back, plus
+    # a 3-tap temporal conv d -> d) costs 6 d (5600 + d) per token, the MLP of `ff_dim` 1.5 (5600 + d) = 11760; the
+    # 300 Gemma 2 tokens are attended to.
+    "Sana-Video-2B-480p": {
+        "size": "81 x 480 x 832",
+        "layers": 20,
+        "width": 2240,
+        "ff_dim": 11760,
+        "text_tokens": 300,
+        "joint_text": False,
+        "linear_attention_head": 112,
+        "student_grid": (21, 30, 52),
+        "teacher_grid": (40, 10, 17),
+    },
     "LTX-Video-0.9": {
         "size": "121 x 512 x 768",
         "layers": 28,
@@ -145,12 +160,16 @@ FAMILIES = {
 }
 
 
-def transformer_flops(tokens: int, width: int, layers: int, ff_dim: int, context: int = 0) -> float:
+def transformer_flops(
+    tokens: int, width: int, layers: int, ff_dim: int, context: int = 0, linear_attention_head: int | None = None
+) -> float:
     """Forward FLOPs of a pre-norm transformer: 2 x (4 d^2 attention + 2 d ff_dim MLP) per token and block, plus
-    4 N^2 d for the attention scores and their weighted sum; with `context` text tokens attended to (cross-attention),
-    2 x 2 d^2 per token for its query and output, 2 x 2 d^2 per text token for its keys and values, and 4 N T d."""
+    4 N^2 d for the attention scores and their weighted sum (linear attention with heads of `linear_attention_head`
+    channels: 4 N d d_head, each head's `K^T V` and its product with the queries); with `context` text tokens attended
+    to (cross-attention), 2 x 2 d^2 per token for its query and output, 2 x 2 d^2 per text token for its keys and
+    values, and 4 N T d."""
     dense = 2 * (4 * width**2 + 2 * width * ff_dim) * tokens
-    attention = 4 * tokens**2 * width
+    attention = 4 * tokens * width * (linear_attention_head or tokens)
     cross = (4 * width**2 * tokens + 4 * width**2 * context + 4 * tokens * context * width) if context else 0
     return layers * (dense + attention + cross)
 
@@ -181,7 +200,14 @@ def analytic_share(name: str, family: dict) -> dict:
     if family["joint_text"]:
         forward = transformer_flops(video_tokens + text, d, family["layers"], family["ff_dim"])
     else:
-        forward = transformer_flops(video_tokens, d, family["layers"], family["ff_dim"], context=text)
+        forward = transformer_flops(
+            video_tokens,
+            d,
+            family["layers"],
+            family["ff_dim"],
+            context=text,
+            linear_attention_head=family.get("linear_attention_head"),
+        )
     if "audio" in family:
         forward += audio_stream_flops(video_tokens, d, family["layers"], text, family["audio"])
     step = 3 * forward  # forward + backward (2x); gradient checkpointing adds one more forward

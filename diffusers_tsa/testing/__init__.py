@@ -1,5 +1,5 @@
 """Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks: one module
-per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, `hunyuan_video15`, and `nova`, a test
+per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, `hunyuan_video15`, `sana_video`, and `nova`, a test
 double of NOVA's `diffnext` package), the shared tokenizer and text encoders (`text`), teachers (`teachers`),
 synthetic clips (`clips`) and the model card's checks (`model_card`)."""
 
@@ -25,6 +25,12 @@ from .kandinsky5 import (
 )
 from .ltx2 import TINY_LTX2_HEIGHT, TINY_LTX2_NUM_FRAMES, TINY_LTX2_WIDTH, tiny_ltx2_components
 from .ltx_video import TINY_LTX_HEIGHT, TINY_LTX_NUM_FRAMES, TINY_LTX_WIDTH, tiny_ltx_video_components
+from .sana_video import (
+    TINY_SANA_VIDEO_HEIGHT,
+    TINY_SANA_VIDEO_NUM_FRAMES,
+    TINY_SANA_VIDEO_WIDTH,
+    tiny_sana_video_components,
+)
 from .teachers import tiny_dinov2, tiny_videomae, tiny_vjepa2
 from .text import TINY_TEXT_EMBED_DIM, TINY_WORDS, tiny_text_encoder, tiny_tokenizer
 from .wan import (
@@ -54,6 +60,9 @@ __all__ = [
     "TINY_LTX_WIDTH",
     "TINY_MAX_TEXT_SEQ_LENGTH",
     "TINY_NUM_FRAMES",
+    "TINY_SANA_VIDEO_HEIGHT",
+    "TINY_SANA_VIDEO_NUM_FRAMES",
+    "TINY_SANA_VIDEO_WIDTH",
     "TINY_TEXT_EMBED_DIM",
     "TINY_WAN_BOUNDARY_RATIO",
     "TINY_WAN_HEIGHT",
@@ -67,6 +76,7 @@ __all__ = [
     "tiny_kandinsky5_components",
     "tiny_ltx2_components",
     "tiny_ltx_video_components",
+    "tiny_sana_video_components",
     "tiny_text_encoder",
     "tiny_tokenizer",
     "tiny_videomae",

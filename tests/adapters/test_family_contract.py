@@ -34,6 +34,7 @@ from diffusers import (
     Kandinsky5T2VPipeline,
     LTX2Pipeline,
     LTXPipeline,
+    SanaVideoPipeline,
     WanPipeline,
 )
 from einops import rearrange
@@ -52,6 +53,7 @@ from diffusers_tsa.testing import (
     tiny_kandinsky5_components,
     tiny_ltx2_components,
     tiny_ltx_video_components,
+    tiny_sana_video_components,
     tiny_videomae,
     tiny_wan_components,
     write_test_dataset,
@@ -280,6 +282,18 @@ FAMILIES = [
         card=("pipe.transformer.load_lora_adapter(", "pipe.tokenizer_max_length = 16"),
         dynamic_cfg_refusal="HunyuanVideo15Pipeline has no dynamic guidance",
         load_lora=transformer_load_lora,
+    ),
+    TinyFamily(
+        name="sana_video",
+        family="sana_video",
+        pipeline=lambda: SanaVideoPipeline(**tiny_sana_video_components()),
+        clip=(9, 32, 64),  # latents 3 x 4 x 8 (Wan 2.1 VAE), tokens 3 x 2 x 4 (patch 1 x 2 x 2); sides of 32k
+        grid=(3, 2, 4),
+        teacher_grid=(4, 2, 3),
+        lora_layers=2 * 2 * 4,  # blocks x (linear self-attention, cross-attention) x (q, k, v, out)
+        lora_modules=("transformer_blocks.",),
+        flags=TEACHER_32X48,
+        dynamic_cfg_refusal="SanaVideoPipeline has no dynamic guidance",
     ),
     TinyFamily(name="nova", nova="double", **NOVA),
     TinyFamily(name="nova_real", nova="real", marks=REAL_NOVA_MARKS, **NOVA),

@@ -11,6 +11,7 @@ from diffusers_tsa.adapters.kandinsky5 import Kandinsky5Spec
 from diffusers_tsa.adapters.ltx2 import LTX2Spec
 from diffusers_tsa.adapters.ltx_video import LTXVideoSpec
 from diffusers_tsa.adapters.nova import NOVASpec
+from diffusers_tsa.adapters.sana_video import SanaVideoSpec
 from diffusers_tsa.adapters.spec import REFERENCE_FRAME_SPACING
 from diffusers_tsa.adapters.wan import WanSpec
 from diffusers_tsa.teachers import TeacherInput
@@ -28,6 +29,7 @@ FAMILIES = {
     "nova": (NOVASpec(**BASE), (33, 480, 768), 4),
     "kandinsky5": (Kandinsky5Spec(**BASE), (121, 512, 768), 4),
     "hunyuan_video15": (HunyuanVideo15Spec(**BASE), (121, 480, 848), 4),
+    "sana_video": (SanaVideoSpec(**BASE), (81, 480, 832), 4),
 }
 
 

@@ -17,6 +17,7 @@ from diffusers import (
     Kandinsky5T2VPipeline,
     LTX2Pipeline,
     LTXPipeline,
+    SanaVideoPipeline,
     WanPipeline,
 )
 from test_train_script import (
@@ -57,6 +58,12 @@ from diffusers_tsa.testing.ltx_video import (
     tiny_ltx_video_components,
 )
 from diffusers_tsa.testing.nova import install_diffnext_double, save_tiny_nova_pipeline
+from diffusers_tsa.testing.sana_video import (
+    TINY_SANA_VIDEO_HEIGHT,
+    TINY_SANA_VIDEO_NUM_FRAMES,
+    TINY_SANA_VIDEO_WIDTH,
+    tiny_sana_video_components,
+)
 from diffusers_tsa.testing.wan import tiny_wan_components
 from diffusers_tsa.training import TrainingClips, collate_examples, model_inputs, plan_training
 
@@ -96,6 +103,14 @@ FAMILIES = {
         HunyuanVideo15Pipeline,
         tiny_hunyuan_video15_components,
         ClipSpec(height=32, width=48, max_num_frames=9),
+        16,
+    ),
+    "sana_video": (
+        SanaVideoPipeline,
+        tiny_sana_video_components,
+        ClipSpec(
+            height=TINY_SANA_VIDEO_HEIGHT, width=TINY_SANA_VIDEO_WIDTH, max_num_frames=TINY_SANA_VIDEO_NUM_FRAMES
+        ),
         16,
     ),
     # NOVA's test double (`diffusers_tsa.testing.nova`, loaded through its stand-in `diffnext` package, installed by `tiny`).
