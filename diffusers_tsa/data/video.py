@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Union
 
@@ -20,7 +21,10 @@ from ..errors import GridError, VideoDecodeError
 #: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
 VideoSource = Union[str, os.PathLike, bytes, dict]
 
-RESHAPE_MODES = ("center", "random", "none")
+RESHAPE_MODES = ("center", "random", "stretch")
+#: Old names of reshape modes -> the mode they stand for. `"none"` stretched here but random-crops in diffusers'
+#: `train_cogvideox_lora.py`: it was renamed `"stretch"`.
+DEPRECATED_RESHAPE_MODES = {"none": "stretch"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,8 @@ class ClipSpec:
         skip_frames_start (`int`, defaults to 0): frames dropped at the start before picking.
         skip_frames_end (`int`, defaults to 0): frames dropped at the end before picking.
         reshape_mode (`str`, defaults to `"center"`): `"center"` or `"random"` crop after an aspect-preserving
-            resize that covers `height x width`, or `"none"` to resize straight to `height x width`.
+            resize that covers `height x width`, or `"stretch"` to resize straight to `height x width` (`"none"`,
+            its deprecated name, is read as `"stretch"` with a `FutureWarning`).
 
     Clips giving fewer than `num_frames` frames raise `VideoDecodeError`, so every clip of a batch has the same length.
     """
@@ -48,6 +53,14 @@ class ClipSpec:
     reshape_mode: str = "center"
 
     def __post_init__(self):
+        if self.reshape_mode in DEPRECATED_RESHAPE_MODES:
+            new = DEPRECATED_RESHAPE_MODES[self.reshape_mode]
+            warnings.warn(
+                f"`ClipSpec.reshape_mode={self.reshape_mode!r}` is deprecated: use {new!r}.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "reshape_mode", new)
         bad = [
             f"`ClipSpec.{name}={getattr(self, name)}` must be at least {low}"
             for name, low in (
@@ -68,6 +81,16 @@ class ClipSpec:
     def num_frames(self) -> int:
         """Frames of a clip long enough to fill `max_num_frames` (the largest `4k + 1 <= max_num_frames`)."""
         return _trim_to_4k_plus_1(self.max_num_frames)
+
+
+def recorded_clip_settings(recorded: dict) -> dict:
+    """`ClipSpec` fields as a dataset or a run recorded them, with deprecated reshape-mode names read as today's."""
+    mode = recorded.get("reshape_mode")
+    return (
+        {**recorded, "reshape_mode": DEPRECATED_RESHAPE_MODES.get(mode, mode)}
+        if "reshape_mode" in recorded
+        else recorded
+    )
 
 
 def _trim_to_4k_plus_1(n: int) -> int:
@@ -129,7 +152,7 @@ def _open_reader(source: VideoSource):
 def _resize_and_crop(frames: torch.Tensor, spec: ClipSpec, generator: torch.Generator | None) -> torch.Tensor:
     """Resizes `(T, C, H, W)` float frames in [0, 255] to `spec.height x spec.width` (bicubic, antialiased)."""
     height, width = frames.shape[-2:]
-    if spec.reshape_mode == "none":
+    if spec.reshape_mode == "stretch":
         size = (spec.height, spec.width)
     elif width * spec.height > spec.width * height:  # wider than the target: match the height
         size = (spec.height, int(width * spec.height / height))

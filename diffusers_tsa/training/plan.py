@@ -308,7 +308,7 @@ class TrainingPlan:
         table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
         options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
-        fps (`int`): the frame rate of the validation videos (`fps`, default: the family's `fps`).
+        fps (`int`): the frame rate of the validation videos (`validation_fps`, default: the family's `fps`).
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
         inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
             (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
@@ -378,5 +378,5 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             ],
         )
     preset = get_preset(args.alignment_preset) if getattr(args, "alignment_preset", None) else None
-    fps = args.fps or spec.fps
+    fps = args.validation_fps or spec.fps
     return TrainingPlan(spec, clip, table, alignment, student.options, fps, resume, inputs, preset)

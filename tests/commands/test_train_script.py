@@ -178,6 +178,7 @@ def test_a_lora_run_logs_every_step_and_writes_its_weights_and_card(tiny, tmp_pa
     scalars = logged_scalars(out)
     for tag in ("loss/diffusion", "loss/alignment", "loss/total", "grad_norm", "step_time", "data/skipped_clips"):
         assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
+    assert scalars["loss"] == scalars["loss/total"]  # diffusers' examples' key, beside the terms
     # Eq. 14 with the given weight, step by step: total = diffusion + 0.7 * alignment, the alignment term non-zero.
     steps = zip(*(scalars[f"loss/{term}"] for term in ("total", "diffusion", "alignment")))
     for (_, total), (_, diffusion), (_, align) in steps:

@@ -156,7 +156,7 @@ def test_a_clip_decord_cannot_read_falls_back_to_ffmpeg(tmp_path):
     """decord fails on some narrow clips (48 px wide here, a stride mismatch); ffmpeg decodes the same frames."""
     write_test_clip(tmp_path / "narrow.mp4", height=32, width=48, square=8, speed=4)
     write_test_clip(tmp_path / "wide.mp4", height=32, width=64, square=8)
-    spec = ClipSpec(height=32, width=48, max_num_frames=9, reshape_mode="none")
+    spec = ClipSpec(height=32, width=48, max_num_frames=9, reshape_mode="stretch")
     narrow = read_video(tmp_path / "narrow.mp4", spec)
     assert narrow.shape == (9, 3, 32, 48)
     assert read_video((tmp_path / "narrow.mp4").read_bytes(), spec).equal(narrow)
@@ -166,7 +166,7 @@ def test_a_clip_decord_cannot_read_falls_back_to_ffmpeg(tmp_path):
     # Where both decoders work they agree (up to the colour conversion's rounding).
     from diffusers_tsa.data import video as video_module
 
-    wide = ClipSpec(height=32, width=64, max_num_frames=9, reshape_mode="none")
+    wide = ClipSpec(height=32, width=64, max_num_frames=9, reshape_mode="stretch")
     _, _, by_decord = video_module._decode_with_decord(tmp_path / "wide.mp4", wide)
     _, _, by_ffmpeg = video_module._decode_with_ffmpeg(tmp_path / "wide.mp4", wide)
     assert by_ffmpeg.shape == by_decord.shape
