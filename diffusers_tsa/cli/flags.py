@@ -10,7 +10,7 @@ import argparse
 
 from ..adapters import ADAPTERS
 from ..adapters.flow_matching import WEIGHTING_SCHEMES
-from ..data.video import DEPRECATED_RESHAPE_MODES, RESHAPE_MODES
+from ..data.video import DEPRECATED_RESHAPE_MODES, RESHAPE_MODES, VIDEO_BACKENDS
 from ..features import FEATURES_COLUMN
 from ..loss_registry import ALIGNMENT_LOSSES, registered_options
 from ..projector import PROJECTOR_HEADS
@@ -162,6 +162,14 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
         help="Crop after an aspect-preserving resize ('center', 'random'; precomputed features need a fixed crop) "
         "or resize to the size, changing the aspect ratio ('stretch'; 'none' is its deprecated name: diffusers' "
         "example random-crops for 'none').",
+    )
+    group.add_argument(
+        "--video_backend",
+        type=str,
+        default="auto",
+        choices=("auto", *VIDEO_BACKENDS),
+        help="Video decoder: 'auto' (default) reads with the first installed of torchcodec, decord and "
+        "imageio-ffmpeg, and with the next ones what it cannot read.",
     )
 
 

@@ -19,7 +19,7 @@ from ..adapters import ModelSpec, load_spec
 from ..adapters.flow_matching import FlowMatching
 from ..adapters.options import TrainingOptions
 from ..alignment_weight import AlignmentWeight
-from ..data import ClipSpec, load_video_dataset
+from ..data import ClipSpec, load_video_dataset, use_video_backend
 from ..data.columns import LATENTS_COLUMN
 from ..errors import UsageError
 from ..features import FEATURES_COLUMN, MASK_COLUMN
@@ -42,7 +42,9 @@ from .resume import RUN_SETTINGS_FILE
 
 
 def clip_spec(args: argparse.Namespace) -> ClipSpec:
-    """The `ClipSpec` of the clip flags."""
+    """The `ClipSpec` of the clip flags; `--video_backend` becomes the decoder of this process and its workers
+    (`use_video_backend`)."""
+    use_video_backend(args.video_backend)
     return ClipSpec(
         height=args.height,
         width=args.width,
