@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install quality style test demo bench clean
+.PHONY: install quality style test test-newest test-minimum demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,27 @@ TEST_WORKERS ?= 2
 test: quality
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
+# The version matrix (`.ci/run` runs both after `make test`). test-newest: the whole suite in a second venv with the
+# newest releases of the libraries we build on; test-minimum: the fast subset (`-m minimum`) in a third venv with the
+# minimums setup.cfg declares (MINIMUM lists them; tests/test_packaging.py checks that the two agree).
+NEWEST_VENV ?= .venv-newest
+MINIMUM_VENV ?= .venv-minimum
+NEWEST := torch diffusers transformers accelerate peft datasets
+MINIMUM := torch==2.6.0 diffusers==0.35.0 transformers==5.0.0 accelerate==1.0.0 peft==0.15.0 datasets==3.0.0
+
+$(NEWEST_VENV)/bin/python $(MINIMUM_VENV)/bin/python:
+	$(PYTHON) -m venv $(patsubst %/bin/python,%,$@)
+	$@ -m pip install --upgrade pip
+
+test-newest: $(NEWEST_VENV)/bin/python
+	$< -m pip install --upgrade $(NEWEST) -e ".[test]"
+	$< -m pip list --format=freeze | grep -i -E '^($(subst $() ,|,$(NEWEST)))=='
+	$< -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
+
+test-minimum: $(MINIMUM_VENV)/bin/python
+	$< -m pip install $(MINIMUM) -e ".[test]"
+	$< -m pytest tests -m minimum -n $(TEST_WORKERS) --dist loadgroup
+
 # The main job on an embedded default: tiny offline models, synthetic clips, a real training run and a stock reload.
 demo: install
 	$(BIN)/python demo/run_demo.py --output_dir demo_output
@@ -38,4 +59,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_loss.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(NEWEST_VENV) $(MINIMUM_VENV) build dist *.egg-info .pytest_cache

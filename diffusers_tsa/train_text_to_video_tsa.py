@@ -40,7 +40,7 @@ import torch
 import transformers
 from accelerate import Accelerator, DistributedType
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, is_tensorboard_available, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params, free_memory
 from diffusers.utils import export_to_video, is_wandb_available
@@ -157,10 +157,14 @@ def parse_args(input_args=None):
     )
     cli.add_clip_arguments(parser)
     parser.add_argument(
+        "--validation_fps",
         "--fps",
         type=int,
         default=None,
-        help="Frame rate of the validation videos (the family's: 8 CogVideoX, 16 CogVideoX 1.5 and Wan, 25 LTX-Video).",
+        action=cli.DeprecatedNames,
+        deprecated_flags={"--fps": "in diffusers' example, --fps is the frame rate the input videos are read at"},
+        help="Frame rate of the validation videos (the family's: 8 CogVideoX, 16 CogVideoX 1.5 and Wan, 25 LTX-Video). "
+        "--fps is its deprecated name.",
     )
     parser.add_argument("--random_flip", action="store_true", help="Flip clips horizontally with probability 1/2.")
     parser.add_argument("--train_batch_size", type=int, default=4, help="Batch size per device (4).")
@@ -262,10 +266,13 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--report_to",
         type=str,
-        default="tensorboard",
-        help="'tensorboard' (default), 'wandb', 'comet_ml', 'all' or 'none'.",
+        default=None,
+        help="'tensorboard', 'wandb', 'comet_ml', 'all' or 'none'. Default: 'tensorboard' when it is installed "
+        "(`pip install tensorboard`), else 'none'.",
     )
     args = cli.parse_with_preset(parser, input_args)  # --alignment_preset's values are defaults: given flags win
+    if args.report_to is None:  # the core install has no tracker: log to tensorboard only where it is installed
+        args.report_to = "tensorboard" if is_tensorboard_available() else "none"
 
     # Checks of the script's own flags; the rest is checked against the configs by `plan_training`.
     if args.hub_token is not None:
@@ -853,6 +860,8 @@ def main(args):
                 global_step += 1
                 # A step of skipped batches logs no loss.
                 logs = {f"loss/{k}": v for k, v in running.means().items()}
+                if "loss/total" in logs:  # diffusers' examples log `loss`: the same value, under their name
+                    logs["loss"] = logs["loss/total"]
                 logs.update(
                     {
                         "lr": lr_scheduler.get_last_lr()[0],

@@ -117,9 +117,9 @@ def test_the_flow_flags_reach_the_objective():
 
 def test_the_clip_flags_reach_the_clip_spec():
     flags = ["--height", "64", "--width", "96", "--max_num_frames", "13", "--skip_frames_start", "2"]
-    flags += ["--skip_frames_end", "3", "--video_reshape_mode", "none"]
+    flags += ["--skip_frames_end", "3", "--video_reshape_mode", "stretch"]
     assert clip_spec(_parse(add_clip_arguments, flags)) == ClipSpec(
-        height=64, width=96, max_num_frames=13, skip_frames_start=2, skip_frames_end=3, reshape_mode="none"
+        height=64, width=96, max_num_frames=13, skip_frames_start=2, skip_frames_end=3, reshape_mode="stretch"
     )
 
 

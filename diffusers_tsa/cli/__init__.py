@@ -1,6 +1,7 @@
 """The command-line layer: the flag groups the commands share (`flags`) and the translation of the library's errors
 into flag errors (`errors`)."""
 
+from .deprecation import DeprecatedNames
 from .errors import FLAGS, FlagError, flag_errors, flag_logs, run, translate
 from .flags import (
     add_alignment_arguments,
@@ -15,6 +16,7 @@ from .flags import (
 
 
 __all__ = [
+    "DeprecatedNames",
     "FLAGS",
     "FlagError",
     "add_alignment_arguments",

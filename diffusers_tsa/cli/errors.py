@@ -51,6 +51,7 @@ _ARGUMENT_FLAGS = {
     "ClipSpec.skip_frames_start": "--skip_frames_start",
     "ClipSpec.skip_frames_end": "--skip_frames_end",
     "ClipSpec.reshape_mode": "--video_reshape_mode",
+    "video_backend": "--video_backend",
     # The clip size as a model spec checks it (`ModelSpec.check_clip`).
     "num_frames": "--max_num_frames",
     "height": "--height",

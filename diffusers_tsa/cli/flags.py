@@ -10,12 +10,13 @@ import argparse
 
 from ..adapters import ADAPTERS
 from ..adapters.flow_matching import WEIGHTING_SCHEMES
-from ..data.video import RESHAPE_MODES
+from ..data.video import DEPRECATED_RESHAPE_MODES, RESHAPE_MODES, VIDEO_BACKENDS
 from ..features import FEATURES_COLUMN
 from ..loss_registry import ALIGNMENT_LOSSES, registered_options
 from ..projector import PROJECTOR_HEADS
 from ..teachers import TEACHER_FRAMES
 from ..training.presets import ALIGNMENT_PRESETS
+from .deprecation import DeprecatedNames
 
 
 def add_student_arguments(
@@ -156,8 +157,19 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
         type=str,
         default="center",
         choices=RESHAPE_MODES,
+        action=DeprecatedNames,
+        deprecated_values=DEPRECATED_RESHAPE_MODES,
         help="Crop after an aspect-preserving resize ('center', 'random'; precomputed features need a fixed crop) "
-        "or resize to the size ('none').",
+        "or resize to the size, changing the aspect ratio ('stretch'; 'none' is its deprecated name: diffusers' "
+        "example random-crops for 'none').",
+    )
+    group.add_argument(
+        "--video_backend",
+        type=str,
+        default="auto",
+        choices=("auto", *VIDEO_BACKENDS),
+        help="Video decoder: 'auto' (default) reads with the first installed of torchcodec, decord and "
+        "imageio-ffmpeg, and with the next ones what it cannot read.",
     )
 
 

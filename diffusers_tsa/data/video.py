@@ -1,11 +1,17 @@
-"""Reading training clips the way diffusers' CogVideoX examples do: decord, 4k+1 frames, resize, crop, [-1, 1]."""
+"""Reading training clips the way diffusers' CogVideoX examples do (4k+1 frames, resize, crop, [-1, 1]) with the first
+installed of torchcodec, decord and imageio-ffmpeg."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import io
 import os
+import re
+import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Union
 
@@ -14,13 +20,16 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..errors import GridError, VideoDecodeError
+from ..errors import GridError, UsageError, VideoDecodeError
 
 
 #: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
 VideoSource = Union[str, os.PathLike, bytes, dict]
 
-RESHAPE_MODES = ("center", "random", "none")
+RESHAPE_MODES = ("center", "random", "stretch")
+#: Old names of reshape modes -> the mode they stand for. `"none"` stretched here but random-crops in diffusers'
+#: `train_cogvideox_lora.py`: it was renamed `"stretch"`.
+DEPRECATED_RESHAPE_MODES = {"none": "stretch"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ class ClipSpec:
         skip_frames_start (`int`, defaults to 0): frames dropped at the start before picking.
         skip_frames_end (`int`, defaults to 0): frames dropped at the end before picking.
         reshape_mode (`str`, defaults to `"center"`): `"center"` or `"random"` crop after an aspect-preserving
-            resize that covers `height x width`, or `"none"` to resize straight to `height x width`.
+            resize that covers `height x width`, or `"stretch"` to resize straight to `height x width` (`"none"`,
+            its deprecated name, is read as `"stretch"` with a `FutureWarning`).
 
     Clips giving fewer than `num_frames` frames raise `VideoDecodeError`, so every clip of a batch has the same length.
     """
@@ -48,6 +58,14 @@ class ClipSpec:
     reshape_mode: str = "center"
 
     def __post_init__(self):
+        if self.reshape_mode in DEPRECATED_RESHAPE_MODES:
+            new = DEPRECATED_RESHAPE_MODES[self.reshape_mode]
+            warnings.warn(
+                f"`ClipSpec.reshape_mode={self.reshape_mode!r}` is deprecated: use {new!r}.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "reshape_mode", new)
         bad = [
             f"`ClipSpec.{name}={getattr(self, name)}` must be at least {low}"
             for name, low in (
@@ -68,6 +86,16 @@ class ClipSpec:
     def num_frames(self) -> int:
         """Frames of a clip long enough to fill `max_num_frames` (the largest `4k + 1 <= max_num_frames`)."""
         return _trim_to_4k_plus_1(self.max_num_frames)
+
+
+def recorded_clip_settings(recorded: dict) -> dict:
+    """`ClipSpec` fields as a dataset or a run recorded them, with deprecated reshape-mode names read as today's."""
+    mode = recorded.get("reshape_mode")
+    return (
+        {**recorded, "reshape_mode": DEPRECATED_RESHAPE_MODES.get(mode, mode)}
+        if "reshape_mode" in recorded
+        else recorded
+    )
 
 
 def _trim_to_4k_plus_1(n: int) -> int:
@@ -108,28 +136,170 @@ def _missing(source: VideoSource) -> bool:
     return path is None or not os.path.isfile(path)
 
 
-def _open_reader(source: VideoSource):
-    try:
-        import decord
-    except ImportError as err:  # decord has wheels for x86-64 Linux/Windows and Intel macOS only
-        raise ImportError("Reading videos needs `decord`: `pip install decord`.") from err
-
-    name = describe_source(source)
-    if _missing(source):
-        raise VideoDecodeError(name, "the file does not exist.")
+def _bytes_and_path(source: VideoSource) -> tuple[bytes | None, str | None]:
+    """`(bytes, None)` for a clip given by its bytes (they win over a path), else `(None, path)`."""
     data = source.get("bytes") if isinstance(source, dict) else source if isinstance(source, bytes) else None
-    path = source.get("path") if isinstance(source, dict) else None if isinstance(source, bytes) else source
+    if data:
+        return data, None
+    path = source.get("path") if isinstance(source, dict) else source
+    return None, os.fspath(path)
+
+
+#: Decoding result: `(total frames, kept indices, kept frames (T, H, W, 3) uint8, or None when too few)`.
+_Decoded = tuple[int, list[int], Union[np.ndarray, None]]
+
+
+def _decode_with_torchcodec(source: VideoSource, spec: ClipSpec) -> _Decoded:
+    """Random access by frame index with torchcodec (PyTorch's decoder, FFmpeg's libraries)."""
+    from torchcodec.decoders import VideoDecoder
+
+    data, path = _bytes_and_path(source)
     try:
-        return decord.VideoReader(io.BytesIO(data) if data is not None else os.fspath(path), num_threads=0)
+        decoder = VideoDecoder(data if data is not None else path, seek_mode="exact", dimension_order="NHWC")
+        total = decoder.metadata.num_frames
+        indices = select_frame_indices(total, spec)
+        if len(indices) < spec.num_frames:
+            return total, indices, None
+        return total, indices, decoder.get_frames_at(indices).data.numpy()
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise VideoDecodeError(describe_source(source), f"torchcodec cannot decode it ({err}).") from err
+
+
+def _decode_with_decord(source: VideoSource, spec: ClipSpec) -> _Decoded:
+    """Random access by frame index with decord."""
+    import decord
+
+    data, path = _bytes_and_path(source)
+    try:
+        reader = decord.VideoReader(io.BytesIO(data) if data is not None else path, num_threads=0)
     except (decord.DECORDError, RuntimeError) as err:  # what decord raises for anything it cannot parse
-        raise VideoDecodeError(name, f"decord cannot open it ({err}).") from err
+        raise VideoDecodeError(describe_source(source), f"decord cannot open it ({err}).") from err
+    total = len(reader)
+    indices = select_frame_indices(total, spec)
+    try:
+        # Decoded even when too few, to tell a short clip from a file that is no video: decord opens some of those
+        # (a text file is "one frame") and fails only here, as it does on truncated streams.
+        frames = reader.get_batch(indices or [0]).asnumpy()
+    except (decord.DECORDError, RuntimeError) as err:
+        raise VideoDecodeError(
+            describe_source(source), f"it is not a video, or it is damaged: decoding its frames failed ({err})."
+        ) from err
+    return total, indices, frames if len(indices) >= spec.num_frames else None
+
+
+@contextlib.contextmanager
+def _ffmpeg_input(data: bytes | None, path: str | None):
+    """`(input path, fds to pass)` for the ffmpeg executable: the file, or the bytes in an in-memory file
+    (`memfd`, Linux) that ffmpeg can seek in; a temporary file only where there is no memfd (macOS, Windows)."""
+    if data is None:
+        yield path, ()
+    elif hasattr(os, "memfd_create"):
+        fd = os.memfd_create("clip")
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}", (fd,)
+        finally:
+            os.close(fd)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "clip"), "wb") as file:
+                file.write(data)
+            yield file.name, ()
+
+
+def _run_ffmpeg(args: list[str], fds: tuple[int, ...]) -> subprocess.CompletedProcess:
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    return subprocess.run(command, capture_output=True, pass_fds=fds, check=False)
+
+
+_VIDEO_SIZE = re.compile(rb"Stream #.*?: Video: .*?, (\d+)x(\d+)[ ,\n]")
+_FRAME_COUNT = re.compile(rb"frame=\s*(\d+)")
+
+
+def _decode_with_ffmpeg(source: VideoSource, spec: ClipSpec) -> _Decoded:
+    """imageio-ffmpeg's executable: the frames are counted from the stream's packets (no decoding), then only the
+    kept ones are converted and returned (ffmpeg stops after the last one)."""
+    name = describe_source(source)
+    with _ffmpeg_input(*_bytes_and_path(source)) as (path, fds):
+        probe = _run_ffmpeg(["-i", path, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], fds)
+        size, counts = _VIDEO_SIZE.search(probe.stderr), _FRAME_COUNT.findall(probe.stderr)
+        if probe.returncode != 0 or size is None or not counts:
+            reason = probe.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no video stream"]
+            raise VideoDecodeError(name, f"ffmpeg cannot decode it ({reason[0]}).")
+        total, (width, height) = int(counts[-1]), (int(size[1]), int(size[2]))
+        indices = select_frame_indices(total, spec)
+        if len(indices) < spec.num_frames:
+            return total, indices, None
+        select = "select='" + "+".join(f"eq(n\\,{i})" for i in indices) + "'"
+        args = ["-i", path, "-map", "0:v:0", "-vf", select, "-fps_mode", "passthrough"]
+        args += ["-frames:v", str(len(indices)), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        decoded = _run_ffmpeg(args, fds)
+    frame_bytes = height * width * 3
+    if decoded.returncode != 0 or len(decoded.stdout) != frame_bytes * len(indices):
+        got = len(decoded.stdout) // frame_bytes
+        raise VideoDecodeError(name, f"ffmpeg decoded {got} of the {len(indices)} frames asked for (truncated?).")
+    return total, indices, np.frombuffer(bytearray(decoded.stdout), np.uint8).reshape(len(indices), height, width, 3)
+
+
+#: The decoders, in the order `backend="auto"` tries them (the first installed one reads each clip, the next ones
+#: read what it cannot, e.g. decord refuses some widths under 64 px).
+VIDEO_BACKENDS = {
+    "torchcodec": _decode_with_torchcodec,
+    "decord": _decode_with_decord,
+    "imageio-ffmpeg": _decode_with_ffmpeg,
+}
+_MODULES = {"torchcodec": "torchcodec.decoders", "decord": "decord", "imageio-ffmpeg": "imageio_ffmpeg"}
+#: The environment variable that `use_video_backend` sets: the default of `read_video`'s `backend`, inherited by
+#: data-loader workers however they start.
+VIDEO_BACKEND_ENV = "DIFFUSERS_TSA_VIDEO_BACKEND"
+
+
+@functools.lru_cache(maxsize=None)
+def available_video_backends() -> tuple[str, ...]:
+    """The decoders of `VIDEO_BACKENDS` that import here, in their order (torchcodec also needs FFmpeg's shared
+    libraries: without them it does not count as installed)."""
+    found = []
+    for backend, module in _MODULES.items():
+        try:
+            importlib.import_module(module)
+        except (ImportError, OSError, RuntimeError):
+            continue
+        found.append(backend)
+    return tuple(found)
+
+
+def use_video_backend(backend: str) -> None:
+    """Makes `backend` (`"auto"` or one of `VIDEO_BACKENDS`) the default of `read_video` in this process and the
+    processes it starts.
+
+    Raises:
+        `UsageError`: an unknown backend, or one that is not installed.
+    """
+    _check_backend(backend)
+    os.environ[VIDEO_BACKEND_ENV] = backend
+
+
+def _check_backend(backend: str) -> None:
+    if backend != "auto" and backend not in VIDEO_BACKENDS:
+        raise UsageError(f"`video_backend={backend!r}` must be 'auto' or one of {tuple(VIDEO_BACKENDS)}.")
+    if backend != "auto" and backend not in available_video_backends():
+        hint = (
+            "`pip install torchcodec` (and FFmpeg's libraries)"
+            if backend == "torchcodec"
+            else f"`pip install {backend}`"
+        )
+        raise UsageError(f"`video_backend={backend!r}` is not installed: {hint}, or use 'auto'.")
+    if not available_video_backends():
+        raise UsageError("No video decoder is installed: `pip install torchcodec`, `decord` or `imageio-ffmpeg`.")
 
 
 # Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`VideoDataset._resize_for_rectangle_crop`).
 def _resize_and_crop(frames: torch.Tensor, spec: ClipSpec, generator: torch.Generator | None) -> torch.Tensor:
     """Resizes `(T, C, H, W)` float frames in [0, 255] to `spec.height x spec.width` (bicubic, antialiased)."""
     height, width = frames.shape[-2:]
-    if spec.reshape_mode == "none":
+    if spec.reshape_mode == "stretch":
         size = (spec.height, spec.width)
     elif width * spec.height > spec.width * height:  # wider than the target: match the height
         size = (spec.height, int(width * spec.height / height))
@@ -146,47 +316,9 @@ def _resize_and_crop(frames: torch.Tensor, spec: ClipSpec, generator: torch.Gene
     return frames[..., top : top + spec.height, left : left + spec.width]
 
 
-def _decode_with_decord(source: VideoSource, spec: ClipSpec) -> tuple[int, list[int], np.ndarray | None]:
-    """`(total frames, kept indices, kept frames (T, H, W, 3) uint8)` decoded by decord, or `VideoDecodeError`."""
-    reader = _open_reader(source)
-    import decord  # available: `_open_reader` imported it
-
-    total = len(reader)
-    indices = select_frame_indices(total, spec)
-    try:
-        # Decoded even when too few, to tell a short clip from a file that is no video: decord opens some of those
-        # (a text file is "one frame") and fails only here, as it does on truncated streams.
-        frames = reader.get_batch(indices or [0]).asnumpy()
-    except (decord.DECORDError, RuntimeError) as err:
-        raise VideoDecodeError(
-            describe_source(source), f"it is not a video, or it is damaged: decoding its frames failed ({err})."
-        ) from err
-    return total, indices, frames if len(indices) >= spec.num_frames else None
-
-
-def _decode_with_ffmpeg(source: VideoSource, spec: ClipSpec) -> tuple[int, list[int], np.ndarray | None]:
-    """The same with imageio-ffmpeg, which decodes every frame: the fallback for clips decord cannot read (e.g. some
-    widths under 64 px) or platforms without decord."""
-    import imageio_ffmpeg
-
-    data = source.get("bytes") if isinstance(source, dict) else source if isinstance(source, bytes) else None
-    with tempfile.TemporaryDirectory() if data is not None else contextlib.nullcontext() as folder:
-        path = source.get("path") if isinstance(source, dict) else source
-        if data is not None:
-            path = os.path.join(folder, "clip")
-            with open(path, "wb") as file:
-                file.write(data)
-        try:
-            frames = imageio_ffmpeg.read_frames(os.fspath(path))
-            width, height = next(frames)["size"]
-            decoded = np.stack([np.frombuffer(frame, np.uint8).reshape(height, width, 3) for frame in frames])
-        except (RuntimeError, OSError, StopIteration, ValueError) as err:
-            raise VideoDecodeError(describe_source(source), f"ffmpeg cannot decode it ({err}).") from err
-    indices = select_frame_indices(len(decoded), spec)
-    return len(decoded), indices, decoded[indices] if len(indices) >= spec.num_frames else None
-
-
-def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def read_video(
+    source: VideoSource, spec: ClipSpec, *, generator: torch.Generator | None = None, backend: str | None = None
+) -> torch.Tensor:
     """Decodes one clip once and returns it ready for the VAE and the teacher.
 
     Args:
@@ -194,6 +326,9 @@ def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generato
             `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}` (bytes win when both are set).
         spec (`ClipSpec`): frame selection, size and crop.
         generator (`torch.Generator`, *optional*): drives the crop position when `spec.reshape_mode == "random"`.
+        backend (`str`, *optional*): `"auto"` (the first installed of torchcodec, decord and imageio-ffmpeg, then
+            the next ones for a clip it cannot read) or one of them alone; defaults to what `use_video_backend` set
+            (`--video_backend`), else `"auto"`. Each reads only the kept frames, by index.
 
     Returns:
         `torch.Tensor`: float32 pixels in [-1, 1] of shape `(T, C, H, W)` with `T = 4k + 1`, `C = 3`,
@@ -202,16 +337,21 @@ def read_video(source: VideoSource, spec: ClipSpec, *, generator: torch.Generato
     Raises:
         `VideoDecodeError`: the clip is missing, unreadable, truncated, or gives fewer than `spec.num_frames`
         frames. Callers catch it to skip the clip and count it.
+        `UsageError`: `backend` is unknown or not installed.
     """
-    try:
-        total, indices, frames = _decode_with_decord(source, spec)
-    except (VideoDecodeError, ImportError) as err:
-        if _missing(source):
-            raise
+    backend = backend or os.environ.get(VIDEO_BACKEND_ENV, "auto")
+    _check_backend(backend)
+    if _missing(source):
+        raise VideoDecodeError(describe_source(source), "the file does not exist.")
+    first_error = None
+    for name in available_video_backends() if backend == "auto" else (backend,):
         try:
-            total, indices, frames = _decode_with_ffmpeg(source, spec)
-        except (VideoDecodeError, ImportError):
-            raise err from None  # decord's reason, the usual decoder's
+            total, indices, frames = VIDEO_BACKENDS[name](source, spec)
+            break
+        except VideoDecodeError as err:
+            first_error = first_error or err
+    else:
+        raise first_error  # the reason of the first decoder tried, the usual one
     if frames is None:
         raise VideoDecodeError(
             describe_source(source),

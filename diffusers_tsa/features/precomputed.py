@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from ..adapters.spec import ModelSpec
 from ..data import ClipSpec
 from ..data.columns import INPUTS_SETTINGS_COLUMN, MASK_COLUMN, SETTINGS_COLUMN, arrow_column
+from ..data.video import recorded_clip_settings
 from ..errors import DatasetError, UsageError
 from ..loss_registry import LossOptions, target_options
 from .model_inputs import INPUTS_FORMAT_VERSION, model_identity_of
@@ -54,6 +55,8 @@ def recorded_settings(
             f"The {what} were made by another version of diffusers-tsa (format {settings.get('format')}, this one "
             f"reads {format_version}); {again}."
         )
+    if "clip" in settings:
+        settings["clip"] = recorded_clip_settings(settings["clip"])
     return settings
 
 

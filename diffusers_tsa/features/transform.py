@@ -108,7 +108,7 @@ class ClipTransform(abc.ABC):
         if clip.reshape_mode == "random":
             raise GridError(
                 "Precomputed columns need a deterministic crop: `ClipSpec.reshape_mode='random'` must be 'center' "
-                "or 'none', and training must read clips the same way."
+                "or 'stretch', and training must read clips the same way."
             )
 
     @abc.abstractmethod

@@ -19,7 +19,7 @@ from ..adapters import ModelSpec, load_spec
 from ..adapters.flow_matching import FlowMatching
 from ..adapters.options import TrainingOptions
 from ..alignment_weight import AlignmentWeight
-from ..data import ClipSpec, check_some_clip_reads, load_video_dataset
+from ..data import ClipSpec, check_some_clip_reads, load_video_dataset, use_video_backend
 from ..data.columns import LATENTS_COLUMN
 from ..errors import UsageError
 from ..features import FEATURES_COLUMN, MASK_COLUMN
@@ -42,7 +42,9 @@ from .resume import RUN_SETTINGS_FILE
 
 
 def clip_spec(args: argparse.Namespace) -> ClipSpec:
-    """The `ClipSpec` of the clip flags."""
+    """The `ClipSpec` of the clip flags; `--video_backend` becomes the decoder of this process and its workers
+    (`use_video_backend`)."""
+    use_video_backend(args.video_backend)
     return ClipSpec(
         height=args.height,
         width=args.width,
@@ -314,7 +316,7 @@ class TrainingPlan:
         table (`datasets.Dataset`): the caption/video table (with any precomputed columns).
         alignment (`AlignmentConfig`, *optional*): the alignment term; `None` for `--alignment_loss none`.
         options (`TrainingOptions`): the family's training options (text length, flow matching, expert).
-        fps (`int`): the frame rate of the validation videos (`fps`, default: the family's `fps`).
+        fps (`int`): the frame rate of the validation videos (`validation_fps`, default: the family's `fps`).
         resume (`Path`, *optional*): the complete checkpoint to resume from (`None`: a new run).
         inputs (`dict`, *optional*): the settings of the table's precomputed latents and prompt embeddings
             (`ModelInputs`); `None` when the VAE and the text encoder encode each batch.
@@ -384,7 +386,7 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             ],
         )
     preset = get_preset(args.alignment_preset) if getattr(args, "alignment_preset", None) else None
-    fps = args.fps or spec.fps
+    fps = args.validation_fps or spec.fps
     plan = TrainingPlan(spec, clip, table, alignment, student.options, fps, resume, inputs, preset)
     if plan.needs_videos:
         check_some_clip_reads(table, clip)  # e.g. the default 49 frames on shorter clips, before any model loads

@@ -236,7 +236,7 @@ FAMILIES = [
         teacher_grid=(4, 2, 3),  # time x4 after latent frame 0
         lora_layers=2 * 2 * 4,  # blocks x (self, cross attention) x (q, k, v, out)
         lora_modules=("transformer_blocks.",),
-        flags=(*TEACHER_32X48, "--fps", "25"),
+        flags=(*TEACHER_32X48, "--validation_fps", "25"),
         card=(*DIFFUSERS_CARD, "frame_rate=25"),
         dynamic_cfg_refusal="not supported by LTX-Video",
         validation_steps=1,

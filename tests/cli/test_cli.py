@@ -4,6 +4,8 @@ import importlib
 
 import pytest
 
+from diffusers_tsa.data import ClipSpec
+from diffusers_tsa.data.video import recorded_clip_settings
 from diffusers_tsa.eval.generate import parse_args as generate_args
 from diffusers_tsa.features.__main__ import parse_args as features_args
 from diffusers_tsa.visualize.__main__ import parse_args as visualize_args
@@ -92,3 +94,30 @@ def test_the_package_logs_name_flags_under_a_command(tmp_path, caplog):
     assert package.endswith("fewer than the 9 required (lower --max_num_frames to keep shorter clips).")
     assert other == "Set `max_sequence_length` in config.json"
     assert library.endswith("(lower `ClipSpec.max_num_frames` to keep shorter clips).")
+
+
+def test_the_flags_shared_with_diffusers_example_mean_the_same_and_the_old_names_warn():
+    """diffusers' `train_cogvideox_lora.py` reads `--fps` as the input videos' frame rate and random-crops for
+    `--video_reshape_mode none`: ours were renamed `--validation_fps` and `stretch`, the old names still work."""
+    rest = ["--instance_data_root", "data", "--pretrained_model_name_or_path", "base"]
+    with pytest.warns(FutureWarning, match=r"--fps is deprecated: use --validation_fps"):
+        args = training_args([*rest, "--fps", "12"])
+    assert args.validation_fps == 12
+    with pytest.warns(
+        FutureWarning, match=r"--video_reshape_mode none is deprecated: use --video_reshape_mode stretch"
+    ):
+        args = training_args([*rest, "--video_reshape_mode", "none"])
+    assert args.video_reshape_mode == "stretch"
+    with pytest.warns(FutureWarning, match=r"`ClipSpec.reshape_mode='none'` is deprecated: use 'stretch'"):
+        assert ClipSpec(reshape_mode="none") == ClipSpec(reshape_mode="stretch")
+    # A dataset precomputed with the old name matches a run given the new one.
+    assert recorded_clip_settings({"height": 8, "reshape_mode": "none"}) == {"height": 8, "reshape_mode": "stretch"}
+
+
+def test_report_to_defaults_to_tensorboard_only_where_it_is_installed(monkeypatch):
+    script = importlib.import_module("diffusers_tsa.train_text_to_video_tsa")
+    rest = ["--instance_data_root", "data", "--pretrained_model_name_or_path", "base"]
+    for installed, expected in ((True, "tensorboard"), (False, "none")):
+        monkeypatch.setattr(script, "is_tensorboard_available", lambda installed=installed: installed)
+        assert script.parse_args(rest).report_to == expected
+    assert script.parse_args([*rest, "--report_to", "wandb"]).report_to == "wandb"

@@ -179,6 +179,7 @@ def test_a_lora_run_logs_every_step_and_writes_its_weights_and_card(tiny, tmp_pa
     scalars = logged_scalars(out)
     for tag in ("loss/diffusion", "loss/alignment", "loss/total", "grad_norm", "step_time", "data/skipped_clips"):
         assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
+    assert scalars["loss"] == scalars["loss/total"]  # diffusers' examples' key, beside the terms
     # Eq. 14 with the given weight, step by step: total = diffusion + 0.7 * alignment, the alignment term non-zero.
     steps = zip(*(scalars[f"loss/{term}"] for term in ("total", "diffusion", "alignment")))
     for (_, total), (_, diffusion), (_, align) in steps:
@@ -369,7 +370,8 @@ def test_a_corrupt_clip_is_skipped_and_counted_and_an_empty_caption_trains(tiny,
     )
     assert '1 of 2 captions are empty: they train as ""' in log
     broken = data / "clips" / "broken.mp4"
-    assert log.count(f"Skipping unreadable clip {broken}: decord cannot open it") == 1  # warned once, 2 epochs
+    assert log.count(f"Skipping unreadable clip {broken}: ") == 1  # warned once, 2 epochs
+    assert "cannot decode it" in log
     assert f"1 unreadable clip(s) were skipped during training: {broken}" in log
     assert (out / "pytorch_lora_weights.safetensors").is_file()
 

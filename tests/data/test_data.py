@@ -1,13 +1,27 @@
 """Clip decoding (diffusers' CogVideoX example rules) and the three caption/video sources."""
 
+import os
 from pathlib import Path
 
 import datasets
+import imageio_ffmpeg
+import numpy as np
 import pytest
 import torch
 
-from diffusers_tsa.data import ClipSpec, load_video_dataset, read_video, select_frame_indices
-from diffusers_tsa.errors import VideoDecodeError
+from diffusers_tsa.cli import translate
+from diffusers_tsa.data import (
+    VIDEO_BACKENDS,
+    ClipSpec,
+    available_video_backends,
+    load_video_dataset,
+    read_video,
+    select_frame_indices,
+    use_video_backend,
+)
+from diffusers_tsa.data import video as video_module
+from diffusers_tsa.data.video import VIDEO_BACKEND_ENV
+from diffusers_tsa.errors import UsageError, VideoDecodeError
 from diffusers_tsa.testing import write_test_clip
 
 
@@ -159,21 +173,44 @@ def test_a_clip_decord_cannot_read_falls_back_to_ffmpeg(tmp_path):
     """decord fails on some narrow clips (48 px wide here, a stride mismatch); ffmpeg decodes the same frames."""
     write_test_clip(tmp_path / "narrow.mp4", height=32, width=48, square=8, speed=4)
     write_test_clip(tmp_path / "wide.mp4", height=32, width=64, square=8)
-    spec = ClipSpec(height=32, width=48, max_num_frames=9, reshape_mode="none")
+    spec = ClipSpec(height=32, width=48, max_num_frames=9, reshape_mode="stretch")
     narrow = read_video(tmp_path / "narrow.mp4", spec)
     assert narrow.shape == (9, 3, 32, 48)
     assert read_video((tmp_path / "narrow.mp4").read_bytes(), spec).equal(narrow)
     # The square's left edge is where it was drawn in every frame: x = 4 + 4 t.
     left_edges = (narrow.amax(dim=(1, 2)) > 0).float().argmax(dim=1)
     assert (left_edges - torch.tensor([4 + 4 * t for t in range(9)])).abs().max() <= 1
-    # Where both decoders work they agree (up to the colour conversion's rounding).
-    from diffusers_tsa.data import video as video_module
 
-    wide = ClipSpec(height=32, width=64, max_num_frames=9, reshape_mode="none")
-    _, _, by_decord = video_module._decode_with_decord(tmp_path / "wide.mp4", wide)
-    _, _, by_ffmpeg = video_module._decode_with_ffmpeg(tmp_path / "wide.mp4", wide)
-    assert by_ffmpeg.shape == by_decord.shape
-    assert abs(by_ffmpeg.astype(int) - by_decord.astype(int)).max() <= 3
+
+@pytest.mark.parametrize("backend", VIDEO_BACKENDS)
+def test_every_installed_backend_reads_the_kept_frames_alike(backend, tmp_path):
+    """Each decoder, from a path and from bytes, gives the frames imageio-ffmpeg's full decode has at the kept
+    indices (within 3/255: the colour conversion's rounding); only an absent decoder skips."""
+    if backend not in available_video_backends():
+        pytest.skip(f"{backend} is not installed")
+    path = tmp_path / "clip.mp4"
+    write_test_clip(path, height=32, width=64, square=8, num_frames=20)
+    spec = ClipSpec(height=32, width=64, max_num_frames=5, skip_frames_start=2)  # stride 18 // 5 = 3: 2, 5, .., 14
+    frames = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(frames)["size"]
+    full = np.stack([np.frombuffer(frame, np.uint8).reshape(height, width, 3) for frame in frames])
+    expected = torch.from_numpy(full[[2, 5, 8, 11, 14]]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    for source in (path, path.read_bytes()):
+        assert (read_video(source, spec, backend=backend) - expected).abs().max() <= 3 / 127.5 + 1e-6
+
+
+def test_the_video_backend_is_checked_and_reaches_worker_processes(monkeypatch):
+    monkeypatch.delenv(VIDEO_BACKEND_ENV, raising=False)
+    with pytest.raises(UsageError, match=r"`video_backend='pyav'` must be 'auto' or one of"):
+        use_video_backend("pyav")
+    monkeypatch.setattr(video_module, "available_video_backends", lambda: ("imageio-ffmpeg",))
+    with pytest.raises(UsageError, match=r"`video_backend='torchcodec'` is not installed: `pip install torchcodec`"):
+        use_video_backend("torchcodec")
+    assert (
+        translate("`video_backend='torchcodec'` is not installed") == "--video_backend='torchcodec' is not installed"
+    )
+    use_video_backend("imageio-ffmpeg")
+    assert os.environ[VIDEO_BACKEND_ENV] == "imageio-ffmpeg"  # inherited by spawned data-loader workers
 
 
 def test_text_that_is_not_utf8_names_the_file_and_line(tmp_path):

@@ -193,8 +193,8 @@ def test_bad_settings_are_refused_naming_the_argument(tiny):
 def test_library_errors_come_back_naming_the_flags():
     assert translate("`depth=3` is out of range [1, 2]") == "--alignment_depth=3 is out of range [1, 2]"
     assert translate("`TeacherInput.height=40` is not a multiple") == "--teacher_height=40 is not a multiple"
-    assert translate("use `TeacherInput.num_frames` or `ClipSpec.reshape_mode='none'`") == (
-        "use --teacher_num_frames or --video_reshape_mode='none'"
+    assert translate("use `TeacherInput.num_frames` or `ClipSpec.reshape_mode='stretch'`") == (
+        "use --teacher_num_frames or --video_reshape_mode='stretch'"
     )
     assert translate("run `python -m diffusers_tsa.features`") == "run `python -m diffusers_tsa.features`"
     assert translate("`num_frames=21`", {"num_frames": "--num_frames"}) == "--num_frames=21"
