@@ -23,7 +23,7 @@ VIZ_EXTRA = 'pip install "diffusers-tsa[viz]"'
 _PANEL_INCHES = 2.2  # width of one picture in a figure
 _DPI = 100
 #: Perceptual, dark to yellow: its top is not the red of the clips' objects (the demo's ball), and it reads in grey.
-_HEATMAP = "viridis"
+HEATMAP = "viridis"
 #: Opacity of a map over its frame, from P = 0 (the frame shows through) to the colour scale's top.
 _HEAT_ALPHA = (0.1, 0.75)
 
@@ -223,7 +223,7 @@ def _query_legend(figure) -> None:
 def _colormap():
     from matplotlib import colormaps
 
-    return colormaps[_HEATMAP]
+    return colormaps[HEATMAP]
 
 
 def heat_alpha(values: np.ndarray, top: float) -> np.ndarray:
@@ -237,7 +237,7 @@ def _heat(ax, values: np.ndarray, extent, top: float):
     return ax.imshow(
         values,
         extent=extent,
-        cmap=_HEATMAP,
+        cmap=HEATMAP,
         vmin=0.0,
         vmax=top,
         alpha=heat_alpha(values, top),
