@@ -395,7 +395,11 @@ def resolved_settings(
             {
                 "teacher_model_name_or_path": recorded["teacher"],
                 "teacher_features_column": plan.alignment.features_column,
-                **{f"precomputed_{key}": recorded[key] for key in PRECOMPUTED_CARD_SETTINGS},
+                # JSON text for the mappings (`teacher_input`, `clip`): trackers take scalars and strings only.
+                **{
+                    f"precomputed_{key}": json.dumps(value) if isinstance(value := recorded[key], dict) else value
+                    for key in PRECOMPUTED_CARD_SETTINGS
+                },
             }
         )
     return resolved
@@ -452,7 +456,8 @@ def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False
     """Generates `--num_validation_videos` per validation prompt with a stock pipeline; writes them under
     output_dir/validation/ and to the trackers. Returns the written paths and their prompts."""
     prompts = args.validation_prompt.split(args.validation_prompt_separator)
-    logger.info(f"Running validation at step {step}: {len(prompts)} prompt(s) x {args.num_validation_videos} video(s)")
+    what = "Final validation, the saved weights in a stock pipeline," if final else "Running validation"
+    logger.info(f"{what} at step {step}: {len(prompts)} prompt(s) x {args.num_validation_videos} video(s)")
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator(device="cpu").manual_seed(args.seed) if args.seed is not None else None
     folder = Path(args.output_dir) / "validation"
@@ -535,7 +540,7 @@ def main(args):
     logger.info(accelerator.state, main_process_only=False)
     if accelerator.is_local_main_process:
         transformers.utils.logging.set_verbosity_warning()
-        diffusers.utils.logging.set_verbosity_info()
+        diffusers.utils.logging.set_verbosity_warning()  # its INFO repeats "All the weights of ..." at each load
     else:
         transformers.utils.logging.set_verbosity_error()
         diffusers.utils.logging.set_verbosity_error()
@@ -903,7 +908,8 @@ def main(args):
             if global_step >= schedule.max_train_steps:
                 break
 
-        if validating and args.validation_epochs and (epoch + 1) % args.validation_epochs == 0:
+        validated = args.validation_steps and global_step % args.validation_steps == 0  # at this step, just now
+        if validating and args.validation_epochs and (epoch + 1) % args.validation_epochs == 0 and not validated:
             validate(global_step)
 
     if probe and probe.last_step != global_step:

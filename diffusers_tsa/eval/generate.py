@@ -335,15 +335,27 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     if not todo:
         return plan
 
+    from diffusers_tsa.cli import translate
+    from diffusers_tsa.data.truncation import PipelineTruncations
+
+    pipe = load_pipeline(spec, args, scheduler)
+    settings = generation_settings(args, spec)
+    with PipelineTruncations().installed() as truncations:  # the pipeline's warning once, not once per prompt
+        _generate_videos(spec, pipe, settings, todo, out, args, desc=f"{benchmark.name} shard {index}/{count}")
+    if truncations.count > 1:
+        logger.warning(translate(truncations.summary(settings.max_sequence_length)))
+    return plan
+
+
+def _generate_videos(spec, pipe, settings, todo: list[VideoRecord], out: Path, args, *, desc: str) -> None:
+    """Generates and writes the videos of `todo` (each written to a temporary file, then moved into place)."""
     import torch
     from diffusers.utils import export_to_video
     from tqdm.auto import tqdm
 
     from diffusers_tsa.storage import disk_full_is_one_line
 
-    pipe = load_pipeline(spec, args, scheduler)
-    settings = generation_settings(args, spec)
-    for record in tqdm(todo, desc=f"{benchmark.name} shard {index}/{count}"):
+    for record in tqdm(todo, desc=desc):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
         frames = spec.generate(pipe, record.generation_prompt, settings, generator)
         final = out / record.file
@@ -357,7 +369,6 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
                 tmp.unlink(missing_ok=True)
                 raise
         os.replace(tmp, final)
-    return plan
 
 
 def rounded_frames(frames: np.ndarray) -> list[PIL.Image.Image]:

@@ -200,7 +200,7 @@ class AlignmentProbe:
         result = ProbeResult(step, agreement)
         self.last_step = step
         if pictures and self._can_draw():
-            result.pictures = self._pictures(student, features, mask)
+            result.pictures = self._pictures(student, features, mask, step)
         return result
 
     def _can_draw(self) -> bool:
@@ -213,9 +213,12 @@ class AlignmentProbe:
                 self._warned_no_pictures = True
             return False
 
-    def _pictures(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
+    def _pictures(
+        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, step: int
+    ) -> dict[str, np.ndarray]:
         """The correspondence maps of the most dynamic token of token frame 0 over the later frames, teacher beside
-        student at tau = 1 and the run's tau (Fig. 1, 3), and the motion mask (Fig. 4), over the clip's frames."""
+        student at tau = 1 and the run's tau (Fig. 1, 3), titled with the `step`, and the motion mask (Fig. 4), over
+        the clip's frames."""
         videos = self.batch["videos"]
         seen = teacher_frames(videos, self.teacher_input)[0]
         shown = teacher_frames(videos, self.teacher_input, size=tuple(videos.shape[-2:]))[0].cpu()
@@ -227,7 +230,9 @@ class AlignmentProbe:
             for name, grid in (("teacher", teacher), ("student", student))
         }
         return {
-            "correspondence": render_correspondence(shown, maps, query, temperatures),
+            "correspondence": render_correspondence(
+                shown, maps, query, temperatures, title=f"Step {step}: correspondences of query token {query}"
+            ),
             "motion_mask": render_motion_masks(shown, mask[0].cpu(), [self._tsa_setting("mask_ratio")]),
         }
 

@@ -374,11 +374,15 @@ def run_correspondence(args: argparse.Namespace) -> list[Path]:
     maps = {name: correspondence_maps(grid[0], index, tau=temperatures) for name, grid in grids.items()}
     shown = teacher_frames(video, geometry.input, size=(clip.height, clip.width))[0]
     paths = []
+    student_source = f", the student of {args.run_dir}" if args.run_dir else ""
     for q, query in enumerate(queries):
         per_query = {name: m[:, q] for name, m in maps.items()}
         name = _output(args, "correspondence_f{}_h{}_w{}".format(*query))
-        picture = render_correspondence(shown, per_query, query, temperatures, num_columns=args.num_columns)
-        frames = correspondence_video(shown, per_query, query, temperatures)
+        title = f"Correspondences of query token {query} in {Path(args.video).name}{student_source}"
+        picture = render_correspondence(
+            shown, per_query, query, temperatures, num_columns=args.num_columns, title=title
+        )
+        frames = correspondence_video(shown, per_query, query, temperatures, title=title)
         paths += [
             save_png(picture, f"{name}.png"),
             save_mp4(frames, f"{name}.mp4", fps=args.fps / geometry.tubelet_size),

@@ -22,7 +22,10 @@ Grid = tuple[int, int, int]
 VIZ_EXTRA = 'pip install "diffusers-tsa[viz]"'
 _PANEL_INCHES = 2.2  # width of one picture in a figure
 _DPI = 100
-_HEATMAP = "turbo"
+#: Perceptual, dark to yellow: its top is not the red of the clips' objects (the demo's ball), and it reads in grey.
+HEATMAP = "viridis"
+#: Opacity of a map over its frame, from P = 0 (the frame shows through) to the colour scale's top.
+_HEAT_ALPHA = (0.1, 0.75)
 
 
 def require_matplotlib() -> None:
@@ -205,6 +208,43 @@ def _query_marker(ax, query: Grid, grid_hw: tuple[int, int], size: tuple[int, in
     ax.add_patch(Rectangle((w * cell_w, h * cell_h), cell_w, cell_h, fill=False, edgecolor="black", linewidth=0.6))
 
 
+def _query_legend(figure) -> None:
+    """The legend of the outlined cell and of the colours (as the motion-mask pictures have theirs)."""
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor="none", edgecolor="black", linewidth=1.2, label="query token (in its own frame it matches "
+              "itself: its cell is at the top of the scale)"),
+        Patch(color=_colormap()(1.0), label="P, the query's correspondence to each token (low P: the clip shows)"),
+    ]  # fmt: skip
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=7, frameon=False)
+
+
+def _colormap():
+    from matplotlib import colormaps
+
+    return colormaps[HEATMAP]
+
+
+def heat_alpha(values: np.ndarray, top: float) -> np.ndarray:
+    """The opacity of each map value over its frame: low probabilities let the clip show through."""
+    low, high = _HEAT_ALPHA
+    return low + (high - low) * np.clip(values / max(top, 1e-12), 0.0, 1.0)
+
+
+def _heat(ax, values: np.ndarray, extent, top: float):
+    """Draws `values` over the frame already in `ax`, coloured and made opaque in proportion to `values / top`."""
+    return ax.imshow(
+        values,
+        extent=extent,
+        cmap=HEATMAP,
+        vmin=0.0,
+        vmax=top,
+        alpha=heat_alpha(values, top),
+        interpolation="nearest",
+    )
+
+
 def _check_maps(maps: Mapping[str, torch.Tensor], temperatures: Sequence[float]) -> tuple[int, int, int]:
     shapes = {tuple(m.shape) for m in maps.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 4 or next(iter(shapes))[0] != len(temperatures):
@@ -237,6 +277,7 @@ def render_correspondence(
     temperatures: Sequence[float],
     *,
     num_columns: int = 8,
+    title: str | None = None,
 ) -> np.ndarray:
     """Correspondence maps `P_{i,f}` of one query token over the frames from its own on (paper Fig. 1 and 3): a row
     per (temperature, model), a column per token frame, each map over its frame, with a colour bar per row.
@@ -249,9 +290,10 @@ def render_correspondence(
         query (`tuple[int, int, int]`): the query token `(f, h, w)`, outlined in its frame.
         temperatures (`Sequence[float]`): the temperatures of the maps.
         num_columns (`int`, defaults to 8): token frames shown at most, evenly spaced from the query's to the last.
+        title (`str`, *optional*): the picture's title, e.g. the training step the student is at.
 
     Returns:
-        `np.ndarray`: the picture, `(height, width, 3)` uint8.
+        `np.ndarray`: the picture, `(height, width, 3)` uint8, with a legend of the query's cell and the colours.
     """
     num_frames, grid_h, grid_w = _check_maps(maps, temperatures)
     per_token = _tubelet_frames(frames, num_frames)
@@ -267,15 +309,7 @@ def render_correspondence(
         for c, f in enumerate(columns):
             ax = axes[r, c]
             ax.imshow(images[f * per_token], extent=extent)
-            heat = ax.imshow(
-                row_maps[f].cpu().numpy(),
-                extent=extent,
-                cmap=_HEATMAP,
-                vmin=0.0,
-                vmax=top,
-                alpha=0.6,
-                interpolation="nearest",
-            )
+            heat = _heat(ax, row_maps[f].cpu().numpy(), extent, top)
             if f == query[0]:
                 _query_marker(ax, query, (grid_h, grid_w), (height, width))
             column = f"token frame {f}" + (" (query)" if f == query[0] else "")
@@ -287,11 +321,19 @@ def render_correspondence(
                 left=c == 0,
             )
         _colour_bar(figure, heat, axes[r, :])
+    _query_legend(figure)
+    if title:
+        figure.suptitle(title, fontsize=9)
     return _pixels(figure)
 
 
 def correspondence_video(
-    frames: torch.Tensor, maps: Mapping[str, torch.Tensor], query: Grid, temperatures: Sequence[float]
+    frames: torch.Tensor,
+    maps: Mapping[str, torch.Tensor],
+    query: Grid,
+    temperatures: Sequence[float],
+    *,
+    title: str | None = None,
 ) -> list[np.ndarray]:
     """One picture per token frame from the query's on: the query frame with the query outlined, then each model's
     map over that frame, a row per temperature; colour scales are fixed over the video.
@@ -301,6 +343,7 @@ def correspondence_video(
         maps (`Mapping[str, torch.Tensor]`): model name -> `(len(temperatures), F, H', W')`.
         query (`tuple[int, int, int]`): the query token `(f, h, w)`.
         temperatures (`Sequence[float]`): the temperatures of the maps.
+        title (`str`, *optional*): the title of every picture.
 
     Returns:
         `list[np.ndarray]`: `F - f_query` pictures `(height, width, 3)` uint8 of one size, for `save_mp4`.
@@ -326,23 +369,21 @@ def correspondence_video(
         for c, name in enumerate(names, start=1):
             ax = axes[r, c]
             image = ax.imshow(images[query[0] * per_token], extent=extent)
-            heat = ax.imshow(
-                maps[name][r, query[0]].cpu().numpy(),
-                extent=extent,
-                cmap=_HEATMAP,
-                vmin=0.0,
-                vmax=_scale(maps[name][r], query[0]),
-                alpha=0.6,
-                interpolation="nearest",
-            )
+            top = _scale(maps[name][r], query[0])
+            heat = _heat(ax, maps[name][r, query[0]].cpu().numpy(), extent, top)
             _label(ax, row="", column=None, bottom=r == len(temperatures) - 1, left=False)
-            shown.append((r, c, name, image, heat))
+            shown.append((r, c, name, image, heat, top))
         _colour_bar(figure, heat, axes[r, 1:])
+    _query_legend(figure)
+    if title:
+        figure.suptitle(title, fontsize=9)
     pictures = []
     for f in range(query[0], num_frames):
-        for r, c, name, image, heat in shown:
+        for r, c, name, image, heat, top in shown:
             image.set_data(images[f * per_token])
-            heat.set_data(maps[name][r, f].cpu().numpy())
+            values = maps[name][r, f].cpu().numpy()
+            heat.set_data(values)
+            heat.set_alpha(heat_alpha(values, top))
             if r == 0:
                 axes[r, c].set_title(f"{name}, token frame {f}", fontsize=8)
         pictures.append(_video_pixels(figure))

@@ -176,6 +176,9 @@ def test_a_lora_run_logs_every_step_and_writes_its_weights_and_card(tiny, tmp_pa
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in log
     for warning in ("FutureWarning", "DeprecationWarning", "RuntimeWarning", "should be kept in float32"):
         assert warning not in log  # a clean run warns of nothing
+    # ... and repeats nothing: no line per model load, one line per validation (the final one says it is final).
+    assert "values were not passed" not in log and "All the weights of" not in log
+    assert "Running validation" not in log and log.count("Final validation, the saved weights in a stock") == 1
     scalars = logged_scalars(out)
     for tag in ("loss/diffusion", "loss/alignment", "loss/total", "grad_norm", "step_time", "data/skipped_clips"):
         assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
@@ -343,7 +346,7 @@ def test_precomputed_teacher_features_train(tiny, tmp_path):
     # The card names the teacher recorded with the features, and the settings they were made with.
     card = (out / "README.md").read_text()
     assert f"| `teacher_model_name_or_path` | `{teacher.name}` |" in card and "`teacher_features_column`" in card
-    assert "'max_num_frames': 9" in card.split("| `precomputed_clip` |")[1].split("\n")[0]
+    assert '"max_num_frames": 9' in card.split("| `precomputed_clip` |")[1].split("\n")[0]
     assert "| `precomputed_storage_dtype` | `float16` |" in card
 
 

@@ -257,3 +257,36 @@ def test_real_clips_decode_at_the_paper_size(path):
     video = read_video(path, ClipSpec())
     assert video.shape == (49, 3, 480, 720)
     assert -1 <= video.min() < -0.5 and 0.5 < video.max() <= 1
+
+
+def test_a_pipelines_truncation_warning_is_shown_once_and_counted():
+    """diffusers' pipelines warn for each prompt longer than `max_sequence_length` (with the cut tokens): under
+    `PipelineTruncations` the first warning goes through, the rest are counted, other warnings pass."""
+    import io
+    import logging
+
+    import diffusers  # noqa: F401  (sets up the `diffusers` logger and its handler)
+
+    from diffusers_tsa.cli import translate
+    from diffusers_tsa.data.truncation import PipelineTruncations
+
+    pipeline = logging.getLogger("diffusers.pipelines.cogvideo.pipeline_cogvideox")
+    handler = logging.StreamHandler(io.StringIO())  # beside diffusers' own, which gets the same filter
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        with PipelineTruncations().installed() as truncations:
+            for cut in ("a b", "c d", "e f"):
+                pipeline.warning(
+                    "The following part of your input was truncated because `max_sequence_length` is set to  16 "
+                    f"tokens: ['{cut}']"
+                )
+            pipeline.warning("another warning")
+        pipeline.warning("The following part of your input was truncated because `max_sequence_length` is set ...")
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    shown = handler.stream.getvalue()
+    assert truncations.count == 3 and shown.count("was truncated") == 2  # the first, and one outside the block
+    assert "['a b']" in shown and "['c d']" not in shown and "another warning" in shown
+    assert translate(truncations.summary(16)).startswith(
+        "3 prompt(s) were longer than --max_sequence_length=16 tokens"
+    )

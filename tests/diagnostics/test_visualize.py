@@ -322,3 +322,27 @@ def test_a_given_timestep_is_the_one_the_transformer_sees(family, tmp_path, monk
     drawn = adapter.diffusion_loss(adapter.transformer, latents, conditioning)
     assert torch.equal(fixed["diffusion"], drawn["diffusion"])
     assert torch.allclose(seen[0].float(), torch.tensor(700.0)) and torch.equal(seen[0], seen[1])
+
+
+def test_correspondence_pictures_keep_the_clip_visible_and_carry_their_title():
+    """A zero map leaves a white frame nearly white (the clip shows through), the scale's top is not red (the
+    colour of the demo's ball), and the title (the training step) is drawn above the maps."""
+    from matplotlib import colormaps
+
+    from diffusers_tsa.visualize.render import HEATMAP, heat_alpha
+
+    red, green, _, _ = colormaps[HEATMAP](1.0)
+    assert green > 0.8 and red - green < 0.2  # yellow, not red
+    np.testing.assert_allclose(heat_alpha(np.array([0.0, 0.5, 1.0, 2.0]), 1.0), [0.1, 0.425, 0.75, 0.75])
+
+    frames = torch.ones(8, 3, 32, 48)  # white
+    maps = {"teacher": torch.zeros(1, 4, 2, 3)}
+    maps["teacher"][0, :, 0, 0] = 1.0  # the query's cell only
+    plain = render_correspondence(frames, maps, (0, 0, 0), [1.0])
+    titled = render_correspondence(frames, maps, (0, 0, 0), [1.0], title="Step 40: correspondences")
+    assert plain.shape == titled.shape and not np.array_equal(plain[:20], titled[:20])
+    # The zero-P cells: the white frame under the scale's bottom colour at 10 % opacity (0.6 before: grey-purple).
+    bottom = np.array(colormaps[HEATMAP](0.0)[:3])
+    shown = np.round((0.1 * bottom + 0.9) * 255)
+    tinted = (np.abs(plain.astype(float) - shown).max(-1) <= 2).sum()
+    assert tinted > 0.2 * plain.shape[0] * plain.shape[1]  # 4 panels, 5 of 6 cells each at P = 0: about 38 %
