@@ -94,6 +94,7 @@ class _StreamedRelationLoss(torch.autograd.Function):
                         g = rearrange(g, "q f k -> q (f k)")
                         grad_q.addmm_(g, e_k, alpha=step)
                         grad[b, keys].addmm_(g.T, e_q, alpha=step)
+                    del rel_s, rel_t, g  # before the next tile's relations: one tile's memory at a time
                 if with_grad:
                     grad[b].index_add_(0, query_index, grad_q)
         if with_grad:  # through Ē = E / |E|: remove the radial part, divide by the norm
@@ -136,7 +137,7 @@ def tsa_loss(
         query_mask (`torch.Tensor`, *optional*): bool or integer `(B, F, H, W)`, nonzero for query tokens, e.g. from
             `motion_saliency_mask` (M-TSA). `None` makes every token a query (TSA).
         chunk_size (`int`, *optional*): queries per tile; `None` picks them from the grid, a tile of at most
-            4M relation entries.
+            8M relation entries.
 
     Returns:
         `torch.Tensor`: the scalar loss (fp32).
