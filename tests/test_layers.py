@@ -18,7 +18,17 @@ PACKAGE = "diffusers_tsa"
 
 #: (layer, module prefixes), bottom first; a module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("diffusers_tsa.errors", "diffusers_tsa.paths", "diffusers_tsa.compat", "diffusers_tsa.storage")),
+    (
+        "errors",
+        (
+            "diffusers_tsa.errors",
+            "diffusers_tsa.paths",
+            "diffusers_tsa.compat",
+            "diffusers_tsa.storage",
+            "diffusers_tsa.choices",
+            "diffusers_tsa.lazy",
+        ),
+    ),
     (
         "method core",
         (

@@ -1,20 +1,17 @@
 """The flag groups the commands share, each declaring its flags, their defaults and help in one place.
 
 Each `add_*_arguments` adds one group to an `argparse` parser; `diffusers_tsa.training.plan` reads the resulting
-namespace into library objects.
+namespace into library objects. They import no torch, diffusers, transformers or datasets (the choices come from
+`diffusers_tsa.choices` and the torch-free registries), so that a command's `--help` and argument errors come first.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..adapters import ADAPTERS
-from ..adapters.flow_matching import WEIGHTING_SCHEMES
-from ..data.video import RESHAPE_MODES
-from ..features import FEATURES_COLUMN
+from ..choices import MODEL_FAMILIES, PROJECTOR_HEADS, RESHAPE_MODES, TEACHER_FRAMES, WEIGHTING_SCHEMES
+from ..data.columns import FEATURES_COLUMN
 from ..loss_registry import ALIGNMENT_LOSSES, registered_options
-from ..projector import PROJECTOR_HEADS
-from ..teachers import TEACHER_FRAMES
 from ..training.presets import ALIGNMENT_PRESETS
 
 
@@ -48,7 +45,7 @@ def add_student_arguments(
         "--model_family",
         type=str,
         default="auto",
-        choices=["auto", *ADAPTERS],
+        choices=["auto", *MODEL_FAMILIES],
         help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
     )
     group.add_argument(

@@ -1,18 +1,31 @@
-"""Training clips: reading them (`read_video`) and finding them (`load_video_dataset`)."""
+"""Training clips: reading them (`read_video`) and finding them (`load_video_dataset`).
 
-from .columns import CAPTION, VIDEO
-from .sources import check_some_clip_reads, load_video_dataset
-from .video import ClipSpec, VideoSource, describe_source, read_video, select_frame_indices
+The names are imported on first use: `columns` needs no torch.
+"""
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 
-__all__ = [
-    "CAPTION",
-    "VIDEO",
-    "ClipSpec",
-    "VideoSource",
-    "check_some_clip_reads",
-    "describe_source",
-    "load_video_dataset",
-    "read_video",
-    "select_frame_indices",
-]
+if TYPE_CHECKING:
+    from .columns import CAPTION, VIDEO
+    from .sources import check_some_clip_reads, load_video_dataset
+    from .video import ClipSpec, VideoSource, describe_source, read_video, select_frame_indices
+
+
+#: Public name -> the module it comes from.
+_SOURCES = {
+    "CAPTION": ".columns",
+    "ClipSpec": ".video",
+    "VIDEO": ".columns",
+    "VideoSource": ".video",
+    "check_some_clip_reads": ".sources",
+    "describe_source": ".video",
+    "load_video_dataset": ".sources",
+    "read_video": ".video",
+    "select_frame_indices": ".video",
+}
+
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)

@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..choices import RESHAPE_MODES
 from ..errors import GridError, VideoDecodeError
 
 
 #: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
 VideoSource = Union[str, os.PathLike, bytes, dict]
-
-RESHAPE_MODES = ("center", "random", "none")
 
 
 @dataclass(frozen=True)
