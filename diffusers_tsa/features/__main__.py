@@ -4,9 +4,9 @@ and the teacher's features and motion masks (`TeacherFeatures`, with `--teacher_
 each clip.
 
 One GPU or many (`accelerate launch -m diffusers_tsa.features ...`): each process maps its own shard and the main
-process merges them into one dataset, written as `write_precomputed` says (it loads with `datasets.load_dataset(folder)`
-and `datasets.load_from_disk(folder)["train"]`, and `--push_to_hub` makes it a Hub dataset repository) for the training
-script's `--dataset_name`.
+process merges them into one dataset, written as `command.write_precomputed` says (it loads with
+`datasets.load_dataset(folder)` and `datasets.load_from_disk(folder)["train"]`, and `--push_to_hub` makes it a Hub
+dataset repository) for the training script's `--dataset_name`.
 
 The output folder is checked (a folder, writable, with room for what the configs say each clip stores: the
 teacher's features exactly, the latents at least) before any model loads, and for free space again, exactly, once
