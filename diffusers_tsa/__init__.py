@@ -4,8 +4,9 @@ The public names are imported on first use, so that a command imports torch, dif
 its arguments are parsed (`python -m diffusers_tsa.eval.report` needs none of them).
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 
 if TYPE_CHECKING:
@@ -75,17 +76,5 @@ _SOURCES = {
     "unregister_alignment_loss": ".loss_registry",
 }
 
-
 __all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_SOURCES])
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)

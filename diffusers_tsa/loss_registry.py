@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import UsageError
-from .losses import crepa_loss, repa_loss, trd_loss, tsa_loss
 
 
 if TYPE_CHECKING:
@@ -161,8 +161,10 @@ class AlignmentLoss:
 
     Args:
         name (`str`): what `AlignmentConfig.loss` and `--alignment_loss` call it.
-        function (`Callable[..., torch.Tensor]`): the loss of projected student features and teacher features, both
-            `(B, F, H, W, C)`, taking each option (but those of the targets) as its keyword `argument`.
+        function (`Callable[..., torch.Tensor]` or `str`): the loss of projected student features and teacher
+            features, both `(B, F, H, W, C)`, taking each option (but those of the targets) as its keyword
+            `argument`; or its import path, `"module:name"`, imported on the first call (so that the registry, and
+            the flags made from it, need no torch).
         options (`type[LossOptions]`): the dataclass of its options; an empty one for a loss with none.
         description (`str`): a few words for the help of `--alignment_loss`.
         masked (`bool`, defaults to `False`): the loss takes M-TSA's motion-saliency queries, as `function`'s
@@ -170,7 +172,7 @@ class AlignmentLoss:
     """
 
     name: str
-    function: Callable[..., torch.Tensor]
+    function: Callable[..., torch.Tensor] | str
     options: type[LossOptions]
     description: str
     masked: bool = False
@@ -202,7 +204,11 @@ class AlignmentLoss:
             if motion_mask is None:
                 raise UsageError(f"`loss={self.name!r}` needs motion masks (`motion_mask`).")
             arguments["query_mask"] = motion_mask
-        return self.function(student, teacher, **arguments)
+        function = self.function
+        if isinstance(function, str):
+            module, _, name = function.partition(":")
+            function = getattr(importlib.import_module(module), name)
+        return function(student, teacher, **arguments)
 
 
 #: Alignment loss name -> its entry, in registration order; `register_alignment_loss` adds to it.
@@ -453,11 +459,17 @@ class CREPAOptions(LossOptions):
 
 
 register_alignment_loss(
-    AlignmentLoss("m-tsa", tsa_loss, MTSAOptions, "the paper's TSA on motion-salient queries", masked=True)
+    AlignmentLoss(
+        "m-tsa", "diffusers_tsa.losses:tsa_loss", MTSAOptions, "the paper's TSA on motion-salient queries", masked=True
+    )
 )
-register_alignment_loss(AlignmentLoss("tsa", tsa_loss, TSAOptions, "every token a query"))
+register_alignment_loss(AlignmentLoss("tsa", "diffusers_tsa.losses:tsa_loss", TSAOptions, "every token a query"))
 register_alignment_loss(
-    AlignmentLoss("trd", trd_loss, NoOptions, "VideoREPA's token relation distillation, a baseline")
+    AlignmentLoss(
+        "trd", "diffusers_tsa.losses:trd_loss", NoOptions, "VideoREPA's token relation distillation, a baseline"
+    )
 )
-register_alignment_loss(AlignmentLoss("repa", repa_loss, NoOptions, "REPA, a baseline"))
-register_alignment_loss(AlignmentLoss("crepa", crepa_loss, CREPAOptions, "cross-frame REPA, a baseline"))
+register_alignment_loss(AlignmentLoss("repa", "diffusers_tsa.losses:repa_loss", NoOptions, "REPA, a baseline"))
+register_alignment_loss(
+    AlignmentLoss("crepa", "diffusers_tsa.losses:crepa_loss", CREPAOptions, "cross-frame REPA, a baseline")
+)

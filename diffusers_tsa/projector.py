@@ -11,6 +11,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
+from .choices import PROJECTOR_HEADS
 from .errors import GridError
 
 
@@ -18,9 +19,6 @@ Grid = tuple[int, int, int]
 
 #: Folder of a training output (and of each checkpoint) that holds the projector, beside the transformer weights.
 PROJECTOR_SUBFOLDER = "alignment_projector"
-#: `AlignmentProjector`'s forms: VideoREPA's MLP with a learned resampler (`"mlp"`), or SimpleTuner's CREPA
-#: projector, LayerNorm then one Linear, resized to the teacher grid without weights (`"layernorm_linear"`).
-PROJECTOR_HEADS = ("mlp", "layernorm_linear")
 #: The files `save_pretrained` writes there.
 PROJECTOR_FILES = (f"{PROJECTOR_SUBFOLDER}/config.json", f"{PROJECTOR_SUBFOLDER}/diffusion_pytorch_model.safetensors")
 

@@ -18,7 +18,17 @@ PACKAGE = "diffusers_tsa"
 
 #: (layer, module prefixes), bottom first; a module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("diffusers_tsa.errors", "diffusers_tsa.paths", "diffusers_tsa.compat", "diffusers_tsa.storage")),
+    (
+        "errors",
+        (
+            "diffusers_tsa.errors",
+            "diffusers_tsa.paths",
+            "diffusers_tsa.compat",
+            "diffusers_tsa.storage",
+            "diffusers_tsa.choices",
+            "diffusers_tsa.lazy",
+        ),
+    ),
     (
         "method core",
         (
@@ -41,7 +51,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("test components", ("diffusers_tsa.testing",)),
     ("command line", ("diffusers_tsa.cli",)),
     # and every `__main__` module, wherever it is; `eval` and `train_text_to_video_tsa` are the repository's entry points
-    ("commands", ("diffusers_tsa.eval", "diffusers_tsa.train_text_to_video_tsa", "eval", "train_text_to_video_tsa")),
+    (
+        "commands",
+        (
+            "diffusers_tsa.eval",
+            "diffusers_tsa.train_text_to_video_tsa",
+            # the bodies of the commands, imported once their flags parse
+            "diffusers_tsa.train_loop",
+            "diffusers_tsa.features.command",
+            "diffusers_tsa.visualize.command",
+            "eval",
+            "train_text_to_video_tsa",
+        ),
+    ),
 ]
 #: The method core imports none of these.
 ABOVE_THE_CORE = (

@@ -146,7 +146,7 @@ def test_visualize_pixel_queries_fall_in_the_token_under_them():
     import argparse
     from types import SimpleNamespace
 
-    from diffusers_tsa.visualize.__main__ import _queries
+    from diffusers_tsa.visualize.command import _queries
 
     # A 100-pixel-wide clip over 3 token columns (33.3 pixels each) and 90 rows over 2 (45 each).
     points = ["0,0", "33,44", "34,45", "66,89", "67,0", "99,89"]

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..choices import WEIGHTING_SCHEMES
 from ..errors import UsageError
 
 
 #: The smallest noise level drawn: finetrainers' (1 / 1000); `sigma_sqrt`'s weight `sigma^-2` stays <= 1e6.
 SIGMA_FLOOR = 1e-3
-#: `--flow_weighting_scheme` values: how sigma is drawn (`logit_normal`, `mode`) or the loss weighted
-#: (`sigma_sqrt`, `cosmap`); `none` draws sigma uniformly with unit weights.
-WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,25 @@
 """The flag groups the commands share, each declaring its flags, their defaults and help in one place.
 
 Each `add_*_arguments` adds one group to an `argparse` parser; `diffusers_tsa.training.plan` reads the resulting
-namespace into library objects.
+namespace into library objects. They import no torch, diffusers, transformers or datasets (the choices come from
+`diffusers_tsa.choices` and the torch-free registries), so that a command's `--help` and argument errors come first.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..adapters import ADAPTERS
-from ..adapters.flow_matching import WEIGHTING_SCHEMES
-from ..data.video import DEPRECATED_RESHAPE_MODES, RESHAPE_MODES, VIDEO_BACKENDS
-from ..features import FEATURES_COLUMN
+from ..choices import (
+    DEPRECATED_RESHAPE_MODES,
+    MODEL_FAMILIES,
+    PROJECTOR_HEADS,
+    RESHAPE_MODES,
+    TEACHER_FRAMES,
+    VIDEO_BACKEND_NAMES,
+    WEIGHTING_SCHEMES,
+)
+from ..data.columns import FEATURES_COLUMN
 from ..loss_registry import ALIGNMENT_LOSSES, registered_options
-from ..projector import PROJECTOR_HEADS
-from ..teachers import TEACHER_FRAMES
 from ..training.presets import ALIGNMENT_PRESETS
 from .deprecation import DeprecatedNames
 
@@ -49,7 +54,7 @@ def add_student_arguments(
         "--model_family",
         type=str,
         default="auto",
-        choices=["auto", *ADAPTERS],
+        choices=["auto", *MODEL_FAMILIES],
         help="Model adapter; 'auto' (default) reads the pipeline class from the checkpoint's model_index.json.",
     )
     group.add_argument(
@@ -167,7 +172,7 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
         "--video_backend",
         type=str,
         default="auto",
-        choices=("auto", *VIDEO_BACKENDS),
+        choices=("auto", *VIDEO_BACKEND_NAMES),
         help="Video decoder: 'auto' (default) reads with the first installed of torchcodec, decord and "
         "imageio-ffmpeg, and with the next ones what it cannot read.",
     )

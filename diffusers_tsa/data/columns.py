@@ -1,11 +1,18 @@
-"""Column names of the tables diffusers-tsa reads and writes, and reading a whole column at Arrow's speed."""
+"""Column names of the tables diffusers-tsa reads and writes, and reading a whole column at Arrow's speed.
+
+The names import nothing heavy (the commands' flags use them before parsing); the readers import pyarrow on use.
+"""
 
 from __future__ import annotations
 
-import datasets
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+
+if TYPE_CHECKING:
+    import datasets
+    import pyarrow as pa
 
 
 #: The caption and video columns of every table `load_video_dataset` returns (and of what the features CLI saves).
@@ -47,6 +54,8 @@ def arrow_column(table: datasets.Dataset, name: str) -> pa.ChunkedArray:
 def true_mask(table: datasets.Dataset, *names: str) -> np.ndarray:
     """Whether each row's bool columns `names` are all true (a null counts as false): bool `(len(table),)`; all true
     when no column is named."""
+    import pyarrow.compute as pc
+
     usable = np.ones(len(table), dtype=bool)
     arrows = table.with_format("arrow")  # once: formatting copies datasets' description of every Arrow block
     for name in names:
@@ -61,4 +70,6 @@ def true_rows(table: datasets.Dataset, *names: str) -> np.ndarray:
 
 def empty_mask(table: datasets.Dataset, name: str) -> np.ndarray:
     """Whether each row of the string column `name` is null or `""`: bool `(len(table),)`."""
+    import pyarrow.compute as pc
+
     return pc.fill_null(pc.equal(arrow_column(table, name), ""), True).to_numpy(zero_copy_only=False)

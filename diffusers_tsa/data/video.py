@@ -20,16 +20,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..choices import DEPRECATED_RESHAPE_MODES, RESHAPE_MODES, VIDEO_BACKEND_NAMES
 from ..errors import GridError, UsageError, VideoDecodeError
 
 
 #: A clip as a path, raw bytes, or a `datasets.Video(decode=False)` value `{"path": ..., "bytes": ...}`.
 VideoSource = Union[str, os.PathLike, bytes, dict]
-
-RESHAPE_MODES = ("center", "random", "stretch")
-#: Old names of reshape modes -> the mode they stand for. `"none"` stretched here but random-crops in diffusers'
-#: `train_cogvideox_lora.py`: it was renamed `"stretch"`.
-DEPRECATED_RESHAPE_MODES = {"none": "stretch"}
 
 
 @dataclass(frozen=True)
@@ -173,7 +169,7 @@ def _decode_with_decord(source: VideoSource, spec: ClipSpec) -> _Decoded:
     try:
         reader = decord.VideoReader(io.BytesIO(data) if data is not None else path, num_threads=0)
     except (decord.DECORDError, RuntimeError) as err:  # what decord raises for anything it cannot parse
-        raise VideoDecodeError(describe_source(source), f"decord cannot open it ({err}).") from err
+        raise VideoDecodeError(describe_source(source), f"decord cannot decode it ({err}).") from err
     total = len(reader)
     indices = select_frame_indices(total, spec)
     try:
@@ -245,11 +241,7 @@ def _decode_with_ffmpeg(source: VideoSource, spec: ClipSpec) -> _Decoded:
 
 #: The decoders, in the order `backend="auto"` tries them (the first installed one reads each clip, the next ones
 #: read what it cannot, e.g. decord refuses some widths under 64 px).
-VIDEO_BACKENDS = {
-    "torchcodec": _decode_with_torchcodec,
-    "decord": _decode_with_decord,
-    "imageio-ffmpeg": _decode_with_ffmpeg,
-}
+VIDEO_BACKENDS = dict(zip(VIDEO_BACKEND_NAMES, (_decode_with_torchcodec, _decode_with_decord, _decode_with_ffmpeg)))
 _MODULES = {"torchcodec": "torchcodec.decoders", "decord": "decord", "imageio-ffmpeg": "imageio_ffmpeg"}
 #: The environment variable that `use_video_backend` sets: the default of `read_video`'s `backend`, inherited by
 #: data-loader workers however they start.

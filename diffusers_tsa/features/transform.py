@@ -19,15 +19,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from ..choices import STORAGE_DTYPES
 from ..data import ClipSpec, read_video
 from ..data.columns import true_rows
 from ..errors import DatasetError, GridError, UsageError, VideoDecodeError
 
 
 logger = logging.getLogger(__name__)
-
-#: Storage dtype -> Arrow dtype of the column: Arrow has no bfloat16, so its bits are stored as uint16.
-STORAGE_DTYPES = {"float16": "float16", "bfloat16": "uint16", "float32": "float32"}
 
 
 def array_feature(shape: Sequence[int], dtype: str) -> datasets.features.FeatureType:

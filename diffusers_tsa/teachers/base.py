@@ -11,14 +11,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..choices import TEACHER_FRAMES
 from ..errors import CheckpointError, GridError, UsageError
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: How `TeacherInput.for_clip` picks the teacher's frames: the paper's (`"uniform"`), one per student latent frame
-#: (`"latent"`, SimpleTuner's CREPA), or all of them pooled per latent frame (`"pooled"`, VideoREPA's DINOv2 path).
-TEACHER_FRAMES = ("uniform", "latent", "pooled")
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,39 @@ and the models for you. Rendering needs matplotlib, an optional extra: `pip inst
 - Pictures (`render`): `render_motion_masks`, `render_correspondence` (one contact sheet, an RGB array) and
   `motion_mask_video`, `correspondence_video` (a list of RGB arrays).
 - Files (`files`): `save_png`, `save_mp4` write them.
+
+
+The names are imported on first use, so that the command parses its flags before torch is imported.
 """
 
-from .files import save_mp4, save_png
-from .render import (
-    VIZ_EXTRA,
-    correspondence_video,
-    motion_mask_video,
-    render_correspondence,
-    render_motion_masks,
-    require_matplotlib,
-)
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 
-__all__ = [
-    "VIZ_EXTRA",
-    "correspondence_video",
-    "motion_mask_video",
-    "render_correspondence",
-    "render_motion_masks",
-    "require_matplotlib",
-    "save_mp4",
-    "save_png",
-]
+if TYPE_CHECKING:
+    from .files import save_mp4, save_png
+    from .render import (
+        VIZ_EXTRA,
+        correspondence_video,
+        motion_mask_video,
+        render_correspondence,
+        render_motion_masks,
+        require_matplotlib,
+    )
+
+
+#: Public name -> the module it comes from.
+_SOURCES = {
+    "VIZ_EXTRA": ".render",
+    "correspondence_video": ".render",
+    "motion_mask_video": ".render",
+    "render_correspondence": ".render",
+    "render_motion_masks": ".render",
+    "require_matplotlib": ".render",
+    "save_mp4": ".files",
+    "save_png": ".files",
+}
+
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)

@@ -118,6 +118,6 @@ def test_report_to_defaults_to_tensorboard_only_where_it_is_installed(monkeypatc
     script = importlib.import_module("diffusers_tsa.train_text_to_video_tsa")
     rest = ["--instance_data_root", "data", "--pretrained_model_name_or_path", "base"]
     for installed, expected in ((True, "tensorboard"), (False, "none")):
-        monkeypatch.setattr(script, "is_tensorboard_available", lambda installed=installed: installed)
+        monkeypatch.setattr(script, "tensorboard_installed", lambda installed=installed: installed)
         assert script.parse_args(rest).report_to == expected
     assert script.parse_args([*rest, "--report_to", "wandb"]).report_to == "wandb"

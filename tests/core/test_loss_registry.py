@@ -77,7 +77,8 @@ def card_keys(flags):
     """The keys of the training script's model-card table for these flags."""
     script = importlib.import_module("diffusers_tsa.train_text_to_video_tsa")
     args = script.parse_args(["--pretrained_model_name_or_path", "base", "--instance_data_root", "data", *flags])
-    return list(script.card_hyperparameters(args, SimpleNamespace(uses_flow_matching=False), {}))
+    loop = importlib.import_module("diffusers_tsa.train_loop")
+    return list(loop.card_hyperparameters(args, SimpleNamespace(uses_flow_matching=False), {}))
 
 
 def test_a_registered_loss_gets_a_flag_a_flag_name_checks_a_card_entry_and_its_function(scaled):

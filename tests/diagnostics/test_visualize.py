@@ -92,7 +92,7 @@ def test_mask_writes_a_contact_sheet_and_a_video_without_loading_weights(tiny, t
     def no_weights(*args, **kwargs):
         raise AssertionError("the mask reads the teacher's config alone")
 
-    monkeypatch.setattr("diffusers_tsa.visualize.__main__.load_teacher", no_weights)
+    monkeypatch.setattr("diffusers_tsa.visualize.command.load_teacher", no_weights)
     monkeypatch.setattr("transformers.VideoMAEModel.from_pretrained", no_weights)
     paths = main(["mask", *common(tiny, tmp_path), "--tsa_mask_ratio", "0.2", "0.5"])
     png, mp4 = paths

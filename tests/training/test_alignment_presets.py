@@ -174,7 +174,9 @@ def test_a_preset_sets_its_flags_and_each_given_flag_wins(tiny, name):
     given = train.parse_args(flags(tiny, "--alignment_preset", name, "--alignment_weight", "0.2"))
     assert given.alignment_weight == 0.2 and preset.overridden(given) == {"alignment_weight": 0.2}
     assert "overridden: --alignment_weight 0.2" in preset.summary(given)
-    card = train.card_hyperparameters(given, type("Spec", (), {"uses_flow_matching": False}), {})
+    card = importlib.import_module("diffusers_tsa.train_loop").card_hyperparameters(
+        given, type("Spec", (), {"uses_flow_matching": False}), {}
+    )
     assert card["alignment_preset"] == name and card["alignment_weight"] == 0.2
 
 
