@@ -3,7 +3,7 @@ per model family (`cogvideox`, `wan`, `ltx_video`, and `nova`, a test double of 
 shared tokenizer and text encoders (`text`), teachers (`teachers`), synthetic clips (`clips`) and the model card's
 checks (`model_card`)."""
 
-from .clips import write_test_clip, write_test_dataset
+from .clips import BALL_COLOURS, render_ball, write_test_clip, write_test_dataset
 from .cogvideox import (
     TINY_HEIGHT,
     TINY_MAX_TEXT_SEQ_LENGTH,
@@ -39,6 +39,7 @@ __all__ = [
     "TINY_WAN_WIDTH",
     "TINY_WIDTH",
     "TINY_WORDS",
+    "BALL_COLOURS",
     "tiny_cogvideox_components",
     "tiny_dinov2",
     "tiny_ltx_video_components",
@@ -49,6 +50,7 @@ __all__ = [
     "tiny_wan_components",
     "tiny_wan_transformer",
     "tiny_wan_vae",
+    "render_ball",
     "write_test_clip",
     "write_test_dataset",
 ]
