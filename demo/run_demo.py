@@ -24,35 +24,13 @@ import time
 from pathlib import Path
 
 import imageio
-import numpy as np
+
+from diffusers_tsa.testing.clips import BALL_COLOURS, render_ball
 
 
 REPO = Path(__file__).resolve().parents[1]
-COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40)}
 HEIGHT, WIDTH, FRAMES, FPS = 96, 144, 17, 8
 PROMPT = "a red ball is thrown hard, falls and bounces on the floor"
-
-
-def render_ball(colour: str, vx: float, vy: float, *, restitution: float = 0.7, gravity: float = 1.6) -> np.ndarray:
-    """A ball thrown from the left, under gravity, bouncing on the floor: `(FRAMES, HEIGHT, WIDTH, 3)` uint8."""
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    floor, radius = HEIGHT - 12, 7
-    x, y = 12.0, 30.0
-    frames = []
-    for _ in range(FRAMES):
-        frame = np.empty((HEIGHT, WIDTH, 3), np.uint8)
-        frame[:] = (200, 215, 235)  # sky
-        frame[floor:] = (120, 100, 80)  # floor
-        frame[(xx - x) ** 2 + (yy - y) ** 2 <= radius**2] = COLOURS[colour]
-        frames.append(frame)
-        vy += gravity
-        x, y = x + vx, y + vy
-        if y > floor - radius:  # bounce, losing energy
-            y, vy = floor - radius, -vy * restitution
-        if not radius <= x <= WIDTH - radius:  # a wall sends it back
-            vx = -vx
-            x = min(max(x, radius), WIDTH - radius)
-    return np.stack(frames)
 
 
 def make_dataset(root: Path) -> None:
@@ -60,10 +38,15 @@ def make_dataset(root: Path) -> None:
     (root / "clips").mkdir(parents=True, exist_ok=True)
     captions, videos = [], []
     throws = [(6.0, -4.0, "thrown gently"), (9.0, -7.0, "thrown hard")]
-    for i, colour in enumerate(COLOURS):
+    for i, colour in enumerate(BALL_COLOURS):
         for vx, vy, how in throws:
             name = f"clips/{colour}-{how.split()[1]}.mp4"
-            imageio.mimwrite(root / name, render_ball(colour, vx, vy + 0.5 * i), fps=FPS, macro_block_size=1)
+            imageio.mimwrite(
+                root / name,
+                render_ball(colour, vx, vy + 0.5 * i, num_frames=FRAMES, height=HEIGHT, width=WIDTH),
+                fps=FPS,
+                macro_block_size=1,
+            )
             videos.append(name)
             captions.append(f"a {colour} ball is {how}, falls and bounces on the floor")
     (root / "prompts.txt").write_text("\n".join(captions) + "\n")

@@ -3,7 +3,7 @@ per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, `hunyua
 double of NOVA's `diffnext` package), the shared tokenizer and text encoders (`text`), teachers (`teachers`),
 synthetic clips (`clips`) and the model card's checks (`model_card`)."""
 
-from .clips import write_test_clip, write_test_dataset
+from .clips import BALL_COLOURS, render_ball, write_test_clip, write_test_dataset
 from .cogvideox import (
     TINY_HEIGHT,
     TINY_MAX_TEXT_SEQ_LENGTH,
@@ -70,6 +70,7 @@ __all__ = [
     "TINY_WAN_WIDTH",
     "TINY_WIDTH",
     "TINY_WORDS",
+    "BALL_COLOURS",
     "tiny_cogvideox_components",
     "tiny_dinov2",
     "tiny_hunyuan_video15_components",
@@ -84,6 +85,7 @@ __all__ = [
     "tiny_wan_components",
     "tiny_wan_transformer",
     "tiny_wan_vae",
+    "render_ball",
     "write_test_clip",
     "write_test_dataset",
 ]
