@@ -37,7 +37,7 @@ test: quality
 NEWEST_VENV ?= .venv-newest
 MINIMUM_VENV ?= .venv-minimum
 NEWEST := torch diffusers transformers accelerate peft datasets
-MINIMUM := torch==2.6.0 diffusers==0.36.0 transformers==5.6.0 accelerate==1.0.0 peft==0.18.0 datasets==3.6.0
+MINIMUM := torch==2.6.0 diffusers==0.36.0 transformers==5.18.0 accelerate==1.0.0 peft==0.18.0 datasets==3.6.0
 
 $(NEWEST_VENV)/bin/python $(MINIMUM_VENV)/bin/python:
 	$(PYTHON) -m venv $(patsubst %/bin/python,%,$@)
