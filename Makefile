@@ -32,11 +32,12 @@ test: quality
 
 # The version matrix (`.ci/run` runs both after `make test`). test-newest: the whole suite in a second venv with the
 # newest releases of the libraries we build on; test-minimum: the fast subset (`-m minimum`) in a third venv with the
-# minimums setup.cfg declares (MINIMUM lists them; tests/test_packaging.py checks that the two agree).
+# minimums setup.cfg declares (MINIMUM lists them; tests/test_packaging.py checks that the two agree). pip's own
+# configuration applies: a site constraints file that caps a version caps `make test-newest` too.
 NEWEST_VENV ?= .venv-newest
 MINIMUM_VENV ?= .venv-minimum
 NEWEST := torch diffusers transformers accelerate peft datasets
-MINIMUM := torch==2.6.0 diffusers==0.35.0 transformers==5.0.0 accelerate==1.0.0 peft==0.15.0 datasets==3.0.0
+MINIMUM := torch==2.6.0 diffusers==0.36.0 transformers==5.18.0 accelerate==1.0.0 peft==0.18.0 datasets==3.6.0
 
 $(NEWEST_VENV)/bin/python $(MINIMUM_VENV)/bin/python:
 	$(PYTHON) -m venv $(patsubst %/bin/python,%,$@)
@@ -49,6 +50,7 @@ test-newest: $(NEWEST_VENV)/bin/python
 
 test-minimum: $(MINIMUM_VENV)/bin/python
 	$< -m pip install $(MINIMUM) -e ".[test]"
+	$< -m pip list --format=freeze | grep -i -E '^($(subst $() ,|,$(NEWEST)))=='
 	$< -m pytest tests -m minimum -n $(TEST_WORKERS) --dist loadgroup
 
 # The main job on an embedded default: tiny offline models, synthetic clips, a real training run and a stock reload.

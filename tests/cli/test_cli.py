@@ -11,6 +11,9 @@ from diffusers_tsa.features.__main__ import parse_args as features_args
 from diffusers_tsa.visualize.__main__ import parse_args as visualize_args
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 def training_args(argv):
     return importlib.import_module("diffusers_tsa.train_text_to_video_tsa").parse_args(argv)
 

@@ -12,6 +12,9 @@ from diffusers_tsa.hooks import unwrap_model
 from diffusers_tsa.testing import tiny_cogvideox_components
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 

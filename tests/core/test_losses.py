@@ -9,6 +9,9 @@ import torch.nn.functional as F
 from diffusers_tsa import GridError, crepa_loss, motion_saliency_mask, relations, repa_loss, trd_loss, tsa_loss
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 def naive_tsa(student, teacher, tau=0.1, query_mask=None):
     """Eq. 6-9 and 13 in float64, materialising the full N x N relations of each sample."""
     batch, frames, height, width, channels = student.shape

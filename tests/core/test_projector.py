@@ -6,6 +6,9 @@ import torch
 from diffusers_tsa import AlignmentProjector, GridError, GridResampling
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 @pytest.mark.parametrize(
     "student, teacher, drop, up, down",
     [

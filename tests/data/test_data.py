@@ -25,6 +25,9 @@ from diffusers_tsa.errors import UsageError, VideoDecodeError
 from diffusers_tsa.testing import write_test_clip
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 REAL_VIDEOS = Path(__file__).parents[3] / "shared" / "data" / "videos"
 SPEC = ClipSpec(height=96, width=144, max_num_frames=9)
 

@@ -14,6 +14,9 @@ from diffusers_tsa import AlignmentProjector, BlockFeatureExtractor, tsa_loss
 from diffusers_tsa.testing import tiny_cogvideox_components
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 fsdp = pytest.importorskip("torch.distributed.fsdp", reason="torch without FSDP2")
 STUDENT_GRID, TEACHER_GRID = (3, 6, 9), (4, 2, 3)  # the tiny transformer's tokens; the teacher's (drops frame 0)
 

@@ -40,6 +40,9 @@ from diffusers_tsa.teachers.convert_videomaev2.__main__ import main as convert_m
 from diffusers_tsa.testing import tiny_dinov2, tiny_videomae, tiny_vjepa2
 
 
+pytestmark = pytest.mark.minimum  # `make test-minimum`'s fast subset
+
+
 REAL_VIDEOS = Path(__file__).parents[3] / "shared" / "data" / "videos"
 TINY_INPUT = TeacherInput.for_clip(9, 96, 144)  # 8 frames at 32x48
 
