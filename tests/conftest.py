@@ -1,5 +1,14 @@
+import os
+
 import pytest
-import torch
+
+
+# Under pytest-xdist (`make test`: two workers on two cores), each worker and every process it starts computes on one
+# thread, instead of each taking every core: the tiny models' small ops then do not fight over the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after the thread count)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from diffusers_tsa import storage
 from diffusers_tsa.cli import FlagError
 from diffusers_tsa.errors import DiskFullError
 from diffusers_tsa.features import __main__ as features_main
+from diffusers_tsa.features import command as features_command
 from diffusers_tsa.teachers import TeacherInput, VideoMAETeacher
 from diffusers_tsa.testing import tiny_videomae, write_test_clip
 from diffusers_tsa.training import OutputDirLock
@@ -44,7 +45,7 @@ def no_compute(monkeypatch):
     def reached(*args, **kwargs):
         raise AssertionError("the models were loaded")
 
-    monkeypatch.setattr(features_main, "precompute", reached)
+    monkeypatch.setattr(features_command, "precompute", reached)
 
 
 def test_an_output_path_that_is_a_file_is_refused_before_any_model_loads(inputs, tmp_path, no_compute):
@@ -75,7 +76,7 @@ def test_too_little_free_space_is_refused_before_any_model_loads(inputs, tmp_pat
     def reached(*args, **kwargs):
         raise AssertionError("the teacher was loaded")
 
-    monkeypatch.setattr(features_main, "load_teacher", reached)
+    monkeypatch.setattr(features_command, "load_teacher", reached)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(FlagError, match=r"--output_dir='.*' has 1.0 MB free, but 2 clips needs about") as err:
@@ -123,7 +124,7 @@ def test_a_rerun_with_no_usable_clip_is_refused_before_any_model_loads_and_leave
     def reached(*args, **kwargs):
         raise AssertionError("the teacher was loaded")
 
-    monkeypatch.setattr(features_main, "load_teacher", reached)
+    monkeypatch.setattr(features_command, "load_teacher", reached)
     with pytest.raises(FlagError, match=r"None of the 2 clips can be read, e.g. .*fewer than the 33 required"):
         features_main.main([*argv(inputs, out), "--max_num_frames", "33"])  # longer than the clips
     assert datasets.load_from_disk(out)["train"].to_dict() == before

@@ -83,7 +83,14 @@ def test_fully_sharded_transformer_and_projector_match_the_unsharded_run(tmp_pat
         torch.testing.assert_close(ranks[0]["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "accelerate").glob("*.yaml")))
+CONFIGS = sorted((Path(__file__).parents[2] / "diffusers_tsa" / "configs" / "accelerate").glob("*.yaml"))
+
+
+def test_the_accelerate_configs_are_found():
+    assert len(CONFIGS) == 3, CONFIGS  # ddp, fsdp and deepspeed: a moved folder must not skip the check below
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
 def test_the_accelerate_configs_parse_and_name_only_options_accelerate_has(path):
     """What `accelerate launch --config_file` reads: the top-level keys are `ClusterConfig`'s fields (unknown ones
     are refused), and each `fsdp_config` / `deepspeed_config` key becomes the `accelerate launch` option of its
