@@ -31,7 +31,7 @@ from ..hooks import unwrap_model
 from .adapter import ComponentClasses, ModelAdapter
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
-from .spec import LORA_WEIGHT_NAME, Grid, ModelSpec
+from .spec import LORA_WEIGHT_NAME, Grid, ModelSpec, frame_count_problem, side_problem
 
 
 #: Image-embedding tokens the pipeline gives the transformer (`vision_num_semantic_tokens`), all zero for text-to-video.
@@ -113,18 +113,12 @@ class HunyuanVideo15Spec(ModelSpec):
         return (latent_frames // self.patch_size_t, height // pixels, width // pixels)
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
-        t, bad = self.temporal_compression, []
+        t, pixels = self.temporal_compression, self.spatial_compression * self.patch_size
+        bad = []
         if (num_frames - 1) % t or num_frames < 1 or ((num_frames - 1) // t + 1) % self.patch_size_t:
-            k = max(0, (num_frames - 1) // t)
-            bad.append(f"`num_frames={num_frames}` must be {t}k+1 (e.g. {t * k + 1} or {t * (k + 1) + 1})")
-        pixels = self.spatial_compression * self.patch_size
-        for name, value in (("height", height), ("width", width)):
-            if value % pixels or value < pixels:
-                low = max(pixels, value - value % pixels)
-                bad.append(
-                    f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.spatial_compression}, patch "
-                    f"{self.patch_size}; e.g. {low} or {low + pixels})"
-                )
+            bad.append(frame_count_problem(num_frames, t))
+        why = f"VAE x{self.spatial_compression}, patch {self.patch_size}"
+        bad += side_problem("height", height, pixels, why) + side_problem("width", width, pixels, why)
         if bad:
             raise GridError("HunyuanVideo 1.5 cannot take this clip size: " + "; ".join(bad) + ".")
 

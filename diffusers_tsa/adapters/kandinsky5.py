@@ -29,7 +29,7 @@ from ..hooks import BlockFeatureExtractor
 from .adapter import ComponentClasses, ModelAdapter
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
-from .spec import Grid, ModelSpec
+from .spec import Grid, ModelSpec, frame_count_problem, side_problem
 
 
 #: The block list alignment depths count in: the visual (decoder) blocks; the text blocks before them see no video.
@@ -137,14 +137,8 @@ class Kandinsky5Spec(ModelSpec):
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
         t, step = self.temporal_compression, self.size_multiple
-        bad = []
-        if (num_frames - 1) % t or num_frames < 1:
-            k = max(0, (num_frames - 1) // t)
-            bad.append(f"`num_frames={num_frames}` must be {t}k+1 (e.g. {t * k + 1} or {t * (k + 1) + 1})")
-        for name, value in (("height", height), ("width", width)):
-            if value % step or value < step:
-                low = max(step, value - value % step)
-                bad.append(f"`{name}={value}` must be a multiple of {step} (e.g. {low} or {low + step})")
+        bad = [frame_count_problem(num_frames, t)] if (num_frames - 1) % t or num_frames < 1 else []
+        bad += side_problem("height", height, step) + side_problem("width", width, step)
         if bad:
             raise GridError("Kandinsky 5 cannot take this clip size: " + "; ".join(bad) + ".")
 

@@ -22,7 +22,7 @@ from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
-from .spec import Grid, ModelSpec
+from .spec import Grid, ModelSpec, frame_count_problem, side_problem
 
 
 class LTXPromptEmbeds(NamedTuple):
@@ -115,17 +115,9 @@ class LTXVideoSpec(ModelSpec):
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
         t, step = self.temporal_compression, self.size_multiple
-        bad = []
-        if (num_frames - 1) % t or num_frames < 1:
-            k = max(0, (num_frames - 1) // t)
-            bad.append(f"`num_frames={num_frames}` must be {t}k+1 (e.g. {t * k + 1} or {t * (k + 1) + 1})")
-        for name, value in (("height", height), ("width", width)):
-            if value % step or value < step:
-                low = max(step, value - value % step)
-                bad.append(
-                    f"`{name}={value}` must be a multiple of {step} (VAE x{self.spatial_compression}, "
-                    f"LTXPipeline's 32; e.g. {low} or {low + step})"
-                )
+        bad = [frame_count_problem(num_frames, t)] if (num_frames - 1) % t or num_frames < 1 else []
+        why = f"VAE x{self.spatial_compression}, LTXPipeline's 32"
+        bad += side_problem("height", height, step, why) + side_problem("width", width, step, why)
         if bad:
             raise GridError("LTX-Video cannot take this clip size: " + "; ".join(bad) + ".")
 

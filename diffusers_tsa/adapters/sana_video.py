@@ -31,7 +31,7 @@ from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
-from .spec import Grid, ModelSpec
+from .spec import Grid, ModelSpec, frame_count_problem, side_problem
 
 
 #: The VAEs of the released checkpoints: Wan 2.1's (480p) and LTX-2's (720p); `SanaVideoPipeline` normalises both
@@ -134,14 +134,9 @@ class SanaVideoSpec(ModelSpec):
         )
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
-        t, step, bad = self.temporal_compression, self.size_multiple, []
-        if (num_frames - 1) % t or num_frames < 1:
-            k = max(0, (num_frames - 1) // t)
-            bad.append(f"`num_frames={num_frames}` must be {t}k+1 (e.g. {t * k + 1} or {t * (k + 1) + 1})")
-        for name, value in (("height", height), ("width", width)):
-            if value % step or value < step:
-                low = max(step, value - value % step)
-                bad.append(f"`{name}={value}` must be a multiple of {step} (e.g. {low} or {low + step})")
+        t, step = self.temporal_compression, self.size_multiple
+        bad = [frame_count_problem(num_frames, t)] if (num_frames - 1) % t or num_frames < 1 else []
+        bad += side_problem("height", height, step) + side_problem("width", width, step)
         if bad:
             raise GridError("Sana-Video cannot take this clip size: " + "; ".join(bad) + ".")
 

@@ -34,6 +34,21 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 REFERENCE_FRAME_SPACING = 4
 
 
+def frame_count_problem(num_frames: int, step: int) -> str:
+    """The `check_clip` reason for a frame count that is not `step`k+1, with the two nearest that are."""
+    k = max(0, (num_frames - 1) // step)
+    return f"`num_frames={num_frames}` must be {step}k+1 (e.g. {step * k + 1} or {step * (k + 1) + 1})"
+
+
+def side_problem(name: str, value: int, step: int, why: str = "") -> list[str]:
+    """The `check_clip` reason (a list of none or one) for a side `name` that is not a positive multiple of `step`,
+    with the two nearest that are; `why` names what sets the step."""
+    if value % step == 0 and value >= step:
+        return []
+    low, reason = max(step, value - value % step), f"{why}; " if why else ""
+    return [f"`{name}={value}` must be a multiple of {step} ({reason}e.g. {low} or {low + step})"]
+
+
 @dataclass(frozen=True)
 class ModelSpec(abc.ABC):
     """A checkpoint of one model family, as read from its configs without loading any weight.

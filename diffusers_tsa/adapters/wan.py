@@ -36,7 +36,7 @@ from .adapter import ComponentClasses, ModelAdapter
 from .flow_matching import FlowMatching
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
-from .spec import LORA_WEIGHT_NAME, Grid, ModelSpec
+from .spec import LORA_WEIGHT_NAME, Grid, ModelSpec, frame_count_problem, side_problem
 
 
 #: The experts of a two-expert checkpoint (Wan 2.2 A14B) -> the pipeline component each one is.
@@ -135,18 +135,10 @@ class WanSpec(ModelSpec):
         return (latent_frames // frames, height // (self.vae_scale * rows), width // (self.vae_scale * columns))
 
     def check_clip(self, num_frames: int, height: int, width: int) -> None:
-        tc, bad = self.temporal_compression, []
-        if (num_frames - 1) % tc:
-            k = (num_frames - 1) // tc
-            bad.append(f"`num_frames={num_frames}` must be {tc}k+1 (e.g. {tc * k + 1} or {tc * (k + 1) + 1})")
-        for name, value, patch in (("height", height, self.patch_size[1]), ("width", width, self.patch_size[2])):
-            pixels = self.vae_scale * patch
-            if value % pixels or value < pixels:
-                low = max(pixels, value - value % pixels)
-                bad.append(
-                    f"`{name}={value}` must be a multiple of {pixels} (VAE x{self.vae_scale}, patch {patch}; "
-                    f"e.g. {low} or {low + pixels})"
-                )
+        tc, (_, patch_h, patch_w) = self.temporal_compression, self.patch_size
+        bad = [frame_count_problem(num_frames, tc)] if (num_frames - 1) % tc else []
+        for name, value, patch in (("height", height, patch_h), ("width", width, patch_w)):
+            bad += side_problem(name, value, self.vae_scale * patch, f"VAE x{self.vae_scale}, patch {patch}")
         if bad:
             raise GridError("Wan cannot take this clip size: " + "; ".join(bad) + ".")
 
