@@ -32,19 +32,20 @@ test: quality
 
 # The version matrix (`.ci/run` runs both after `make test`). test-newest: the whole suite in a second venv with the
 # newest releases of the libraries we build on; test-minimum: the fast subset (`-m minimum`) in a third venv with the
-# minimums setup.cfg declares (MINIMUM lists them; tests/test_packaging.py checks that the two agree). pip's own
-# configuration applies: a site constraints file that caps a version caps `make test-newest` too.
+# minimums setup.cfg declares (MINIMUM lists them; tests/test_packaging.py checks that the two agree). The newest leg
+# ignores a site-wide pip constraints file (PIP_CONSTRAINT=/dev/null: some machines cap torch at a release they keep
+# on disk), so that it tests what `pip install diffusers-tsa` gives a new user.
 NEWEST_VENV ?= .venv-newest
 MINIMUM_VENV ?= .venv-minimum
 NEWEST := torch diffusers transformers accelerate peft datasets
-MINIMUM := torch==2.6.0 diffusers==0.36.0 transformers==5.18.0 accelerate==1.0.0 peft==0.18.0 datasets==3.6.0
+MINIMUM := torch==2.9.0 diffusers==0.37.0 transformers==5.18.0 accelerate==1.6.0 peft==0.18.0 datasets==3.6.0
 
 $(NEWEST_VENV)/bin/python $(MINIMUM_VENV)/bin/python:
 	$(PYTHON) -m venv $(patsubst %/bin/python,%,$@)
 	$@ -m pip install --upgrade pip
 
 test-newest: $(NEWEST_VENV)/bin/python
-	$< -m pip install --upgrade $(NEWEST) -e ".[test]"
+	PIP_CONSTRAINT=/dev/null $< -m pip install --upgrade $(NEWEST) -e ".[test]"
 	$< -m pip list --format=freeze | grep -i -E '^($(subst $() ,|,$(NEWEST)))=='
 	$< -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 

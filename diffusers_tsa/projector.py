@@ -161,7 +161,7 @@ class AlignmentProjector(ModelMixin, ConfigMixin):
             hidden_states (`torch.Tensor`): `(B, F_s * H_s * W_s, in_dim)` video tokens in frame-major order.
 
         Returns:
-            `torch.Tensor`: `(B, F_t, H_t, W_t, out_dim)`.
+            `torch.Tensor`: `(B, F_t, H_t, W_t, out_dim)`, contiguous.
         """
         f, h, w = self.student_grid
         if hidden_states.ndim != 3 or hidden_states.shape[1] != f * h * w:
@@ -176,10 +176,12 @@ class AlignmentProjector(ModelMixin, ConfigMixin):
         if self.resample is None:  # the layernorm_linear head
             if tuple(x.shape[2:]) != self.teacher_grid:
                 x = F.interpolate(x, size=self.teacher_grid, mode="trilinear", align_corners=False)
-            return rearrange(x, "b c f h w -> b f h w c")
+            return rearrange(x, "b c f h w -> b f h w c").contiguous()
         if self.resampling.resize is not None:  # the general path
             x = F.interpolate(x, size=self.resampling.resize, mode="trilinear", align_corners=False)
         elif self.resampling.upsample != (1, 1, 1):
             x = F.interpolate(x, scale_factor=self.resampling.upsample, mode="trilinear", align_corners=False)
         x = self.resample(x)
-        return rearrange(x, "b c f h w -> b f h w c")
+        # A fresh tensor rather than a permuted view: FSDP2 hooks a module's output for its backward, which an
+        # in-place op on a view would bypass (the token rows the losses take are a copy anyway).
+        return rearrange(x, "b c f h w -> b f h w c").contiguous()
