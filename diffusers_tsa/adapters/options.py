@@ -17,11 +17,16 @@ class TrainingOptions:
             which `ModelSpec.for_training` fills in.
         flow_matching (`FlowMatching`): how flow-matching families (Wan, LTX-Video) draw and weight noise levels.
         expert (`str`, *optional*): the expert that trains in a two-expert checkpoint (Wan 2.2 A14B).
+        image_to_video (`bool`, defaults to `False`): train image-to-video, conditioned on each clip's first frame.
+        first_frame_conditioning_p (`float`, *optional*): the share of samples conditioned on their first frame, for
+            checkpoints that train both tasks (Wan 2.2 TI2V-5B); `None` is the family's default.
     """
 
     max_sequence_length: int | None = None
     flow_matching: FlowMatching = FlowMatching()
     expert: str | None = None
+    image_to_video: bool = False
+    first_frame_conditioning_p: float | None = None
 
 
 @dataclass(frozen=True)
