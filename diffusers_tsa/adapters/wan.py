@@ -102,14 +102,6 @@ class WanImageConditioning:
     image_embeds: torch.Tensor | None = None
 
 
-def task_of(model_index: dict) -> frozenset[str]:
-    """The tasks a Wan checkpoint's `model_index.json` trains: `{"i2v"}` for a `WanImageToVideoPipeline` checkpoint,
-    `{"t2v", "i2v"}` for Wan 2.2 TI2V-5B (`expand_timesteps`), `{"t2v"}` otherwise."""
-    if model_index.get("_class_name") == WanSpec.image_to_video_pipeline_class_name:
-        return frozenset({"i2v"})
-    return frozenset({"t2v", "i2v"}) if model_index.get("expand_timesteps") else frozenset({"t2v"})
-
-
 @dataclass(frozen=True)
 class WanSpec(ModelSpec):
     """Wan's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent frame),
@@ -121,6 +113,8 @@ class WanSpec(ModelSpec):
     pipeline_class_name = "WanPipeline"
     detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("WanImageToVideoPipeline",)
     image_to_video_pipeline_class_name: ClassVar[str | None] = "WanImageToVideoPipeline"
+    #: TI2V-5B's share of samples conditioned on their first frame when the run gives none.
+    default_first_frame_conditioning_p: ClassVar[float] = TI2V_FIRST_FRAME_CONDITIONING_P
     transformer_class_name = "WanTransformer3DModel"
     vae_class_name = "AutoencoderKLWan"
     uses_flow_matching = True
@@ -133,7 +127,7 @@ class WanSpec(ModelSpec):
     boundary_ratio: float | None = None
     expand_timesteps: bool = False
     scheduler_class_name: str = "UniPCMultistepScheduler"
-    #: The tasks the checkpoint trains (`task_of`): subset of {"t2v", "i2v"}.
+    #: The tasks the checkpoint trains (`read_tasks`): subset of {"t2v", "i2v"}.
     tasks: frozenset[str] = frozenset({"t2v"})
     #: Whether the checkpoint has an image encoder (Wan 2.1 I2V's CLIP).
     has_image_encoder: bool = False
@@ -165,9 +159,17 @@ class WanSpec(ModelSpec):
             boundary_ratio=model_index.get("boundary_ratio") if two_experts else None,
             expand_timesteps=bool(model_index.get("expand_timesteps", False)),
             scheduler_class_name=model_index.get("scheduler", [None, cls.scheduler_class_name])[1],
-            tasks=task_of(model_index),
+            tasks=cls.read_tasks(model_index, config),
             has_image_encoder=(model_index.get("image_encoder") or [None])[0] is not None,
         )
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """`{"i2v"}` for a `WanImageToVideoPipeline` checkpoint, `{"t2v", "i2v"}` for Wan 2.2 TI2V-5B
+        (`expand_timesteps`: one checkpoint for both), `{"t2v"}` otherwise."""
+        if model_index.get("_class_name") == cls.image_to_video_pipeline_class_name:
+            return frozenset({"i2v"})
+        return frozenset({"t2v", "i2v"}) if model_index.get("expand_timesteps") else frozenset({"t2v"})
 
     @property
     def pipeline_class(self) -> type:
@@ -249,7 +251,7 @@ class WanSpec(ModelSpec):
         if not self.conditions_on_latents:
             return 1.0
         p = options.first_frame_conditioning_p
-        return TI2V_FIRST_FRAME_CONDITIONING_P if p is None else p
+        return self.default_first_frame_conditioning_p if p is None else p
 
     def check_options(
         self,
@@ -384,6 +386,7 @@ class WanAdapter(ModelAdapter):
     `Wan-AI/Wan2.2-T2V-A14B-Diffusers` with `options.expert`). `transformer` is the trained expert."""
 
     spec_class = WanSpec
+    image_encoder_components: ClassVar[tuple[str, ...]] = ("image_encoder", "image_processor")
 
     def __init__(self, spec: WanSpec, *, image_encoder=None, image_processor=None, **components):
         """As the base; `image_encoder` (`CLIPVisionModel`) and `image_processor` (`CLIPImageProcessor`) are Wan 2.1
