@@ -111,7 +111,6 @@ class WanSpec(ModelSpec):
 
     family = "wan"
     pipeline_class_name = "WanPipeline"
-    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("WanImageToVideoPipeline",)
     image_to_video_pipeline_class_name: ClassVar[str | None] = "WanImageToVideoPipeline"
     #: TI2V-5B's share of samples conditioned on their first frame when the run gives none.
     default_first_frame_conditioning_p: ClassVar[float] = TI2V_FIRST_FRAME_CONDITIONING_P
@@ -159,7 +158,6 @@ class WanSpec(ModelSpec):
             boundary_ratio=model_index.get("boundary_ratio") if two_experts else None,
             expand_timesteps=bool(model_index.get("expand_timesteps", False)),
             scheduler_class_name=model_index.get("scheduler", [None, cls.scheduler_class_name])[1],
-            tasks=cls.read_tasks(model_index, config),
             has_image_encoder=(model_index.get("image_encoder") or [None])[0] is not None,
         )
 
@@ -184,19 +182,6 @@ class WanSpec(ModelSpec):
         """Whether the image condition is the clip's own first latent frame (TI2V-5B, `expand_timesteps`) rather
         than a channel-concatenated condition video (Wan 2.1 / 2.2 A14B I2V)."""
         return self.expand_timesteps
-
-    def check_task(self, image_to_video: bool) -> None:
-        """Refuses a text-to-video-only checkpoint with `--image_to_video` and an image-to-video one without it."""
-        if image_to_video and "i2v" not in self.tasks:
-            raise ModelLayoutError(
-                f"--image_to_video: {self.pretrained_model_name_or_path} is a text-to-video Wan checkpoint "
-                "(WanPipeline); train it without --image_to_video, or use a WanImageToVideoPipeline checkpoint."
-            )
-        if not image_to_video and "t2v" not in self.tasks:
-            raise ModelLayoutError(
-                f"{self.pretrained_model_name_or_path} is an image-to-video Wan checkpoint "
-                "(WanImageToVideoPipeline): add --image_to_video."
-            )
 
     @property
     def fps(self) -> int:
@@ -264,15 +249,6 @@ class WanSpec(ModelSpec):
         """`WanPipeline` has no dynamic guidance; prompts need at least one token; a two-expert checkpoint trains
         exactly one of its experts, named by `expert`, and a one-transformer checkpoint none."""
         super().check_options(training=replace(training, expert=None) if self.two_experts else training)
-        self.check_task(training.image_to_video)
-        p = training.first_frame_conditioning_p
-        if p is not None and not (training.image_to_video and 0.0 <= p <= 1.0):
-            raise ModelLayoutError(f"--first_frame_conditioning_p {p}: needs --image_to_video and a share in [0, 1].")
-        if p not in (None, 1.0) and not self.conditions_on_latents:
-            raise ModelLayoutError(
-                f"--first_frame_conditioning_p {p}: a Wan I2V checkpoint always takes an image; drop the flag "
-                "(or give 1.0)."
-            )
         if use_dynamic_cfg:
             raise ModelLayoutError("`use_dynamic_cfg=True`: WanPipeline has no dynamic guidance; drop it.")
         if training.max_sequence_length is not None and training.max_sequence_length < 1:
@@ -387,12 +363,6 @@ class WanAdapter(ModelAdapter):
 
     spec_class = WanSpec
     image_encoder_components: ClassVar[tuple[str, ...]] = ("image_encoder", "image_processor")
-
-    def __init__(self, spec: WanSpec, *, image_encoder=None, image_processor=None, **components):
-        """As the base; `image_encoder` (`CLIPVisionModel`) and `image_processor` (`CLIPImageProcessor`) are Wan 2.1
-        I2V's, for `image_encoder_outputs`."""
-        super().__init__(spec, **components)
-        self.image_encoder, self.image_processor = image_encoder, image_processor
 
     @classmethod
     def component_classes(cls, spec: WanSpec) -> ComponentClasses:
