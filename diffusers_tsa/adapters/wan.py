@@ -344,6 +344,28 @@ class WanSpec(ModelSpec):
         """A low-noise expert's LoRA goes into `transformer_2` (`load_into_transformer_2=True`)."""
         return {"load_into_transformer_2": True} if self.expert == "low_noise" else {}
 
+    def generate(self, pipe, prompt: str, settings: GenerationSettings, generator=None, image: Any = None):
+        """As the base; an image-to-video pipeline without `ftfy` installed is given the prompts as embeddings,
+        encoded as `WanPipeline` encodes them (this diffusers' `WanImageToVideoPipeline` cleans prompts with `ftfy`
+        unconditionally, `WanPipeline` only where it is installed)."""
+        from diffusers import WanPipeline
+        from diffusers.utils import is_ftfy_available
+
+        if image is None or is_ftfy_available():
+            return super().generate(pipe, prompt, settings, generator=generator, image=image)
+        self.configure_pipeline(pipe, settings)
+        kwargs = self.pipeline_kwargs(settings)
+        length = kwargs.pop("max_sequence_length")
+
+        def encode(text: str) -> torch.Tensor:
+            return WanPipeline._get_t5_prompt_embeds(pipe, text, max_sequence_length=length)
+
+        negative = {"negative_prompt_embeds": encode("")} if settings.guidance_scale > 1 else {}
+        embeds = encode(prompt)
+        return pipe(
+            image=image, prompt_embeds=embeds, **negative, generator=generator, output_type="np", **kwargs
+        ).frames[0]
+
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`WanPipeline` arguments (no dynamic guidance; text length the pipeline's 512 unless given)."""
         return {

@@ -12,7 +12,7 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 from PIL import Image
 
-from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
+from diffusers_tsa.adapters import ADAPTERS, GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.adapters.wan import TI2V_FIRST_FRAME_CONDITIONING_P
 from diffusers_tsa.errors import ModelLayoutError
 from diffusers_tsa.hooks import BlockFeatureExtractor
@@ -136,16 +136,8 @@ def test_validation_pipeline_is_the_stock_i2v_one(tiny):
     pipe = wan.pipeline(wan.transformer)
     assert type(pipe) is WanImageToVideoPipeline and pipe.image_encoder is wan.image_encoder
     _, image = clip()
-    # Embeddings given: this diffusers' I2V pipeline cleans prompts with `ftfy` unconditionally, not installed here.
-    frames = pipe(
-        image=image,
-        prompt_embeds=wan.text_encoder_outputs([PROMPT])["prompt_embeds"],
-        guidance_scale=1.0,
-        num_frames=FRAMES,
-        height=HEIGHT,
-        width=WIDTH,
-        num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-    ).frames
-    assert frames.shape == (1, FRAMES, 3, HEIGHT, WIDTH)
+    # Through `spec.generate`: this diffusers' I2V pipeline needs `ftfy` for prompts (not installed here), so the
+    # spec gives it `WanPipeline`'s embeddings.
+    settings = GenerationSettings(FRAMES, HEIGHT, WIDTH, num_inference_steps=2, max_sequence_length=16)
+    frames = wan.spec.generate(pipe, PROMPT, settings, generator=torch.Generator().manual_seed(0), image=image)
+    assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
