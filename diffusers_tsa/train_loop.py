@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import diffusers
+import PIL.Image
 import torch
 import transformers
 from accelerate import Accelerator, DistributedType
@@ -33,6 +34,7 @@ from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_se
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params, free_memory
 from diffusers.utils import export_to_video, is_wandb_available
+from einops import rearrange
 from huggingface_hub import create_repo, upload_folder
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -227,10 +229,12 @@ def card_hyperparameters(args, spec, resolved: dict) -> dict:
 
 
 # Adapted from diffusers' examples/cogvideo/train_cogvideox_lora.py (`log_validation`).
-def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False):
+def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False, images=None):
     """Generates `--num_validation_videos` per validation prompt with a stock pipeline; writes them under
-    output_dir/validation/ and to the trackers. Returns the written paths and their prompts."""
+    output_dir/validation/ and to the trackers (`images`: an image-to-video run's first frame per prompt). Returns the
+    written paths and their prompts."""
     prompts = args.validation_prompt.split(args.validation_prompt_separator)
+    images = images or [None] * len(prompts)
     what = "Final validation, the saved weights in a stock pipeline," if final else "Running validation"
     logger.info(f"{what} at step {step}: {len(prompts)} prompt(s) x {args.num_validation_videos} video(s)")
     pipe.set_progress_bar_config(disable=True)
@@ -241,7 +245,7 @@ def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False
     for p, prompt in enumerate(prompts):
         for i in range(args.num_validation_videos):
             with torch.no_grad(), accelerator.autocast():
-                frames = plan.spec.generate(pipe, prompt, settings, generator)  # (T, H, W, 3) in [0, 1]
+                frames = plan.spec.generate(pipe, prompt, settings, generator, images[p])  # (T, H, W, 3) in [0, 1]
             path = folder / f"{'final' if final else f'step-{step}'}-{p}-{i}.mp4"
             export_to_video(list(frames), str(path), fps=plan.fps)
             paths.append(str(path.relative_to(args.output_dir)))
@@ -266,6 +270,30 @@ def log_validation(pipe, plan, settings, args, accelerator, step, *, final=False
                 tracker.writer.add_images(f"{phase}/{n}: {prompt[:60]}", video, step, dataformats="NCHW")
     free_memory()
     return paths, [prompt for prompt, _ in videos_for_tracker]
+
+
+def validation_images(args, plan, data_order) -> list:
+    """The first frame (a PIL image) of each validation prompt of an image-to-video run: `--validation_images`
+    (paths or URLs, one per prompt), else the first frame of the first training clip after its crop, for every
+    prompt.
+
+    Raises:
+        `UsageError`: `--validation_images` does not give one image per prompt.
+    """
+    from diffusers.utils import load_image
+
+    prompts = args.validation_prompt.split(args.validation_prompt_separator)
+    if args.validation_images is None:
+        first = TrainingClips(plan.table, plan.clip, order=data_order, decode_videos=True)[0]["video"][0]
+        pixels = ((first.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return [PIL.Image.fromarray(rearrange(pixels, "c h w -> h w c").numpy())] * len(prompts)
+    paths = args.validation_images.split(args.validation_prompt_separator)
+    if len(paths) != len(prompts):
+        raise cli.FlagError(
+            f"--validation_images gives {len(paths)} image(s) for {len(prompts)} --validation_prompt(s): give one per "
+            "prompt, separated by --validation_prompt_separator."
+        )
+    return [load_image(path) for path in paths]
 
 
 def log_probe(probe, args, accelerator, step):
@@ -564,6 +592,8 @@ def train(args: argparse.Namespace) -> None:
         max_sequence_length=plan.spec.options.max_sequence_length,
     )
 
+    images = validation_images(args, plan, data_order) if args.validation_prompt and plan.spec.image_to_video else None
+
     def validate(step):
         model.eval()
         if probe:
@@ -571,7 +601,7 @@ def train(args: argparse.Namespace) -> None:
         if args.validation_prompt:
             with adapter.encoders_loaded():
                 pipe = adapter.pipeline(accelerator.unwrap_model(model).transformer)
-                log_validation(pipe, plan, generation, args, accelerator, step)
+                log_validation(pipe, plan, generation, args, accelerator, step, images=images)
                 del pipe
         model.train()
 
@@ -715,7 +745,7 @@ def train(args: argparse.Namespace) -> None:
             )
             plan.spec.use_sampler(pipe)  # the evaluation protocol's sampler, as during training
             validation["paths"], validation["prompts"] = log_validation(
-                pipe, plan, generation, args, accelerator, global_step, final=True
+                pipe, plan, generation, args, accelerator, global_step, final=True, images=images
             )
         save_model_card(
             repo_id or args.hub_model_id or Path(args.output_dir).name,

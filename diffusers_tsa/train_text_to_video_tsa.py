@@ -63,6 +63,13 @@ def parse_args(input_args=None):
         help="Prompt(s) generated during validation, separated by --validation_prompt_separator.",
     )
     parser.add_argument("--validation_prompt_separator", type=str, default=":::", help="Separator of prompts.")
+    parser.add_argument(
+        "--validation_images",
+        type=str,
+        default=None,
+        help="With --image_to_video: the first frame (path or URL) of each validation prompt, separated by "
+        "--validation_prompt_separator; default: the first frame of the first training clip, after its crop.",
+    )
     parser.add_argument("--num_validation_videos", type=int, default=1, help="Videos per validation prompt (1).")
     parser.add_argument("--validation_epochs", type=int, default=None, help="Validate every X epochs (off).")
     parser.add_argument(

@@ -71,6 +71,7 @@ class ModelAdapter(abc.ABC):
             with the family's defaults filled in (`spec.for_training`).
         load_encoders (`Callable`, *optional*): loads the tokenizer, text encoder and VAE left out
             (`encoders_loaded`).
+        **image_encoders: the family's `image_encoder_components` (`None` or absent: left out).
     """
 
     #: The family's `ModelSpec` subclass.
@@ -81,6 +82,9 @@ class ModelAdapter(abc.ABC):
     #: The frozen encoders `load_encoders` reads and `encoders_loaded` loads and frees, as attributes of the adapter
     #: (families with a second text encoder add theirs).
     encoder_components: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder", "vae")
+    #: The family's frozen image encoders of an image-to-video run (e.g. `("image_encoder", "image_processor")`),
+    #: attributes of the adapter that `load_encoders` reads and `encoders_loaded` loads and frees with the others.
+    image_encoder_components: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -93,7 +97,13 @@ class ModelAdapter(abc.ABC):
         scheduler,
         options: TrainingOptions = TrainingOptions(),
         load_encoders: Callable[[], dict[str, Any]] | None = None,
+        **image_encoders: Any,
     ):
+        unknown = sorted(set(image_encoders) - set(self.image_encoder_components))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no components {unknown}.")
+        for name in self.image_encoder_components:
+            setattr(self, name, image_encoders.get(name))
         self.spec = spec.for_training(options)
         self.options = self.spec.options
         self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
@@ -176,7 +186,8 @@ class ModelAdapter(abc.ABC):
     def pipeline_components(cls, pipe) -> dict[str, Any]:
         """A loaded stock pipeline's components as `__init__` takes them: `tokenizer`, `text_encoder`, `vae`,
         `transformer` and `scheduler` (families with more text encoders hold them together and override it)."""
-        return {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")}
+        names = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler", *cls.image_encoder_components)
+        return {name: getattr(pipe, name, None) for name in names}
 
     @classmethod
     def component_classes(cls, spec: ModelSpec) -> ComponentClasses:
@@ -220,7 +231,9 @@ class ModelAdapter(abc.ABC):
                 .requires_grad_(False)
                 .to(device)
             )
-        components = load_encoders() if encoders else dict.fromkeys(cls.encoder_components)
+        components = (
+            load_encoders() if encoders else dict.fromkeys(cls.encoder_components + cls.image_encoder_components)
+        )
         scheduler = cls.component_classes(spec).scheduler
         return {
             **components,
@@ -332,9 +345,20 @@ class ModelAdapter(abc.ABC):
         """Captions -> what the frozen text encoder gives for them, one `(B, ...)` tensor per name (e.g.
         `prompt_embeds` `(B, L, D)`, `prompt_attention_mask` `(B, L)`)."""
 
+    def image_encoder_outputs(
+        self, first_frames: torch.Tensor, videos: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """An image-to-video run's first frames `(B, C, H, W)` in [-1, 1] (and their clips `(B, T, C, H, W)`, for
+        families that encode a condition video) -> what the frozen encoders give for them, one `(B, ...)` tensor per
+        name, stored by the precompute beside `text_encoder_outputs` (e.g. CogVideoX-I2V's `image_latent_moments`).
+        Here none: families whose condition is the clip's own first latent frame need nothing more."""
+        return {}
+
     def conditioning(self, outputs: dict[str, torch.Tensor]) -> Any:
-        """`text_encoder_outputs` -> the text conditioning `diffusion_loss` takes: here `prompt_embeds`; families
-        whose conditioning is a tuple, or uses the transformer's own tensors (NOVA's null rows), override it."""
+        """`text_encoder_outputs` (and, in an image-to-video run, `image_encoder_outputs`, in the same dict) -> the
+        conditioning `diffusion_loss` takes: here `prompt_embeds`; families whose conditioning is a tuple, uses the
+        transformer's own tensors (NOVA's null rows), or an image (sampled here, a fresh draw each step) override
+        it."""
         return outputs["prompt_embeds"]
 
     def encode_prompts(self, prompts: list[str]) -> Any:

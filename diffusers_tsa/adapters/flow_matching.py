@@ -94,11 +94,23 @@ class FlowMatching:
         return (1 - sigmas) * latents + sigmas * noise
 
     def loss(
-        self, prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+        self,
+        prediction: torch.Tensor,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        sigmas: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The weighted MSE of the predicted velocity against `noise - x_0`, averaged per sample then over the batch."""
+        """The weighted MSE of the predicted velocity against `noise - x_0`, averaged per sample then over the batch;
+        with `mask` (broadcastable to the latents, 1 = in the loss) averaged per sample over the masked-in elements
+        (a conditioning frame given clean is left out)."""
         from diffusers.training_utils import compute_loss_weighting_for_sd3
 
         weights = compute_loss_weighting_for_sd3(self.weighting_scheme, sigmas.float())
-        squared_error = (prediction.float() - (noise - latents).float()).pow(2).flatten(1).mean(1)
-        return (weights * squared_error).mean()
+        squared_error = (prediction.float() - (noise - latents).float()).pow(2)
+        if mask is None:
+            return (weights * squared_error.flatten(1).mean(1)).mean()
+        mask = mask.float().expand_as(squared_error)
+        per_sample = (squared_error * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+        return (weights * per_sample).mean()

@@ -17,11 +17,19 @@ class TrainingOptions:
             which `ModelSpec.for_training` fills in.
         flow_matching (`FlowMatching`): how flow-matching families (Wan, LTX-Video) draw and weight noise levels.
         expert (`str`, *optional*): the expert that trains in a two-expert checkpoint (Wan 2.2 A14B).
+        image_to_video (`bool`, defaults to `False`): trains the checkpoint's image-to-video task, conditioned on each
+            clip's first frame (`ModelSpec.check_task` refuses a checkpoint without it, or with only it when off).
+        first_frame_conditioning_p (`float`, *optional*): the share of training samples conditioned on their first
+            frame, for checkpoints that train text- and image-to-video in one (LTX-Video, LTX-2, Wan 2.2 TI2V-5B);
+            `None` is the family's default (`ModelSpec.for_training`); checkpoints whose I2V task always takes an
+            image use 1.0 and refuse other values.
     """
 
     max_sequence_length: int | None = None
     flow_matching: FlowMatching = FlowMatching()
     expert: str | None = None
+    image_to_video: bool = False
+    first_frame_conditioning_p: float | None = None
 
 
 @dataclass(frozen=True)

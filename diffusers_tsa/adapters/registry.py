@@ -32,7 +32,8 @@ def load_spec(
     Args:
         pretrained_model_name_or_path (`str` or `os.PathLike`): Hub id or folder of a diffusers pipeline.
         family (`str`, defaults to `"auto"`): a key of `ADAPTERS`, or `"auto"` to read it from the pipeline class
-            in `model_index.json` (a family's `pipeline_class_name` or one of its `detected_pipeline_class_names`).
+            in `model_index.json` (a family's `pipeline_class_name`, one of its `detected_pipeline_class_names`, or an
+            image-to-video class: `ModelSpec.image_to_video_class_names`).
         revision (`str`, *optional*): Hub revision.
         cache_dir (`str`, *optional*): Hub cache folder.
     """
@@ -53,7 +54,12 @@ def load_spec(
         found = [
             a
             for a in ADAPTERS.values()
-            if class_name in (a.spec_class.pipeline_class_name, *a.spec_class.detected_pipeline_class_names)
+            if class_name
+            in (
+                a.spec_class.pipeline_class_name,
+                *a.spec_class.detected_pipeline_class_names,
+                *a.spec_class.image_to_video_class_names(),
+            )
         ]
         if not found:
             raise ModelLayoutError(

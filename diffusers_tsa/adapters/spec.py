@@ -63,6 +63,8 @@ class ModelSpec(abc.ABC):
         options (`TrainingOptions`, *optional*): the options of the run this spec was made for (`for_training`),
             with the family's defaults filled in (`max_sequence_length` is never `None`); `None` for a spec read
             from its configs alone (evaluation).
+        tasks (`frozenset[str]`, defaults to `{"t2v"}`): what the checkpoint generates, a subset of `{"t2v", "i2v"}`
+            (text-to-video, image-to-video conditioned on a first frame), read from its configs (`read_tasks`).
     """
 
     #: The adapter family (`"cogvideox"`, `"nova"`), the training script's `--model_family`.
@@ -87,6 +89,15 @@ class ModelSpec(abc.ABC):
     default_max_sequence_length: ClassVar[int]
     #: Whether the family trains with `FlowMatching` (its options are refused otherwise).
     uses_flow_matching: ClassVar[bool] = False
+    #: The stock image-to-video pipeline of the family (diffusers' class name), which `pipeline_class` gives for a run
+    #: with `TrainingOptions.image_to_video`; `None`: the family has no image-to-video task.
+    image_to_video_pipeline_class_name: ClassVar[str | None] = None
+    #: Other `_class_name`s of the family's image-to-video checkpoints (read as the family by `load_spec` and as the
+    #: `"i2v"` task by `read_tasks`), e.g. `LTXConditionPipeline`.
+    detected_image_to_video_pipeline_class_names: ClassVar[tuple[str, ...]] = ()
+    #: `first_frame_conditioning_p` of a checkpoint that trains text- and image-to-video in one (both in `tasks`)
+    #: when the run does not give it; an image-to-video-only checkpoint always conditions (1.0).
+    default_first_frame_conditioning_p: ClassVar[float] = 1.0
 
     pretrained_model_name_or_path: str
     num_blocks: int
@@ -95,6 +106,7 @@ class ModelSpec(abc.ABC):
     revision: str | None = None
     cache_dir: str | None = None
     options: TrainingOptions | None = None
+    tasks: frozenset[str] = frozenset({"t2v"})
 
     @classmethod
     def from_configs(
@@ -114,7 +126,22 @@ class ModelSpec(abc.ABC):
         name = pretrained_model_name_or_path
         config = getattr(diffusers, cls.transformer_class_name).load_config(name, subfolder="transformer", **kwargs)
         vae = getattr(diffusers, cls.vae_class_name).load_config(name, subfolder="vae", **kwargs)
-        return cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
+        spec = cls.from_model_configs(name, config, vae, model_index, revision=revision, cache_dir=cache_dir)
+        return replace(spec, tasks=cls.read_tasks(model_index, config))
+
+    @classmethod
+    def image_to_video_class_names(cls) -> tuple[str, ...]:
+        """The `_class_name`s of the family's image-to-video checkpoints: `image_to_video_pipeline_class_name` and
+        `detected_image_to_video_pipeline_class_names`."""
+        names = (cls.image_to_video_pipeline_class_name, *cls.detected_image_to_video_pipeline_class_names)
+        return tuple(name for name in names if name)
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """The checkpoint's `tasks` from its `model_index.json` and transformer config: `{"i2v"}` for an
+        image-to-video pipeline class (`image_to_video_class_names`), `{"t2v"}` otherwise. Families whose transformer
+        config tells (CogVideoX-I2V's doubled input channels) or whose one checkpoint does both override it."""
+        return frozenset({"i2v"} if model_index.get("_class_name") in cls.image_to_video_class_names() else {"t2v"})
 
     @classmethod
     def from_model_configs(
@@ -213,6 +240,44 @@ class ModelSpec(abc.ABC):
                 f"`expert={training.expert!r}`: this {self.family} checkpoint has one transformer; experts are for "
                 "two-expert checkpoints (Wan 2.2 A14B)."
             )
+        self.check_task(training.image_to_video)
+        self.check_first_frame_conditioning_p(training)
+
+    def check_task(self, image_to_video: bool) -> None:
+        """Raises `ModelLayoutError` for a task the checkpoint does not have (`tasks`): `image_to_video` on a
+        text-to-video-only checkpoint, or its absence on an image-to-video-only one."""
+        name = self.pretrained_model_name_or_path
+        if image_to_video and "i2v" not in self.tasks:
+            pipeline = self.image_to_video_pipeline_class_name
+            fix = f"an image-to-video checkpoint ({pipeline})" if pipeline else "a family with image-to-video"
+            raise ModelLayoutError(
+                f"`image_to_video=True` (--image_to_video): {name!r} is a text-to-video {self.family} checkpoint; "
+                f"train {fix}, or drop --image_to_video."
+            )
+        if not image_to_video and "t2v" not in self.tasks:
+            raise ModelLayoutError(
+                f"`image_to_video=False`: {name!r} is an image-to-video {self.family} checkpoint (it generates from a "
+                "first frame); pass --image_to_video."
+            )
+
+    def check_first_frame_conditioning_p(self, training: TrainingOptions) -> None:
+        """Raises `ModelLayoutError` for a `first_frame_conditioning_p` the run cannot use: given without
+        `image_to_video`, outside [0, 1], or other than 1.0 for an image-to-video-only checkpoint."""
+        p = training.first_frame_conditioning_p
+        if p is None:
+            return
+        if not training.image_to_video:
+            raise ModelLayoutError(
+                f"`first_frame_conditioning_p={p}` (--first_frame_conditioning_p) conditions image-to-video training: "
+                "pass --image_to_video, or drop it."
+            )
+        if not 0.0 <= p <= 1.0:
+            raise ModelLayoutError(f"`first_frame_conditioning_p={p}` must be a share in [0, 1].")
+        if "t2v" not in self.tasks and p != 1.0:
+            raise ModelLayoutError(
+                f"`first_frame_conditioning_p={p}`: this {self.family} image-to-video checkpoint is always given its "
+                "first frame; drop --first_frame_conditioning_p (or pass 1.0)."
+            )
 
     def resolve_max_sequence_length(self, max_sequence_length: int | None) -> int:
         """`max_sequence_length`, or the family's `default_max_sequence_length` for `None`."""
@@ -220,11 +285,15 @@ class ModelSpec(abc.ABC):
 
     def for_training(self, options: TrainingOptions) -> ModelSpec:
         """The spec as a run with `options` trains it: `options` checked (`check_options`) and held, with the
-        family's defaults filled in (`max_sequence_length`), in `options`; what the run saves and the model card's
+        family's defaults filled in (`max_sequence_length`; `first_frame_conditioning_p` of an image-to-video run), in
+        `options`; what the run saves and the model card's
         code follow from them (Wan 2.2 A14B's expert)."""
         self.check_options(training=options)
         length = self.resolve_max_sequence_length(options.max_sequence_length)
-        return replace(self, options=replace(options, max_sequence_length=length))
+        p = options.first_frame_conditioning_p
+        if options.image_to_video and p is None:
+            p = self.default_first_frame_conditioning_p if "t2v" in self.tasks else 1.0
+        return replace(self, options=replace(options, max_sequence_length=length, first_frame_conditioning_p=p))
 
     @property
     def trained_slot(self) -> str | None:
@@ -245,10 +314,18 @@ class ModelSpec(abc.ABC):
     @property
     def pipeline_class(self) -> type:
         """The stock pipeline class that loads this checkpoint and what training writes (diffusers'
-        `pipeline_class_name`; families outside diffusers override it)."""
+        `pipeline_class_name`, or `image_to_video_pipeline_class_name` for a spec made `for_training` an
+        image-to-video run; families outside diffusers override it)."""
         import diffusers
 
-        return getattr(diffusers, self.pipeline_class_name)
+        return getattr(
+            diffusers, self.image_to_video_pipeline_class_name if self.image_to_video else self.pipeline_class_name
+        )
+
+    @property
+    def image_to_video(self) -> bool:
+        """Whether this spec was made `for_training` an image-to-video run (its pipelines take an `image`)."""
+        return self.options is not None and self.options.image_to_video
 
     @property
     def transformer_class(self) -> type:
@@ -356,8 +433,15 @@ class ModelSpec(abc.ABC):
         return []
 
     def generate(
-        self, pipe, prompt: str, settings: GenerationSettings, generator: torch.Generator | None = None
+        self,
+        pipe,
+        prompt: str,
+        settings: GenerationSettings,
+        generator: torch.Generator | None = None,
+        image: Any = None,
     ) -> np.ndarray:
-        """One video of `prompt`: float32 frames `(T, H, W, 3)` in [0, 1], what `export_to_video` takes."""
+        """One video of `prompt`: float32 frames `(T, H, W, 3)` in [0, 1], what `export_to_video` takes; `image` (a
+        PIL image) is the first frame an image-to-video pipeline starts from."""
         self.configure_pipeline(pipe, settings)
-        return pipe(prompt=prompt, generator=generator, output_type="np", **self.pipeline_kwargs(settings)).frames[0]
+        kwargs = self.pipeline_kwargs(settings) | ({} if image is None else {"image": image})
+        return pipe(prompt=prompt, generator=generator, output_type="np", **kwargs).frames[0]

@@ -16,6 +16,21 @@ Three kinds of checkpoint share the pipeline:
   what is saved: a full fine-tune of the low-noise expert in `transformer_2/`, a LoRA's expert in its file's header
   (`EXPERT_METADATA_KEY`), so that `load_trained_pipeline` (the training script's final videos, `eval/generate.py`)
   puts it in its slot with no flag.
+
+Image-to-video (`TrainingOptions.image_to_video`), as `WanImageToVideoPipeline` conditions:
+
+- Wan 2.1 I2V and Wan 2.2 I2V A14B (checkpoints of `WanImageToVideoPipeline`): the clip's first frame followed by
+  zeros is encoded by the VAE (its mode, normalised as the latents), the 4-channel frame mask (`mask_lat_size`: 1 on
+  the first latent frame) is put before it, and the two are concatenated to the noisy latents on the channels (in
+  `prepare_latents`); Wan 2.1 I2V's transformer also takes `encoder_hidden_states_image`, the CLIP image encoder's
+  penultimate hidden states (`encode_image`). Every sample is conditioned; all frames are generated and in the
+  loss.
+- Wan 2.2 TI2V-5B image mode (`expand_timesteps`): the first latent frame is the clean latent of the clip's own
+  first frame (the VAE is causal), its tokens get timestep 0 and are left out of the diffusion loss; a share
+  `first_frame_conditioning_p` of the samples (default `TI2V_FIRST_FRAME_CONDITIONING_P`) is conditioned, the others
+  train text-to-video.
+
+The alignment term sees every token, the first frame's included, as queries and keys.
 """
 
 from __future__ import annotations
@@ -41,6 +56,12 @@ from .spec import LORA_WEIGHT_NAME, Grid, ModelSpec, frame_count_problem, side_p
 
 #: The experts of a two-expert checkpoint (Wan 2.2 A14B) -> the pipeline component each one is.
 EXPERTS = {"high_noise": "transformer", "low_noise": "transformer_2"}
+#: The share of Wan 2.2 TI2V-5B samples conditioned on their first frame when `--image_to_video` gives none. The
+#: checkpoint is one model for both tasks (`WanPipeline` and `WanImageToVideoPipeline` load the same weights) and
+#: Wan 2.2 trained it on both; half and half keeps the text-to-video task the run does not ask for from drifting while
+#: giving the image task as many steps as a pure I2V run on 2 of every 4 clips. (finetrainers' 0.1 for LTX-Video is a
+#: text-to-video run with some image conditioning, the reverse emphasis.)
+TI2V_FIRST_FRAME_CONDITIONING_P = 0.5
 #: Key of the safetensors header entry naming the expert a LoRA file trained (two-expert checkpoints only).
 EXPERT_METADATA_KEY = "diffusers_tsa.wan_expert"
 
@@ -54,6 +75,33 @@ def lora_expert(path: str | os.PathLike) -> str | None:
         return (f.metadata() or {}).get(EXPERT_METADATA_KEY)
 
 
+def frame_mask(batch: int, temporal_compression: int, latent_frames: int, height: int, width: int) -> torch.Tensor:
+    """Wan I2V's frame mask (`WanImageToVideoPipeline.prepare_latents`' `mask_lat_size`), `(B, tc, F', H', W')`: the
+    pixel frames' mask (1 for the given first frame, 0 for the generated ones), the first frame repeated `tc` times
+    so that each latent frame holds `tc` of them, folded onto the channels: all ones on the first latent frame,
+    zeros elsewhere."""
+    mask = torch.zeros(batch, temporal_compression, latent_frames, height, width)
+    mask[:, :, 0] = 1
+    return mask
+
+
+@dataclass(frozen=True)
+class WanImageConditioning:
+    """What Wan's image-to-video `diffusion_loss` takes (`WanAdapter.conditioning`).
+
+    Args:
+        prompt_embeds (`torch.Tensor`): UMT5 embeddings `(B, L, D)`.
+        image_latents (`torch.Tensor`, *optional*): the normalised latent mode of `[first frame, zeros...]`,
+            `(B, C', F', H', W')` (Wan 2.1 / 2.2 A14B I2V; `None` for TI2V-5B, conditioned on its own latents).
+        image_embeds (`torch.Tensor`, *optional*): the image encoder's penultimate hidden states `(B, N, D')` (Wan 2.1
+            I2V only).
+    """
+
+    prompt_embeds: torch.Tensor
+    image_latents: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+
+
 @dataclass(frozen=True)
 class WanSpec(ModelSpec):
     """Wan's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent frame),
@@ -63,6 +111,9 @@ class WanSpec(ModelSpec):
 
     family = "wan"
     pipeline_class_name = "WanPipeline"
+    image_to_video_pipeline_class_name: ClassVar[str | None] = "WanImageToVideoPipeline"
+    #: TI2V-5B's share of samples conditioned on their first frame when the run gives none.
+    default_first_frame_conditioning_p: ClassVar[float] = TI2V_FIRST_FRAME_CONDITIONING_P
     transformer_class_name = "WanTransformer3DModel"
     vae_class_name = "AutoencoderKLWan"
     uses_flow_matching = True
@@ -75,6 +126,10 @@ class WanSpec(ModelSpec):
     boundary_ratio: float | None = None
     expand_timesteps: bool = False
     scheduler_class_name: str = "UniPCMultistepScheduler"
+    #: The tasks the checkpoint trains (`read_tasks`): subset of {"t2v", "i2v"}.
+    tasks: frozenset[str] = frozenset({"t2v"})
+    #: Whether the checkpoint has an image encoder (Wan 2.1 I2V's CLIP).
+    has_image_encoder: bool = False
 
     @classmethod
     def from_model_configs(
@@ -103,7 +158,30 @@ class WanSpec(ModelSpec):
             boundary_ratio=model_index.get("boundary_ratio") if two_experts else None,
             expand_timesteps=bool(model_index.get("expand_timesteps", False)),
             scheduler_class_name=model_index.get("scheduler", [None, cls.scheduler_class_name])[1],
+            has_image_encoder=(model_index.get("image_encoder") or [None])[0] is not None,
         )
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """`{"i2v"}` for a `WanImageToVideoPipeline` checkpoint, `{"t2v", "i2v"}` for Wan 2.2 TI2V-5B
+        (`expand_timesteps`: one checkpoint for both), `{"t2v"}` otherwise."""
+        if model_index.get("_class_name") == cls.image_to_video_pipeline_class_name:
+            return frozenset({"i2v"})
+        return frozenset({"t2v", "i2v"}) if model_index.get("expand_timesteps") else frozenset({"t2v"})
+
+    @property
+    def pipeline_class(self) -> type:
+        """`WanImageToVideoPipeline` for an image-to-video run (or checkpoint), `WanPipeline` otherwise."""
+        import diffusers
+
+        image = self.tasks == {"i2v"} or (self.options is not None and self.options.image_to_video)
+        return getattr(diffusers, self.image_to_video_pipeline_class_name if image else self.pipeline_class_name)
+
+    @property
+    def conditions_on_latents(self) -> bool:
+        """Whether the image condition is the clip's own first latent frame (TI2V-5B, `expand_timesteps`) rather
+        than a channel-concatenated condition video (Wan 2.1 / 2.2 A14B I2V)."""
+        return self.expand_timesteps
 
     @property
     def fps(self) -> int:
@@ -149,6 +227,16 @@ class WanSpec(ModelSpec):
         CogVideoX's, all see every video token with full 3D attention, so the same relative depth is where the
         correspondences the paper aligns form; no Wan depth ablation says otherwise."""
         return super().default_depth
+
+    def first_frame_conditioning_p(self, options: TrainingOptions) -> float:
+        """The share of samples conditioned on their first frame: 0 for text-to-video, 1 for the I2V checkpoints,
+        `options.first_frame_conditioning_p` or `TI2V_FIRST_FRAME_CONDITIONING_P` for TI2V-5B."""
+        if not options.image_to_video:
+            return 0.0
+        if not self.conditions_on_latents:
+            return 1.0
+        p = options.first_frame_conditioning_p
+        return self.default_first_frame_conditioning_p if p is None else p
 
     def check_options(
         self,
@@ -256,6 +344,28 @@ class WanSpec(ModelSpec):
         """A low-noise expert's LoRA goes into `transformer_2` (`load_into_transformer_2=True`)."""
         return {"load_into_transformer_2": True} if self.expert == "low_noise" else {}
 
+    def generate(self, pipe, prompt: str, settings: GenerationSettings, generator=None, image: Any = None):
+        """As the base; an image-to-video pipeline without `ftfy` installed is given the prompts as embeddings,
+        encoded as `WanPipeline` encodes them (this diffusers' `WanImageToVideoPipeline` cleans prompts with `ftfy`
+        unconditionally, `WanPipeline` only where it is installed)."""
+        from diffusers import WanPipeline
+        from diffusers.utils import is_ftfy_available
+
+        if image is None or is_ftfy_available():
+            return super().generate(pipe, prompt, settings, generator=generator, image=image)
+        self.configure_pipeline(pipe, settings)
+        kwargs = self.pipeline_kwargs(settings)
+        length = kwargs.pop("max_sequence_length")
+
+        def encode(text: str) -> torch.Tensor:
+            return WanPipeline._get_t5_prompt_embeds(pipe, text, max_sequence_length=length)
+
+        negative = {"negative_prompt_embeds": encode("")} if settings.guidance_scale > 1 else {}
+        embeds = encode(prompt)
+        return pipe(
+            image=image, prompt_embeds=embeds, **negative, generator=generator, output_type="np", **kwargs
+        ).frames[0]
+
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`WanPipeline` arguments (no dynamic guidance; text length the pipeline's 512 unless given)."""
         return {
@@ -274,6 +384,7 @@ class WanAdapter(ModelAdapter):
     `Wan-AI/Wan2.2-T2V-A14B-Diffusers` with `options.expert`). `transformer` is the trained expert."""
 
     spec_class = WanSpec
+    image_encoder_components: ClassVar[tuple[str, ...]] = ("image_encoder", "image_processor")
 
     @classmethod
     def component_classes(cls, spec: WanSpec) -> ComponentClasses:
@@ -287,6 +398,25 @@ class WanAdapter(ModelAdapter):
             vae=diffusers.AutoencoderKLWan,
             scheduler=getattr(diffusers, spec.scheduler_class_name),
         )
+
+    @classmethod
+    def load_encoders(cls, spec: WanSpec, *, variant=None, weight_dtype=torch.float32, device="cpu") -> dict[str, Any]:
+        """As the base, with Wan 2.1 I2V's `image_encoder` (`CLIPVisionModel`, frozen) and `image_processor` for an
+        image-to-video run."""
+        encoders = super().load_encoders(spec, variant=variant, weight_dtype=weight_dtype, device=device)
+        if not (spec.has_image_encoder and spec.options is not None and spec.options.image_to_video):
+            return encoders
+        from transformers import CLIPImageProcessor, CLIPVisionModel
+
+        name, kwargs = spec.pretrained_model_name_or_path, {"revision": spec.revision, "cache_dir": spec.cache_dir}
+        encoder = CLIPVisionModel.from_pretrained(
+            name, subfolder="image_encoder", dtype=weight_dtype, variant=variant, **kwargs
+        )
+        return {
+            **encoders,
+            "image_encoder": encoder.requires_grad_(False).eval().to(device),
+            "image_processor": CLIPImageProcessor.from_pretrained(name, subfolder="image_processor", **kwargs),
+        }
 
     @property
     def slot(self) -> str:
@@ -328,6 +458,43 @@ class WanAdapter(ModelAdapter):
         embeddings = self.text_encoder(tokens.input_ids.to(device), mask).last_hidden_state
         return {"prompt_embeds": embeddings * rearrange(mask, "b l -> b l 1").to(embeddings.dtype)}
 
+    @torch.no_grad()
+    # Adapted from diffusers' pipelines/wan/pipeline_wan_i2v.py (`prepare_latents`, `encode_image`).
+    def image_encoder_outputs(
+        self, first_frames: torch.Tensor, videos: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """First frames `(B, C, H, W)` in [-1, 1] (and their clips `(B, T, C, H, W)`, for the frame count) -> for Wan
+        2.1 / 2.2 A14B I2V `image_latent_moments`, the VAE posterior of `[first frame, T - 1 zero frames]`
+        `(B, 2C', F', H', W')` normalised as the latents, and with an image encoder (Wan 2.1 I2V) `image_embeds`,
+        its penultimate hidden states `(B, N, D')` of the frames as 8-bit images (what the pipeline is given);
+        nothing for TI2V-5B, whose condition is the clip's own first latent frame."""
+        if not self.options.image_to_video or self.spec.conditions_on_latents:
+            return {}
+        if videos is None:
+            raise ValueError("Wan I2V's condition video has the clip's frame count: pass `videos`.")
+        condition = torch.zeros_like(videos)
+        condition[:, 0] = first_frames
+        outputs = {"image_latent_moments": self.latent_moments(condition)}
+        if self.image_encoder is not None:
+            pixels = ((first_frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images = list(rearrange(pixels, "b c h w -> b h w c").cpu().numpy())
+            inputs = self.image_processor(images=images, return_tensors="pt").to(self.image_encoder.device)
+            hidden = self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2]
+            outputs["image_embeds"] = hidden
+        return outputs
+
+    def conditioning(self, outputs: dict[str, torch.Tensor]) -> Any:
+        """The text and image outputs -> `prompt_embeds` for text-to-video, else a `WanImageConditioning`: the image
+        latents are the posterior's mode (the pipeline encodes its condition with `sample_mode="argmax"`)."""
+        if not self.options.image_to_video:
+            return outputs["prompt_embeds"]
+        moments = outputs.get("image_latent_moments")
+        return WanImageConditioning(
+            prompt_embeds=outputs["prompt_embeds"],
+            image_latents=None if moments is None else moments.chunk(2, dim=1)[0],
+            image_embeds=outputs.get("image_embeds"),
+        )
+
     # --- Training forward -------------------------------------------------------------------------------------
 
     def diffusion_loss(
@@ -349,13 +516,48 @@ class WanAdapter(ModelAdapter):
             timesteps=timesteps,
             num_train_timesteps=self.scheduler.config.num_train_timesteps,
         )
+        noisy, timestep = FlowMatching.noisy(latents, noise, sigmas), self._timesteps(sigmas, latents)
+        if not isinstance(conditioning, WanImageConditioning):
+            prediction = transformer(
+                hidden_states=noisy, timestep=timestep, encoder_hidden_states=conditioning, return_dict=False
+            )[0]
+            return {"diffusion": flow.loss(prediction, latents, noise, sigmas)}
+        if self.spec.conditions_on_latents:
+            generated = self.generated_mask(latents)
+            prediction = transformer(
+                hidden_states=(1 - generated) * latents + generated * noisy,
+                timestep=self.token_timesteps(generated, sigmas * self.scheduler.config.num_train_timesteps),
+                encoder_hidden_states=conditioning.prompt_embeds,
+                return_dict=False,
+            )[0]
+            return {"diffusion": flow.loss(prediction, latents, noise, sigmas, mask=generated)}
+        batch, _, frames, height, width = latents.shape
+        mask = frame_mask(batch, self.spec.temporal_compression, frames, height, width).to(latents)
         prediction = transformer(
-            hidden_states=FlowMatching.noisy(latents, noise, sigmas),
-            timestep=self._timesteps(sigmas, latents),
-            encoder_hidden_states=conditioning,
+            hidden_states=torch.cat([noisy, mask, conditioning.image_latents.to(latents)], dim=1),
+            timestep=timestep,
+            encoder_hidden_states=conditioning.prompt_embeds,
+            encoder_hidden_states_image=conditioning.image_embeds,
             return_dict=False,
         )[0]
         return {"diffusion": flow.loss(prediction, latents, noise, sigmas)}
+
+    def generated_mask(self, latents: torch.Tensor) -> torch.Tensor:
+        """TI2V-5B: which latents are generated, `(B, 1, F', H', W')`: 0 on the first latent frame of the samples
+        drawn to be conditioned (each with probability `first_frame_conditioning_p`), 1 elsewhere (the pipeline's
+        `first_frame_mask`)."""
+        batch, _, frames, height, width = latents.shape
+        conditioned = torch.rand(batch, device=latents.device) < self.spec.first_frame_conditioning_p(self.options)
+        mask = torch.ones(batch, 1, frames, height, width, device=latents.device, dtype=latents.dtype)
+        mask[conditioned, :, 0] = 0
+        return mask
+
+    def token_timesteps(self, generated: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """TI2V-5B's per-token timesteps `(B, N)`: `timesteps` `(B,)` on generated tokens, 0 on the conditioning
+        frame's, in the transformer's token order (frame, row, column; one mask value per patch)."""
+        pt, ph, pw = self.spec.patch_size
+        per_token = generated[:, 0, ::pt, ::ph, ::pw] * rearrange(timesteps, "b -> b 1 1 1")
+        return rearrange(per_token, "b f h w -> b (f h w)")
 
     def _timesteps(self, sigmas: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """`t = sigma * num_train_timesteps`, `(B,)`; with `expand_timesteps` (TI2V-5B) one per token `(B, N)`, all
@@ -410,7 +612,9 @@ class WanAdapter(ModelAdapter):
         """A `WanPipeline` around the live `transformer` in its slot; the other expert of a two-expert checkpoint is
         read from the checkpoint (in the frozen weights' dtype, on the live transformer's device) for this
         pipeline only."""
+        image = {"image_encoder": self.image_encoder, "image_processor": self.image_processor}
         components = {
+            **(image if self.spec.pipeline_class.__name__ == self.spec.image_to_video_pipeline_class_name else {}),
             "tokenizer": self.tokenizer,
             "text_encoder": self.text_encoder,
             "vae": self.vae,

@@ -29,7 +29,8 @@ def add_student_arguments(
 ) -> None:
     """The student, the base model every command reads the same way (`diffusers_tsa.training.plan.plan_student`):
     `--pretrained_model_name_or_path`, `--revision`, `--variant`, `--model_family`, its text length
-    (`--max_sequence_length`) and VAE memory savers (`--enable_slicing`, `--enable_tiling`).
+    (`--max_sequence_length`), its task (`--image_to_video`, `--first_frame_conditioning_p`) and VAE memory savers
+    (`--enable_slicing`, `--enable_tiling`).
 
     Args:
         parser (`argparse.ArgumentParser`): the command's parser.
@@ -63,6 +64,20 @@ def add_student_arguments(
         default=None,
         help="Text tokens per prompt (default: the family's pipeline default: 226 CogVideoX, 512 Wan, 128 LTX); "
         "precomputed prompt embeddings, training and generation must be given the same.",
+    )
+    group.add_argument(
+        "--image_to_video",
+        action="store_true",
+        help="Train the checkpoint's image-to-video task: each clip is conditioned on its first frame (after the "
+        "crop and flip) as the family's I2V pipeline conditions on its `image`. Needs an I2V checkpoint.",
+    )
+    group.add_argument(
+        "--first_frame_conditioning_p",
+        type=float,
+        default=None,
+        help="With --image_to_video, the share of training samples conditioned on their first frame, for "
+        "checkpoints that train text- and image-to-video in one (LTX-Video, LTX-2, Wan 2.2 TI2V-5B); default: the "
+        "family's. Checkpoints whose I2V task always takes an image take only 1.0.",
     )
     if protocol_vae:
         protocol = "default: the family's protocol, on for CogVideoX as VideoREPA generates"

@@ -97,6 +97,8 @@ class ModelInputs(ClipTransform):
         blank = torch.zeros(1, clip.num_frames, 3, clip.height, clip.width)
         shapes = {LATENTS_COLUMN: adapter.latent_moments(blank)}
         shapes.update(adapter.text_encoder_outputs([""]))
+        if adapter.options.image_to_video:
+            shapes.update(adapter.image_encoder_outputs(blank[:, 0], blank))
         self.shapes = {name: tuple(value.shape[1:]) for name, value in shapes.items()}
         self.floating = {name: value.is_floating_point() for name, value in shapes.items()}
         self.features = datasets.Features(
@@ -125,6 +127,15 @@ class ModelInputs(ClipTransform):
             "video_column": self.video_column,
             "storage_dtype": self.storage_dtype,
             "columns": {name: list(shape) for name, shape in self.shapes.items()},
+            # Recorded for image-to-video inputs only: text-to-video settings stay those of earlier precomputes.
+            **(
+                {
+                    "image_to_video": True,
+                    "first_frame_conditioning_p": self.adapter.options.first_frame_conditioning_p,
+                }
+                if self.adapter.options.image_to_video
+                else {}
+            ),
         }
 
     @staticmethod
@@ -151,6 +162,14 @@ class ModelInputs(ClipTransform):
                 stored[name] = value.bool().cpu().numpy()
         return {name: list(value) for name, value in stored.items()}, finite
 
+    def encode(self, videos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Clips `(B, T, C, H, W)` -> their `latent_moments`, and in an image-to-video run the
+        `image_encoder_outputs` of their first frames, by column name."""
+        values = {LATENTS_COLUMN: self.adapter.latent_moments(videos)}
+        if self.adapter.options.image_to_video:
+            values.update(self.adapter.image_encoder_outputs(videos[:, 0], videos))
+        return values
+
     def columns(self, clips: list[torch.Tensor | None], batch: dict[str, list]) -> dict[str, list]:
         """The model-input columns of a `map` batch (see the class docstring)."""
         sources = batch[self.video_column]
@@ -158,15 +177,12 @@ class ModelInputs(ClipTransform):
         out = {name: [None] * len(clips) for name in self.shapes}
         if rows:
             prompts = [training_caption(batch[self.caption_column][i], self.id_token) for i in rows]
-            moments = torch.cat(
-                [
-                    self.adapter.latent_moments(
-                        torch.stack([clips[i] for i in rows[start : start + self.vae_batch_size]])
-                    )
-                    for start in range(0, len(rows), self.vae_batch_size)
-                ]
-            )
-            stored, finite = self._stored({LATENTS_COLUMN: moments, **self.adapter.text_encoder_outputs(prompts)})
+            encoded = [
+                self.encode(torch.stack([clips[i] for i in rows[start : start + self.vae_batch_size]]))
+                for start in range(0, len(rows), self.vae_batch_size)
+            ]
+            values = {name: torch.cat([e[name] for e in encoded]) for name in encoded[0]}
+            stored, finite = self._stored({**values, **self.adapter.text_encoder_outputs(prompts)})
             for j, row in enumerate(rows):
                 if finite[j]:
                     for name in out:

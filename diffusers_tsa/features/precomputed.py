@@ -110,9 +110,17 @@ def check_inputs_settings(settings: dict, spec: ModelSpec, given: Mapping[str, o
         **settings["model"],
         "max_sequence_length": spec.resolve_max_sequence_length(settings["max_sequence_length"]),
         "id_token": settings["id_token"],
+        "image_to_video": settings.get("image_to_video", False),
+        "first_frame_conditioning_p": settings.get("first_frame_conditioning_p"),
     }
     recorded.update({f"ClipSpec.{key}": value for key, value in settings["clip"].items()})
-    given = {**model_identity_of(spec), "max_sequence_length": spec.options.max_sequence_length, **given}
+    given = {
+        **model_identity_of(spec),
+        "max_sequence_length": spec.options.max_sequence_length,
+        "image_to_video": spec.options.image_to_video,
+        "first_frame_conditioning_p": spec.options.first_frame_conditioning_p,
+        **given,
+    }
     refuse_differences("latents and prompt embeddings", recorded, given, _INPUTS_AGAIN)
 
 

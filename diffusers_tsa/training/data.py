@@ -273,9 +273,17 @@ def collate_examples(examples: list[dict]) -> dict:
 def model_inputs(adapter: ModelAdapter, batch: dict, *, dtype: torch.dtype) -> tuple[torch.Tensor, Any]:
     """The transformer's inputs of a batch: a latent sample of the stored posterior and the stored text-encoder
     outputs when the batch has them (`ModelInputs`), else the encoded videos and captions; floating values in `dtype`
-    (that of the frozen weights) on the adapter's device."""
+    (that of the frozen weights) on the adapter's device. An image-to-video run conditions on the clips' first frames
+    (`image_encoder_outputs` of `videos[:, 0]`, after the same crop and flip; stored beside the text outputs by the
+    precompute), given to `conditioning` in one dict with the text outputs."""
     if LATENTS_COLUMN not in batch:
-        return adapter.encode_videos(batch["videos"]), adapter.encode_prompts(batch["captions"])
+        videos = batch["videos"]
+        if not adapter.options.image_to_video:
+            return adapter.encode_videos(videos), adapter.encode_prompts(batch["captions"])
+        outputs = adapter.text_encoder_outputs(batch["captions"])
+        return adapter.encode_videos(videos), adapter.conditioning(
+            {**outputs, **adapter.image_encoder_outputs(videos[:, 0], videos)}
+        )
     device = adapter.transformer.device
     moments = batch[LATENTS_COLUMN].to(device, dtype)
     return adapter.sample_latents(moments), adapter.conditioning(floating_to(batch["text"], device, dtype))

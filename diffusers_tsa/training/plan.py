@@ -137,7 +137,12 @@ def plan_student(
         cache_dir=args.cache_dir,
     )
     spec.check_clip(num_frames, height, width)
-    options = TrainingOptions(max_sequence_length=args.max_sequence_length) if options is None else options
+    if options is None:
+        options = TrainingOptions(
+            max_sequence_length=args.max_sequence_length,
+            image_to_video=getattr(args, "image_to_video", False),
+            first_frame_conditioning_p=getattr(args, "first_frame_conditioning_p", None),
+        )
     spec.check_options(
         vae_slicing=args.enable_slicing,
         vae_tiling=args.enable_tiling,
@@ -159,7 +164,13 @@ def training_options(args: argparse.Namespace) -> TrainingOptions:
         mode_scale=args.flow_mode_scale,
         shift=args.flow_shift,
     )
-    return TrainingOptions(max_sequence_length=args.max_sequence_length, flow_matching=flow, expert=args.expert)
+    return TrainingOptions(
+        max_sequence_length=args.max_sequence_length,
+        flow_matching=flow,
+        expert=args.expert,
+        image_to_video=getattr(args, "image_to_video", False),
+        first_frame_conditioning_p=getattr(args, "first_frame_conditioning_p", None),
+    )
 
 
 def loss_options(args: argparse.Namespace, loss: str) -> LossOptions:

@@ -195,6 +195,6 @@ class NOVASpec(ModelSpec):
             "guidance_scale": settings.guidance_scale,
         }
 
-    def generate(self, pipe, prompt, settings, generator=None) -> np.ndarray:
+    def generate(self, pipe, prompt, settings, generator=None, image=None) -> np.ndarray:
         """`NOVAPipeline` returns uint8 frames; these are float32 in [0, 1], as other families return them."""
-        return super().generate(pipe, prompt, settings, generator).astype(np.float32) / 255.0
+        return super().generate(pipe, prompt, settings, generator, image).astype(np.float32) / 255.0
