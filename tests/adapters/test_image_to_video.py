@@ -66,3 +66,21 @@ def test_read_tasks_follows_the_image_to_video_class_names():
     i2v = I2VSpec(**BASE, tasks=I2V).for_training(TrainingOptions(image_to_video=True))
     assert i2v.image_to_video and i2v.pipeline_class.__name__ == "CogVideoXImageToVideoPipeline"
     assert I2VSpec(**BASE).pipeline_class.__name__ == "CogVideoXPipeline"
+
+
+def test_the_card_code_of_an_image_to_video_run_passes_a_first_frame():
+    from diffusers_tsa.adapters import GenerationSettings
+    from diffusers_tsa.training.card_code import usage_code
+
+    class I2VSpec(CogVideoXSpec):
+        image_to_video_pipeline_class_name = "CogVideoXImageToVideoPipeline"
+
+    settings = GenerationSettings(num_frames=9, height=16, width=16)
+    i2v = I2VSpec(**BASE, tasks=I2V).for_training(TrainingOptions(image_to_video=True))
+    code = usage_code(i2v, "out", "lora", "a cat", settings)
+    assert "from diffusers.utils import export_to_video, load_image" in code
+    assert "pipe = CogVideoXImageToVideoPipeline.from_pretrained(" in code
+    assert "    image=image," in code.splitlines()[code.splitlines().index("video = pipe(") + 2]
+    compile(code, "card", "exec")
+    t2v = usage_code(CogVideoXSpec(**BASE).for_training(TrainingOptions()), "out", "lora", "a cat", settings)
+    assert "image" not in t2v and "CogVideoXPipeline.from_pretrained(" in t2v
