@@ -309,6 +309,7 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
         protocol_only=args.manifest_only,
         vae_tiling=args.enable_tiling,
     )
+    images = first_frames(args, spec, plan, per_prompt)  # refused before any video is planned to disk
     out = Path(args.output_dir)
     if not args.manifest_only:
         check_settings(out, recorded_settings(args, spec, scheduler), plan)
@@ -341,23 +342,55 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     pipe = load_pipeline(spec, args, scheduler)
     settings = generation_settings(args, spec)
     with PipelineTruncations().installed() as truncations:  # the pipeline's warning once, not once per prompt
-        _generate_videos(spec, pipe, settings, todo, out, args, desc=f"{benchmark.name} shard {index}/{count}")
+        _generate_videos(
+            spec, pipe, settings, todo, out, args, desc=f"{benchmark.name} shard {index}/{count}", images=images
+        )
     if truncations.count > 1:
         logger.warning(translate(truncations.summary(settings.max_sequence_length)))
     return plan
 
 
-def _generate_videos(spec, pipe, settings, todo: list[VideoRecord], out: Path, args, *, desc: str) -> None:
-    """Generates and writes the videos of `todo` (each written to a temporary file, then moved into place)."""
+def first_frames(args: argparse.Namespace, spec, plan: Sequence[VideoRecord], per_prompt: int) -> dict[str, Path]:
+    """An image-to-video run's first frame of each planned video, by its file: `--image_dir/<i>.png` for the
+    `i`-th prompt (from 0); `{}` for a text-to-video run.
+
+    Raises:
+        `EvalInputError`: `--image_dir` without `--image_to_video` or the reverse, or a prompt without its image.
+    """
+    image_to_video = spec is not None and spec.image_to_video
+    if args.image_dir is None:
+        if image_to_video:
+            raise EvalInputError(
+                "--image_to_video: pass --image_dir, the folder of each prompt's first frame <i>.png."
+            )
+        return {}
+    if not image_to_video:
+        raise EvalInputError("--image_dir: the images are first frames of image-to-video runs; pass --image_to_video.")
+    images = {record.file: Path(args.image_dir) / f"{i // per_prompt}.png" for i, record in enumerate(plan)}
+    missing = sorted({str(path) for path in images.values() if not path.is_file()})
+    if missing:
+        raise EvalInputError(
+            f"--image_dir {args.image_dir!r}: {len(missing)} prompt(s) have no first frame, e.g. {missing[0]}; give "
+            "one <i>.png per prompt (i from 0, in the prompt file's order)."
+        )
+    return images
+
+
+def _generate_videos(
+    spec, pipe, settings, todo: list[VideoRecord], out: Path, args, *, desc: str, images: dict[str, Path]
+) -> None:
+    """Generates and writes the videos of `todo` (each written to a temporary file, then moved into place), from
+    the first frame `images` names for each file (image-to-video runs)."""
     import torch
-    from diffusers.utils import export_to_video
+    from diffusers.utils import export_to_video, load_image
     from tqdm.auto import tqdm
 
     from diffusers_tsa.storage import disk_full_is_one_line
 
     for record in tqdm(todo, desc=desc):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
-        frames = spec.generate(pipe, record.generation_prompt, settings, generator)
+        image = load_image(str(images[record.file])) if record.file in images else None
+        frames = spec.generate(pipe, record.generation_prompt, settings, generator, image)
         final = out / record.file
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}{_TMP_SUFFIX}")
@@ -422,6 +455,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Model.
     add_student_arguments(parser, protocol_vae=True)
     parser.add_argument("--lora", default=None, help="LoRA weights to load on the base: Hub id or folder.")
+    parser.add_argument(
+        "--image_dir",
+        default=None,
+        help="With --image_to_video: the folder of each prompt's first frame, <i>.png for the i-th prompt (from 0).",
+    )
     parser.add_argument(
         "--lora_weight_name",
         default=None,

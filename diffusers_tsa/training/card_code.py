@@ -31,7 +31,8 @@ def card_source(name_or_path: str) -> str:
 
 def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, settings: GenerationSettings) -> str:
     """The model card's "Use it": code that loads a training run's output into the stock pipeline, on a GPU if there
-    is one, and generates `prompt` with the validation settings. Where the spec does not know the trained
+    is one, and generates `prompt` with the validation settings (from `load_image`'s first frame, in the stock
+    image-to-video pipeline, for an image-to-video run). Where the spec does not know the trained
     transformer's slot (`trained_slot` is `None`), the code loads the output with `load_trained_pipeline`, which
     reads it from the saved files.
 
@@ -54,6 +55,11 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
         names.setdefault(module, []).append(name)
     kwargs = spec.pipeline_kwargs(settings)
     arguments = [py_literal(prompt), *(f"{key}={py_literal(value)}" for key, value in kwargs.items())]
+    image = []  # an image-to-video run animates a first frame
+    if spec.image_to_video:
+        names.setdefault(spec.usage_imports[1], []).append("load_image")
+        image = ['image = load_image("first_frame.png")  # the first frame to animate']
+        arguments.insert(1, "image=image")
     return "\n".join(
         [
             "import torch",
@@ -62,6 +68,7 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
             device,
             *load,
             *spec.usage_setup(settings),
+            *image,
             "video = pipe(",
             *(f"    {argument}," for argument in arguments),
             ").frames[0]",
@@ -76,7 +83,8 @@ def _load_stock(
     """The imports `(module, name)` and the lines that load `weights` into the stock pipeline of `base`: the base
     pipeline and the LoRA on it (its file named: a Hub repository read offline from the cache needs it), or the
     fine-tuned transformer in its slot."""
-    pipeline, dtype = spec.pipeline_class_name, dtype_argument()
+    pipeline = spec.image_to_video_pipeline_class_name if spec.image_to_video else spec.pipeline_class_name
+    dtype = dtype_argument()
     base, slot = py_literal(base), spec.trained_slot
     pipeline_module, export_module = spec.usage_imports
     imports = [(pipeline_module, pipeline)]

@@ -420,3 +420,15 @@ def test_a_full_disk_while_writing_a_video_is_one_line(tiny_model, tmp_path, mon
     message = str(caught.value.code)
     assert message.startswith("error: The disk is full: writing videos/A_cat_jumps.mp4 failed") and "\n" not in message
     assert "the finished videos in" in message and list((out / "videos").iterdir()) == []
+
+
+def test_first_frames_of_a_text_to_video_checkpoint_are_refused_before_loading(tiny_model, tmp_path, no_loading):
+    base = ["--benchmark", "videophy2", "--prompts", str(tiny_model / "prompts.csv"), "--labels", "none", *TINY]
+    base += ["--pretrained_model_name_or_path", str(tiny_model / "base"), "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(EvalInputError, match="--image_dir: the images are first frames of image-to-video runs"):
+        generate.main([*base, "--image_dir", str(tmp_path)])
+    from diffusers_tsa.cli import FlagError
+
+    with pytest.raises(FlagError, match="is a text-to-video cogvideox checkpoint"):
+        generate.main([*base, "--image_to_video", "--image_dir", str(tmp_path)])
+    assert not (tmp_path / "run" / "videos").exists()
