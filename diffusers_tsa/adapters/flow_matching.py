@@ -94,11 +94,23 @@ class FlowMatching:
         return (1 - sigmas) * latents + sigmas * noise
 
     def loss(
-        self, prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+        self,
+        prediction: torch.Tensor,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        sigmas: torch.Tensor,
+        token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The weighted MSE of the predicted velocity against `noise - x_0`, averaged per sample then over the batch."""
+        """The weighted MSE of the predicted velocity against `noise - x_0`, averaged per sample then over the batch;
+        with `token_mask` `(B, N)` (tokens `(B, N, C)`), the tokens where it is 1 (first-frame conditioning) are left
+        out of the sample's average."""
         from diffusers.training_utils import compute_loss_weighting_for_sd3
 
+        from diffusers_tsa.adapters.first_frame import masked_squared_error
+
         weights = compute_loss_weighting_for_sd3(self.weighting_scheme, sigmas.float())
-        squared_error = (prediction.float() - (noise - latents).float()).pow(2).flatten(1).mean(1)
+        if token_mask is None:
+            squared_error = (prediction.float() - (noise - latents).float()).pow(2).flatten(1).mean(1)
+        else:
+            squared_error = masked_squared_error(prediction, noise - latents, token_mask)
         return (weights * squared_error).mean()

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
+from .first_frame import condition_first_frame, conditioned_samples, token_timesteps
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
 from .spec import Grid, ModelSpec, frame_count_problem, side_problem
@@ -226,10 +227,18 @@ class LTXVideoAdapter(ModelAdapter):
             batch, latents.device, timesteps=timesteps, num_train_timesteps=self.scheduler.config.num_train_timesteps
         )
         noise = torch.randn_like(latents)
+        noisy = flow.noisy(latents, noise, sigmas)
+        timestep = sigmas * self.scheduler.config.num_train_timesteps
+        token_mask = None
+        p = self.first_frame_conditioning_p
+        if p > 0:
+            conditioned = conditioned_samples(batch, p, latents.device)
+            noisy, token_mask = condition_first_frame(latents, noisy, conditioned)
+            timestep = token_timesteps(timestep, token_mask)
         prediction = transformer(
-            hidden_states=pack_latents(flow.noisy(latents, noise, sigmas)),
+            hidden_states=pack_latents(noisy),
             encoder_hidden_states=conditioning.embeds,
-            timestep=sigmas * self.scheduler.config.num_train_timesteps,
+            timestep=timestep,
             encoder_attention_mask=conditioning.attention_mask,
             num_frames=num_frames,
             height=height,
@@ -237,7 +246,20 @@ class LTXVideoAdapter(ModelAdapter):
             rope_interpolation_scale=self.spec.rope_interpolation_scale(),
             return_dict=False,
         )[0]
-        return {"diffusion": flow.loss(prediction, pack_latents(latents), pack_latents(noise), sigmas)}
+        return {
+            "diffusion": flow.loss(
+                prediction, pack_latents(latents), pack_latents(noise), sigmas, token_mask=token_mask
+            )
+        }
+
+    @property
+    def first_frame_conditioning_p(self) -> float:
+        """The share of samples conditioned on their first latent frame: 0 for T2V training, the option (default
+        finetrainers' 0.1) with `options.image_to_video`."""
+        if not getattr(self.options, "image_to_video", False):
+            return 0.0
+        p = getattr(self.options, "first_frame_conditioning_p", None)
+        return 0.1 if p is None else float(p)
 
     def pipeline(self, transformer: nn.Module):
         """An `LTXPipeline` around the live `transformer`, with the checkpoint's own scheduler."""

@@ -1,0 +1,70 @@
+"""First-frame conditioning for causal-VAE families (LTX-Video, LTX-2): the clip's own first latent frame is the image.
+
+As `LTXImageToVideoPipeline.prepare_latents` conditions: the first latent frame of the noisy latents is replaced by
+the clean latents, a per-token `conditioning_mask` is 1 on that frame's tokens and 0 elsewhere, the transformer sees
+per-token timesteps `t * (1 - mask)` (0 on the given frame) and the diffusion loss leaves the conditioning tokens
+out. A share `p` of the samples is conditioned (finetrainers' `first_frame_conditioning_p`), the others train T2V.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from einops import rearrange, repeat
+
+
+class FirstFrameConditioning(NamedTuple):
+    """The conditioned inputs of one batch.
+
+    Attributes:
+        noisy (`torch.Tensor`): noisy latents `(B, C, F, H, W)`, frame 0 clean on the conditioned samples.
+        mask (`torch.Tensor`): `(B, F*H*W)` frame-major tokens, 1.0 on the conditioning tokens, 0.0 elsewhere.
+    """
+
+    noisy: torch.Tensor
+    mask: torch.Tensor
+
+
+def conditioned_samples(
+    batch_size: int, p: float, device: torch.device | str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Which samples of a batch are conditioned on their first frame: bool `(B,)`, each `True` with probability `p`
+    (exactly none for `p = 0` and all for `p = 1`, without drawing)."""
+    if p <= 0.0:
+        return torch.zeros(batch_size, dtype=torch.bool, device=device)
+    if p >= 1.0:
+        return torch.ones(batch_size, dtype=torch.bool, device=device)
+    return torch.rand(batch_size, generator=generator, device=device) < p
+
+
+def condition_first_frame(
+    latents: torch.Tensor, noisy: torch.Tensor, conditioned: torch.Tensor
+) -> FirstFrameConditioning:
+    """Replaces the first latent frame of `noisy` by the clean `latents`' on the `conditioned` samples.
+
+    Args:
+        latents (`torch.Tensor`): clean latents `(B, C, F, H, W)`.
+        noisy (`torch.Tensor`): the noisy latents `(B, C, F, H, W)` at the drawn sigmas.
+        conditioned (`torch.Tensor`): bool `(B,)` (`conditioned_samples`).
+
+    Returns:
+        `FirstFrameConditioning`: the noisy latents with the clean first frame, and the token mask `(B, F*H*W)`.
+    """
+    frames = torch.zeros(latents.shape[0], latents.shape[2], dtype=latents.dtype, device=latents.device)
+    frames[:, 0] = conditioned.to(latents.dtype)
+    frame_mask = repeat(frames, "b f -> b 1 f h w", h=latents.shape[3], w=latents.shape[4])
+    noisy = latents * frame_mask + noisy * (1 - frame_mask)
+    return FirstFrameConditioning(noisy, rearrange(frame_mask, "b 1 f h w -> b (f h w)"))
+
+
+def token_timesteps(timesteps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token timesteps `t * (1 - mask)`: `(B,)` and `(B, N)` -> `(B, N)`, 0 on the conditioning tokens."""
+    return timesteps[:, None].to(mask.dtype) * (1 - mask)
+
+
+def masked_squared_error(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The squared error of tokens `(B, N, C)` averaged per sample over the tokens outside `mask` `(B, N)`: `(B,)`."""
+    keep = (1 - mask.float())[..., None]
+    squared_error = (prediction.float() - target.float()).pow(2) * keep
+    return squared_error.flatten(1).sum(1) / (keep.flatten(1).sum(1) * prediction.shape[-1]).clamp_min(1.0)

@@ -1,0 +1,126 @@
+"""LTX-Video first-frame conditioning against `LTXImageToVideoPipeline`'s own preparation and a hand computation: the
+clean first latent frame, the conditioning mask, per-token timesteps `t * (1 - mask)`, the loss masked on the
+conditioning tokens, and the share `p` of conditioned samples (0: byte-identical to T2V, 1: every sample)."""
+
+import pytest
+import torch
+from diffusers import LTXImageToVideoPipeline, LTXPipeline
+from einops import rearrange
+
+from diffusers_tsa.adapters.first_frame import (
+    condition_first_frame,
+    conditioned_samples,
+    masked_squared_error,
+    token_timesteps,
+)
+from diffusers_tsa.adapters.ltx_video import LTXVideoAdapter
+from diffusers_tsa.losses import tsa_loss
+from diffusers_tsa.testing.ltx_video import tiny_ltx_video_components
+
+
+PROMPTS = ["a red ball rolls", "a blue cube spins slowly"]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    from diffusers_tsa.adapters.registry import load_spec
+
+    root = tmp_path_factory.mktemp("ltx_i2v")
+    LTXPipeline(**tiny_ltx_video_components()).save_pretrained(root / "base")
+    return LTXVideoAdapter.from_pretrained(load_spec(root / "base"))
+
+
+def with_p(monkeypatch, p: float) -> None:
+    monkeypatch.setattr(LTXVideoAdapter, "first_frame_conditioning_p", property(lambda self: p))
+
+
+def test_conditioned_latents_and_mask_are_the_stock_pipelines(adapter):
+    pipe = LTXImageToVideoPipeline(**tiny_ltx_video_components())
+    image = torch.rand(2, 3, 64, 96) * 2 - 1
+    packed, mask = pipe.prepare_latents(
+        image, 2, 8, 64, 96, 9, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0)
+    )
+    f, h, w = 2, 2, 3
+    unpacked = LTXImageToVideoPipeline._unpack_latents(packed, f, h, w)
+    clean = unpacked[:, :, :1].repeat(1, 1, f, 1, 1)  # the image latents on every frame
+    # sigma = 1 (pure noise): the pipeline's initial latents are the noise with the image on frame 0.
+    ours = condition_first_frame(clean, unpacked, torch.ones(2, dtype=torch.bool))
+    assert torch.equal(LTXImageToVideoPipeline._pack_latents(ours.noisy), packed)
+    assert torch.equal(ours.mask, mask)
+    # Per-token timesteps as the pipeline's denoising loop makes them: min(t, (1 - mask) * 1000).
+    t = torch.tensor([700.0, 250.0])
+    assert torch.equal(token_timesteps(t, mask), torch.min(t[:, None], (1 - mask) * 1000.0))
+
+
+def test_only_the_conditioned_samples_get_their_clean_first_frame():
+    latents, noisy = torch.randn(3, 4, 3, 2, 2), torch.randn(3, 4, 3, 2, 2)
+    out = condition_first_frame(latents, noisy, torch.tensor([True, False, True]))
+    assert torch.equal(out.noisy[[0, 2], :, 0], latents[[0, 2], :, 0])
+    assert torch.equal(out.noisy[1], noisy[1]) and torch.equal(out.noisy[:, :, 1:], noisy[:, :, 1:])
+    assert out.mask.tolist() == [[1.0] * 4 + [0.0] * 8, [0.0] * 12, [1.0] * 4 + [0.0] * 8]
+    assert not conditioned_samples(5, 0.0, "cpu").any() and conditioned_samples(5, 1.0, "cpu").all()
+    drawn = conditioned_samples(4000, 0.1, "cpu", torch.Generator().manual_seed(0)).float().mean()
+    assert 0.08 < drawn < 0.12
+
+
+def test_loss_mask_by_hand():
+    prediction, target = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    mask = torch.tensor([[1.0, 1.0, 0, 0, 0, 0], [0.0] * 6])
+    by_hand = torch.stack(
+        [(prediction[0, 2:] - target[0, 2:]).pow(2).mean(), (prediction[1] - target[1]).pow(2).mean()]
+    )
+    assert torch.allclose(masked_squared_error(prediction, target, mask), by_hand)
+
+
+def test_p_zero_is_t2v_and_p_one_conditions_every_sample(adapter, monkeypatch):
+    latents, conditioning = torch.randn(2, 8, 2, 2, 3), adapter.encode_prompts(PROMPTS)
+    transformer = adapter.transformer
+    torch.manual_seed(3)
+    t2v = adapter.diffusion_loss(transformer, latents, conditioning)["diffusion"]
+    with_p(monkeypatch, 0.0)
+    torch.manual_seed(3)
+    assert adapter.diffusion_loss(transformer, latents, conditioning)["diffusion"].item() == t2v.item()
+
+    with_p(monkeypatch, 1.0)
+    seen = []
+    hook = transformer.register_forward_pre_hook(lambda m, a, k: seen.append(k), with_kwargs=True)
+    torch.manual_seed(3)
+    loss = adapter.diffusion_loss(transformer, latents, conditioning)["diffusion"]
+    hook.remove()
+    tokens, timestep = seen[0]["hidden_states"], seen[0]["timestep"]
+    assert torch.equal(tokens[:, :6], LTXPipeline._pack_latents(latents)[:, :6])  # frame 0 clean, every sample
+    assert (timestep[:, :6] == 0).all() and (timestep[:, 6:] > 0).all()
+    assert not torch.allclose(loss, t2v)
+
+
+def test_alignment_gradient_reaches_frame_0_tokens_the_diffusion_loss_does_not(adapter, monkeypatch):
+    """The conditioning frame's tokens are queries and keys of the alignment term (so its gradient reaches them),
+    while the diffusion loss is masked there (its gradient on frame 0's predictions is exactly zero)."""
+    with_p(monkeypatch, 1.0)
+    transformer = adapter.transformer
+    captured = {}
+
+    def keep(name):
+        def hook(module, args, output):
+            captured[name] = output
+
+        return hook
+
+    hooks = [
+        transformer.transformer_blocks[0].register_forward_hook(keep("block")),
+        transformer.proj_out.register_forward_hook(keep("prediction")),
+    ]
+    transformer.requires_grad_(True)  # as LoRA / full fine-tuning trains it
+    torch.manual_seed(5)
+    try:
+        loss = adapter.diffusion_loss(transformer, torch.randn(2, 8, 2, 2, 3), adapter.encode_prompts(PROMPTS))
+    finally:
+        transformer.requires_grad_(False)
+        for hook in hooks:
+            hook.remove()
+    (on_prediction,) = torch.autograd.grad(loss["diffusion"], captured["prediction"], retain_graph=True)
+    assert (on_prediction[:, :6] == 0).all() and (on_prediction[:, 6:] != 0).any(-1).all()
+    features = rearrange(captured["block"], "b (f h w) c -> b f h w c", f=2, h=2, w=3)
+    teacher = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
+    (on_block,) = torch.autograd.grad(tsa_loss(features, teacher), captured["block"])
+    assert (on_block[:, :6] != 0).any(-1).all()
