@@ -26,6 +26,19 @@ class FirstFrameConditioning(NamedTuple):
     mask: torch.Tensor
 
 
+#: finetrainers' and Lightricks' trainers' default share of samples conditioned on their first frame.
+DEFAULT_FIRST_FRAME_CONDITIONING_P = 0.1
+
+
+def first_frame_share(options: object) -> float:
+    """The share of samples a run conditions on their first latent frame: 0 for a T2V run, else the option's
+    `first_frame_conditioning_p` (`None`: `DEFAULT_FIRST_FRAME_CONDITIONING_P`)."""
+    if not getattr(options, "image_to_video", False):
+        return 0.0
+    p = getattr(options, "first_frame_conditioning_p", None)
+    return DEFAULT_FIRST_FRAME_CONDITIONING_P if p is None else float(p)
+
+
 def conditioned_samples(
     batch_size: int, p: float, device: torch.device | str, generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -28,6 +28,7 @@ from ..compat import dtype_argument
 from ..errors import GridError, ModelLayoutError
 from ..hooks import BlockFeatureExtractor
 from .adapter import ComponentClasses, ModelAdapter
+from .first_frame import condition_first_frame, conditioned_samples, first_frame_share, token_timesteps
 from .ltx_video import pack_latents
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
@@ -342,12 +343,17 @@ class LTX2Adapter(ModelAdapter):
         audio_noise = torch.randn(batch, audio_frames, self.spec.audio_channels, device=latents.device)
         silence = torch.zeros_like(audio_noise)
         t = sigmas * steps
+        noisy, video_t, token_mask, i2v = flow.noisy(latents, noise, sigmas), t, None, {}
+        p = self.first_frame_conditioning_p
+        if p > 0:  # as `LTX2ImageToVideoPipeline`: the video stream's frame 0 at timestep 0, the audio's at t
+            noisy, token_mask = condition_first_frame(latents, noisy, conditioned_samples(batch, p, latents.device))
+            video_t, i2v = token_timesteps(t, token_mask), {"audio_timestep": t}
         prediction = transformer(
-            hidden_states=pack_latents(flow.noisy(latents, noise, sigmas)),
+            hidden_states=pack_latents(noisy),
             audio_hidden_states=flow.noisy(silence, audio_noise, sigmas).to(latents.dtype),
             encoder_hidden_states=conditioning.video,
             audio_encoder_hidden_states=conditioning.audio,
-            timestep=t,
+            timestep=video_t,
             sigma=t,  # as the pipeline passes it (LTX-2.3's prompt modulation)
             encoder_attention_mask=conditioning.attention_mask,
             audio_encoder_attention_mask=conditioning.attention_mask,
@@ -358,8 +364,18 @@ class LTX2Adapter(ModelAdapter):
             audio_num_frames=audio_frames,
             use_cross_timestep=True,  # the pipeline's default
             return_dict=False,
+            **i2v,
         )[0]
-        return {"diffusion": flow.loss(prediction, pack_latents(latents), pack_latents(noise), sigmas)}
+        return {
+            "diffusion": flow.loss(
+                prediction, pack_latents(latents), pack_latents(noise), sigmas, token_mask=token_mask
+            )
+        }
+
+    @property
+    def first_frame_conditioning_p(self) -> float:
+        """The share of samples whose video stream is conditioned on its first latent frame (`first_frame_share`)."""
+        return first_frame_share(self.options)
 
     def feature_extractor(self, transformer: nn.Module, depth: int) -> BlockFeatureExtractor:
         """Hooks the block's video hidden states (the first of the `(video, audio)` pair it returns)."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
-from .first_frame import condition_first_frame, conditioned_samples, token_timesteps
+from .first_frame import condition_first_frame, conditioned_samples, first_frame_share, token_timesteps
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
 from .spec import Grid, ModelSpec, frame_count_problem, side_problem
@@ -254,12 +254,8 @@ class LTXVideoAdapter(ModelAdapter):
 
     @property
     def first_frame_conditioning_p(self) -> float:
-        """The share of samples conditioned on their first latent frame: 0 for T2V training, the option (default
-        finetrainers' 0.1) with `options.image_to_video`."""
-        if not getattr(self.options, "image_to_video", False):
-            return 0.0
-        p = getattr(self.options, "first_frame_conditioning_p", None)
-        return 0.1 if p is None else float(p)
+        """The share of samples conditioned on their first latent frame (`first_frame_share`)."""
+        return first_frame_share(self.options)
 
     def pipeline(self, transformer: nn.Module):
         """An `LTXPipeline` around the live `transformer`, with the checkpoint's own scheduler."""

@@ -1,10 +1,10 @@
-"""LTX-Video first-frame conditioning against `LTXImageToVideoPipeline`'s own preparation and a hand computation: the
+"""LTX-Video and LTX-2 first-frame conditioning against `LTXImageToVideoPipeline`'s / `LTX2ImageToVideoPipeline`'s own preparation and a hand computation: the
 clean first latent frame, the conditioning mask, per-token timesteps `t * (1 - mask)`, the loss masked on the
 conditioning tokens, and the share `p` of conditioned samples (0: byte-identical to T2V, 1: every sample)."""
 
 import pytest
 import torch
-from diffusers import LTXImageToVideoPipeline, LTXPipeline
+from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline, LTXImageToVideoPipeline, LTXPipeline
 from einops import rearrange
 
 from diffusers_tsa.adapters.first_frame import (
@@ -13,35 +13,48 @@ from diffusers_tsa.adapters.first_frame import (
     masked_squared_error,
     token_timesteps,
 )
+from diffusers_tsa.adapters.ltx2 import LTX2Adapter
 from diffusers_tsa.adapters.ltx_video import LTXVideoAdapter
+from diffusers_tsa.adapters.options import TrainingOptions
+from diffusers_tsa.adapters.registry import load_spec
 from diffusers_tsa.losses import tsa_loss
+from diffusers_tsa.testing.ltx2 import tiny_ltx2_components
 from diffusers_tsa.testing.ltx_video import tiny_ltx_video_components
 
 
 PROMPTS = ["a red ball rolls", "a blue cube spins slowly"]
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    from diffusers_tsa.adapters.registry import load_spec
-
-    root = tmp_path_factory.mktemp("ltx_i2v")
-    LTXPipeline(**tiny_ltx_video_components()).save_pretrained(root / "base")
-    return LTXVideoAdapter.from_pretrained(load_spec(root / "base"))
+FAMILIES = {  # pipeline, I2V pipeline, tiny components, adapter
+    "ltx_video": (LTXPipeline, LTXImageToVideoPipeline, tiny_ltx_video_components, LTXVideoAdapter),
+    "ltx2": (LTX2Pipeline, LTX2ImageToVideoPipeline, tiny_ltx2_components, LTX2Adapter),
+}
 
 
-def with_p(monkeypatch, p: float) -> None:
-    monkeypatch.setattr(LTXVideoAdapter, "first_frame_conditioning_p", property(lambda self: p))
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def adapter(request, tmp_path_factory):
+    pipeline_class, _, components, adapter_class = FAMILIES[request.param]
+    root = tmp_path_factory.mktemp(request.param)
+    pipeline_class(**components()).save_pretrained(root / "base")
+    return adapter_class.from_pretrained(load_spec(root / "base"), options=TrainingOptions(max_sequence_length=16))
 
 
-def test_conditioned_latents_and_mask_are_the_stock_pipelines(adapter):
-    pipe = LTXImageToVideoPipeline(**tiny_ltx_video_components())
+def with_p(monkeypatch, adapter, p: float) -> None:
+    monkeypatch.setattr(type(adapter), "first_frame_conditioning_p", property(lambda self: p))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_conditioned_latents_and_mask_are_the_stock_pipelines(family):
+    _, i2v_class, components, _ = FAMILIES[family]
+    pipe = i2v_class(**components())
     image = torch.rand(2, 3, 64, 96) * 2 - 1
     packed, mask = pipe.prepare_latents(
-        image, 2, 8, 64, 96, 9, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0)
-    )
+        image, batch_size=2, num_channels_latents=8, height=64, width=96, num_frames=9, dtype=torch.float32,
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
     f, h, w = 2, 2, 3
-    unpacked = LTXImageToVideoPipeline._unpack_latents(packed, f, h, w)
+    unpacked = rearrange(packed, "b (f h w) c -> b c f h w", f=f, h=h, w=w)
+    assert torch.equal(LTXImageToVideoPipeline._pack_latents(unpacked), packed)  # patch 1: frame-major tokens
     clean = unpacked[:, :, :1].repeat(1, 1, f, 1, 1)  # the image latents on every frame
     # sigma = 1 (pure noise): the pipeline's initial latents are the noise with the image on frame 0.
     ours = condition_first_frame(clean, unpacked, torch.ones(2, dtype=torch.bool))
@@ -75,13 +88,14 @@ def test_loss_mask_by_hand():
 def test_p_zero_is_t2v_and_p_one_conditions_every_sample(adapter, monkeypatch):
     latents, conditioning = torch.randn(2, 8, 2, 2, 3), adapter.encode_prompts(PROMPTS)
     transformer = adapter.transformer
+    assert adapter.first_frame_conditioning_p == 0.0  # a T2V run
     torch.manual_seed(3)
     t2v = adapter.diffusion_loss(transformer, latents, conditioning)["diffusion"]
-    with_p(monkeypatch, 0.0)
+    with_p(monkeypatch, adapter, 0.0)
     torch.manual_seed(3)
     assert adapter.diffusion_loss(transformer, latents, conditioning)["diffusion"].item() == t2v.item()
 
-    with_p(monkeypatch, 1.0)
+    with_p(monkeypatch, adapter, 1.0)
     seen = []
     hook = transformer.register_forward_pre_hook(lambda m, a, k: seen.append(k), with_kwargs=True)
     torch.manual_seed(3)
@@ -90,19 +104,21 @@ def test_p_zero_is_t2v_and_p_one_conditions_every_sample(adapter, monkeypatch):
     tokens, timestep = seen[0]["hidden_states"], seen[0]["timestep"]
     assert torch.equal(tokens[:, :6], LTXPipeline._pack_latents(latents)[:, :6])  # frame 0 clean, every sample
     assert (timestep[:, :6] == 0).all() and (timestep[:, 6:] > 0).all()
+    if isinstance(adapter, LTX2Adapter):  # the audio stream keeps the sample's timestep, as the pipeline's
+        assert torch.equal(seen[0]["audio_timestep"], timestep[:, -1])
     assert not torch.allclose(loss, t2v)
 
 
 def test_alignment_gradient_reaches_frame_0_tokens_the_diffusion_loss_does_not(adapter, monkeypatch):
     """The conditioning frame's tokens are queries and keys of the alignment term (so its gradient reaches them),
     while the diffusion loss is masked there (its gradient on frame 0's predictions is exactly zero)."""
-    with_p(monkeypatch, 1.0)
+    with_p(monkeypatch, adapter, 1.0)
     transformer = adapter.transformer
     captured = {}
 
     def keep(name):
         def hook(module, args, output):
-            captured[name] = output
+            captured[name] = output[0] if isinstance(output, tuple) else output  # LTX-2: (video, audio)
 
         return hook
 
