@@ -77,6 +77,8 @@ class LTX2Spec(ModelSpec):
         "LTX2InContextPipeline",
         "LTX2DFRPipeline",
     )
+    #: The stock pipeline that generates from a first frame (`LTX2Pipeline`'s components), for I2V runs.
+    image_to_video_pipeline_class_name: ClassVar[str | None] = "LTX2ImageToVideoPipeline"
     transformer_class_name = "LTX2VideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTX2Video"
     samplers = ("pipeline",)

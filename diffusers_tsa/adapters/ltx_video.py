@@ -54,7 +54,9 @@ class LTXVideoSpec(ModelSpec):
     pipeline_class_name = "LTXPipeline"
     #: LTX-Video 0.9.5 and later are published as `LTXConditionPipeline`: `LTXPipeline`'s components (the same
     #: transformer, VAE and T5 classes), trained here for text-to-video.
-    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXConditionPipeline",)
+    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXConditionPipeline", "LTXImageToVideoPipeline")
+    #: The stock pipeline that generates from a first frame (`LTXPipeline`'s components), for I2V runs.
+    image_to_video_pipeline_class_name: ClassVar[str | None] = "LTXImageToVideoPipeline"
     transformer_class_name = "LTXVideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTXVideo"
     samplers = ("pipeline",)

@@ -140,3 +140,12 @@ def test_alignment_gradient_reaches_frame_0_tokens_the_diffusion_loss_does_not(a
     teacher = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
     (on_block,) = torch.autograd.grad(tsa_loss(features, teacher), captured["block"])
     assert (on_block[:, :6] != 0).any(-1).all()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_an_i2v_checkpoint_is_read_as_the_family_whose_i2v_pipeline_it_is(family, tmp_path):
+    _, i2v_class, components, adapter_class = FAMILIES[family]
+    i2v_class(**components()).save_pretrained(tmp_path)
+    spec = load_spec(tmp_path)  # model_index.json's `_class_name` is the I2V pipeline's
+    assert spec.family == family and isinstance(spec, adapter_class.spec_class)
+    assert spec.image_to_video_pipeline_class_name == i2v_class.__name__
