@@ -28,7 +28,13 @@ from ..compat import dtype_argument
 from ..errors import GridError, ModelLayoutError
 from ..hooks import BlockFeatureExtractor
 from .adapter import ComponentClasses, ModelAdapter
-from .first_frame import condition_first_frame, conditioned_samples, first_frame_share, token_timesteps
+from .first_frame import (
+    DEFAULT_FIRST_FRAME_CONDITIONING_P,
+    condition_first_frame,
+    conditioned_samples,
+    first_frame_share,
+    token_timesteps,
+)
 from .ltx_video import pack_latents
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
@@ -79,6 +85,8 @@ class LTX2Spec(ModelSpec):
     )
     #: The stock pipeline that generates from a first frame (`LTX2Pipeline`'s components), for I2V runs.
     image_to_video_pipeline_class_name: ClassVar[str | None] = "LTX2ImageToVideoPipeline"
+    #: The share of samples conditioned on their first latent frame when the run does not give it (finetrainers').
+    default_first_frame_conditioning_p: ClassVar[float] = DEFAULT_FIRST_FRAME_CONDITIONING_P
     transformer_class_name = "LTX2VideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTX2Video"
     samplers = ("pipeline",)
@@ -121,6 +129,12 @@ class LTX2Spec(ModelSpec):
             text_encoder_class_name=model_index.get("text_encoder", [None, cls.text_encoder_class_name])[1],
             vocoder_class_name=model_index.get("vocoder", [None, cls.vocoder_class_name])[1],
         )
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """Every LTX-2 checkpoint generates from text alone and from a first frame (the same transformer; the
+        image-to-video pipeline puts the image's latents on the first latent frame)."""
+        return frozenset({"t2v", "i2v"})
 
     @classmethod
     def from_model_configs(

@@ -20,7 +20,13 @@ from torch import nn
 
 from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
-from .first_frame import condition_first_frame, conditioned_samples, first_frame_share, token_timesteps
+from .first_frame import (
+    DEFAULT_FIRST_FRAME_CONDITIONING_P,
+    condition_first_frame,
+    conditioned_samples,
+    first_frame_share,
+    token_timesteps,
+)
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
 from .spec import Grid, ModelSpec, frame_count_problem, side_problem
@@ -57,6 +63,8 @@ class LTXVideoSpec(ModelSpec):
     detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXConditionPipeline", "LTXImageToVideoPipeline")
     #: The stock pipeline that generates from a first frame (`LTXPipeline`'s components), for I2V runs.
     image_to_video_pipeline_class_name: ClassVar[str | None] = "LTXImageToVideoPipeline"
+    #: The share of samples conditioned on their first latent frame when the run does not give it (finetrainers').
+    default_first_frame_conditioning_p: ClassVar[float] = DEFAULT_FIRST_FRAME_CONDITIONING_P
     transformer_class_name = "LTXVideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTXVideo"
     samplers = ("pipeline",)
@@ -69,6 +77,12 @@ class LTXVideoSpec(ModelSpec):
 
     temporal_compression: int = 8
     spatial_compression: int = 32
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """Every LTX-Video checkpoint generates from text alone and from a first frame (the same transformer; the
+        image-to-video pipeline puts the image's latents on the first latent frame)."""
+        return frozenset({"t2v", "i2v"})
 
     @classmethod
     def from_model_configs(

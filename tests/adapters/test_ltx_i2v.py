@@ -2,6 +2,8 @@
 clean first latent frame, the conditioning mask, per-token timesteps `t * (1 - mask)`, the loss masked on the
 conditioning tokens, and the share `p` of conditioned samples (0: byte-identical to T2V, 1: every sample)."""
 
+import json
+
 import pytest
 import torch
 from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline, LTXImageToVideoPipeline, LTXPipeline
@@ -149,3 +151,6 @@ def test_an_i2v_checkpoint_is_read_as_the_family_whose_i2v_pipeline_it_is(family
     spec = load_spec(tmp_path)  # model_index.json's `_class_name` is the I2V pipeline's
     assert spec.family == family and isinstance(spec, adapter_class.spec_class)
     assert spec.image_to_video_pipeline_class_name == i2v_class.__name__
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    assert type(spec).read_tasks(model_index, {}) == {"t2v", "i2v"}  # one checkpoint, both tasks
+    assert type(spec).default_first_frame_conditioning_p == 0.1  # finetrainers' default share
