@@ -4,10 +4,13 @@ conditioning tokens, and the share `p` of conditioned samples (0: byte-identical
 
 import json
 
+import diffusers
+import numpy as np
 import pytest
 import torch
 from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline, LTXImageToVideoPipeline, LTXPipeline
 from einops import rearrange
+from PIL import Image
 
 from diffusers_tsa.adapters.first_frame import (
     condition_first_frame,
@@ -154,3 +157,22 @@ def test_an_i2v_checkpoint_is_read_as_the_family_whose_i2v_pipeline_it_is(family
     model_index = json.loads((tmp_path / "model_index.json").read_text())
     assert type(spec).read_tasks(model_index, {}) == {"t2v", "i2v"}  # one checkpoint, both tasks
     assert type(spec).default_first_frame_conditioning_p == 0.1  # finetrainers' default share
+
+
+def test_validation_builds_the_stock_i2v_pipeline_that_starts_from_the_image(adapter, monkeypatch):
+    i2v_class = getattr(diffusers, adapter.spec.image_to_video_pipeline_class_name)
+    monkeypatch.setattr(type(adapter.spec), "pipeline_class", property(lambda spec: i2v_class))  # an I2V run's
+    pipe = adapter.pipeline(adapter.transformer)
+    assert type(pipe) is i2v_class
+    # LTX-2's pipeline re-compresses the image with H.264 by default (PyAV); 0 skips it.
+    extra = {"image_crf": 0} if isinstance(adapter, LTX2Adapter) else {}
+
+    def video(color):
+        image = Image.new("RGB", (96, 64), color)
+        return pipe(
+            prompt=PROMPTS[0], image=image, num_frames=9, height=64, width=96, num_inference_steps=2,
+            max_sequence_length=16, output_type="np", generator=torch.Generator().manual_seed(0), **extra,
+        ).frames[0]  # fmt: skip
+
+    red, blue = video((220, 30, 30)), video((30, 30, 220))
+    assert red.shape == (9, 64, 96, 3) and not np.allclose(red, blue)
