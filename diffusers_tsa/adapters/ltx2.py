@@ -28,6 +28,14 @@ from ..compat import dtype_argument
 from ..errors import GridError, ModelLayoutError
 from ..hooks import BlockFeatureExtractor
 from .adapter import ComponentClasses, ModelAdapter
+from .first_frame import (
+    DEFAULT_FIRST_FRAME_CONDITIONING_P,
+    condition_first_frame,
+    conditioned_samples,
+    first_frame_share,
+    loss_mask,
+    token_timesteps,
+)
 from .ltx_video import pack_latents
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
@@ -76,6 +84,10 @@ class LTX2Spec(ModelSpec):
         "LTX2InContextPipeline",
         "LTX2DFRPipeline",
     )
+    #: The stock pipeline that generates from a first frame (`LTX2Pipeline`'s components), for I2V runs.
+    image_to_video_pipeline_class_name: ClassVar[str | None] = "LTX2ImageToVideoPipeline"
+    #: The share of samples conditioned on their first latent frame when the run does not give it (finetrainers').
+    default_first_frame_conditioning_p: ClassVar[float] = DEFAULT_FIRST_FRAME_CONDITIONING_P
     transformer_class_name = "LTX2VideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTX2Video"
     samplers = ("pipeline",)
@@ -118,6 +130,12 @@ class LTX2Spec(ModelSpec):
             text_encoder_class_name=model_index.get("text_encoder", [None, cls.text_encoder_class_name])[1],
             vocoder_class_name=model_index.get("vocoder", [None, cls.vocoder_class_name])[1],
         )
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """Every LTX-2 checkpoint generates from text alone and from a first frame (the same transformer; the
+        image-to-video pipeline puts the image's latents on the first latent frame)."""
+        return frozenset({"t2v", "i2v"})
 
     @classmethod
     def from_model_configs(
@@ -342,12 +360,17 @@ class LTX2Adapter(ModelAdapter):
         audio_noise = torch.randn(batch, audio_frames, self.spec.audio_channels, device=latents.device)
         silence = torch.zeros_like(audio_noise)
         t = sigmas * steps
+        noisy, video_t, token_mask, i2v = flow.noisy(latents, noise, sigmas), t, None, {}
+        p = self.first_frame_conditioning_p
+        if p > 0:  # as `LTX2ImageToVideoPipeline`: the video stream's frame 0 at timestep 0, the audio's at t
+            noisy, token_mask = condition_first_frame(latents, noisy, conditioned_samples(batch, p, latents.device))
+            video_t, i2v = token_timesteps(t, token_mask), {"audio_timestep": t}
         prediction = transformer(
-            hidden_states=pack_latents(flow.noisy(latents, noise, sigmas)),
+            hidden_states=pack_latents(noisy),
             audio_hidden_states=flow.noisy(silence, audio_noise, sigmas).to(latents.dtype),
             encoder_hidden_states=conditioning.video,
             audio_encoder_hidden_states=conditioning.audio,
-            timestep=t,
+            timestep=video_t,
             sigma=t,  # as the pipeline passes it (LTX-2.3's prompt modulation)
             encoder_attention_mask=conditioning.attention_mask,
             audio_encoder_attention_mask=conditioning.attention_mask,
@@ -358,8 +381,18 @@ class LTX2Adapter(ModelAdapter):
             audio_num_frames=audio_frames,
             use_cross_timestep=True,  # the pipeline's default
             return_dict=False,
+            **i2v,
         )[0]
-        return {"diffusion": flow.loss(prediction, pack_latents(latents), pack_latents(noise), sigmas)}
+        return {
+            "diffusion": flow.loss(
+                prediction, pack_latents(latents), pack_latents(noise), sigmas, mask=loss_mask(token_mask)
+            )
+        }
+
+    @property
+    def first_frame_conditioning_p(self) -> float:
+        """The share of samples whose video stream is conditioned on its first latent frame (`first_frame_share`)."""
+        return first_frame_share(self.options)
 
     def feature_extractor(self, transformer: nn.Module, depth: int) -> BlockFeatureExtractor:
         """Hooks the block's video hidden states (the first of the `(video, audio)` pair it returns)."""

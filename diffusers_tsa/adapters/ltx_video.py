@@ -20,6 +20,14 @@ from torch import nn
 
 from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
+from .first_frame import (
+    DEFAULT_FIRST_FRAME_CONDITIONING_P,
+    condition_first_frame,
+    conditioned_samples,
+    first_frame_share,
+    loss_mask,
+    token_timesteps,
+)
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
 from .spec import Grid, ModelSpec, frame_count_problem, side_problem
@@ -53,7 +61,11 @@ class LTXVideoSpec(ModelSpec):
     pipeline_class_name = "LTXPipeline"
     #: LTX-Video 0.9.5 and later are published as `LTXConditionPipeline`: `LTXPipeline`'s components (the same
     #: transformer, VAE and T5 classes), trained here for text-to-video.
-    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXConditionPipeline",)
+    detected_pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXConditionPipeline", "LTXImageToVideoPipeline")
+    #: The stock pipeline that generates from a first frame (`LTXPipeline`'s components), for I2V runs.
+    image_to_video_pipeline_class_name: ClassVar[str | None] = "LTXImageToVideoPipeline"
+    #: The share of samples conditioned on their first latent frame when the run does not give it (finetrainers').
+    default_first_frame_conditioning_p: ClassVar[float] = DEFAULT_FIRST_FRAME_CONDITIONING_P
     transformer_class_name = "LTXVideoTransformer3DModel"
     vae_class_name = "AutoencoderKLLTXVideo"
     samplers = ("pipeline",)
@@ -66,6 +78,12 @@ class LTXVideoSpec(ModelSpec):
 
     temporal_compression: int = 8
     spatial_compression: int = 32
+
+    @classmethod
+    def read_tasks(cls, model_index: dict, transformer_config: dict) -> frozenset[str]:
+        """Every LTX-Video checkpoint generates from text alone and from a first frame (the same transformer; the
+        image-to-video pipeline puts the image's latents on the first latent frame)."""
+        return frozenset({"t2v", "i2v"})
 
     @classmethod
     def from_model_configs(
@@ -226,10 +244,18 @@ class LTXVideoAdapter(ModelAdapter):
             batch, latents.device, timesteps=timesteps, num_train_timesteps=self.scheduler.config.num_train_timesteps
         )
         noise = torch.randn_like(latents)
+        noisy = flow.noisy(latents, noise, sigmas)
+        timestep = sigmas * self.scheduler.config.num_train_timesteps
+        token_mask = None
+        p = self.first_frame_conditioning_p
+        if p > 0:
+            conditioned = conditioned_samples(batch, p, latents.device)
+            noisy, token_mask = condition_first_frame(latents, noisy, conditioned)
+            timestep = token_timesteps(timestep, token_mask)
         prediction = transformer(
-            hidden_states=pack_latents(flow.noisy(latents, noise, sigmas)),
+            hidden_states=pack_latents(noisy),
             encoder_hidden_states=conditioning.embeds,
-            timestep=sigmas * self.scheduler.config.num_train_timesteps,
+            timestep=timestep,
             encoder_attention_mask=conditioning.attention_mask,
             num_frames=num_frames,
             height=height,
@@ -237,7 +263,16 @@ class LTXVideoAdapter(ModelAdapter):
             rope_interpolation_scale=self.spec.rope_interpolation_scale(),
             return_dict=False,
         )[0]
-        return {"diffusion": flow.loss(prediction, pack_latents(latents), pack_latents(noise), sigmas)}
+        return {
+            "diffusion": flow.loss(
+                prediction, pack_latents(latents), pack_latents(noise), sigmas, mask=loss_mask(token_mask)
+            )
+        }
+
+    @property
+    def first_frame_conditioning_p(self) -> float:
+        """The share of samples conditioned on their first latent frame (`first_frame_share`)."""
+        return first_frame_share(self.options)
 
     def pipeline(self, transformer: nn.Module):
         """An `LTXPipeline` around the live `transformer`, with the checkpoint's own scheduler."""
