@@ -82,3 +82,15 @@ def loss_mask(token_mask: torch.Tensor | None) -> torch.Tensor | None:
     """`FlowMatching.loss`'s `mask` for tokens `(B, N, C)`: `(B, N, 1)`, 1 where a token is in the diffusion loss
     (every token but the conditioning ones of `token_mask` `(B, N)`); `None` (every token) without conditioning."""
     return None if token_mask is None else (1 - token_mask.float())[..., None]
+
+
+def condition_batch(
+    latents: torch.Tensor, noisy: torch.Tensor, timestep: torch.Tensor, p: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One training batch conditioned on a share `p` of its samples: `(noisy, timestep, token_mask)`, the noisy
+    latents `(B, C, F, H, W)` with frame 0 clean on the conditioned samples, the per-token timesteps `(B, F*H*W)` and
+    the conditioning tokens `(B, F*H*W)`; unchanged (`timestep` `(B,)`, no mask) for `p = 0`."""
+    if p <= 0:
+        return noisy, timestep, None
+    noisy, token_mask = condition_first_frame(latents, noisy, conditioned_samples(latents.shape[0], p, latents.device))
+    return noisy, token_timesteps(timestep, token_mask), token_mask

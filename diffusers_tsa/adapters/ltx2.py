@@ -30,11 +30,9 @@ from ..hooks import BlockFeatureExtractor
 from .adapter import ComponentClasses, ModelAdapter
 from .first_frame import (
     DEFAULT_FIRST_FRAME_CONDITIONING_P,
-    condition_first_frame,
-    conditioned_samples,
+    condition_batch,
     first_frame_share,
     loss_mask,
-    token_timesteps,
 )
 from .ltx_video import pack_latents
 from .options import GenerationSettings, TrainingOptions
@@ -360,11 +358,11 @@ class LTX2Adapter(ModelAdapter):
         audio_noise = torch.randn(batch, audio_frames, self.spec.audio_channels, device=latents.device)
         silence = torch.zeros_like(audio_noise)
         t = sigmas * steps
-        noisy, video_t, token_mask, i2v = flow.noisy(latents, noise, sigmas), t, None, {}
-        p = self.first_frame_conditioning_p
-        if p > 0:  # as `LTX2ImageToVideoPipeline`: the video stream's frame 0 at timestep 0, the audio's at t
-            noisy, token_mask = condition_first_frame(latents, noisy, conditioned_samples(batch, p, latents.device))
-            video_t, i2v = token_timesteps(t, token_mask), {"audio_timestep": t}
+        # As `LTX2ImageToVideoPipeline`: the video stream's frame 0 at timestep 0, the audio's at t.
+        noisy, video_t, token_mask = condition_batch(
+            latents, flow.noisy(latents, noise, sigmas), t, self.first_frame_conditioning_p
+        )
+        i2v = {} if token_mask is None else {"audio_timestep": t}
         prediction = transformer(
             hidden_states=pack_latents(noisy),
             audio_hidden_states=flow.noisy(silence, audio_noise, sigmas).to(latents.dtype),

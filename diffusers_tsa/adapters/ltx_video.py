@@ -22,11 +22,9 @@ from ..errors import GridError, ModelLayoutError
 from .adapter import ComponentClasses, ModelAdapter
 from .first_frame import (
     DEFAULT_FIRST_FRAME_CONDITIONING_P,
-    condition_first_frame,
-    conditioned_samples,
+    condition_batch,
     first_frame_share,
     loss_mask,
-    token_timesteps,
 )
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
@@ -246,12 +244,7 @@ class LTXVideoAdapter(ModelAdapter):
         noise = torch.randn_like(latents)
         noisy = flow.noisy(latents, noise, sigmas)
         timestep = sigmas * self.scheduler.config.num_train_timesteps
-        token_mask = None
-        p = self.first_frame_conditioning_p
-        if p > 0:
-            conditioned = conditioned_samples(batch, p, latents.device)
-            noisy, token_mask = condition_first_frame(latents, noisy, conditioned)
-            timestep = token_timesteps(timestep, token_mask)
+        noisy, timestep, token_mask = condition_batch(latents, noisy, timestep, self.first_frame_conditioning_p)
         prediction = transformer(
             hidden_states=pack_latents(noisy),
             encoder_hidden_states=conditioning.embeds,
