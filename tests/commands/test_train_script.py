@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,25 +87,32 @@ def common_flags(tiny, output_dir):
     ]
 
 
+def free_port():
+    """A TCP port nothing listens on now, for one multi-process launch's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accelerate_launch(processes=1, threads=None):
+    """`accelerate launch` on the CPU with `processes` processes, before the script and its flags.
+
+    One process runs with `--cpu`; several with `--multi_gpu` (accelerate's `--cpu` launcher runs one process
+    whatever `--num_processes` says), gloo on a machine without GPUs, and a rendezvous port of their own: tests
+    that run side by side under pytest-xdist must not meet on accelerate's default 29500."""
+    distributed = ("--multi_gpu", "--main_process_port", str(free_port())) if processes > 1 else ("--cpu",)
+    threads = threads or max(1, (os.cpu_count() or 2) // processes)
+    return [
+        *(sys.executable, "-m", "accelerate.commands.launch", *distributed, "--num_processes", str(processes)),
+        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+        *("--num_cpu_threads_per_process", str(threads)),
+    ]
+
+
 def launch_command(tiny, output_dir, *flags, processes=1, script=(SCRIPT,), common=True):
     """`accelerate launch` of `script` with the common flags (unless `common` is off) and `flags`."""
-    # Several processes: accelerate's multi-process launcher; the script picks gloo on a machine without GPUs.
-    distributed = "--multi_gpu" if processes > 1 else "--cpu"
     return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        distributed,
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--num_cpu_threads_per_process",
-        str(max(1, (os.cpu_count() or 2) // processes)),
+        *accelerate_launch(processes),
         *map(str, script),
         *(common_flags(tiny, output_dir) if common else []),
         *flags,

@@ -22,6 +22,7 @@ from diffusers import (
 )
 from test_train_script import (
     SCRIPT,
+    accelerate_launch,
     common_flags,
     launch_command,
     logged_scalars,
@@ -318,20 +319,7 @@ def cli_cache(tiny, folder, *flags, processes=1):
     """The features CLI (latents, prompt embeddings and teacher features of the four clips), through
     `accelerate launch` with `processes` processes."""
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--num_cpu_threads_per_process",
-        "1",
+        *accelerate_launch(processes, threads=1),
         "-m",
         "diffusers_tsa.features",
         "--instance_data_root",
@@ -354,8 +342,6 @@ def cli_cache(tiny, folder, *flags, processes=1):
         str(folder),
         *flags,
     ]
-    if processes > 1:
-        command[3] = "--multi_gpu"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]

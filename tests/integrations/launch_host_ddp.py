@@ -39,4 +39,6 @@ for _ in range(2):
     optimizer.step()
     optimizer.zero_grad()
 weights = accelerator.gather(torch.cat([p.detach().flatten() for p in alignment.projector.parameters()])[None])
-accelerator.print(f"projector in sync: {all(torch.equal(weights[0], w) for w in weights)}")
+accelerator.print(
+    f"processes: {accelerator.num_processes}, projector in sync: {all(torch.equal(weights[0], w) for w in weights)}"
+)

@@ -5,7 +5,6 @@ training script's, and DDP (the recipes' loops are `test_integration_recipes.py`
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from accelerate import Accelerator
 from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel, LTXPipeline, WanPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
+from test_train_script import accelerate_launch
 
 from diffusers_tsa import BlockFeatureExtractor, tsa_loss
 from diffusers_tsa.adapters import load_spec
@@ -244,8 +244,7 @@ def test_the_projector_trains_in_sync_under_ddp_with_unused_parameter_search(tin
     """DDP with `find_unused_parameters=True` (diffusers' examples) sees the projector used by the forward that runs
     it, and averages its gradients: two processes on different batches end with the same projector."""
     command = [
-        *(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1"),
-        *("--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"),
+        *accelerate_launch(processes=2, threads=1),
         str(Path(__file__).with_name("launch_host_ddp.py")),
         str(tiny / "teacher"),
     ]
@@ -253,4 +252,4 @@ def test_the_projector_trains_in_sync_under_ddp_with_unused_parameter_search(tin
         command, capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "projector in sync: True" in done.stdout
+    assert "processes: 2, projector in sync: True" in done.stdout
