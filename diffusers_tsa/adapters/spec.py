@@ -314,8 +314,8 @@ class ModelSpec(abc.ABC):
     @property
     def pipeline_class(self) -> type:
         """The stock pipeline class that loads this checkpoint and what training writes (diffusers'
-        `pipeline_class_name`, or `image_to_video_pipeline_class_name` for a spec made `for_training` an
-        image-to-video run; families outside diffusers override it)."""
+        `pipeline_class_name`, or `image_to_video_pipeline_class_name` for an image-to-video checkpoint or run;
+        families outside diffusers override it)."""
         import diffusers
 
         return getattr(
@@ -324,8 +324,9 @@ class ModelSpec(abc.ABC):
 
     @property
     def image_to_video(self) -> bool:
-        """Whether this spec was made `for_training` an image-to-video run (its pipelines take an `image`)."""
-        return self.options is not None and self.options.image_to_video
+        """Whether its pipelines take an `image`: an image-to-video-only checkpoint, or a spec made `for_training` an
+        image-to-video run."""
+        return self.tasks == {"i2v"} or (self.options is not None and self.options.image_to_video)
 
     @property
     def transformer_class(self) -> type:

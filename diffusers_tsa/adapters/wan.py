@@ -170,14 +170,6 @@ class WanSpec(ModelSpec):
         return frozenset({"t2v", "i2v"}) if model_index.get("expand_timesteps") else frozenset({"t2v"})
 
     @property
-    def pipeline_class(self) -> type:
-        """`WanImageToVideoPipeline` for an image-to-video run (or checkpoint), `WanPipeline` otherwise."""
-        import diffusers
-
-        image = self.tasks == {"i2v"} or (self.options is not None and self.options.image_to_video)
-        return getattr(diffusers, self.image_to_video_pipeline_class_name if image else self.pipeline_class_name)
-
-    @property
     def conditions_on_latents(self) -> bool:
         """Whether the image condition is the clip's own first latent frame (TI2V-5B, `expand_timesteps`) rather
         than a channel-concatenated condition video (Wan 2.1 / 2.2 A14B I2V)."""
