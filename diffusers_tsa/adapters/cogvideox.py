@@ -63,8 +63,8 @@ def check_transformer_config(name: str, config: dict, model_index: dict) -> None
     if config.get("ofs_embed_dim") and model_index.get("_class_name") != IMAGE_TO_VIDEO_PIPELINE:
         raise ModelLayoutError(
             f"`pretrained_model_name_or_path={name!r}` has an image-to-video transformer (`ofs_embed_dim="
-            f"{config['ofs_embed_dim']}`) in a `{model_index.get('_class_name')}` checkpoint, which cannot run it: "
-            f"use a `{IMAGE_TO_VIDEO_PIPELINE}` checkpoint such as THUDM/CogVideoX1.5-5B-I2V."
+            f"{config['ofs_embed_dim']}`) outside a `{IMAGE_TO_VIDEO_PIPELINE}` checkpoint, which alone runs it: "
+            "use THUDM/CogVideoX1.5-5B-I2V (with --image_to_video) or the text-to-video THUDM/CogVideoX1.5-5B."
         )
     if config.get("patch_size_t") and not config.get("use_rotary_positional_embeddings"):
         raise ModelLayoutError(

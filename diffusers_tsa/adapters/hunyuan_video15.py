@@ -1,5 +1,5 @@
-"""HunyuanVideo 1.5 text-to-video (diffusers' `HunyuanVideo15Pipeline`) behind the `ModelSpec` / `ModelAdapter`
-interface.
+"""HunyuanVideo 1.5 text-to-video (diffusers' `HunyuanVideo15Pipeline`) and image-to-video
+(`HunyuanVideo15ImageToVideoPipeline`) behind the `ModelSpec` / `ModelAdapter` interface.
 
 The training objective is flow matching (`FlowMatching`), as SimpleTuner trains the model: latents are the VAE's
 sample times the VAE config's `scaling_factor` (the pipeline decodes `latents / scaling_factor`), `(B, C, F, H, W)`;
@@ -7,6 +7,14 @@ sigma is drawn per sample, `x_t = (1 - sigma) x_0 + sigma * noise`, the transfor
 `noise - x_0`. As the pipeline does for text-to-video, the transformer's input is the noisy latents beside an all-zero
 conditioning latent and an all-zero mask (`(B, 2C + 1, F, H, W)`), and its image embeddings are all zero (so masked
 out): only the video latents are noised and predicted.
+
+Image-to-video (`TrainingOptions.image_to_video`, `*_i2v` checkpoints), as `HunyuanVideo15ImageToVideoPipeline`
+conditions (`prepare_cond_latents_and_mask`, `encode_image`): the conditioning latent is the VAE mode of the clip's
+first frame times `scaling_factor` on latent frame 0 and zeros after it, the mask is 1 on latent frame 0, and the
+image embeddings are SigLIP's last hidden states of the first frame as an 8-bit image. Every frame is denoised and in
+the loss; the condition enters every token of latent frame 0 through the input channels, so all video tokens are the
+alignment's queries and keys. That pipeline generates at the size bucket of the transformer's `target_size` closest
+to the image's aspect ratio: an image-to-video run trains at one of those sizes.
 
 Prompts are encoded by both of the pipeline's text encoders, exactly as `HunyuanVideo15Pipeline.encode_prompt` does:
 Qwen2.5-VL's third-to-last hidden states of the chat-templated caption, the template's first 108 tokens cropped, and
@@ -23,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..errors import GridError, ModelLayoutError
@@ -50,22 +60,29 @@ class HunyuanVideo15PromptEmbeds(NamedTuple):
         attention_mask (`torch.Tensor`): `(B, L)`, 1 on the caption's tokens.
         glyph_embeds (`torch.Tensor`): ByT5 embeddings of the quoted text `(B, 256, D2)`.
         glyph_attention_mask (`torch.Tensor`): `(B, 256)`, 1 on the quoted text's tokens (none without quotes).
+        image_latents (`torch.Tensor`, *optional*): image-to-video: the first frames' scaled VAE mode
+            `(B, C, 1, H, W)`.
+        image_embeds (`torch.Tensor`, *optional*): image-to-video: SigLIP's last hidden states `(B, N, D3)`.
     """
 
     embeds: torch.Tensor
     attention_mask: torch.Tensor
     glyph_embeds: torch.Tensor
     glyph_attention_mask: torch.Tensor
+    image_latents: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class HunyuanVideo15Spec(ModelSpec):
     """HunyuanVideo 1.5's shape rules: a causal VAE (first frame alone, then `temporal_compression` frames per latent
     frame) that compresses `spatial_compression` pixels into one latent pixel, and a transformer with patches
-    (`patch_size_t`, `patch_size`, `patch_size`) (1 x 1 x 1 in the released checkpoints)."""
+    (`patch_size_t`, `patch_size`, `patch_size`) (1 x 1 x 1 in the released checkpoints). `target_size` is the
+    transformer's, whose size buckets the image-to-video pipeline generates at."""
 
     family = "hunyuan_video15"
     pipeline_class_name = "HunyuanVideo15Pipeline"
+    image_to_video_pipeline_class_name = "HunyuanVideo15ImageToVideoPipeline"
     transformer_class_name = "HunyuanVideo15Transformer3DModel"
     vae_class_name = "AutoencoderKLHunyuanVideo15"
     uses_flow_matching = True
@@ -79,6 +96,7 @@ class HunyuanVideo15Spec(ModelSpec):
     spatial_compression: int = 16
     patch_size: int = 1
     patch_size_t: int = 1
+    target_size: int = 640
 
     @classmethod
     def from_model_configs(
@@ -91,13 +109,15 @@ class HunyuanVideo15Spec(ModelSpec):
         revision=None,
         cache_dir=None,
     ) -> HunyuanVideo15Spec:
-        """The compression ratios are the VAE config's; an image-to-video transformer (`task_type="i2v"`) is refused:
-        this adapter trains text-to-video."""
+        """The compression ratios are the VAE config's; an image-to-video transformer (`task_type="i2v"`) outside a
+        `HunyuanVideo15ImageToVideoPipeline` checkpoint is refused."""
         name, config, vae = pretrained_model_name_or_path, transformer_config, vae_config or {}
-        if config.get("task_type") == "i2v":
+        i2v_checkpoint = (model_index or {}).get("_class_name") == cls.image_to_video_pipeline_class_name
+        if config.get("task_type") == "i2v" and not i2v_checkpoint:
             raise ModelLayoutError(
-                f"`pretrained_model_name_or_path={name!r}` is an image-to-video HunyuanVideo 1.5 transformer "
-                "(`task_type='i2v'`); this adapter trains text-to-video: use a `*_t2v` checkpoint."
+                f"`pretrained_model_name_or_path={name!r}` has an image-to-video HunyuanVideo 1.5 transformer "
+                f"(`task_type='i2v'`) outside a `{cls.image_to_video_pipeline_class_name}` checkpoint: use a `*_t2v` "
+                "checkpoint, or an `*_i2v` one with --image_to_video."
             )
         return cls(
             **cls.transformer_fields(name, config, revision=revision, cache_dir=cache_dir),
@@ -105,6 +125,7 @@ class HunyuanVideo15Spec(ModelSpec):
             spatial_compression=vae.get("spatial_compression_ratio", cls.spatial_compression),
             patch_size=config.get("patch_size", 1),
             patch_size_t=config.get("patch_size_t", 1),
+            target_size=config.get("target_size", cls.target_size),
         )
 
     def token_grid(self, num_frames: int, height: int, width: int) -> Grid:
@@ -119,8 +140,30 @@ class HunyuanVideo15Spec(ModelSpec):
             bad.append(frame_count_problem(num_frames, t))
         why = f"VAE x{self.spatial_compression}, patch {self.patch_size}"
         bad += side_problem("height", height, pixels, why) + side_problem("width", width, pixels, why)
+        if self.tasks == {"i2v"} and (height, width) not in self.size_buckets():
+            nearest = self.nearest_bucket(height, width)
+            bad.append(
+                f"`height={height}`, `width={width}` is not a size {self.image_to_video_pipeline_class_name} generates "
+                f"at (the buckets of its `target_size={self.target_size}`): the nearest for this aspect ratio is "
+                f"`--height {nearest[0]} --width {nearest[1]}`"
+            )
         if bad:
             raise GridError("HunyuanVideo 1.5 cannot take this clip size: " + "; ".join(bad) + ".")
+
+    def size_buckets(self) -> list[tuple[int, int]]:
+        """The (height, width) sizes `HunyuanVideo15ImageToVideoPipeline` generates at: the buckets of the
+        transformer's `target_size` (`calculate_default_height_width`), one per aspect ratio."""
+        from diffusers.pipelines.hunyuan_video1_5.image_processor import generate_crop_size_list
+
+        return [tuple(size) for size in generate_crop_size_list(self.target_size, self.spatial_compression)]
+
+    def nearest_bucket(self, height: int, width: int) -> tuple[int, int]:
+        """The bucket the image-to-video pipeline generates at for an image of `height` x `width`."""
+        from diffusers.pipelines.hunyuan_video1_5.image_processor import get_closest_ratio
+
+        buckets = self.size_buckets()
+        ratios = np.array([round(h / w, 5) for h, w in buckets])
+        return tuple(get_closest_ratio(height, width, ratios, buckets)[0])
 
     @property
     def default_depth(self) -> int:
@@ -170,26 +213,31 @@ class HunyuanVideo15Spec(ModelSpec):
         ]
 
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
-        """`HunyuanVideo15Pipeline` arguments (guidance and text length are set by `configure_pipeline`)."""
-        return {
-            "num_frames": settings.num_frames,
-            "height": settings.height,
-            "width": settings.width,
-            "num_inference_steps": settings.num_inference_steps,
-        }
+        """`HunyuanVideo15Pipeline` arguments (guidance and text length are set by `configure_pipeline`); the
+        image-to-video pipeline takes its size from the image (its bucket, `nearest_bucket`)."""
+        size = {} if self.image_to_video else {"height": settings.height, "width": settings.width}
+        return {"num_frames": settings.num_frames, **size, "num_inference_steps": settings.num_inference_steps}
 
 
 @register_adapter
 class HunyuanVideo15Adapter(ModelAdapter):
     """`HunyuanVideo15Pipeline` checkpoints (e.g. `hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v`, its
-    720p and distilled text-to-video kinds). `text_encoder_2` and `tokenizer_2` are ByT5's, for quoted text."""
+    720p and distilled text-to-video kinds) and `HunyuanVideo15ImageToVideoPipeline` ones (`*_i2v`).
+    `text_encoder_2` and `tokenizer_2` are ByT5's, for quoted text; `image_encoder` and `image_processor` SigLIP's
+    (the pipeline's `feature_extractor`), for an image-to-video run."""
 
     spec_class = HunyuanVideo15Spec
     encoder_components: ClassVar[tuple[str, ...]] = (*ModelAdapter.encoder_components, "tokenizer_2", "text_encoder_2")
+    image_encoder_components: ClassVar[tuple[str, ...]] = ("image_encoder", "image_processor")
 
     def __init__(self, spec: ModelSpec, *, tokenizer_2=None, text_encoder_2=None, **components):
         super().__init__(spec, **components)
         self.tokenizer_2, self.text_encoder_2 = tokenizer_2, text_encoder_2
+
+    @classmethod
+    def pipeline_components(cls, pipe) -> dict[str, Any]:
+        """As the base; the image-to-video pipeline's `feature_extractor` is the adapter's `image_processor`."""
+        return {**super().pipeline_components(pipe), "image_processor": getattr(pipe, "feature_extractor", None)}
 
     @classmethod
     def component_classes(cls, spec: HunyuanVideo15Spec) -> ComponentClasses:
@@ -205,7 +253,9 @@ class HunyuanVideo15Adapter(ModelAdapter):
 
     @classmethod
     def load_encoders(cls, spec, *, variant=None, weight_dtype=torch.float32, device="cpu") -> dict[str, Any]:
-        """As the base, with ByT5 (`tokenizer_2`, `text_encoder_2`), frozen, in `weight_dtype` on `device`."""
+        """As the base, with ByT5 (`tokenizer_2`, `text_encoder_2`) and, for an image-to-video run, SigLIP
+        (`image_encoder`, and its `feature_extractor` as `image_processor`), frozen, in `weight_dtype` on
+        `device`."""
         from transformers import AutoTokenizer, T5EncoderModel
 
         encoders = super().load_encoders(spec, variant=variant, weight_dtype=weight_dtype, device=device)
@@ -213,10 +263,22 @@ class HunyuanVideo15Adapter(ModelAdapter):
         glyphs = T5EncoderModel.from_pretrained(
             name, subfolder="text_encoder_2", dtype=weight_dtype, variant=variant, **kwargs
         )
-        return {
+        encoders = {
             **encoders,
             "tokenizer_2": AutoTokenizer.from_pretrained(name, subfolder="tokenizer_2", **kwargs),
             "text_encoder_2": glyphs.requires_grad_(False).to(device),
+        }
+        if not spec.image_to_video:
+            return encoders
+        from transformers import SiglipImageProcessor, SiglipVisionModel
+
+        vision = SiglipVisionModel.from_pretrained(
+            name, subfolder="image_encoder", dtype=weight_dtype, variant=variant, **kwargs
+        )
+        return {
+            **encoders,
+            "image_encoder": vision.requires_grad_(False).eval().to(device),
+            "image_processor": SiglipImageProcessor.from_pretrained(name, subfolder="feature_extractor", **kwargs),
         }
 
     # --- Data -> model inputs ---------------------------------------------------------------------------------
@@ -284,13 +346,38 @@ class HunyuanVideo15Adapter(ModelAdapter):
             "prompt_attention_mask_2": glyph_mask,
         }
 
+    @torch.no_grad()
+    # Adapted from diffusers' pipelines/hunyuan_video1_5/pipeline_hunyuan_video1_5_image2video.py
+    # (`_get_image_latents`, `_get_image_embeds`).
+    def image_encoder_outputs(
+        self, first_frames: torch.Tensor, videos: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """An image-to-video run's first frames `(B, C, H, W)` in [-1, 1] -> `image_latent_moments`, each frame's VAE
+        posterior alone in the latent space `(B, 2C', 1, H', W')`, and `image_embeds`, SigLIP's last hidden states
+        of the frames as 8-bit images (what the pipeline is given) `(B, N, D3)`. Nothing for text-to-video."""
+        if not self.options.image_to_video:
+            return {}
+        moments = self.latent_moments(rearrange(first_frames, "b c h w -> b 1 c h w"))
+        pixels = ((first_frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        images = list(rearrange(pixels, "b c h w -> b h w c").cpu().numpy())
+        inputs = self.image_processor.preprocess(images=images, do_resize=True, return_tensors="pt")
+        inputs = inputs.to(self.image_encoder.device, self.image_encoder.dtype)
+        return {"image_latent_moments": moments, "image_embeds": self.image_encoder(**inputs).last_hidden_state}
+
     def conditioning(self, outputs: dict[str, torch.Tensor]) -> HunyuanVideo15PromptEmbeds:
-        """Both encoders' embeddings and masks, as `diffusion_loss` takes them."""
+        """Both encoders' embeddings and masks, as `diffusion_loss` takes them; for image-to-video also the first
+        frames' latents (the posterior's mode: the pipeline encodes its image with `sample_mode="argmax"`) and
+        SigLIP embeddings."""
+        image = {}
+        if self.options.image_to_video:
+            mode = outputs["image_latent_moments"].chunk(2, dim=1)[0]
+            image = {"image_latents": mode, "image_embeds": outputs["image_embeds"]}
         return HunyuanVideo15PromptEmbeds(
             outputs["prompt_embeds"],
             outputs["prompt_attention_mask"],
             outputs["prompt_embeds_2"],
             outputs["prompt_attention_mask_2"],
+            **image,
         )
 
     # --- Training forward -------------------------------------------------------------------------------------
@@ -306,7 +393,8 @@ class HunyuanVideo15Adapter(ModelAdapter):
         """Flow matching (`options.flow_matching`) on `latents` `(B, C, F, H, W)`: one sigma per sample is drawn (or
         `timesteps / num_train_timesteps` for given `timesteps` `(B,)`), then the noise; the transformer sees the
         noisy latents beside the pipeline's all-zero text-to-video conditioning latent and mask, all-zero image
-        embeddings, at timestep `1000 sigma`, and its prediction is compared with `noise - latents`.
+        embeddings (for image-to-video: the first frame's latent on latent frame 0, a mask of 1 there, and its
+        SigLIP embeddings), at timestep `1000 sigma`, and its prediction is compared with `noise - latents`.
 
         Returns:
             `dict[str, torch.Tensor]`: `{"diffusion": loss}`, a scalar.
@@ -318,6 +406,11 @@ class HunyuanVideo15Adapter(ModelAdapter):
         noise = torch.randn_like(latents)
         condition = latents.new_zeros(batch, channels + 1, frames, height, width)
         config = unwrap_model(transformer).config
+        image_embeds = latents.new_zeros(batch, VISION_TOKENS, config.image_embed_dim)
+        if conditioning.image_latents is not None:  # `prepare_cond_latents_and_mask`, `encode_image`
+            condition[:, :channels, :1] = conditioning.image_latents.to(latents)
+            condition[:, channels:, :1] = 1.0
+            image_embeds = conditioning.image_embeds.to(latents)
         prediction = transformer(
             hidden_states=torch.cat([flow.noisy(latents, noise, sigmas), condition], dim=1),
             timestep=(sigmas * steps).to(latents.dtype),
@@ -325,7 +418,7 @@ class HunyuanVideo15Adapter(ModelAdapter):
             encoder_attention_mask=conditioning.attention_mask,
             encoder_hidden_states_2=conditioning.glyph_embeds,
             encoder_attention_mask_2=conditioning.glyph_attention_mask,
-            image_embeds=latents.new_zeros(batch, VISION_TOKENS, config.image_embed_dim),
+            image_embeds=image_embeds,
             return_dict=False,
         )[0]
         return {"diffusion": flow.loss(prediction, latents, noise, sigmas)}
@@ -363,7 +456,8 @@ class HunyuanVideo15Adapter(ModelAdapter):
     # --- Validation -------------------------------------------------------------------------------------------
 
     def pipeline(self, transformer: nn.Module):
-        """A `HunyuanVideo15Pipeline` around the live `transformer`, with the checkpoint's scheduler and guider."""
+        """The run's pipeline (`HunyuanVideo15Pipeline`, or `HunyuanVideo15ImageToVideoPipeline` with SigLIP) around
+        the live `transformer`, with the checkpoint's scheduler and guider."""
         from diffusers.guiders import ClassifierFreeGuidance
 
         guider = ClassifierFreeGuidance.from_pretrained(
@@ -381,6 +475,11 @@ class HunyuanVideo15Adapter(ModelAdapter):
             text_encoder_2=self.text_encoder_2,
             tokenizer_2=self.tokenizer_2,
             guider=guider,
+            **(
+                {"image_encoder": self.image_encoder, "feature_extractor": self.image_processor}
+                if self.spec.image_to_video
+                else {}
+            ),
         )
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from diffusers import (
     CogVideoXImageToVideoPipeline,
+    HunyuanVideo15ImageToVideoPipeline,
     LTXPipeline,
     WanImageToVideoPipeline,
     WanPipeline,
@@ -31,10 +32,12 @@ from diffusers_tsa.testing import (
     tiny_wan_components,
     write_test_dataset,
 )
+from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "train_text_to_video_tsa.py"
 PROMPT = "a white square moves right"
+LORA_FILE = "pytorch_lora_weights.safetensors"
 TEACHER_32X48 = ("--teacher_num_frames", "8", "--teacher_height", "32", "--teacher_width", "48")
 #: What `accelerate launch --cpu --num_processes 1 --mixed_precision no --dynamo_backend no` tells the script.
 ONE_CPU_PROCESS = {"ACCELERATE_USE_CPU": "true", "ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DYNAMO_BACKEND": "NO"}
@@ -44,13 +47,15 @@ pytestmark = pytest.mark.slow
 
 @dataclass(frozen=True)
 class I2VFamily:
-    """One image-to-video family's tiny checkpoint (`pipeline`, saved as the base) and what its runs take."""
+    """One image-to-video family's tiny checkpoint (`pipeline`, saved as the base), what its runs take, and how a
+    user loads its LoRA into the stock pipeline."""
 
     name: str
     pipeline: Callable
     clip: tuple[int, int, int]
     flags: tuple[str, ...] = TEACHER_32X48
     teacher_kwargs: tuple[tuple[str, int], ...] = ()
+    load_lora: Callable = lambda pipe, folder: pipe.load_lora_weights(folder)
 
 
 FAMILIES = [
@@ -69,6 +74,12 @@ FAMILIES = [
     ),
     I2VFamily("wan21_i2v", lambda: WanImageToVideoPipeline(**tiny_wan_components(image_to_video=True)), (9, 64, 96)),
     I2VFamily("wan22_ti2v", lambda: WanPipeline(**tiny_wan_components(ti2v=True)), (9, 64, 96)),
+    I2VFamily(
+        "hunyuan_video15_i2v",
+        lambda: HunyuanVideo15ImageToVideoPipeline(**tiny_hunyuan_video15_components(image_to_video=True)),
+        (9, 32, 48),
+        load_lora=lambda pipe, folder: pipe.transformer.load_lora_adapter(folder, weight_name=LORA_FILE),
+    ),
     I2VFamily(
         "ltx_video",
         lambda: LTXPipeline(**tiny_ltx_video_components()),
@@ -131,7 +142,7 @@ def test_a_lora_run_validates_from_a_first_frame_and_changes_the_stock_i2v_pipel
     out = tmp_path / "out"
     log = train(tiny, out, "--max_train_steps", "2", "--validation_prompt", PROMPT)
     spec, generate = image_and_pipeline(tiny)
-    assert "Alignment = m-tsa" in log and (out / "pytorch_lora_weights.safetensors").is_file()
+    assert "Alignment = m-tsa" in log and (out / LORA_FILE).is_file()
     assert iio.imread(out / "validation" / "final-0-0.mp4").shape == (*tiny[0].clip, 3)
     card = (out / "README.md").read_text()
     assert f"pipe = {spec.image_to_video_pipeline_class_name}.from_pretrained(" in card and "image=image" in card
@@ -139,7 +150,7 @@ def test_a_lora_run_validates_from_a_first_frame_and_changes_the_stock_i2v_pipel
     pipe = spec.pipeline_class.from_pretrained(tiny[1] / "base")
     assert type(pipe).__name__ == spec.image_to_video_pipeline_class_name
     before = generate(pipe)
-    pipe.load_lora_weights(out)
+    tiny[0].load_lora(pipe, out)
     assert not np.allclose(generate(pipe), before, atol=1e-4)
 
 

@@ -1,10 +1,16 @@
-"""The precompute of an image-to-video run: it stores what the condition needs (CogVideoX-I2V's and Wan I2V's image
-latent posterior, Wan 2.1 I2V's image embeddings; nothing more for TI2V-5B and LTX-Video, conditioned on their own
-latents), and the diffusion loss on the cache, which loads no encoder, is the loss on the videos."""
+"""The precompute of an image-to-video run: it stores what the condition needs (the image latent posterior of
+CogVideoX-I2V, Wan I2V and HunyuanVideo 1.5 I2V, the image embeddings of Wan 2.1 I2V and HunyuanVideo 1.5 I2V; nothing
+more for TI2V-5B and LTX-Video, conditioned on their own latents), and the diffusion loss on the cache, which loads no encoder, is the loss on the videos."""
 
 import pytest
 import torch
-from diffusers import CogVideoXImageToVideoPipeline, LTXPipeline, WanImageToVideoPipeline, WanPipeline
+from diffusers import (
+    CogVideoXImageToVideoPipeline,
+    HunyuanVideo15ImageToVideoPipeline,
+    LTXPipeline,
+    WanImageToVideoPipeline,
+    WanPipeline,
+)
 
 from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
 from diffusers_tsa.data import ClipSpec, load_video_dataset
@@ -15,6 +21,7 @@ from diffusers_tsa.testing import (
     tiny_wan_components,
     write_test_dataset,
 )
+from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
 from diffusers_tsa.training import TrainingClips, collate_examples, model_inputs
 
 
@@ -34,6 +41,11 @@ FAMILIES = {
         lambda: WanPipeline(**tiny_wan_components(ti2v=True)),
         ClipSpec(height=64, width=96, max_num_frames=9),
         set(),
+    ),
+    "hunyuan_video15_i2v": (
+        lambda: HunyuanVideo15ImageToVideoPipeline(**tiny_hunyuan_video15_components(image_to_video=True)),
+        ClipSpec(height=32, width=48, max_num_frames=9),
+        {"image_latent_moments", "image_embeds"},
     ),
     "ltx_video": (
         lambda: LTXPipeline(**tiny_ltx_video_components()),
@@ -70,9 +82,8 @@ def test_the_loss_on_the_cache_is_the_loss_on_the_videos(tiny, family, monkeypat
     )
     transform = ModelInputs(adapter(tiny, family, transformer=False), clip, storage_dtype="float32", vae_batch_size=2)
     mapped = transform.map(table, batch_size=2)
-    assert image_columns <= set(transform.shapes) and not set(transform.shapes) - image_columns - {
-        "latent_moments", "prompt_embeds", "prompt_attention_mask"
-    }  # fmt: skip
+    text_columns = set(transform.adapter.text_encoder_outputs([""]))
+    assert set(transform.shapes) == {"latent_moments", *text_columns, *image_columns}
     full, bare = adapter(tiny, family), adapter(tiny, family, encoders=False)
     assert bare.vae is None and bare.text_encoder is None and getattr(bare, "image_encoder", None) is None
     columns = list(transform.shapes)
