@@ -309,7 +309,7 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
         protocol_only=args.manifest_only,
         vae_tiling=args.enable_tiling,
     )
-    images = first_frames(args, spec, plan, per_prompt)  # refused before any video is planned to disk
+    images = first_frames(args, spec, entries, plan, per_prompt)  # refused before any video is planned to disk
     out = Path(args.output_dir)
     if not args.manifest_only:
         check_settings(out, recorded_settings(args, spec, scheduler), plan)
@@ -350,30 +350,44 @@ def generate(args: argparse.Namespace) -> list[VideoRecord]:
     return plan
 
 
-def first_frames(args: argparse.Namespace, spec, plan: Sequence[VideoRecord], per_prompt: int) -> dict[str, Path]:
-    """An image-to-video run's first frame of each planned video, by its file: `--image_dir/<i>.png` for the
-    `i`-th prompt (from 0); `{}` for a text-to-video run.
+def first_frames(
+    args: argparse.Namespace, spec, entries: Sequence[PromptEntry], plan: Sequence[VideoRecord], per_prompt: int
+) -> dict[str, str]:
+    """An image-to-video run's first frame (a path or URL) of each planned video, by its file: `--image_dir/<i>.png`
+    for the `i`-th prompt (from 0), else the prompt file's `image` column; `{}` for a text-to-video run (which
+    ignores the column).
 
     Raises:
-        `EvalInputError`: `--image_dir` without `--image_to_video` or the reverse, or a prompt without its image.
+        `EvalInputError`: `--image_dir` without `--image_to_video`, `--image_to_video` without images, or a prompt
+            without its image.
     """
     image_to_video = spec is not None and spec.image_to_video
-    if args.image_dir is None:
-        if image_to_video:
+    if not image_to_video:
+        if args.image_dir is not None:
             raise EvalInputError(
-                "--image_to_video: pass --image_dir, the folder of each prompt's first frame <i>.png."
+                "--image_dir: the images are first frames of image-to-video runs; pass --image_to_video."
             )
         return {}
-    if not image_to_video:
-        raise EvalInputError("--image_dir: the images are first frames of image-to-video runs; pass --image_to_video.")
-    images = {record.file: Path(args.image_dir) / f"{i // per_prompt}.png" for i, record in enumerate(plan)}
-    missing = sorted({str(path) for path in images.values() if not path.is_file()})
-    if missing:
+    if args.image_dir is not None:
+        sources, where = [str(Path(args.image_dir) / f"{k}.png") for k in range(len(entries))], "--image_dir"
+    elif any(entry.image for entry in entries):
+        sources, where = [entry.image for entry in entries], "the prompt file's `image` column"
+    else:
         raise EvalInputError(
-            f"--image_dir {args.image_dir!r}: {len(missing)} prompt(s) have no first frame, e.g. {missing[0]}; give "
-            "one <i>.png per prompt (i from 0, in the prompt file's order)."
+            "--image_to_video: pass --image_dir, the folder of each prompt's first frame <i>.png, or give the prompt "
+            "file an `image` column."
         )
-    return images
+    missing = [
+        entry.prompt
+        for entry, source in zip(entries, sources)
+        if not source or ("://" not in source and not Path(source).is_file())
+    ]
+    if missing:
+        fix = "one <i>.png per prompt (i from 0, in the prompt file's order)" if args.image_dir else "an image each"
+        raise EvalInputError(
+            f"{where}: {len(missing)} prompt(s) have no first frame, e.g. {missing[0]!r}; give {fix}."
+        )
+    return {record.file: sources[i // per_prompt] for i, record in enumerate(plan)}
 
 
 def _generate_videos(
@@ -389,7 +403,7 @@ def _generate_videos(
 
     for record in tqdm(todo, desc=desc):
         generator = torch.Generator(device="cpu").manual_seed(record.seed)
-        image = load_image(str(images[record.file])) if record.file in images else None
+        image = load_image(images[record.file]) if record.file in images else None
         frames = spec.generate(pipe, record.generation_prompt, settings, generator, image)
         final = out / record.file
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -458,7 +472,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--image_dir",
         default=None,
-        help="With --image_to_video: the folder of each prompt's first frame, <i>.png for the i-th prompt (from 0).",
+        help="With --image_to_video: the folder of each prompt's first frame, <i>.png for the i-th prompt (from 0); "
+        "default: the prompt file's `image` column.",
     )
     parser.add_argument(
         "--lora_weight_name",

@@ -56,14 +56,17 @@ VBENCH_FOLDERS = {
 
 @dataclasses.dataclass(frozen=True)
 class PromptEntry:
-    """A benchmark prompt: the text judged (`prompt`), the text generated from, its labels, and for VBench the
-    folder of its videos (`VBENCH_FOLDERS`; `""` for the other benchmarks' single folder)."""
+    """A benchmark prompt: the text judged (`prompt`), the text generated from, its labels, for VBench the folder
+    of its videos (`VBENCH_FOLDERS`; `""` for the other benchmarks' single folder), and the first frame an
+    image-to-video run animates, from the prompt file's `image` column (a path, relative to a local prompt file's
+    folder, or a URL; `""` without one)."""
 
     prompt: str
     generation_prompt: str
     category: str = ""
     is_hard: bool | None = None
     folder: str = ""
+    image: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,6 +388,7 @@ def load_prompts(
             entries.setdefault(key, {})
             _merge(entries, key, "upsampled", _first(row, _UPSAMPLED_KEYS), where)
             _merge(entries, key, "category", _first(row, ("states_of_matter",)), where)
+            _merge(entries, key, "image", _image_of(row, source), where)
             entries[key].setdefault("dimensions", set()).update(d for d in dimensions if VBENCH_FOLDERS[d] == folder)
             if "is_hard" in row:
                 _merge(entries, key, "is_hard", parse_bool(row["is_hard"], where), where)
@@ -417,9 +421,19 @@ def load_prompts(
             e.get("category") or ";".join(sorted(e["dimensions"])),
             e.get("is_hard"),
             folder,
+            e.get("image") or "",
         )
         for (p, folder), e in entries.items()
     ]
+
+
+def _image_of(row: dict, source: str) -> str | None:
+    """The row's `image` (a first frame): a URL as given, a relative path from a local prompt file's folder."""
+    image = row.get("image")
+    if not image or "://" in str(image):
+        return image or None
+    folder = Path(source).parent if Path(source).is_file() else Path()
+    return str(folder / str(image))
 
 
 def _attach_upsampled(entries: dict[_Key, dict], source: str, split: str | None) -> None:

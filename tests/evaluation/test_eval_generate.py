@@ -4,8 +4,10 @@ import csv
 import json
 import re
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffusers_tsa.eval import generate
 from diffusers_tsa.eval.common import EvalInputError, exit_on_user_error
@@ -432,3 +434,55 @@ def test_first_frames_of_a_text_to_video_checkpoint_are_refused_before_loading(t
     with pytest.raises(FlagError, match="is a text-to-video cogvideox checkpoint"):
         generate.main([*base, "--image_to_video", "--image_dir", str(tmp_path)])
     assert not (tmp_path / "run" / "videos").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_i2v(tmp_path_factory):
+    """A tiny CogVideoX image-to-video checkpoint, two first frames and a prompt file whose `image` column names
+    them (relative to the file)."""
+    from diffusers import CogVideoXImageToVideoPipeline
+
+    from diffusers_tsa.testing import tiny_cogvideox_components
+
+    root = tmp_path_factory.mktemp("tiny_i2v")
+    CogVideoXImageToVideoPipeline(**tiny_cogvideox_components(image_to_video=True)).save_pretrained(root / "base")
+    (root / "frames").mkdir()
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (96, 144, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "frames" / f"{i}.png")
+    (root / "prompts.csv").write_text(
+        "caption,image\nA cat jumps.,frames/0.png\nWater pours into a glass.,frames/1.png\n"
+    )
+    return root
+
+
+def test_image_to_video_generates_from_each_prompts_image_column_or_image_dir(tiny_i2v, tmp_path, monkeypatch):
+    """Each video is generated from its prompt's first frame: the prompt file's `image` column (paths relative to
+    the file), or `--image_dir/<i>.png`; the two give the same videos, and a missing image is one error before any
+    video."""
+    from diffusers_tsa.adapters.spec import ModelSpec
+
+    given = []
+    real = ModelSpec.generate
+    monkeypatch.setattr(
+        ModelSpec,
+        "generate",
+        lambda self, pipe, prompt, s, g=None, image=None: (
+            given.append((prompt, np.asarray(image))) or real(self, pipe, prompt, s, g, image)
+        ),
+    )
+    base = ["--benchmark", "videophy2", "--prompts", str(tiny_i2v / "prompts.csv"), "--labels", "none", *TINY]
+    base += ["--pretrained_model_name_or_path", str(tiny_i2v / "base"), "--image_to_video", "--no_upsampling"]
+    generate.main([*base, "--output_dir", str(tmp_path / "column")])
+    frames = [np.asarray(Image.open(tiny_i2v / "frames" / f"{i}.png")) for i in range(2)]
+    assert [p for p, _ in given] == ["A cat jumps.", "Water pours into a glass."]
+    assert all(np.array_equal(image, frame) for (_, image), frame in zip(given, frames))
+    generate.main([*base, "--image_dir", str(tiny_i2v / "frames"), "--output_dir", str(tmp_path / "dir")])
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(given[:2], given[2:]))
+    for name in ("A_cat_jumps.mp4", "Water_pours_into_a_glass.mp4"):
+        column, folder = (iio.imread(tmp_path / run / "videos" / name) for run in ("column", "dir"))
+        assert np.array_equal(column, folder)
+    (tiny_i2v / "half.csv").write_text("caption,image\nA cat jumps.,frames/0.png\nWater pours into a glass.,\n")
+    with pytest.raises(EvalInputError, match="`image` column: 1 prompt.s. have no first frame, e.g. 'Water pours"):
+        generate.main([*base[:3], str(tiny_i2v / "half.csv"), *base[4:], "--output_dir", str(tmp_path / "half")])
+    assert not (tmp_path / "half" / "videos").exists()
