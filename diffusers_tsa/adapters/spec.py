@@ -433,6 +433,12 @@ class ModelSpec(abc.ABC):
         """The lines of the card's code that do what `configure_pipeline` does, on `pipe`: none here."""
         return []
 
+    @property
+    def usage_requirements(self) -> tuple[str, ...]:
+        """Packages the card's code needs beyond torch and diffusers' own requirements (its `# pip install` line):
+        none here."""
+        return ()
+
     def generate(
         self,
         pipe,

@@ -336,6 +336,11 @@ class WanSpec(ModelSpec):
         """A low-noise expert's LoRA goes into `transformer_2` (`load_into_transformer_2=True`)."""
         return {"load_into_transformer_2": True} if self.expert == "low_noise" else {}
 
+    @property
+    def usage_requirements(self) -> tuple[str, ...]:
+        """`ftfy` for an image-to-video run: `WanImageToVideoPipeline` cleans every prompt with it."""
+        return ("ftfy",) if self.image_to_video else ()
+
     def generate(self, pipe, prompt: str, settings: GenerationSettings, generator=None, image: Any = None):
         """As the base; an image-to-video pipeline without `ftfy` installed is given the prompts as embeddings,
         encoded as `WanPipeline` encodes them (this diffusers' `WanImageToVideoPipeline` cleans prompts with `ftfy`

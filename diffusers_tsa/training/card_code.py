@@ -60,8 +60,10 @@ def usage_code(spec: ModelSpec, weights: str, training_mode: str, prompt: str, s
         names.setdefault(spec.usage_imports[1], []).append("load_image")
         image = ['image = load_image("first_frame.png")  # the first frame to animate']
         arguments.insert(1, "image=image")
+    requirements = [f"# pip install {' '.join(spec.usage_requirements)}"] if spec.usage_requirements else []
     return "\n".join(
         [
+            *requirements,
             "import torch",
             *(f"from {module} import {', '.join(found)}" for module, found in names.items()),
             "",
