@@ -17,6 +17,8 @@ teaches them. Clips with audio are not supported: the data pipeline decodes no s
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, NamedTuple
@@ -38,6 +40,9 @@ from .ltx_video import pack_latents
 from .options import GenerationSettings, TrainingOptions
 from .registry import register_adapter
 from .spec import Grid, ModelSpec, frame_count_problem, side_problem
+
+
+logger = logging.getLogger(__name__)
 
 
 class LTX2PromptEmbeds(NamedTuple):
@@ -224,6 +229,22 @@ class LTX2Spec(ModelSpec):
         32x VAE), so the relative depth the paper found best is the one to start from."""
         return super().default_depth
 
+    @property
+    def usage_requirements(self) -> tuple[str, ...]:
+        """PyAV for an image-to-video run: `LTX2ImageToVideoPipeline` re-compresses the first frame with it (H.264
+        at the CRF the model was trained with)."""
+        return ("av",) if self.image_to_video else ()
+
+    def image_kwargs(self, image: Any) -> dict[str, Any]:
+        """As the base; without PyAV, also `image_crf=0` (the first frame as given, not re-compressed), with one
+        warning, rather than the stock pipeline's error in a validation or an evaluation."""
+        from diffusers.utils import is_av_available
+
+        if is_av_available():
+            return {"image": image}
+        _warn_no_pyav()
+        return {"image": image, "image_crf": 0}
+
     def pipeline_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         """`LTX2Pipeline` arguments, at the frame rate the model was trained for (`fps`)."""
         return {
@@ -235,6 +256,15 @@ class LTX2Spec(ModelSpec):
             "guidance_scale": settings.guidance_scale,
             "max_sequence_length": self.resolve_max_sequence_length(settings.max_sequence_length),
         }
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_pyav() -> None:
+    """Says once per process that LTX-2's image-to-video pipeline runs without its first-frame re-compression."""
+    logger.warning(
+        "PyAV is not installed: LTX2ImageToVideoPipeline is given `image_crf=0`, the first frame without its H.264 "
+        "re-compression (pip install av for the stock conditioning)."
+    )
 
 
 @register_adapter

@@ -450,5 +450,9 @@ class ModelSpec(abc.ABC):
         """One video of `prompt`: float32 frames `(T, H, W, 3)` in [0, 1], what `export_to_video` takes; `image` (a
         PIL image) is the first frame an image-to-video pipeline starts from."""
         self.configure_pipeline(pipe, settings)
-        kwargs = self.pipeline_kwargs(settings) | ({} if image is None else {"image": image})
+        kwargs = self.pipeline_kwargs(settings) | ({} if image is None else self.image_kwargs(image))
         return pipe(prompt=prompt, generator=generator, output_type="np", **kwargs).frames[0]
+
+    def image_kwargs(self, image: Any) -> dict[str, Any]:
+        """The image-to-video pipeline's arguments for the first frame `image` (a PIL image): `{"image": image}`."""
+        return {"image": image}

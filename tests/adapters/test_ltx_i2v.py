@@ -180,3 +180,25 @@ def test_validation_builds_the_stock_i2v_pipeline_that_starts_from_the_image(ada
 
     red, blue = video((220, 30, 30)), video((30, 30, 220))
     assert red.shape == (9, 64, 96, 3) and not np.allclose(red, blue)
+
+
+def test_ltx2_without_pyav_skips_the_re_compression_with_one_warning(monkeypatch, caplog):
+    """`LTX2ImageToVideoPipeline` re-compresses its image with PyAV: without it, validation and `eval.generate` pass
+    `image_crf=0` and say so once; with it, the stock default; the card's code asks for it."""
+    import diffusers.utils
+
+    from diffusers_tsa.adapters import ltx2
+
+    both = frozenset({"t2v", "i2v"})
+    spec = ltx2.LTX2Spec(pretrained_model_name_or_path="ltx2", num_blocks=2, hidden_size=8, min_depth=1, tasks=both)
+    image = Image.new("RGB", (96, 64))
+    monkeypatch.setattr(diffusers.utils, "is_av_available", lambda: True)
+    assert spec.image_kwargs(image) == {"image": image}
+    monkeypatch.setattr(diffusers.utils, "is_av_available", lambda: False)
+    ltx2._warn_no_pyav.cache_clear()
+    with caplog.at_level("WARNING", logger=ltx2.__name__):
+        assert spec.image_kwargs(image) == spec.image_kwargs(image) == {"image": image, "image_crf": 0}
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "pip install av" in caplog.records[0].message
+    i2v = spec.for_training(TrainingOptions(max_sequence_length=16, image_to_video=True))
+    assert (spec.usage_requirements, i2v.usage_requirements) == ((), ("av",))

@@ -18,6 +18,7 @@ import torch
 from diffusers import (
     CogVideoXImageToVideoPipeline,
     HunyuanVideo15ImageToVideoPipeline,
+    LTX2Pipeline,
     LTXPipeline,
     WanImageToVideoPipeline,
     WanPipeline,
@@ -27,6 +28,7 @@ from PIL import Image
 from diffusers_tsa.adapters import GenerationSettings, TrainingOptions, load_spec
 from diffusers_tsa.testing import (
     tiny_cogvideox_components,
+    tiny_ltx2_components,
     tiny_ltx_video_components,
     tiny_videomae,
     tiny_wan_components,
@@ -86,6 +88,7 @@ FAMILIES = [
         (9, 64, 96),
         flags=(*TEACHER_32X48, "--validation_fps", "25"),
     ),
+    I2VFamily("ltx2", lambda: LTX2Pipeline(**tiny_ltx2_components()), (9, 64, 96)),
 ]
 
 
@@ -146,8 +149,9 @@ def test_a_lora_run_validates_from_a_first_frame_and_changes_the_stock_i2v_pipel
     assert iio.imread(out / "validation" / "final-0-0.mp4").shape == (*tiny[0].clip, 3)
     card = (out / "README.md").read_text()
     assert f"pipe = {spec.image_to_video_pipeline_class_name}.from_pretrained(" in card and "image=image" in card
-    # WanImageToVideoPipeline cleans every prompt with ftfy, which diffusers does not require.
+    # WanImageToVideoPipeline cleans every prompt with ftfy, LTX2ImageToVideoPipeline re-compresses with PyAV.
     assert ("# pip install ftfy" in card) == tiny[0].name.startswith("wan")
+    assert ("# pip install av" in card) == (tiny[0].name == "ltx2")
 
     pipe = spec.pipeline_class.from_pretrained(tiny[1] / "base")
     assert type(pipe).__name__ == spec.image_to_video_pipeline_class_name
