@@ -1,12 +1,13 @@
 """The precompute of an image-to-video run: it stores what the condition needs (the image latent posterior of
 CogVideoX-I2V, Wan I2V and HunyuanVideo 1.5 I2V, the image embeddings of Wan 2.1 I2V and HunyuanVideo 1.5 I2V; nothing
-more for TI2V-5B and LTX-Video, conditioned on their own latents), and the diffusion loss on the cache, which loads no encoder, is the loss on the videos."""
+more for TI2V-5B, LTX-Video and LTX-2, conditioned on their own latents), and the diffusion loss on the cache, which loads no encoder, is the loss on the videos."""
 
 import pytest
 import torch
 from diffusers import (
     CogVideoXImageToVideoPipeline,
     HunyuanVideo15ImageToVideoPipeline,
+    LTX2Pipeline,
     LTXPipeline,
     WanImageToVideoPipeline,
     WanPipeline,
@@ -17,6 +18,7 @@ from diffusers_tsa.data import ClipSpec, load_video_dataset
 from diffusers_tsa.features import ModelInputs
 from diffusers_tsa.testing import (
     tiny_cogvideox_components,
+    tiny_ltx2_components,
     tiny_ltx_video_components,
     tiny_wan_components,
     write_test_dataset,
@@ -52,6 +54,7 @@ FAMILIES = {
         ClipSpec(height=64, width=96, max_num_frames=9),
         set(),
     ),
+    "ltx2": (lambda: LTX2Pipeline(**tiny_ltx2_components()), ClipSpec(height=64, width=96, max_num_frames=9), set()),
 }
 #: Image-to-video, each family with its own default share of conditioned samples.
 OPTIONS = TrainingOptions(max_sequence_length=16, image_to_video=True)
