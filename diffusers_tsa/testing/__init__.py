@@ -1,7 +1,7 @@
 """Tiny, randomly initialised models built in code, for the tests, the offline demo and the benchmarks: one module
 per model family (`cogvideox`, `wan`, `ltx_video`, `ltx2`, `kandinsky5`, `hunyuan_video15`, `sana_video`, and `nova`, a test
 double of NOVA's `diffnext` package), the shared tokenizer and text encoders (`text`), teachers (`teachers`),
-synthetic clips (`clips`) and the model card's checks (`model_card`)."""
+synthetic clips (`clips`), the model card's checks (`model_card`) and a transformer spy for tests (`spy`)."""
 
 from .clips import BALL_COLOURS, render_ball, write_test_clip, write_test_dataset
 from .cogvideox import (

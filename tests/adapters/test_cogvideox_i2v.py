@@ -12,6 +12,7 @@ from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, cogvideox, load_sp
 from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXImageConditioning
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_cogvideox_components
+from diffusers_tsa.testing.spy import TransformerSpy
 
 
 HEIGHT, WIDTH = 96, 144  # latents 12 x 18, the tiny transformers' sample size
@@ -111,18 +112,6 @@ def test_the_first_frame_gets_noise_of_log_sigma_normal_minus_3_one_half(tiny, m
     assert abs(log_sigma.mean().item() + 3.0) < 0.08 and abs(log_sigma.std().item() - 0.5) < 0.06
 
 
-class Spy(torch.nn.Module):
-    """The transformer, recording each call's inputs."""
-
-    def __init__(self, transformer):
-        super().__init__()
-        self.transformer, self.inputs = transformer, []
-
-    def forward(self, **kwargs):
-        self.inputs.append(kwargs)
-        return self.transformer(**kwargs)
-
-
 @pytest.mark.parametrize(("name", "hidden_frames", "ofs"), [("i2v", 3, None), ("i2v15", 6, 2.0)])
 def test_the_transformer_gets_the_condition_on_its_channels_and_ofs(tiny, name, hidden_frames, ofs):
     model = adapter(tiny, name)
@@ -130,7 +119,7 @@ def test_the_transformer_gets_the_condition_on_its_channels_and_ofs(tiny, name, 
     with model.encoders_loaded():
         outputs = {**model.text_encoder_outputs(["a", "b"]), **model.image_encoder_outputs(videos[:, 0], videos)}
         latents = model.encode_videos(videos)
-    spy, conditioning = Spy(model.transformer), model.conditioning(outputs)
+    spy, conditioning = TransformerSpy(model.transformer), model.conditioning(outputs)
     loss = model.diffusion_loss(spy, latents, conditioning)["diffusion"]
     ((inputs),) = spy.inputs
     hidden = inputs["hidden_states"]

@@ -12,6 +12,7 @@ from PIL import Image
 from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
+from diffusers_tsa.testing.spy import TransformerSpy
 
 
 FRAMES, HEIGHT, WIDTH = 9, 32, 48  # latents 3 x 2 x 3
@@ -87,28 +88,12 @@ def test_the_condition_is_the_pipelines_own(tiny):
         torch.testing.assert_close(conditioning.image_embeds[i : i + 1], embeds)
 
 
-class Spy(torch.nn.Module):
-    """The transformer, recording each call's inputs."""
-
-    def __init__(self, transformer):
-        super().__init__()
-        self.transformer, self.inputs = transformer, []
-
-    @property
-    def config(self):
-        return self.transformer.config
-
-    def forward(self, **kwargs):
-        self.inputs.append(kwargs)
-        return self.transformer(**kwargs)
-
-
 def test_the_transformer_gets_the_image_latent_mask_and_embeddings(tiny):
     model, (videos, _) = adapter(tiny), clips()
     with model.encoders_loaded():
         outputs = {**model.text_encoder_outputs(["a", "b"]), **model.image_encoder_outputs(videos[:, 0], videos)}
         latents = model.encode_videos(videos)
-    spy, conditioning = Spy(model.transformer), model.conditioning(outputs)
+    spy, conditioning = TransformerSpy(model.transformer), model.conditioning(outputs)
     loss = model.diffusion_loss(spy, latents, conditioning)["diffusion"]
     ((inputs),) = spy.inputs
     hidden = inputs["hidden_states"]
@@ -122,7 +107,7 @@ def test_a_text_to_video_run_is_unchanged(tiny):
     model, (videos, _) = adapter(tiny, "t2v", TrainingOptions(max_sequence_length=16)), clips()
     assert model.image_encoder_outputs(videos[:, 0], videos) == {}
     conditioning = model.conditioning(model.text_encoder_outputs(["a", "b"]))
-    spy = Spy(model.transformer)
+    spy = TransformerSpy(model.transformer)
     model.diffusion_loss(spy, model.encode_videos(videos), conditioning)
     ((inputs),) = spy.inputs
     assert inputs["hidden_states"][:, 4:].eq(0).all() and inputs["image_embeds"].eq(0).all()

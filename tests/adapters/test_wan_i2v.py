@@ -12,6 +12,7 @@ from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
 from diffusers_tsa.adapters.wan import WanAdapter, WanImageConditioning
 from diffusers_tsa.errors import ModelLayoutError
 from diffusers_tsa.testing import tiny_wan_components
+from diffusers_tsa.testing.spy import TransformerSpy
 
 
 FRAMES, HEIGHT, WIDTH = 9, 64, 96  # latents 3 x 8 x 12
@@ -97,24 +98,9 @@ def test_the_wrong_task_is_refused_before_loading(tiny, name, options, flag):
         load_spec(tiny / name).for_training(options)
 
 
-class Spy(torch.nn.Module):
-    """The (frozen) transformer, recording each call's inputs and its prediction, whose gradient the loss fills."""
-
-    def __init__(self, transformer):
-        super().__init__()
-        self.transformer, self.inputs, self.predictions = transformer, [], []
-
-    def forward(self, **kwargs):
-        self.inputs.append(kwargs)
-        # A leaf: the loss's gradient with respect to the prediction, per latent.
-        prediction = self.transformer(**kwargs)[0].detach().requires_grad_()
-        self.predictions.append(prediction)
-        return (prediction,)
-
-
 def test_ti2v_gives_the_clean_first_frame_and_leaves_it_out_of_the_diffusion_loss(tiny):
     wan = adapter(tiny, "ti2v", replace(I2V, first_frame_conditioning_p=1.0))
-    spy, latents = Spy(wan.transformer), wan.encode_videos(clips())
+    spy, latents = TransformerSpy(wan.transformer, leaf_predictions=True), wan.encode_videos(clips())
     conditioning = wan.conditioning(wan.text_encoder_outputs(["a", "b"]))
     wan.diffusion_loss(spy, latents, conditioning)["diffusion"].backward()
     (inputs,), (prediction,) = spy.inputs, spy.predictions
@@ -130,7 +116,7 @@ def test_wan21_i2v_concatenates_the_mask_and_condition_and_takes_the_image_embed
     with wan.encoders_loaded():
         outputs = {**wan.text_encoder_outputs(["a", "b"]), **wan.image_encoder_outputs(videos[:, 0], videos)}
         latents = wan.encode_videos(videos)
-    spy, conditioning = Spy(wan.transformer), wan.conditioning(outputs)
+    spy, conditioning = TransformerSpy(wan.transformer, leaf_predictions=True), wan.conditioning(outputs)
     loss = wan.diffusion_loss(spy, latents, conditioning)["diffusion"]
     (inputs,) = spy.inputs
     hidden = inputs["hidden_states"]
