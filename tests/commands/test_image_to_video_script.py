@@ -58,6 +58,7 @@ class I2VFamily:
     flags: tuple[str, ...] = TEACHER_32X48
     teacher_kwargs: tuple[tuple[str, int], ...] = ()
     load_lora: Callable = lambda pipe, folder: pipe.load_lora_weights(folder)
+    expert: str | None = None
 
 
 FAMILIES = [
@@ -75,6 +76,12 @@ FAMILIES = [
         teacher_kwargs=(("num_frames", 16),),
     ),
     I2VFamily("wan21_i2v", lambda: WanImageToVideoPipeline(**tiny_wan_components(image_to_video=True)), (9, 64, 96)),
+    I2VFamily(
+        "wan22_a14b_i2v",
+        lambda: WanImageToVideoPipeline(**tiny_wan_components(image_to_video=True, two_experts=True)),
+        (9, 64, 96),
+        expert="high_noise",
+    ),
     I2VFamily("wan22_ti2v", lambda: WanPipeline(**tiny_wan_components(ti2v=True)), (9, 64, 96)),
     I2VFamily(
         "hunyuan_video15_i2v",
@@ -117,7 +124,8 @@ def train(tiny, output_dir: Path, *flags: str) -> str:
         "--max_sequence_length", "16", "--alignment_loss", "m-tsa", "--projector_hidden_dim", "16",
         "--rank", "4", "--lora_alpha", "4", "--train_batch_size", "2", "--learning_rate", "1e-2",
         "--lr_warmup_steps", "0", "--seed", "0", "--report_to", "none", "--checkpointing_steps", "100",
-        "--validation_num_inference_steps", "2", "--output_dir", str(output_dir), *family.flags, *flags,
+        "--validation_num_inference_steps", "2", "--output_dir", str(output_dir), *family.flags,
+        *(("--expert", family.expert) if family.expert else ()), *flags,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **ONE_CPU_PROCESS}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -130,7 +138,9 @@ def image_and_pipeline(tiny):
     """An 8-bit first frame, the stock image-to-video pipeline of the base checkpoint, and its video from the frame
     (two steps, seed 0) as a function of the pipeline."""
     family, root = tiny
-    spec = load_spec(root / "base").for_training(TrainingOptions(image_to_video=True, max_sequence_length=16))
+    spec = load_spec(root / "base").for_training(
+        TrainingOptions(image_to_video=True, max_sequence_length=16, expert=family.expert)
+    )
     pixels = np.random.default_rng(0).integers(0, 256, (family.clip[1], family.clip[2], 3), dtype=np.uint8)
     image = Image.fromarray(pixels)
     settings = GenerationSettings(*family.clip, num_inference_steps=2, max_sequence_length=16)
