@@ -33,3 +33,20 @@ class TransformerSpy(nn.Module):
         prediction = self.transformer(**kwargs)[0].detach().requires_grad_()
         self.predictions.append(prediction)
         return (prediction,)
+
+
+def image_to_video_step(model, videos: torch.Tensor) -> tuple[dict, object, torch.Tensor]:
+    """One `diffusion_loss` of an image-to-video batch through a `TransformerSpy`: `videos` `(B, T, C, H, W)` in
+    [-1, 1] conditioned on their first frames, captioned `"a"`, `"b"`, ...
+
+    Returns:
+        `tuple`: the transformer's keyword inputs, the conditioning and the diffusion loss.
+    """
+    with model.encoders_loaded():
+        prompts = [chr(ord("a") + i) for i in range(videos.shape[0])]
+        outputs = {**model.text_encoder_outputs(prompts), **model.image_encoder_outputs(videos[:, 0], videos)}
+        latents = model.encode_videos(videos)
+    spy, conditioning = TransformerSpy(model.transformer), model.conditioning(outputs)
+    loss = model.diffusion_loss(spy, latents, conditioning)["diffusion"]
+    ((inputs),) = spy.inputs
+    return inputs, conditioning, loss

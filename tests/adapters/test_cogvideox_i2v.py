@@ -12,7 +12,7 @@ from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, cogvideox, load_sp
 from diffusers_tsa.adapters.cogvideox import CogVideoXAdapter, CogVideoXImageConditioning
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing import tiny_cogvideox_components
-from diffusers_tsa.testing.spy import TransformerSpy
+from diffusers_tsa.testing.spy import image_to_video_step
 
 
 HEIGHT, WIDTH = 96, 144  # latents 12 x 18, the tiny transformers' sample size
@@ -116,12 +116,7 @@ def test_the_first_frame_gets_noise_of_log_sigma_normal_minus_3_one_half(tiny, m
 def test_the_transformer_gets_the_condition_on_its_channels_and_ofs(tiny, name, hidden_frames, ofs):
     model = adapter(tiny, name)
     videos = torch.rand(2, FRAMES[name], 3, HEIGHT, WIDTH) * 2 - 1
-    with model.encoders_loaded():
-        outputs = {**model.text_encoder_outputs(["a", "b"]), **model.image_encoder_outputs(videos[:, 0], videos)}
-        latents = model.encode_videos(videos)
-    spy, conditioning = TransformerSpy(model.transformer), model.conditioning(outputs)
-    loss = model.diffusion_loss(spy, latents, conditioning)["diffusion"]
-    ((inputs),) = spy.inputs
+    inputs, conditioning, loss = image_to_video_step(model, videos)
     hidden = inputs["hidden_states"]
     assert hidden.shape == (2, hidden_frames, 8, 12, 18) and torch.isfinite(loss)
     torch.testing.assert_close(hidden[:, :1, 4:], conditioning.image_latents)  # the image first (1.5: the padding's)

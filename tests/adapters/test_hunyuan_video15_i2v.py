@@ -12,7 +12,7 @@ from PIL import Image
 from diffusers_tsa.adapters import ADAPTERS, TrainingOptions, load_spec
 from diffusers_tsa.errors import GridError, ModelLayoutError
 from diffusers_tsa.testing.hunyuan_video15 import tiny_hunyuan_video15_components
-from diffusers_tsa.testing.spy import TransformerSpy
+from diffusers_tsa.testing.spy import TransformerSpy, image_to_video_step
 
 
 FRAMES, HEIGHT, WIDTH = 9, 32, 48  # latents 3 x 2 x 3
@@ -90,12 +90,7 @@ def test_the_condition_is_the_pipelines_own(tiny):
 
 def test_the_transformer_gets_the_image_latent_mask_and_embeddings(tiny):
     model, (videos, _) = adapter(tiny), clips()
-    with model.encoders_loaded():
-        outputs = {**model.text_encoder_outputs(["a", "b"]), **model.image_encoder_outputs(videos[:, 0], videos)}
-        latents = model.encode_videos(videos)
-    spy, conditioning = TransformerSpy(model.transformer), model.conditioning(outputs)
-    loss = model.diffusion_loss(spy, latents, conditioning)["diffusion"]
-    ((inputs),) = spy.inputs
+    inputs, conditioning, loss = image_to_video_step(model, videos)
     hidden = inputs["hidden_states"]
     assert hidden.shape == (2, 2 * 4 + 1, 3, 2, 3) and torch.isfinite(loss)
     torch.testing.assert_close(hidden[:, 4:8, :1], conditioning.image_latents)
