@@ -4,10 +4,12 @@ usable rows and a `TrainingClips` over them) and the precompute's final count of
 row-by-row reference the same work took before (datasets' `table[column]` formats every row in Python;
 `table.unique`).
 
-The tables are one small saved table of 1 024 rows (tiny feature tensors, a 1 KB settings JSON on every row, one row
-in 64 unusable, one caption in 16 empty), loaded memory-mapped and concatenated with itself: 1K, 64K and 1M rows
-without writing them. The reference is timed up to `--reference_rows` (it grows linearly: 64K rows is enough to see
-it). Results go to `benchmarks/results/startup_cpu.json` and a Markdown table beside it, with the load average.
+Each table is a small saved table (tiny feature tensors, a 1 KB settings JSON on every row, one row in 64 unusable,
+one caption in 16 empty), loaded memory-mapped and concatenated with itself: 1K, 64K and 1M rows without writing
+them, each in 16 Arrow blocks (as a precompute's shards merged by `concatenate_datasets` are), so that only the row
+count changes; and 1M rows in 1 024 blocks, for what datasets' bookkeeping costs per block. The reference is timed
+up to `--reference_rows` (it grows linearly: 64K rows is enough to see it). Results go to
+`benchmarks/results/startup_cpu.json` and a Markdown table beside it, with the load average.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_startup.py
 """
@@ -44,24 +46,24 @@ from diffusers_tsa.training.probe import PROBE_CANDIDATES  # noqa: E402
 
 
 RESULTS = Path(__file__).parent / "results"
-BASE_ROWS = 1024
-ROW_COUNTS = (1024, 65536, 1048576)
+#: (rows, Arrow blocks) of the tables timed.
+TABLES = ((1024, 16), (65536, 16), (1048576, 16), (1048576, 1024))
 GRID = (2, 2, 2)
 
 
-def base_table(folder: Path) -> datasets.Dataset:
-    """The small table, saved and loaded back memory-mapped."""
+def base_table(folder: Path, num_rows: int) -> datasets.Dataset:
+    """A small table of `num_rows` rows, saved and loaded back memory-mapped (one Arrow block)."""
     settings = json.dumps({"format": FEATURES_FORMAT_VERSION, "grid": list(GRID), "padding": "x" * 1000})
-    rows = range(BASE_ROWS)
+    rows = range(num_rows)
     table = datasets.Dataset.from_dict(
         {
             CAPTION: ["" if i % 16 == 0 else f"caption {i}" for i in rows],
             VIDEO: [f"clips/{i}.mp4" for i in rows],
-            FEATURES_COLUMN: np.zeros((BASE_ROWS, *GRID, 4), np.float16),
-            MASK_COLUMN: np.ones((BASE_ROWS, *GRID), bool),
+            FEATURES_COLUMN: np.zeros((num_rows, *GRID, 4), np.float16),
+            MASK_COLUMN: np.ones((num_rows, *GRID), bool),
             VALID_COLUMN: [i % 64 != 0 for i in rows],
-            SETTINGS_COLUMN: [settings] * BASE_ROWS,
-            FEATURES_CHECKSUM_COLUMN: [0] * BASE_ROWS,
+            SETTINGS_COLUMN: [settings] * num_rows,
+            FEATURES_CHECKSUM_COLUMN: [0] * num_rows,
         },
         features=datasets.Features(
             {
@@ -125,11 +127,11 @@ def main():
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        base = base_table(Path(folder))
-        for count in ROW_COUNTS:
-            table = datasets.concatenate_datasets([base] * (count // BASE_ROWS))
+        for count, blocks in TABLES:
+            base = base_table(Path(folder) / f"{count}-{blocks}", count // blocks)
+            table = datasets.concatenate_datasets([base] * blocks)
             ours(table)  # warm: the first pass pages the memory-mapped file in
-            row = {"rows": count, "ours": ours(table)}
+            row = {"rows": count, "blocks": blocks, "ours": ours(table)}
             if count <= args.reference_rows:
                 row["reference"] = reference(table)
             rows.append(row)
@@ -144,15 +146,15 @@ def main():
         f"Start-up reads of a precomputed table, seconds, ours / row by row (before): `{command}`.",
         f"Load average (1, 5, 15 min) before {load['before']}, after {load['after']}.",
         "",
-        "| rows | " + " | ".join(steps) + " |",
-        "|---|" + "---|" * len(steps),
+        "| rows | Arrow blocks | " + " | ".join(steps) + " |",
+        "|---|---|" + "---|" * len(steps),
     ]
     for row in rows:
         cells = []
         for step in steps:
             before = f"{row['reference'][step]:.2f}" if "reference" in row else "not run"
             cells.append(f"{row['ours'][step]:.3f} / {before}")
-        lines.append(f"| {row['rows']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['rows']} | {row['blocks']} | " + " | ".join(cells) + " |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

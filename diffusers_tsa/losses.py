@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .errors import GridError
-from .relations import EPS, RelationTiling, TemperedKL, frame_rows, query_indices, token_rows
+from .relations import EPS, RelationTiling, TemperedKL, TileBuffers, frame_rows, query_indices, token_rows
 
 
 class _MarginL1:
@@ -34,11 +34,11 @@ class _MarginL1:
     def __init__(self, margin: float):
         self.margin = margin
 
-    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool):
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, scratch: torch.Tensor, with_grad: bool):
         diff = student.sub_(teacher)
-        excess = diff.abs().sub_(self.margin)
-        loss = excess.clamp_min(0).sum()
-        return loss, diff.sign_().mul_(excess > 0) if with_grad else None
+        excess = torch.abs(diff, out=scratch[0]).sub_(self.margin).clamp_min_(0)
+        loss = excess.sum()
+        return loss, diff.sign_().mul_(excess.sign_()) if with_grad else None  # sign(diff) where |diff| > margin
 
 
 class _StreamedRelationLoss(torch.autograd.Function):
@@ -73,6 +73,7 @@ class _StreamedRelationLoss(torch.autograd.Function):
         del features
         total = student_n.new_zeros(())
         grad = torch.zeros_like(student_n) if with_grad else None
+        buffers = TileBuffers()
         for b, index in enumerate(queries):
             tiling = RelationTiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
             step = weights[b] * criterion.scale  # d loss / d R_s = step * G, G the criterion's gradient
@@ -84,21 +85,18 @@ class _StreamedRelationLoss(torch.autograd.Function):
                 for frames in tiling.frame_chunks(num_frames):
                     keys = frame_rows(frames, keys_per_frame)
                     e_k = student_n[b, keys]
-                    rel_s, rel_t = (
-                        rearrange(q @ k.T, "q (f k) -> q f k", k=keys_per_frame)
-                        for q, k in ((scaled_s, e_k), (scaled_t, teacher_n[b, keys]))
-                    )
-                    loss, g = criterion(rel_s, rel_t, with_grad)
+                    tiles = buffers.relations((scaled_s, e_k), (scaled_t, teacher_n[b, keys]), keys_per_frame)
+                    loss, g = criterion(*tiles, with_grad)
                     total += weights[b] * loss
                     if with_grad:
                         g = rearrange(g, "q f k -> q (f k)")
                         grad_q.addmm_(g, e_k, alpha=step)
                         grad[b, keys].addmm_(g.T, e_q, alpha=step)
-                    del rel_s, rel_t, g  # before the next tile's relations: one tile's memory at a time
                 if with_grad:
                     grad[b].index_add_(0, query_index, grad_q)
+        del teacher_n, buffers  # before the radial part: the loss's memory peaks in the loop over tiles
         if with_grad:  # through Ē = E / |E|: remove the radial part, divide by the norm
-            radial = torch.linalg.vecdot(grad, student_n).unsqueeze(-1)
+            radial = torch.einsum("bnc,bnc->bn", grad, student_n).unsqueeze(-1)  # a product: no (B, N, C) temporary
             grad = grad.addcmul_(student_n, radial, value=-1).div_(norm).to(student.dtype)
         return total, grad
 

@@ -11,6 +11,7 @@ same tiles.
 - `query_indices`: the flat query token indices of each sample.
 - `RelationTiling`: how one sample's `(queries x frames x keys per frame)` volume is cut; `frame_rows` maps a slice of
   key frames to its token rows.
+- `TileBuffers`: the tiles of one call, allocated once and reused.
 - `TemperedKL`: KL(softmax(R_t / tau) || softmax(R_s / tau)) per (query, frame), with its gradient (Eq. 8-10).
 """
 
@@ -54,23 +55,26 @@ class TemperedKL:
         self.scale = 1.0 / tau
 
     def __call__(
-        self, student: torch.Tensor, teacher: torch.Tensor, with_grad: bool
+        self, student: torch.Tensor, teacher: torch.Tensor, scratch: torch.Tensor, with_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The KL of one tile, summed over its (query, frame) pairs.
+        """The KL of one tile, summed over its (query, frame) pairs. The tiles are overwritten and nothing of their
+        size is allocated.
 
         Args:
             student (`torch.Tensor`): the student's relations divided by tau, `(Q, F_k, HW)`, contiguous.
             teacher (`torch.Tensor`): the teacher's relations divided by tau, `(Q, F_k, HW)`, contiguous.
+            scratch (`torch.Tensor`): two contiguous fp32 tiles, `(2, Q, F_k, HW)`.
             with_grad (`bool`): whether to return the gradient in `student` too.
 
         Returns:
             `tuple[torch.Tensor, torch.Tensor | None]`: the summed KL (a scalar), and its gradient `(Q, F_k, HW)` in
-            `student` (or `None`), written over the student's log-probabilities.
+            `student` (or `None`), written over `student`.
         """
-        log_p, log_q = teacher.log_softmax(-1).view(-1), student.log_softmax(-1).view(-1)
-        p = log_p.exp()
+        log_p = torch.log_softmax(teacher, -1, out=scratch[0]).view(-1)
+        log_q = torch.log_softmax(student, -1, out=scratch[1]).view(-1)
+        p = torch.exp(log_p, out=teacher.view(-1))
         kl = torch.dot(p, log_p) - torch.dot(p, log_q)  # sum of p (log p - log q): two reads, no tile written
-        return kl, log_q.exp_().sub_(p).view(student.shape) if with_grad else None
+        return kl, torch.exp(log_q, out=student.view(-1)).sub_(p).view(student.shape) if with_grad else None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,42 @@ class RelationTiling:
         for rows in self.query_chunks(num_queries):
             for frames in self.frame_chunks(num_frames):
                 yield rows, frames
+
+
+class TileBuffers:
+    """The fp32 tiles of one call, allocated once and reused by every tile: the student's and the teacher's relations
+    and two scratch tiles for the criterion, so that the loop over tiles allocates nothing of a tile's size (and the
+    memory it holds is the same at every tile)."""
+
+    def __init__(self):
+        self._flat: torch.Tensor | None = None  # (4, elements), grown to the largest tile
+
+    def relations(
+        self,
+        student: tuple[torch.Tensor, torch.Tensor],
+        teacher: tuple[torch.Tensor, torch.Tensor],
+        keys_per_frame: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A tile's relations `queries @ keys^T` of the student and of the teacher, and the scratch tiles.
+
+        Args:
+            student (`tuple[torch.Tensor, torch.Tensor]`): the student's query rows `(Q, C)` and key rows `(K, C)`.
+            teacher (`tuple[torch.Tensor, torch.Tensor]`): the teacher's, of the same shapes.
+            keys_per_frame (`int`): H*W; K is a whole number of key frames.
+
+        Returns:
+            `tuple[torch.Tensor, torch.Tensor, torch.Tensor]`: the relations, contiguous `(Q, K / HW, HW)` each, and
+            the scratch `(2, Q, K / HW, HW)`, views of the buffers: valid until the next call.
+        """
+        num_queries, num_keys = student[0].shape[0], student[1].shape[0]
+        size = num_queries * num_keys
+        if self._flat is None or self._flat.shape[1] < size:
+            self._flat = None  # the old buffers go before the new ones come
+            self._flat = student[0].new_empty(4, size, dtype=torch.float32)
+        tiles = rearrange(self._flat[:, :size], "n (q f k) -> n q f k", q=num_queries, k=keys_per_frame)
+        for (q, k), tile in zip((student, teacher), tiles):
+            torch.mm(q, k.T, out=rearrange(tile, "q f k -> q (f k)"))
+        return tiles[0], tiles[1], tiles[2:]
 
 
 def _even(total: int, most: int) -> int:

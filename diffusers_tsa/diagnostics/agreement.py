@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
 from ..errors import UsageError
-from ..relations import EPS, RelationTiling, TemperedKL, frame_rows, query_indices, token_rows
+from ..relations import EPS, RelationTiling, TemperedKL, TileBuffers, frame_rows, query_indices, token_rows
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def alignment_agreement(
     student_n, teacher_n = (F.normalize(e.float(), dim=-1, eps=EPS) for e in rows)  # Ē (Eq. 6-7)
     num_frames, height, width = student.shape[1:4]
     keys_per_frame = height * width
-    criterion = TemperedKL(tau)
+    criterion, buffers = TemperedKL(tau), TileBuffers()
     top1 = kl = 0.0
     num_pairs = 0
     queries = query_indices(query_mask, student.shape[:4], student_n.device)
@@ -84,12 +83,11 @@ def alignment_agreement(
         tiling = RelationTiling.for_grid(len(index), num_frames, keys_per_frame, chunk_size)
         for query_rows, frames in tiling.tiles(len(index), num_frames):
             query_index, keys = index[query_rows], frame_rows(frames, keys_per_frame)
-            rel_s, rel_t = (  # divided by tau, as the criterion takes them; the argmax does not change
-                rearrange((e[b, query_index] * criterion.scale) @ e[b, keys].T, "q (f k) -> q f k", k=keys_per_frame)
-                for e in (student_n, teacher_n)
+            rel_s, rel_t, scratch = buffers.relations(  # divided by tau, as the criterion takes them
+                *((e[b, query_index] * criterion.scale, e[b, keys]) for e in (student_n, teacher_n)), keys_per_frame
             )
-            matches += (rel_s.argmax(-1) == rel_t.argmax(-1)).sum()
-            divergence += criterion(rel_s, rel_t, with_grad=False)[0]  # Eq. 8-9, summed over the tile
+            matches += (rel_s.argmax(-1) == rel_t.argmax(-1)).sum()  # before the criterion overwrites them
+            divergence += criterion(rel_s, rel_t, scratch, with_grad=False)[0]  # Eq. 8-9, summed over the tile
         pairs = len(index) * num_frames
         top1 += matches.item() / pairs
         kl += divergence.item() / pairs
