@@ -19,8 +19,11 @@ from .models import DEPTH
 from .scene import HEIGHT, NUM_FRAMES, WIDTH
 
 
-#: The arms: no alignment, then each alignment loss of the library at its defaults.
-ARMS = ("none", "m-tsa", "tsa", "trd", "repa", "crepa")
+#: The arms: no alignment, then each alignment loss of the library at its defaults with the trained teacher, then
+#: M-TSA with the oracle teacher (`models.OracleTeacher`), the upper bound.
+ARMS = ("none", "m-tsa", "tsa", "trd", "repa", "crepa", "m-tsa-oracle")
+#: The arm that aligns to the oracle teacher, and its loss.
+ORACLE_ARM, ORACLE_LOSS = "m-tsa-oracle", "m-tsa"
 #: Text length of the captions (they have 16 words at most).
 MAX_SEQUENCE_LENGTH = 16
 #: The probe's noise level (flow matching sigma = 0.5), temperature and M-TSA query share.

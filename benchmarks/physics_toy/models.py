@@ -1,16 +1,21 @@
-"""The experiment's models: the student, a tiny LTX-Video pipeline whose VAE is set here to reconstruct the clips,
-and the teacher, a tiny VideoMAE trained by masked autoencoding on the training clips (no labels), saved as the
-`VideoMAEModel` folder the project's `load_teacher` reads."""
+"""The experiment's models: the student, a tiny LTX-Video pipeline whose VAE is set here to reconstruct the clips;
+the teacher, a tiny VideoMAE trained by masked autoencoding on the training clips (no labels), saved as the
+`VideoMAEModel` folder the project's `load_teacher` reads; and an oracle teacher read from the clips' object maps, the
+upper bound of what a teacher's correspondences can say about the ball."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
-from diffusers_tsa.teachers import TeacherInput, load_teacher
+from diffusers_tsa.teachers import TeacherInput, VideoTeacher, load_teacher
 from diffusers_tsa.testing import tiny_text_encoder, tiny_tokenizer
+from diffusers_tsa.testing.clips import FLOOR, SKY
 
+from .physics import COLOUR_DISTANCE
 from .scene import HEIGHT, NUM_FRAMES, WIDTH
 
 
@@ -199,3 +204,55 @@ def train_teacher(folder: Path, clips: torch.Tensor, *, steps: int, seed: int, b
     model.eval()
     model.videomae.save_pretrained(folder)
     return load_teacher(folder, TEACHER_INPUT), float(loss.detach())
+
+
+#: A teacher token is the ball's when the ball covers this share of its pixels over its tubelet (a still disk of
+#: radius 3 covers at most 44 % of an 8x8 patch): its oracle feature is then the ball's direction alone.
+BALL_SHARE = 0.25
+
+
+class ObjectMaps(torch.nn.Module):
+    """The oracle's backbone: features of tokens from the clips' object maps. Each token is `s e_ball + (1 - s)
+    e_position`, `s` its ball share over `BALL_SHARE` (at most 1), `e_ball` one direction and `e_position` a fixed
+    random direction orthogonal to it per spatial position: the ball's tokens correspond to the ball's tokens in every
+    frame (cosine 1) and to nothing else (cosine 0), the background's to the same place in every frame."""
+
+    def __init__(self, grid_hw: tuple[int, int], width: int, *, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        position = F.normalize(torch.randn(grid_hw[0] * grid_hw[1], width - 1, generator=generator), dim=-1)
+        self.register_buffer("position", F.pad(position, (1, 0)))  # (H*W, C), 0 on the ball's channel
+        self.weight = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # device and dtype for VideoTeacher
+
+    def forward(self, ball: torch.Tensor, tubelet: tuple[int, int, int]) -> torch.Tensor:
+        """`ball` bool `(B, T, H, W)` -> tokens `(B, F * H' * W', C)` in `(f, h, w)` order."""
+        pt, ph, pw = tubelet
+        share = rearrange(ball.float(), "b (f pt) (h ph) (w pw) -> b (f h w) (pt ph pw)", pt=pt, ph=ph, pw=pw)
+        s = (share.mean(-1, keepdim=True) / BALL_SHARE).clamp(max=1.0)
+        tokens = rearrange(self.position.expand(share.shape[1] // self.position.shape[0], -1, -1), "f n c -> (f n) c")
+        return s * F.one_hot(torch.tensor(0), tokens.shape[-1]).to(tokens) + (1.0 - s) * tokens
+
+
+class OracleTeacher(VideoTeacher):
+    """A teacher whose features are the clips' object maps (`ObjectMaps`), on the trained teacher's grid: the same
+    frames (`prepare`), tubelet and width. The ball's pixels are those of neither the sky's nor the floor's colour
+    (`physics.COLOUR_DISTANCE`, as the physics metric detects the ball)."""
+
+    def __init__(self, like: VideoTeacher, *, seed: int = 0):
+        pt, ph, pw = like.tubelet
+        grid = like.grid
+        super().__init__(
+            ObjectMaps(grid[1:], like.hidden_size, seed=seed),
+            name="oracle (object maps)",
+            input=like.input,
+            patch_size=ph,
+            tubelet_size=pt,
+            hidden_size=like.hidden_size,
+        )
+
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        rgb = (pixels * self.std + self.mean).mul(255.0)  # back from the normalisation of `encode_prepared`
+        distance = torch.minimum(
+            *(torch.linalg.vector_norm(rgb - torch.tensor(c).to(rgb).view(1, 1, 3, 1, 1), dim=2) for c in (SKY, FLOOR))
+        )
+        return self.backbone(distance > COLOUR_DISTANCE, self.tubelet)

@@ -12,6 +12,7 @@ import numpy as np
 #: The metrics per arm: key, label, whether lower is better.
 METRICS = (
     ("top1", "held-out top-1 agreement", False),
+    ("oracle_top1", "held-out top-1 agreement with the oracle", False),
     ("kl", "held-out tempered KL", True),
     ("track_error", "track error vs parabola (px)", True),
     ("gravity_error", "fitted g error (px/frame²)", True),
