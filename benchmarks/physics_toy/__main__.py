@@ -1,4 +1,4 @@
-"""The physics experiment, one command (2 CPU cores, about half an hour):
+"""The physics experiment, one command (2 CPU cores, about 15 minutes on idle cores):
 
     python -m benchmarks.physics_toy                      # writes benchmarks/results/physics_toy_cpu.{md,json,png}
 
@@ -42,13 +42,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Fine-tuning seeds (0 1 2).")
     parser.add_argument("--arms", nargs="+", default=list(arms.ARMS), choices=arms.ARMS, help="The arms (all).")
     parser.add_argument("--teacher_steps", type=int, default=400, help="Masked-autoencoding steps (400).")
-    parser.add_argument("--base_steps", type=int, default=250, help="Steps of the base, no alignment (250).")
+    parser.add_argument("--base_steps", type=int, default=5000, help="Steps of the base, no alignment (5000).")
     parser.add_argument("--base_learning_rate", type=float, default=1e-3, help="The base's learning rate (1e-3).")
-    parser.add_argument("--steps", type=int, default=60, help="Fine-tuning steps of each arm (60).")
+    parser.add_argument("--steps", type=int, default=300, help="Fine-tuning steps of each arm (300).")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="Fine-tuning learning rate (5e-4).")
     parser.add_argument("--alignment_weight", type=float, default=0.5, help="lambda of every alignment arm (0.5).")
     parser.add_argument("--batch_size", type=int, default=8, help="Clips per step (8).")
-    parser.add_argument("--sample_steps", type=int, default=10, help="Sampling steps of the generated clips (10).")
+    parser.add_argument("--sample_steps", type=int, default=20, help="Sampling steps of the generated clips (20).")
     parser.add_argument("--num_threads", type=int, default=2, help="torch CPU threads (2).")
     parser.add_argument("--work_dir", default=None, help="Where the models go (a temporary folder).")
     parser.add_argument("--results_dir", default=str(RESULTS), help="Where the table and figure go.")
