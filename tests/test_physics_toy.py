@@ -78,8 +78,10 @@ def reduced_run(folder, *, oracle: bool, weights: tuple[float, ...]) -> dict:
     train, held_out = scene.split()
     train_videos = scene.videos([t.render()[0] for t in train])
     held_videos = scene.videos([t.render()[0] for t in held_out])
-    teacher, _ = models.train_teacher(folder / "teacher", train_videos, steps=0 if oracle else TEACHER_STEPS, seed=0)
-    teacher = models.OracleTeacher(teacher) if oracle else teacher
+    if oracle:
+        teacher = models.OracleTeacher(models.random_teacher(folder / "teacher", seed=0))
+    else:
+        teacher, _ = models.train_teacher(folder / "teacher", train_videos, steps=TEACHER_STEPS, seed=0)
     adapter = arms.load_student(models.save_student(folder / "student", models.pca_vae(train_videos), seed=0))
     train_clips = arms.ClipSet.encode(adapter, teacher, train_videos, [t.caption for t in train])
     held_clips = arms.ClipSet.encode(adapter, teacher, held_videos, [t.caption for t in held_out])

@@ -147,8 +147,7 @@ def main(argv=None) -> dict:
     adapter = arms.load_student(models.save_student(work / "student", vae, seed=0))
     train_clips = arms.ClipSet.encode(adapter, teacher, train_videos, [t.caption for t in train_throws])
     held_clips = arms.ClipSet.encode(adapter, teacher, held_videos, [t.caption for t in held_throws])
-    oracle_train = arms.ClipSet.encode(adapter, oracle, train_videos, [t.caption for t in train_throws])
-    oracle_held = arms.ClipSet.encode(adapter, oracle, held_videos, [t.caption for t in held_throws])
+    oracle_train, oracle_held = train_clips.with_teacher(oracle), held_clips.with_teacher(oracle)
     arms.train(
         adapter,
         train_clips,

@@ -4,7 +4,7 @@ agreement with the teacher, and generating clips."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -54,6 +54,12 @@ class ClipSet:
                 features.float(),
                 mask,
             )
+
+    def with_teacher(self, teacher) -> ClipSet:
+        """The same clips with another teacher's features and motion masks (the VAE and text encoder not run again)."""
+        with torch.no_grad():
+            features, mask = teacher_targets(teacher, self.videos, PROBE_MASK_RATIO)
+        return replace(self, teacher_features=features.float(), motion_mask=mask)
 
     def rows(self, index: torch.Tensor) -> dict:
         return {

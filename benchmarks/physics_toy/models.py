@@ -9,13 +9,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 
 from diffusers_tsa.teachers import TeacherInput, VideoTeacher, load_teacher
 from diffusers_tsa.testing import tiny_text_encoder, tiny_tokenizer
-from diffusers_tsa.testing.clips import FLOOR, SKY
 
-from .physics import COLOUR_DISTANCE
+from .physics import ball_pixels
 from .scene import HEIGHT, NUM_FRAMES, WIDTH
 
 
@@ -221,7 +220,7 @@ class ObjectMaps(torch.nn.Module):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         position = F.normalize(torch.randn(grid_hw[0] * grid_hw[1], width - 1, generator=generator), dim=-1)
-        self.register_buffer("position", F.pad(position, (1, 0)))  # (H*W, C), 0 on the ball's channel
+        self.register_buffer("position", position)  # (H*W, C - 1): every channel but the ball's
         self.weight = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # device and dtype for VideoTeacher
 
     def forward(self, ball: torch.Tensor, tubelet: tuple[int, int, int]) -> torch.Tensor:
@@ -229,30 +228,26 @@ class ObjectMaps(torch.nn.Module):
         pt, ph, pw = tubelet
         share = rearrange(ball.float(), "b (f pt) (h ph) (w pw) -> b (f h w) (pt ph pw)", pt=pt, ph=ph, pw=pw)
         s = (share.mean(-1, keepdim=True) / BALL_SHARE).clamp(max=1.0)
-        tokens = rearrange(self.position.expand(share.shape[1] // self.position.shape[0], -1, -1), "f n c -> (f n) c")
-        return s * F.one_hot(torch.tensor(0), tokens.shape[-1]).to(tokens) + (1.0 - s) * tokens
+        position = repeat(self.position, "n c -> (f n) c", f=share.shape[1] // self.position.shape[0])
+        return torch.cat([s, (1.0 - s) * position], dim=-1)
 
 
 class OracleTeacher(VideoTeacher):
-    """A teacher whose features are the clips' object maps (`ObjectMaps`), on the trained teacher's grid: the same
-    frames (`prepare`), tubelet and width. The ball's pixels are those of neither the sky's nor the floor's colour
-    (`physics.COLOUR_DISTANCE`, as the physics metric detects the ball)."""
+    """A teacher whose features are the clips' object maps (`ObjectMaps`), on the grid of the teacher it is `like`:
+    the same frames (`prepare`), tubelet and width. The ball's pixels are the physics metric's (`physics.ball_pixels`)."""
 
     def __init__(self, like: VideoTeacher, *, seed: int = 0):
-        pt, ph, pw = like.tubelet
-        grid = like.grid
+        tubelet, patch = like.tubelet[:2]
         super().__init__(
-            ObjectMaps(grid[1:], like.hidden_size, seed=seed),
+            ObjectMaps(like.grid[1:], like.hidden_size, seed=seed),
             name="oracle (object maps)",
             input=like.input,
-            patch_size=ph,
-            tubelet_size=pt,
+            patch_size=patch,
+            tubelet_size=tubelet,
             hidden_size=like.hidden_size,
         )
 
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         rgb = (pixels * self.std + self.mean).mul(255.0)  # back from the normalisation of `encode_prepared`
-        distance = torch.minimum(
-            *(torch.linalg.vector_norm(rgb - torch.tensor(c).to(rgb).view(1, 1, 3, 1, 1), dim=2) for c in (SKY, FLOOR))
-        )
-        return self.backbone(distance > COLOUR_DISTANCE, self.tubelet)
+        ball = ball_pixels(rearrange(rgb, "b t c h w -> b t h w c").cpu().numpy())
+        return self.backbone(torch.from_numpy(ball).to(rgb.device), self.tubelet)

@@ -16,12 +16,18 @@ COLOUR_DISTANCE = 60.0
 MIN_AREA_SHARE, SIZE_TOLERANCE = 0.3, 1.6
 
 
-def detect(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ball pixels of uint8 frames `(T, H, W, 3)`: returns `(centres (T, 2) float (x, y), areas (T,) int)`, each
-    centre the centroid of the pixels whose colour is neither the sky's nor the floor's (NaN where there is none)."""
+def ball_pixels(frames: np.ndarray) -> np.ndarray:
+    """Whether each pixel of RGB frames `(..., H, W, 3)` (0-255, any dtype) is the ball's: its colour is neither the
+    sky's nor the floor's. Returns bool `(..., H, W)`."""
     pixels = frames.astype(np.float64)
     distance = np.minimum(*(np.linalg.norm(pixels - np.array(c, np.float64), axis=-1) for c in (SKY, FLOOR)))
-    ball = distance > COLOUR_DISTANCE
+    return distance > COLOUR_DISTANCE
+
+
+def detect(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ball pixels of uint8 frames `(T, H, W, 3)`: returns `(centres (T, 2) float (x, y), areas (T,) int)`, each
+    centre the centroid of the pixels `ball_pixels` finds (NaN where there is none)."""
+    ball = ball_pixels(frames)
     areas = ball.sum(axis=(1, 2))
     yy, xx = np.mgrid[0 : frames.shape[1], 0 : frames.shape[2]]
     with np.errstate(invalid="ignore", divide="ignore"):
